@@ -1,0 +1,282 @@
+//! Code phrases: `NNNN-word-word-word`.
+//!
+//! The digits (the *nameplate*) pick the relay room and are not secret: only a
+//! hash of them is sent to the relay, so the relay can pair two peers but the
+//! words never leave either machine. The whole phrase is the PAKE password.
+//!
+//! A user may choose their own phrase with `--code`; any `digits-word…` phrase
+//! is accepted, and [`CodePhrase::strength_bits`] estimates how guessable it is
+//! so the CLI can warn about weak ones.
+
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::wordlist::{self, wordlist};
+
+/// Words in a generated code phrase.
+pub const DEFAULT_WORDS: usize = 3;
+/// Digits in a generated nameplate.
+pub const NAMEPLATE_DIGITS: usize = 4;
+/// Longest nameplate accepted from a user.
+pub const MAX_NAMEPLATE_DIGITS: usize = 10;
+/// Most words accepted in a user's phrase.
+pub const MAX_WORDS: usize = 16;
+/// Longest single word accepted in a user's phrase.
+pub const MAX_WORD_LEN: usize = 32;
+
+/// Entropy of one wordlist word: log2(7776).
+const WORDLIST_WORD_BITS: f64 = 12.924_812_503_605_78;
+/// Conservative guess for a word not on the list: 2 bits per letter
+/// (English text carries roughly 1-2.5 bits per letter).
+const OTHER_WORD_BITS_PER_CHAR: f64 = 2.0;
+
+/// Why a code phrase was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodeError {
+    /// No digits before the first separator.
+    #[error("the code must start with digits, like 1234-word-word-word")]
+    MissingNameplate,
+    /// The nameplate has too many digits.
+    #[error("the code's number has more than {MAX_NAMEPLATE_DIGITS} digits")]
+    NameplateTooLong,
+    /// No words after the nameplate.
+    #[error("the code has no words after the number (expected 1234-word-word-word)")]
+    MissingWords,
+    /// Too many words.
+    #[error("the code has more than {MAX_WORDS} words")]
+    TooManyWords,
+    /// A word with characters other than ASCII letters and digits, or too long.
+    #[error("the code contains {0:?}, which is not a word of ASCII letters (at most {MAX_WORD_LEN})")]
+    InvalidWord(String),
+}
+
+/// Identifies a relay room: a keyed BLAKE3 hash of the nameplate only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RoomId(pub [u8; 32]);
+
+impl std::fmt::Debug for RoomId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RoomId({})", self.short())
+    }
+}
+
+impl RoomId {
+    /// The room id of a nameplate.
+    pub fn for_nameplate(nameplate: &str) -> Self {
+        RoomId(blake3::derive_key(
+            "tallow 2026-11 relay room id v1",
+            nameplate.as_bytes(),
+        ))
+    }
+
+    /// First 4 bytes in hex, for logs (never the full id).
+    pub fn short(&self) -> String {
+        self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A normalized code phrase. The secret part is zeroized on drop.
+pub struct CodePhrase {
+    /// `nameplate-word-…`, lowercase, single dashes.
+    normalized: Zeroizing<String>,
+    nameplate_len: usize,
+}
+
+impl CodePhrase {
+    /// A fresh random phrase: 4 digits and `words` words from the list.
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng), words: usize) -> Self {
+        let list = wordlist();
+        let mut s = Zeroizing::new(String::with_capacity(64));
+        for _ in 0..NAMEPLATE_DIGITS {
+            s.push(char::from(b'0' + uniform(rng, 10) as u8));
+        }
+        for _ in 0..words {
+            s.push('-');
+            s.push_str(list[uniform(rng, list.len() as u32) as usize]);
+        }
+        CodePhrase {
+            normalized: s,
+            nameplate_len: NAMEPLATE_DIGITS,
+        }
+    }
+
+    /// Parse what a user typed: digits then words, separated by dashes or
+    /// spaces, any case.
+    pub fn parse(input: &str) -> Result<Self, CodeError> {
+        let mut tokens = input
+            .split(|c: char| c == '-' || c.is_whitespace())
+            .filter(|t| !t.is_empty());
+        let nameplate = tokens.next().ok_or(CodeError::MissingNameplate)?;
+        if !nameplate.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CodeError::MissingNameplate);
+        }
+        if nameplate.len() > MAX_NAMEPLATE_DIGITS {
+            return Err(CodeError::NameplateTooLong);
+        }
+        let mut s = Zeroizing::new(String::with_capacity(input.len()));
+        s.push_str(nameplate);
+        let mut count = 0;
+        for token in tokens {
+            if token.len() > MAX_WORD_LEN || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(CodeError::InvalidWord(token.chars().take(40).collect()));
+            }
+            count += 1;
+            if count > MAX_WORDS {
+                return Err(CodeError::TooManyWords);
+            }
+            s.push('-');
+            s.push_str(&token.to_ascii_lowercase());
+        }
+        if count == 0 {
+            return Err(CodeError::MissingWords);
+        }
+        Ok(CodePhrase {
+            nameplate_len: nameplate.len(),
+            normalized: s,
+        })
+    }
+
+    /// The phrase as the user should type it.
+    pub fn as_str(&self) -> &str {
+        &self.normalized
+    }
+
+    /// The digits before the first dash: the only part the relay may learn about.
+    pub fn nameplate(&self) -> &str {
+        &self.normalized[..self.nameplate_len]
+    }
+
+    /// The relay room for this phrase (depends on the nameplate only).
+    pub fn room_id(&self) -> RoomId {
+        RoomId::for_nameplate(self.nameplate())
+    }
+
+    /// The PAKE password: the whole normalized phrase.
+    pub fn password(&self) -> &[u8] {
+        self.normalized.as_bytes()
+    }
+
+    fn words(&self) -> Vec<&str> {
+        self.normalized[self.nameplate_len..]
+            .split('-')
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    /// Estimated entropy of the words in bits: 12.9 per wordlist word, 2 per
+    /// letter of any other word. The nameplate is public and counts nothing.
+    pub fn strength_bits(&self) -> f64 {
+        let words = self.words();
+        let mut bits = 0.0;
+        let mut i = 0;
+        while i < words.len() {
+            // The list has four hyphenated words ("t-shirt"): try the pair first.
+            if i + 1 < words.len() && wordlist::contains(&format!("{}-{}", words[i], words[i + 1]))
+            {
+                bits += WORDLIST_WORD_BITS;
+                i += 2;
+                continue;
+            }
+            bits += if wordlist::contains(words[i]) {
+                WORDLIST_WORD_BITS
+            } else {
+                OTHER_WORD_BITS_PER_CHAR * words[i].len() as f64
+            };
+            i += 1;
+        }
+        bits
+    }
+
+    /// Whether the phrase is easier to guess than a generated one.
+    pub fn is_weaker_than_generated(&self) -> bool {
+        self.strength_bits() < WORDLIST_WORD_BITS * DEFAULT_WORDS as f64 - 1e-9
+    }
+}
+
+impl std::fmt::Debug for CodePhrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CodePhrase({}-…)", self.nameplate())
+    }
+}
+
+/// Uniform integer in `0..n` by rejection sampling (no modulo bias).
+fn uniform(rng: &mut impl RngCore, n: u32) -> u32 {
+    let zone = u32::MAX - (u32::MAX % n);
+    loop {
+        let v = rng.next_u32();
+        if v < zone {
+            return v % n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+
+    #[test]
+    fn generated_phrase_has_four_digits_and_three_list_words() {
+        for _ in 0..100 {
+            let code = CodePhrase::generate(&mut OsRng, DEFAULT_WORDS);
+            let parsed = CodePhrase::parse(code.as_str()).unwrap();
+            assert_eq!(parsed.as_str(), code.as_str());
+            assert_eq!(code.nameplate().len(), 4);
+            assert!(code.nameplate().bytes().all(|b| b.is_ascii_digit()));
+            assert!(!code.is_weaker_than_generated(), "{}", code.as_str());
+            assert!(code.strength_bits() >= 38.7);
+        }
+    }
+
+    #[test]
+    fn parse_normalizes_case_and_separators() {
+        let code = CodePhrase::parse("  0042 Alpha--BRAVO  charlie ").unwrap();
+        assert_eq!(code.as_str(), "0042-alpha-bravo-charlie");
+        assert_eq!(code.nameplate(), "0042");
+    }
+
+    #[test]
+    fn parse_rejects_malformed_phrases() {
+        assert_eq!(
+            CodePhrase::parse("alpha-bravo").unwrap_err(),
+            CodeError::MissingNameplate
+        );
+        assert_eq!(CodePhrase::parse("").unwrap_err(), CodeError::MissingNameplate);
+        assert_eq!(CodePhrase::parse("1234").unwrap_err(), CodeError::MissingWords);
+        assert_eq!(
+            CodePhrase::parse("12345678901-a").unwrap_err(),
+            CodeError::NameplateTooLong
+        );
+        assert!(matches!(
+            CodePhrase::parse("12-héllo").unwrap_err(),
+            CodeError::InvalidWord(_)
+        ));
+        let many = format!("1{}", "-a".repeat(MAX_WORDS + 1));
+        assert_eq!(CodePhrase::parse(&many).unwrap_err(), CodeError::TooManyWords);
+    }
+
+    #[test]
+    fn custom_phrases_get_a_strength_estimate() {
+        assert!(CodePhrase::parse("7-cat").unwrap().is_weaker_than_generated());
+        assert!(CodePhrase::parse("7-abacus-zoom")
+            .unwrap()
+            .is_weaker_than_generated());
+        assert!(!CodePhrase::parse("7-abacus-zoom-yo-yo")
+            .unwrap()
+            .is_weaker_than_generated());
+        // 24 letters of non-list words: 48 bits.
+        assert!(!CodePhrase::parse("7-qwertyuiopasdfghjklzxcvb")
+            .unwrap()
+            .is_weaker_than_generated());
+    }
+
+    #[test]
+    fn room_id_depends_on_the_nameplate_only() {
+        let a = CodePhrase::parse("4242-alpha-bravo-charlie").unwrap();
+        let b = CodePhrase::parse("4242-delta-echo-foxtrot").unwrap();
+        let c = CodePhrase::parse("4243-alpha-bravo-charlie").unwrap();
+        assert_eq!(a.room_id(), b.room_id());
+        assert_ne!(a.room_id(), c.room_id());
+        assert_eq!(a.room_id(), RoomId::for_nameplate("4242"));
+    }
+}
