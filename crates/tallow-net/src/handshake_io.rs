@@ -1,0 +1,222 @@
+//! Drives the handshake state machines over a TCP stream.
+//!
+//! Handshake messages travel as `u32 length | message` in the clear (they are
+//! public keys and tags); the length is checked against
+//! [`MAX_HANDSHAKE_MESSAGE`] before allocating. The whole exchange has one
+//! deadline. On a failure the peer gets an `Abort` saying why, so both users
+//! see a sentence instead of a dropped connection.
+
+use std::time::Duration;
+
+use rand_core::OsRng;
+use tallow_crypto::CodePhrase;
+use tallow_protocol::handshake::{abort_message, ReceiverHandshake, SenderHandshake, SessionKeys};
+use tallow_protocol::limits::{Deadlines, MAX_HANDSHAKE_MESSAGE};
+use tallow_protocol::wire::DecodeError;
+use tallow_protocol::Role;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::channel::{ChannelReader, ChannelWriter, PeerChannel};
+use crate::{io_to_transport, NetError};
+
+/// How long to spend telling the peer why we give up.
+const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn write_message(stream: &mut TcpStream, msg: &[u8], peer: Role) -> Result<(), NetError> {
+    let mut out = Vec::with_capacity(4 + msg.len());
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(msg);
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| io_to_transport(peer, e).into())
+}
+
+async fn read_message(stream: &mut TcpStream, peer: Role) -> Result<Vec<u8>, NetError> {
+    let mut header = [0u8; 4];
+    stream
+        .read_exact(&mut header)
+        .await
+        .map_err(|e| io_to_transport(peer, e))?;
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_HANDSHAKE_MESSAGE {
+        return Err(tallow_protocol::handshake::HandshakeError::Malformed(DecodeError::TooLarge {
+            what: "handshake message",
+            got: len as u64,
+            max: MAX_HANDSHAKE_MESSAGE as u64,
+        })
+        .into());
+    }
+    let mut msg = vec![0u8; len];
+    stream
+        .read_exact(&mut msg)
+        .await
+        .map_err(|e| io_to_transport(peer, e))?;
+    Ok(msg)
+}
+
+/// Tell the peer why, if the error has something to tell.
+async fn send_abort(stream: &mut TcpStream, error: &NetError, peer: Role) {
+    if let NetError::Handshake(e) = error {
+        if let Some(reason) = e.abort_reason() {
+            let notice = abort_message(reason);
+            let _ = tokio::time::timeout(ABORT_NOTICE_TIMEOUT, write_message(stream, &notice, peer))
+                .await;
+        }
+    }
+}
+
+fn into_channel(
+    stream: TcpStream,
+    keys: SessionKeys,
+    peer: Role,
+    deadlines: &Deadlines,
+) -> PeerChannel {
+    let (read, write) = stream.into_split();
+    PeerChannel {
+        reader: ChannelReader::new(read, keys.opener, peer, deadlines.idle),
+        writer: ChannelWriter::new(write, keys.sealer, peer),
+        short_authentication_string: keys.short_authentication_string,
+    }
+}
+
+async fn with_deadline<T>(
+    deadline: Duration,
+    peer: Role,
+    fut: impl std::future::Future<Output = Result<T, NetError>>,
+) -> Result<T, NetError> {
+    tokio::time::timeout(deadline, fut)
+        .await
+        .map_err(|_| NetError::HandshakeTimeout {
+            peer,
+            waited: deadline,
+        })?
+}
+
+/// Run the sender's side on a stream paired with a receiver.
+pub async fn handshake_as_sender(
+    mut stream: TcpStream,
+    code: &CodePhrase,
+    deadlines: &Deadlines,
+) -> Result<PeerChannel, NetError> {
+    let peer = Role::Receiver;
+    let result = with_deadline(deadlines.handshake, peer, async {
+        let (state, hello) = SenderHandshake::start(code, &mut OsRng);
+        write_message(&mut stream, &hello, peer).await?;
+        let reply = read_message(&mut stream, peer).await?;
+        let (keys, confirm) = state.finish(&reply)?;
+        write_message(&mut stream, &confirm, peer).await?;
+        Ok(keys)
+    })
+    .await;
+    match result {
+        Ok(keys) => Ok(into_channel(stream, keys, peer, deadlines)),
+        Err(e) => {
+            send_abort(&mut stream, &e, peer).await;
+            Err(e)
+        }
+    }
+}
+
+/// Run the receiver's side on a stream paired with a sender.
+pub async fn handshake_as_receiver(
+    mut stream: TcpStream,
+    code: &CodePhrase,
+    deadlines: &Deadlines,
+) -> Result<PeerChannel, NetError> {
+    let peer = Role::Sender;
+    let result = with_deadline(deadlines.handshake, peer, async {
+        let hello = read_message(&mut stream, peer).await?;
+        let (state, reply) = ReceiverHandshake::respond(code, &hello, &mut OsRng)?;
+        write_message(&mut stream, &reply, peer).await?;
+        let confirm = read_message(&mut stream, peer).await?;
+        Ok(state.finish(&confirm)?)
+    })
+    .await;
+    match result {
+        Ok(keys) => Ok(into_channel(stream, keys, peer, deadlines)),
+        Err(e) => {
+            send_abort(&mut stream, &e, peer).await;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tallow_protocol::handshake::HandshakeError;
+    use tallow_protocol::transport::{FrameSink, FrameSource};
+    use tokio::net::TcpListener;
+
+    async fn connected() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    fn code(s: &str) -> CodePhrase {
+        CodePhrase::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn handshake_over_tcp_yields_a_working_channel() {
+        let (a, b) = connected().await;
+        let d = Deadlines::default();
+        let (cs, cr) = (code("5-a-b-c"), code("5-a-b-c"));
+        let (s, r) = tokio::join!(
+            handshake_as_sender(a, &cs, &d),
+            handshake_as_receiver(b, &cr, &d)
+        );
+        let (mut s, mut r) = (s.unwrap(), r.unwrap());
+        assert_eq!(s.short_authentication_string, r.short_authentication_string);
+        let mut f = vec![0u8; 4];
+        f.extend_from_slice(b"over tcp");
+        s.writer.send_frame(&mut f, Duration::from_secs(5)).await.unwrap();
+        let mut buf = Vec::new();
+        r.reader.recv_frame(&mut buf, Some(Duration::from_secs(5))).await.unwrap();
+        assert_eq!(buf, b"over tcp");
+    }
+
+    #[tokio::test]
+    async fn wrong_code_fails_on_both_sides_with_named_causes() {
+        let (a, b) = connected().await;
+        let d = Deadlines::default();
+        let (cs, cr) = (code("5-a-b-c"), code("5-a-b-d"));
+        let (s, r) = tokio::join!(
+            handshake_as_sender(a, &cs, &d),
+            handshake_as_receiver(b, &cr, &d)
+        );
+        assert!(matches!(s.err(), Some(NetError::Handshake(HandshakeError::WrongCode))));
+        assert!(matches!(
+            r.err(),
+            Some(NetError::Handshake(HandshakeError::PeerRejectedCode))
+        ));
+    }
+
+    #[tokio::test]
+    async fn silent_peer_hits_the_handshake_deadline() {
+        let (a, _b) = connected().await;
+        let d = Deadlines {
+            handshake: Duration::from_millis(100),
+            ..Deadlines::default()
+        };
+        assert!(matches!(
+            handshake_as_receiver(a, &code("5-a-b-c"), &d).await.err(),
+            Some(NetError::HandshakeTimeout { peer: Role::Sender, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversize_handshake_message_is_refused() {
+        let (mut a, b) = connected().await;
+        a.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
+        let d = Deadlines::default();
+        assert!(matches!(
+            handshake_as_receiver(b, &code("5-a-b-c"), &d).await.err(),
+            Some(NetError::Handshake(HandshakeError::Malformed(DecodeError::TooLarge { .. })))
+        ));
+    }
+}

@@ -1,0 +1,93 @@
+//! Tallow's networking, with no knowledge of files.
+//!
+//! * [`relay_client`]: connect to a relay, join a room, wait to be paired.
+//! * [`handshake_io`]: run the sans-IO handshake of `tallow-protocol` over a
+//!   stream, with one deadline for the whole exchange.
+//! * [`channel`]: [`PeerChannel`], the encrypted framed channel that the
+//!   pipelines send through.
+
+pub mod channel;
+pub mod handshake_io;
+pub mod relay_client;
+
+pub use channel::{ChannelReader, ChannelWriter, PeerChannel};
+pub use handshake_io::{handshake_as_receiver, handshake_as_sender};
+pub use relay_client::connect_to_relay;
+
+use std::time::Duration;
+
+use tallow_protocol::handshake::HandshakeError;
+use tallow_protocol::transport::TransportError;
+use tallow_protocol::wire::DecodeError;
+use tallow_protocol::Role;
+
+/// How reaching the peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// TCP connect to the relay failed.
+    #[error("could not reach the relay at {addr} ({source}): is `tallow relay` running there? check --relay or TALLOW_RELAY")]
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TCP connect to the relay did not finish in time.
+    #[error("could not reach the relay at {addr} within {} s: check the address and your network", .waited.as_secs())]
+    ConnectTimeout {
+        /// The address as given.
+        addr: String,
+        /// How long we tried.
+        waited: Duration,
+    },
+    /// The relay refused us, saying why.
+    #[error("the relay refused the connection: {0}")]
+    Refused(String),
+    /// The relay answered something that is not a relay status.
+    #[error("the server at {addr} is not a tallow relay, or runs an incompatible version ({source})")]
+    NotARelay {
+        /// The address as given.
+        addr: String,
+        /// What did not parse.
+        source: DecodeError,
+    },
+    /// The relay connection broke before pairing.
+    #[error("the relay closed the connection while we waited for the {peer}: it may have restarted; try again")]
+    RelayClosed {
+        /// Who we were waiting for.
+        peer: Role,
+    },
+    /// Nobody joined the room in time.
+    #[error("no {peer} joined within {} s: check that the other side runs with the same code and relay", .waited.as_secs())]
+    PairingTimeout {
+        /// Who we were waiting for.
+        peer: Role,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The handshake did not finish in time.
+    #[error("the handshake with the {peer} did not finish within {} s: it stopped responding", .waited.as_secs())]
+    HandshakeTimeout {
+        /// Who stopped.
+        peer: Role,
+        /// The deadline.
+        waited: Duration,
+    },
+    /// The handshake failed (wrong code, version, invalid key).
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The connection failed during the handshake.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Map an I/O error to "the peer went away" where that is what it means.
+pub(crate) fn io_to_transport(peer: Role, e: std::io::Error) -> TransportError {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
+            TransportError::Closed { peer }
+        }
+        _ => TransportError::Io { peer, source: e },
+    }
+}

@@ -1,0 +1,91 @@
+//! Joining a relay room and waiting for the other side.
+
+use std::time::Duration;
+
+use tallow_crypto::RoomId;
+use tallow_protocol::limits::Deadlines;
+use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
+use tallow_protocol::Role;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::NetError;
+
+/// Connect to the relay at `addr`, join `room` as `role`, and return the
+/// stream once the other side has joined. `on_waiting` runs when the relay
+/// confirms we are registered and waiting.
+pub async fn connect_to_relay(
+    addr: &str,
+    role: Role,
+    room: RoomId,
+    deadlines: &Deadlines,
+    on_waiting: impl FnOnce(),
+) -> Result<TcpStream, NetError> {
+    let mut stream = tokio::time::timeout(deadlines.connect, TcpStream::connect(addr))
+        .await
+        .map_err(|_| NetError::ConnectTimeout {
+            addr: addr.to_owned(),
+            waited: deadlines.connect,
+        })?
+        .map_err(|source| NetError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    // Handshake messages are small and latency-bound.
+    let _ = stream.set_nodelay(true);
+    let hello = RelayHello { role, room }.encode();
+    let peer = role.peer();
+    stream
+        .write_all(&hello)
+        .await
+        .map_err(|_| NetError::RelayClosed { peer })?;
+
+    let mut on_waiting = Some(on_waiting);
+    // The first status comes at once; "paired" may take as long as the
+    // other person takes to start.
+    let mut deadline = deadlines.connect;
+    loop {
+        match read_status(&mut stream, addr, peer, deadline).await? {
+            RelayStatus::Waiting => {
+                if let Some(f) = on_waiting.take() {
+                    f();
+                }
+                deadline = deadlines.pairing;
+            }
+            RelayStatus::Paired => return Ok(stream),
+            RelayStatus::Refused(reason) => return Err(NetError::Refused(reason)),
+        }
+    }
+}
+
+async fn read_status(
+    stream: &mut TcpStream,
+    addr: &str,
+    peer: Role,
+    deadline: Duration,
+) -> Result<RelayStatus, NetError> {
+    let read = async {
+        let mut header = [0u8; STATUS_HEADER_LEN];
+        stream
+            .read_exact(&mut header)
+            .await
+            .map_err(|_| NetError::RelayClosed { peer })?;
+        let (code, len) =
+            RelayStatus::decode_header(header).map_err(|source| NetError::NotARelay {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        let mut text = vec![0u8; len];
+        stream
+            .read_exact(&mut text)
+            .await
+            .map_err(|_| NetError::RelayClosed { peer })?;
+        Ok(RelayStatus::from_parts(code, &text))
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| NetError::PairingTimeout {
+            peer,
+            waited: deadline,
+        })?
+}

@@ -1,0 +1,69 @@
+//! Tallow's protocol: everything between the cryptography and the sockets.
+//!
+//! * [`handshake`]: the authenticated hybrid handshake as sans-IO state machines.
+//! * [`rendezvous`]: the relay hello and status, the only bytes a relay reads.
+//! * [`message`] and [`manifest`]: what travels inside the encrypted channel.
+//! * [`path`]: rejecting unsafe names from a peer.
+//! * [`send`] and [`receive`]: the pipelines that stream files through any
+//!   [`transport::FrameSink`] / [`transport::FrameSource`] pair.
+//! * [`limits`]: every bound and deadline.
+
+pub mod handshake;
+pub mod limits;
+pub mod manifest;
+pub mod message;
+pub mod path;
+pub mod receive;
+pub mod rendezvous;
+pub mod send;
+pub mod transport;
+pub mod wire;
+
+mod transfer_error;
+
+pub use transfer_error::TransferError;
+
+/// Which side of a transfer a party is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Offers and sends files.
+    Sender,
+    /// Accepts and writes files.
+    Receiver,
+}
+
+impl Role {
+    /// The other side.
+    pub fn peer(self) -> Role {
+        match self {
+            Role::Sender => Role::Receiver,
+            Role::Receiver => Role::Sender,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        })
+    }
+}
+
+/// Progress reported by the pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// `done` of `total` plaintext bytes have been sent / written.
+    Bytes {
+        /// Bytes so far.
+        done: u64,
+        /// Bytes in the whole transfer.
+        total: u64,
+    },
+    /// File `index` of the manifest is complete (verified, on the receiver).
+    FileComplete {
+        /// Index into the manifest.
+        index: usize,
+    },
+}

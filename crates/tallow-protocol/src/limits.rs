@@ -1,0 +1,63 @@
+//! Every bound and deadline of the protocol, in one place.
+//!
+//! `docs/protocol.md` lists them with the reasons for their values.
+
+use std::time::Duration;
+
+/// Version byte at the start of every handshake message.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest handshake message (the biggest is ~3.3 KB).
+pub const MAX_HANDSHAKE_MESSAGE: usize = 8 * 1024;
+
+/// Default plaintext bytes per chunk.
+pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
+/// Smallest chunk size a manifest may declare.
+pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
+/// Largest chunk size a manifest may declare.
+pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
+
+/// Most files in one manifest.
+pub const MAX_MANIFEST_ENTRIES: usize = 1_000_000;
+/// Longest relative path in a manifest, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Longest free-text reason in a message (decline, abort).
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Bytes a chunk message adds around its data (type, file, index).
+pub const CHUNK_HEADER_LEN: usize = 1 + 4 + 8;
+
+/// Largest encrypted frame body (plaintext + tag) a reader will accept.
+/// Checked against the length prefix before anything is allocated. The
+/// largest frames are chunks (chunk + header + tag) and manifests.
+pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// Frames the sender may queue ahead of the socket.
+pub const SEND_QUEUE_FRAMES: usize = 8;
+
+/// How long each side waits for each step.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// To open the TCP connection to the relay.
+    pub connect: Duration,
+    /// For the relay to pair us with the other side.
+    pub pairing: Duration,
+    /// For the whole handshake once paired.
+    pub handshake: Duration,
+    /// For any single read or write while data should be flowing.
+    pub idle: Duration,
+    /// For a human to accept or decline the offer.
+    pub decision: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            connect: Duration::from_secs(15),
+            pairing: Duration::from_secs(15 * 60),
+            handshake: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+            decision: Duration::from_secs(10 * 60),
+        }
+    }
+}

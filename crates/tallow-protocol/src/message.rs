@@ -1,0 +1,266 @@
+//! Messages exchanged inside the encrypted channel after the handshake.
+//!
+//! Each message is the plaintext of exactly one frame: a type byte, then
+//! fields. Chunk data is borrowed from the frame buffer, so decoding a chunk
+//! copies nothing.
+
+use crate::limits::{CHUNK_HEADER_LEN, MAX_REASON_LEN};
+use crate::manifest::{Manifest, ManifestError};
+use crate::wire::{DecodeError, WireReader, WireWrite};
+
+const OFFER: u8 = 1;
+const ACCEPT: u8 = 2;
+const DECLINE: u8 = 3;
+const CHUNK: u8 = 4;
+const FILE_END: u8 = 5;
+const TRANSFER_COMPLETE: u8 = 6;
+const DONE: u8 = 7;
+const ABORT: u8 = 8;
+
+/// The class of failure an `Abort` reports; each maps to a user message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortKind {
+    /// The sender could not read a file, or the receiver could not write one.
+    Io,
+    /// Received data did not verify.
+    Integrity,
+    /// The other side broke the protocol.
+    Protocol,
+    /// A person stopped the transfer.
+    Cancelled,
+}
+
+impl AbortKind {
+    fn to_byte(self) -> u8 {
+        match self {
+            AbortKind::Io => 1,
+            AbortKind::Integrity => 2,
+            AbortKind::Protocol => 3,
+            AbortKind::Cancelled => 4,
+        }
+    }
+
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        Ok(match b {
+            1 => AbortKind::Io,
+            2 => AbortKind::Integrity,
+            3 => AbortKind::Protocol,
+            4 => AbortKind::Cancelled,
+            _ => return Err(DecodeError::Invalid("abort kind")),
+        })
+    }
+}
+
+/// One message. `'a` borrows from the frame it was decoded from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Sender → receiver: what is offered.
+    Offer(Manifest),
+    /// Receiver → sender: go ahead.
+    Accept,
+    /// Receiver → sender: no, with a reason for the sender's user.
+    Decline {
+        /// Why.
+        reason: &'a str,
+    },
+    /// Sender → receiver: `data` is chunk `index` of file `file`.
+    Chunk {
+        /// Index into the manifest's files.
+        file: u32,
+        /// Chunk number within the file.
+        index: u64,
+        /// Plaintext bytes.
+        data: &'a [u8],
+    },
+    /// Sender → receiver: every chunk of `file` was sent; its BLAKE3 hash.
+    FileEnd {
+        /// Index into the manifest's files.
+        file: u32,
+        /// BLAKE3 of the whole file.
+        hash: [u8; 32],
+    },
+    /// Sender → receiver: nothing more follows.
+    TransferComplete,
+    /// Receiver → sender: every file is verified and in place.
+    Done,
+    /// Either way: the transfer failed; `detail` is for the other user.
+    Abort {
+        /// What kind of failure.
+        kind: AbortKind,
+        /// One sentence for the other side's user.
+        detail: &'a str,
+    },
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    /// Field-level decoding failed.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The manifest is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+impl<'a> Message<'a> {
+    /// Append the encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Message::Offer(m) => {
+                out.push(OFFER);
+                m.encode(out);
+            }
+            Message::Accept => out.push(ACCEPT),
+            Message::Decline { reason } => {
+                out.push(DECLINE);
+                out.put_string(reason, MAX_REASON_LEN);
+            }
+            Message::Chunk { file, index, data } => {
+                encode_chunk_header(out, *file, *index);
+                out.extend_from_slice(data);
+            }
+            Message::FileEnd { file, hash } => {
+                out.push(FILE_END);
+                out.extend_from_slice(&file.to_be_bytes());
+                out.extend_from_slice(hash);
+            }
+            Message::TransferComplete => out.push(TRANSFER_COMPLETE),
+            Message::Done => out.push(DONE),
+            Message::Abort { kind, detail } => {
+                out.push(ABORT);
+                out.push(kind.to_byte());
+                out.put_string(detail, MAX_REASON_LEN);
+            }
+        }
+    }
+
+    /// Decode one whole message.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, MessageError> {
+        let mut r = WireReader::new(buf);
+        let msg = match r.u8("message type")? {
+            OFFER => Message::Offer(Manifest::decode(&mut r)?),
+            ACCEPT => Message::Accept,
+            DECLINE => Message::Decline {
+                reason: r.string(MAX_REASON_LEN, "decline reason")?,
+            },
+            CHUNK => Message::Chunk {
+                file: r.u32("file index")?,
+                index: r.u64("chunk index")?,
+                data: r.rest(),
+            },
+            FILE_END => Message::FileEnd {
+                file: r.u32("file index")?,
+                hash: r.array("file hash")?,
+            },
+            TRANSFER_COMPLETE => Message::TransferComplete,
+            DONE => Message::Done,
+            ABORT => Message::Abort {
+                kind: AbortKind::from_byte(r.u8("abort kind")?)?,
+                detail: r.string(MAX_REASON_LEN, "abort detail")?,
+            },
+            other => return Err(DecodeError::UnknownType(other).into()),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// A short name for error messages ("unexpected Chunk").
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Offer(_) => "Offer",
+            Message::Accept => "Accept",
+            Message::Decline { .. } => "Decline",
+            Message::Chunk { .. } => "Chunk",
+            Message::FileEnd { .. } => "FileEnd",
+            Message::TransferComplete => "TransferComplete",
+            Message::Done => "Done",
+            Message::Abort { .. } => "Abort",
+        }
+    }
+}
+
+/// Append a chunk header; the caller appends exactly the chunk's data after it
+/// (read straight from disk into the frame buffer).
+pub fn encode_chunk_header(out: &mut Vec<u8>, file: u32, index: u64) {
+    let start = out.len();
+    out.push(CHUNK);
+    out.extend_from_slice(&file.to_be_bytes());
+    out.extend_from_slice(&index.to_be_bytes());
+    debug_assert_eq!(out.len() - start, CHUNK_HEADER_LEN);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::FileEntry;
+
+    fn all_messages() -> Vec<Message<'static>> {
+        vec![
+            Message::Offer(Manifest {
+                chunk_size: 65536,
+                files: vec![FileEntry {
+                    path: "a b/ç.txt".into(),
+                    size: 7,
+                }],
+            }),
+            Message::Accept,
+            Message::Decline { reason: "no thanks" },
+            Message::Chunk {
+                file: 3,
+                index: 1 << 40,
+                data: b"payload",
+            },
+            Message::Chunk {
+                file: 0,
+                index: 0,
+                data: b"",
+            },
+            Message::FileEnd {
+                file: 9,
+                hash: [7; 32],
+            },
+            Message::TransferComplete,
+            Message::Done,
+            Message::Abort {
+                kind: AbortKind::Integrity,
+                detail: "hash mismatch",
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in all_messages() {
+            let mut buf = Vec::new();
+            m.encode(&mut buf);
+            assert_eq!(Message::decode(&buf).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn truncations_trailing_bytes_and_unknown_types_are_errors() {
+        for m in all_messages() {
+            let mut buf = Vec::new();
+            m.encode(&mut buf);
+            if !matches!(m, Message::Chunk { .. }) {
+                let mut long = buf.clone();
+                long.push(0);
+                assert!(Message::decode(&long).is_err(), "{}", m.name());
+            }
+            for len in 0..buf.len() {
+                let cut = Message::decode(&buf[..len]);
+                // A chunk cut after its header is a shorter valid chunk; the
+                // receive pipeline checks its length against the manifest.
+                if matches!(m, Message::Chunk { .. }) && len >= CHUNK_HEADER_LEN {
+                    continue;
+                }
+                assert!(cut.is_err(), "{} cut to {len}", m.name());
+            }
+        }
+        assert_eq!(
+            Message::decode(&[200]),
+            Err(MessageError::Decode(DecodeError::UnknownType(200)))
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Checking relative paths that arrive from a peer.
+//!
+//! A manifest path is UTF-8, `/`-separated and relative. Anything that could
+//! name a file outside the output folder, confuse a terminal, or collide with
+//! Tallow's own partial files is rejected before a byte is written. The
+//! symlink half of the check (an existing link inside the output folder)
+//! happens on disk, in the receive pipeline.
+
+use crate::limits::MAX_PATH_LEN;
+
+/// Longest single path component, in bytes (ext4, APFS and NTFS limits).
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+/// Suffix of a file being received; no manifest path may end with it.
+pub const PARTIAL_SUFFIX: &str = ".tallow-partial";
+
+/// Why a path from a peer was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    /// Empty path or empty component (`a//b`, trailing `/`).
+    #[error("empty path or path component")]
+    Empty,
+    /// Longer than [`MAX_PATH_LEN`] or a component longer than [`MAX_COMPONENT_LEN`].
+    #[error("path is too long")]
+    TooLong,
+    /// Starts with `/` (or `\`).
+    #[error("absolute path")]
+    Absolute,
+    /// Has a `.` or `..` component.
+    #[error("path has a '.' or '..' component")]
+    DotComponent,
+    /// Has a backslash, which is a separator on Windows.
+    #[error("path contains a backslash")]
+    Backslash,
+    /// Starts with a drive letter such as `C:`.
+    #[error("path starts with a drive letter")]
+    DriveLetter,
+    /// Contains NUL or another control character.
+    #[error("path contains a control character")]
+    ControlCharacter,
+    /// Ends with Tallow's partial-file suffix.
+    #[error("path ends with the reserved suffix {PARTIAL_SUFFIX}")]
+    ReservedSuffix,
+}
+
+/// Check one relative path from a manifest.
+pub fn validate_relative_path(path: &str) -> Result<(), PathError> {
+    if path.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    if path.starts_with('/') || path.starts_with('\\') {
+        return Err(PathError::Absolute);
+    }
+    if path.contains('\\') {
+        return Err(PathError::Backslash);
+    }
+    if path.chars().any(char::is_control) {
+        return Err(PathError::ControlCharacter);
+    }
+    let b = path.as_bytes();
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        return Err(PathError::DriveLetter);
+    }
+    for component in path.split('/') {
+        if component.is_empty() {
+            return Err(PathError::Empty);
+        }
+        if component == "." || component == ".." {
+            return Err(PathError::DotComponent);
+        }
+        if component.len() > MAX_COMPONENT_LEN {
+            return Err(PathError::TooLong);
+        }
+    }
+    if path.ends_with(PARTIAL_SUFFIX) {
+        return Err(PathError::ReservedSuffix);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_names_pass() {
+        for ok in ["a", "report.pdf", "dir/sub/file.txt", "ünïcødé name.txt", "..hidden", "a..b"] {
+            assert_eq!(validate_relative_path(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn dangerous_names_are_rejected() {
+        let cases = [
+            ("", PathError::Empty),
+            ("a//b", PathError::Empty),
+            ("a/", PathError::Empty),
+            ("/etc/passwd", PathError::Absolute),
+            ("\\\\server\\share", PathError::Absolute),
+            ("..", PathError::DotComponent),
+            ("a/../../b", PathError::DotComponent),
+            ("./a", PathError::DotComponent),
+            ("a\\..\\b", PathError::Backslash),
+            ("C:evil", PathError::DriveLetter),
+            ("c:/windows", PathError::DriveLetter),
+            ("a\0b", PathError::ControlCharacter),
+            ("a\nb", PathError::ControlCharacter),
+            ("\u{1b}[31mred", PathError::ControlCharacter),
+            ("x.tallow-partial", PathError::ReservedSuffix),
+        ];
+        for (path, want) in cases {
+            assert_eq!(validate_relative_path(path), Err(want), "{path:?}");
+        }
+        assert_eq!(
+            validate_relative_path(&"a".repeat(256)),
+            Err(PathError::TooLong)
+        );
+        assert_eq!(
+            validate_relative_path(&"a/".repeat(MAX_PATH_LEN)),
+            Err(PathError::TooLong)
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The only bytes the relay ever parses: a fixed-size hello naming a role and
+//! a room, and the relay's short status replies.
+//!
+//! ```text
+//! client -> relay   "TLWR" | version u8 | role u8 | room id [32]     (38 bytes)
+//! relay  -> client  status u8 ('W' waiting, 'P' paired, 'E' refused) | u16 len | text
+//! ```
+//!
+//! After `P` the relay copies bytes both ways and parses nothing more.
+
+use tallow_crypto::RoomId;
+
+use crate::wire::{DecodeError, WireReader};
+use crate::Role;
+
+/// First four bytes of a hello.
+pub const RELAY_MAGIC: [u8; 4] = *b"TLWR";
+/// Version of the hello format.
+pub const RELAY_PROTOCOL_VERSION: u8 = 1;
+/// Exact length of a hello.
+pub const RELAY_HELLO_LEN: usize = 4 + 1 + 1 + 32;
+/// Longest status text.
+pub const MAX_STATUS_TEXT: usize = 512;
+/// Bytes before a status text.
+pub const STATUS_HEADER_LEN: usize = 3;
+
+/// A client's request to join a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayHello {
+    /// Which side the client is.
+    pub role: Role,
+    /// The room (a hash of the nameplate).
+    pub room: RoomId,
+}
+
+impl RelayHello {
+    /// The wire form.
+    pub fn encode(&self) -> [u8; RELAY_HELLO_LEN] {
+        let mut out = [0u8; RELAY_HELLO_LEN];
+        out[..4].copy_from_slice(&RELAY_MAGIC);
+        out[4] = RELAY_PROTOCOL_VERSION;
+        out[5] = match self.role {
+            Role::Sender => 1,
+            Role::Receiver => 2,
+        };
+        out[6..].copy_from_slice(&self.room.0);
+        out
+    }
+
+    /// Parse a hello; any deviation is an error.
+    pub fn decode(buf: &[u8; RELAY_HELLO_LEN]) -> Result<Self, DecodeError> {
+        let mut r = WireReader::new(buf);
+        if r.array::<4>("magic")? != RELAY_MAGIC {
+            return Err(DecodeError::Invalid("magic (not a tallow client)"));
+        }
+        if r.u8("version")? != RELAY_PROTOCOL_VERSION {
+            return Err(DecodeError::Invalid("relay protocol version"));
+        }
+        let role = match r.u8("role")? {
+            1 => Role::Sender,
+            2 => Role::Receiver,
+            _ => return Err(DecodeError::Invalid("role")),
+        };
+        let room = RoomId(r.array("room id")?);
+        Ok(RelayHello { role, room })
+    }
+}
+
+/// What the relay tells a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayStatus {
+    /// Registered; waiting for the other side.
+    Waiting,
+    /// The other side is here; bytes now flow to it.
+    Paired,
+    /// Refused, with a sentence for the user.
+    Refused(String),
+}
+
+impl RelayStatus {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let (code, text) = match self {
+            RelayStatus::Waiting => (b'W', ""),
+            RelayStatus::Paired => (b'P', ""),
+            RelayStatus::Refused(t) => (b'E', t.as_str()),
+        };
+        let mut end = text.len().min(MAX_STATUS_TEXT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut out = vec![code];
+        out.extend_from_slice(&(end as u16).to_be_bytes());
+        out.extend_from_slice(&text.as_bytes()[..end]);
+        out
+    }
+
+    /// Parse the 3-byte header: the status code and the text length to read.
+    pub fn decode_header(header: [u8; STATUS_HEADER_LEN]) -> Result<(u8, usize), DecodeError> {
+        let len = u16::from_be_bytes([header[1], header[2]]) as usize;
+        if len > MAX_STATUS_TEXT {
+            return Err(DecodeError::TooLarge {
+                what: "relay status text",
+                got: len as u64,
+                max: MAX_STATUS_TEXT as u64,
+            });
+        }
+        if !matches!(header[0], b'W' | b'P' | b'E') {
+            return Err(DecodeError::Invalid("relay status"));
+        }
+        Ok((header[0], len))
+    }
+
+    /// Build the status from a decoded header and its text.
+    pub fn from_parts(code: u8, text: &[u8]) -> Self {
+        match code {
+            b'W' => RelayStatus::Waiting,
+            b'P' => RelayStatus::Paired,
+            _ => RelayStatus::Refused(String::from_utf8_lossy(text).into_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_and_rejects_garbage() {
+        let h = RelayHello {
+            role: Role::Receiver,
+            room: RoomId([3; 32]),
+        };
+        assert_eq!(RelayHello::decode(&h.encode()).unwrap(), h);
+        let mut http = [b' '; RELAY_HELLO_LEN];
+        http[..4].copy_from_slice(b"GET ");
+        assert!(RelayHello::decode(&http).is_err());
+        let mut bad_role = h.encode();
+        bad_role[5] = 7;
+        assert!(RelayHello::decode(&bad_role).is_err());
+    }
+
+    #[test]
+    fn status_round_trips_and_bounds_text() {
+        for s in [
+            RelayStatus::Waiting,
+            RelayStatus::Paired,
+            RelayStatus::Refused("room full".into()),
+        ] {
+            let b = s.encode();
+            let (code, len) = RelayStatus::decode_header([b[0], b[1], b[2]]).unwrap();
+            assert_eq!(RelayStatus::from_parts(code, &b[3..3 + len]), s);
+        }
+        assert!(RelayStatus::decode_header([b'E', 0xff, 0xff]).is_err());
+        let long = RelayStatus::Refused("x".repeat(10_000)).encode();
+        assert_eq!(long.len(), 3 + MAX_STATUS_TEXT);
+    }
+}

@@ -1,0 +1,115 @@
+//! Errors of the send and receive pipelines.
+
+use std::path::PathBuf;
+
+use crate::message::{AbortKind, MessageError};
+use crate::transport::TransportError;
+use crate::Role;
+
+/// How a transfer failed, with what the user needs to act.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The connection failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The receiver said no.
+    #[error("the receiver declined the transfer: {0}")]
+    Declined(String),
+    /// The other side reported a failure and stopped.
+    #[error("the {peer} stopped the transfer: {detail}")]
+    PeerAborted {
+        /// Who stopped.
+        peer: Role,
+        /// Their class of failure.
+        kind: AbortKind,
+        /// Their sentence.
+        detail: String,
+    },
+    /// The other side sent something that does not decode.
+    #[error("the {peer} sent an invalid message ({source}); the transfer was stopped")]
+    BadMessage {
+        /// Who sent it.
+        peer: Role,
+        /// What was wrong.
+        source: MessageError,
+    },
+    /// The other side broke the order of the protocol.
+    #[error("the {peer} broke the protocol: {detail}; the transfer was stopped")]
+    Protocol {
+        /// Who broke it.
+        peer: Role,
+        /// What happened.
+        detail: String,
+    },
+    /// A file to send could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    ReadSource {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file to send is not a regular file or has no usable name.
+    #[error("cannot send {}: {reason}", .path.display())]
+    Unsendable {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A file changed size while it was being sent.
+    #[error("{} changed while it was being sent; send it again once nothing is writing to it", .path.display())]
+    SourceChanged {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The output could not be written.
+    #[error("cannot write {}: {source}", .path.display())]
+    WriteOutput {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file with the same name is already in the output folder.
+    #[error("{} already exists; pass --overwrite to replace it, or choose another folder with --out", .path.display())]
+    DestinationExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A folder in the way is not a real folder inside the output folder.
+    #[error("{} is a symbolic link or not a folder; refusing to write through it", .path.display())]
+    UnsafeDestination {
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// A received file did not match the sender's hash.
+    #[error("{path} did not verify (its BLAKE3 hash differs from the sender's): the data was corrupted; it was not saved, send it again")]
+    Integrity {
+        /// The file, as named in the manifest.
+        path: String,
+    },
+}
+
+impl TransferError {
+    /// The class to report to the peer in an `Abort`.
+    pub fn abort_kind(&self) -> AbortKind {
+        match self {
+            TransferError::Integrity { .. } => AbortKind::Integrity,
+            TransferError::BadMessage { .. } | TransferError::Protocol { .. } => {
+                AbortKind::Protocol
+            }
+            _ => AbortKind::Io,
+        }
+    }
+
+    /// Whether the peer should be told (not when it told us, or is gone).
+    pub fn should_notify_peer(&self) -> bool {
+        !matches!(
+            self,
+            TransferError::Transport(_)
+                | TransferError::PeerAborted { .. }
+                | TransferError::Declined(_)
+        )
+    }
+}

@@ -1,0 +1,89 @@
+//! What the pipelines need from a connection, and how a connection fails.
+//!
+//! `tallow-net`'s `PeerChannel` implements [`FrameSink`] and [`FrameSource`]
+//! over TCP with AEAD; tests implement them in memory. Every call takes its
+//! own deadline so each wait in the protocol says how long it may last.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tallow_crypto::CryptoError;
+
+use crate::Role;
+
+/// How a connection to the peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer (or the relay on its behalf) closed the connection.
+    #[error("the {peer} closed the connection")]
+    Closed {
+        /// Who is on the other end.
+        peer: Role,
+    },
+    /// Nothing arrived within the deadline.
+    #[error("the {peer} sent nothing for {} s: it stopped, or the network between us is down", .waited.as_secs())]
+    ReadTimeout {
+        /// Who is on the other end.
+        peer: Role,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A write did not complete within the deadline.
+    #[error("the {peer} stopped taking data for {} s: it stalled, or the network between us is down", .waited.as_secs())]
+    WriteTimeout {
+        /// Who is on the other end.
+        peer: Role,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The socket failed.
+    #[error("the connection to the {peer} failed: {source}")]
+    Io {
+        /// Who is on the other end.
+        peer: Role,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A length prefix above the limit (checked before allocating).
+    #[error("the {peer} sent a frame of {len} bytes, above the limit of {max}: the connection is corrupt or hostile")]
+    FrameTooLarge {
+        /// Who is on the other end.
+        peer: Role,
+        /// Declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame did not authenticate.
+    #[error("data from the {peer} failed authentication ({source}); nothing unverified was kept")]
+    Crypto {
+        /// Who is on the other end.
+        peer: Role,
+        /// What failed.
+        source: CryptoError,
+    },
+}
+
+/// Sends frames to the peer.
+pub trait FrameSink: Send {
+    /// `frame` holds [`tallow_crypto::FRAME_HEADER_LEN`] bytes of room and
+    /// then the plaintext; it is sealed in place and written. Fails with
+    /// [`TransportError::WriteTimeout`] after `timeout`.
+    fn send_frame(
+        &mut self,
+        frame: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Receives frames from the peer.
+pub trait FrameSource: Send {
+    /// Read one frame; on success `buf` holds its plaintext. With a timeout,
+    /// fails with [`TransportError::ReadTimeout`] when nothing arrives in time.
+    /// Not cancel-safe: run it in a task of its own if it must be raced.
+    fn recv_frame(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
