@@ -1,0 +1,122 @@
+//! `tallow`: the command line. Parses arguments, asks the user, shows
+//! progress and turns errors into one sentence and an exit status. The
+//! protocol itself lives in the library crates.
+
+mod progress;
+mod receive;
+mod relay;
+mod send;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tallow_protocol::limits::Deadlines;
+
+#[derive(Parser)]
+#[command(
+    name = "tallow",
+    version,
+    about = "Send files between two machines, end-to-end encrypted with a short code phrase (post-quantum: ML-KEM-1024 + X25519, authenticated by SPAKE2).",
+    after_help = "Examples:\n  tallow relay --listen 0.0.0.0:9009\n  tallow send --relay relay.example.org:9009 report.pdf\n  tallow receive --relay relay.example.org:9009 1234-alpha-bravo-charlie"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Offer files: prints a code phrase, waits for the receiver, sends.
+    #[command(after_help = "Example:\n  tallow send --relay 127.0.0.1:9009 photo.jpg notes.txt")]
+    Send(send::SendArgs),
+    /// Receive files offered with a code phrase.
+    #[command(after_help = "Example:\n  tallow receive --relay 127.0.0.1:9009 --out ~/Downloads 1234-alpha-bravo-charlie")]
+    Receive(receive::ReceiveArgs),
+    /// Run a relay that pairs senders and receivers (it never sees plaintext).
+    #[command(after_help = "Example:\n  tallow relay --listen 0.0.0.0:9009")]
+    Relay(relay::RelayArgs),
+}
+
+/// Options shared by `send` and `receive`.
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    /// Relay address, HOST:PORT.
+    #[arg(long, env = "TALLOW_RELAY", value_name = "HOST:PORT")]
+    relay: Option<String>,
+    /// Show a short authentication string and ask to confirm it matches the
+    /// other side's before any file data moves.
+    #[arg(long)]
+    verify: bool,
+    /// Give up when the other side sends or takes nothing for this long.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Give up when the other side has not joined the relay after this long.
+    #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    wait_timeout: u64,
+}
+
+impl ClientArgs {
+    fn relay(&self) -> anyhow::Result<&str> {
+        self.relay.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no relay given: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)"
+            )
+        })
+    }
+
+    fn deadlines(&self) -> Deadlines {
+        let idle = Duration::from_secs(self.idle_timeout);
+        Deadlines {
+            idle,
+            handshake: idle.min(Deadlines::default().handshake),
+            pairing: Duration::from_secs(self.wait_timeout),
+            ..Deadlines::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tallow: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Send(args) => send::run(args).await,
+            Command::Receive(args) => receive::run(args).await,
+            Command::Relay(args) => relay::run(args).await,
+        }
+    });
+    // Blocking reader threads may still sit on stdin; don't wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tallow: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ask a yes/no question on stderr and read the answer from stdin.
+/// Anything but `y`/`yes` is a no.
+async fn ask_yes_no(question: &str) -> anyhow::Result<bool> {
+    use std::io::Write;
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    let answer = line.trim().to_ascii_lowercase();
+    Ok(answer == "y" || answer == "yes")
+}

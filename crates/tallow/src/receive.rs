@@ -1,0 +1,126 @@
+//! `tallow receive`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tallow_crypto::CodePhrase;
+use tallow_net::{connect_to_relay, handshake_as_receiver};
+use tallow_protocol::message::{AbortKind, Message};
+use tallow_protocol::receive::{receive_offer, ReceiveOptions};
+use tallow_protocol::transport::FrameSink;
+use tallow_protocol::Role;
+
+use crate::progress::{display_name, human_bytes, ProgressLine};
+use crate::{ask_yes_no, ClientArgs};
+
+/// Names listed in the offer summary before "and N more".
+const NAMES_SHOWN: usize = 10;
+
+#[derive(Args)]
+pub struct ReceiveArgs {
+    /// The code phrase the sender shows, e.g. 4821-alpha-bravo-charlie.
+    #[arg(value_name = "CODE")]
+    code: String,
+    /// Folder to write into (created if missing).
+    #[arg(long, short, value_name = "DIR", default_value = ".")]
+    out: PathBuf,
+    /// Accept the offer without asking.
+    #[arg(long, short)]
+    yes: bool,
+    /// Replace files that already exist in the output folder.
+    #[arg(long)]
+    overwrite: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
+    let relay = args.client.relay()?.to_owned();
+    let deadlines = args.client.deadlines();
+    let code = CodePhrase::parse(&args.code).context("invalid code")?;
+
+    let stream = connect_to_relay(&relay, Role::Receiver, code.room_id(), &deadlines, || {
+        eprintln!("Waiting for the sender…");
+    })
+    .await?;
+    let mut channel = handshake_as_receiver(stream, &code, &deadlines).await?;
+    eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
+
+    if args.client.verify {
+        eprintln!(
+            "Verification string: {}",
+            channel.short_authentication_string
+        );
+        if !ask_yes_no("Does the sender show the same verification string?").await? {
+            let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
+            Message::Abort {
+                kind: AbortKind::Cancelled,
+                detail: "the receiver said the verification strings differ",
+            }
+            .encode(&mut frame);
+            let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
+            anyhow::bail!("verification strings differ: someone may be intercepting the connection; nothing was received");
+        }
+    }
+
+    let offer = receive_offer(channel.writer, channel.reader, &deadlines).await?;
+    let manifest = offer.manifest().clone();
+    let count = manifest.files.len();
+    let total = manifest.total_size();
+    let mut names: Vec<String> = manifest
+        .files
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|f| display_name(&f.path))
+        .collect();
+    if count > NAMES_SHOWN {
+        names.push(format!("and {} more", count - NAMES_SHOWN));
+    }
+    eprintln!(
+        "Offer: {count} file{} ({}): {}",
+        if count == 1 { "" } else { "s" },
+        human_bytes(total),
+        names.join(", ")
+    );
+
+    let options = ReceiveOptions {
+        out_dir: args.out.clone(),
+        overwrite: args.overwrite,
+    };
+    if let Err(e) = offer.check_destination(&options) {
+        let _ = offer
+            .decline(&format!("the receiver cannot accept: {e}"), &deadlines)
+            .await;
+        return Err(e.into());
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            let _ = offer
+                .decline("the receiver has no terminal to confirm and did not pass --yes", &deadlines)
+                .await;
+            anyhow::bail!("no terminal to confirm the offer: pass --yes to accept without asking");
+        }
+        if !ask_yes_no("Accept?").await? {
+            offer.decline("the receiver declined", &deadlines).await?;
+            anyhow::bail!("offer declined; nothing was written");
+        }
+    }
+
+    let mut line = ProgressLine::new();
+    let result = offer
+        .accept(&options, &deadlines, &mut |p| line.update(p))
+        .await;
+    line.finish();
+    result?;
+    eprintln!(
+        "Received {count} file{} ({}) into {} in {:.1} s ({}/s); every file verified (BLAKE3).",
+        if count == 1 { "" } else { "s" },
+        human_bytes(total),
+        args.out.display(),
+        line.elapsed().as_secs_f64(),
+        human_bytes(line.rate()),
+    );
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! `tallow send`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use rand_core::OsRng;
+use tallow_crypto::code::DEFAULT_WORDS;
+use tallow_crypto::CodePhrase;
+use tallow_net::{connect_to_relay, handshake_as_sender};
+use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
+use tallow_protocol::message::{AbortKind, Message};
+use tallow_protocol::send::{send_transfer, OutgoingTransfer};
+use tallow_protocol::transport::FrameSink;
+use tallow_protocol::Role;
+
+use crate::progress::{display_name, human_bytes, ProgressLine};
+use crate::{ask_yes_no, ClientArgs};
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// Files to send.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Use this code phrase instead of a random one: digits, then words
+    /// (e.g. 4821-alpha-bravo-charlie). Weak phrases get a warning.
+    #[arg(long, value_name = "CODE")]
+    code: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn run(args: SendArgs) -> anyhow::Result<()> {
+    let relay = args.client.relay()?.to_owned();
+    let deadlines = args.client.deadlines();
+    // Check every file before anything touches the network.
+    let transfer = OutgoingTransfer::from_paths(&args.paths, DEFAULT_CHUNK_SIZE)?;
+    let code = match &args.code {
+        Some(given) => {
+            let code = CodePhrase::parse(given).context("invalid --code")?;
+            if code.is_weaker_than_generated() {
+                eprintln!(
+                    "warning: this code is easier to guess than a generated one (about {:.0} bits instead of {:.0}); anyone who guesses it during the transfer could receive your files",
+                    code.strength_bits(),
+                    CodePhrase::generate(&mut OsRng, DEFAULT_WORDS).strength_bits()
+                );
+            }
+            code
+        }
+        None => CodePhrase::generate(&mut OsRng, DEFAULT_WORDS),
+    };
+
+    let manifest = transfer.manifest();
+    let names: Vec<String> = manifest
+        .files
+        .iter()
+        .map(|f| display_name(&f.path))
+        .collect();
+    eprintln!(
+        "Sending {} file{} ({}): {}",
+        manifest.files.len(),
+        if manifest.files.len() == 1 { "" } else { "s" },
+        human_bytes(manifest.total_size()),
+        names.join(", ")
+    );
+    eprintln!("Code: {}", code.as_str());
+    eprintln!("On the other machine run:\n  tallow receive {}", code.as_str());
+
+    let stream = connect_to_relay(&relay, Role::Sender, code.room_id(), &deadlines, || {
+        eprintln!("Waiting for the receiver…");
+    })
+    .await?;
+    let mut channel = handshake_as_sender(stream, &code, &deadlines).await?;
+    eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
+
+    if args.client.verify {
+        eprintln!(
+            "Verification string: {}",
+            channel.short_authentication_string
+        );
+        if !ask_yes_no("Does the receiver show the same verification string?").await? {
+            let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
+            Message::Abort {
+                kind: AbortKind::Cancelled,
+                detail: "the sender said the verification strings differ",
+            }
+            .encode(&mut frame);
+            let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
+            anyhow::bail!("verification strings differ: someone may be intercepting the connection; nothing was sent");
+        }
+    }
+
+    let mut line = ProgressLine::new();
+    let total = manifest.total_size();
+    let count = manifest.files.len();
+    let result = send_transfer(
+        transfer,
+        channel.writer,
+        channel.reader,
+        &deadlines,
+        &mut |p| line.update(p),
+    )
+    .await;
+    line.finish();
+    result?;
+    eprintln!(
+        "Sent {count} file{} ({}) in {:.1} s ({}/s); the receiver verified every byte (BLAKE3).",
+        if count == 1 { "" } else { "s" },
+        human_bytes(total),
+        line.elapsed().as_secs_f64(),
+        human_bytes(line.rate()),
+    );
+    Ok(())
+}
