@@ -63,13 +63,22 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         human_bytes(manifest.total_size()),
         names.join(", ")
     );
-    eprintln!("Code: {}", code.as_str());
-    eprintln!("On the other machine run:\n  tallow receive {}", code.as_str());
-
+    // The code is shown once the relay has us, so a dead relay is reported
+    // before anyone is told to type anything.
+    let show_code = || {
+        eprintln!("Code: {}", code.as_str());
+        eprintln!("On the other machine run:\n  tallow receive {}", code.as_str());
+    };
+    let mut shown = false;
     let stream = connect_to_relay(&relay, Role::Sender, code.room_id(), &deadlines, || {
+        show_code();
+        shown = true;
         eprintln!("Waiting for the receiver…");
     })
     .await?;
+    if !shown {
+        show_code();
+    }
     let mut channel = handshake_as_sender(stream, &code, &deadlines).await?;
     eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
 

@@ -1,0 +1,142 @@
+//! Real processes: a peer that dies, stalls or never comes ends the other
+//! side within its deadline, non-zero, with a message naming who stopped.
+
+mod harness;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use harness::*;
+
+const CODE: &str = "5150-abacus-zoom-yodel";
+
+/// A file big enough that the transfer is still running when we act on it.
+fn big_sparse_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("big.bin");
+    let f = fs::File::create(&path).unwrap();
+    f.set_len(8 << 30).unwrap();
+    path
+}
+
+fn partial_len(out: &Path) -> u64 {
+    fs::metadata(out.join("big.bin.tallow-partial"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn killing_the_receiver_mid_transfer_ends_the_sender_promptly() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = big_sparse_file(src.path());
+    let s = sender(&relay.addr, CODE, &[file], &["--idle-timeout", "20"]);
+    let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
+    wait_until(Duration::from_secs(60), "data to arrive", || {
+        partial_len(out.path()) > 4 << 20
+    });
+    signal(r.pid(), "-KILL");
+    let (status, err, took) = s.finish_within(Duration::from_secs(40));
+    assert!(!status.success());
+    assert!(err.contains("receiver"), "names the receiver: {err}");
+    assert!(took < Duration::from_secs(30), "ended in {took:?}");
+    drop(r);
+    assert!(!out.path().join("big.bin").exists(), "no file under its final name");
+}
+
+#[test]
+fn killing_the_sender_mid_transfer_ends_the_receiver_and_leaves_no_final_file() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = big_sparse_file(src.path());
+    let s = sender(&relay.addr, CODE, &[file], &[]);
+    let r = receiver(&relay.addr, CODE, out.path(), &["--yes", "--idle-timeout", "20"]);
+    wait_until(Duration::from_secs(60), "data to arrive", || {
+        partial_len(out.path()) > 4 << 20
+    });
+    signal(s.pid(), "-KILL");
+    let (status, err, took) = r.finish_within(Duration::from_secs(40));
+    assert!(!status.success());
+    assert!(err.contains("sender closed the connection"), "{err}");
+    assert!(took < Duration::from_secs(30), "ended in {took:?}");
+    assert!(!out.path().join("big.bin").exists(), "no file under its final name");
+    assert!(list_dir(out.path()).is_empty(), "unverified partial removed");
+    drop(s);
+}
+
+#[test]
+fn a_stalled_receiver_ends_the_sender_after_its_idle_timeout() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = big_sparse_file(src.path());
+    let s = sender(&relay.addr, CODE, &[file], &["--idle-timeout", "3"]);
+    let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
+    wait_until(Duration::from_secs(60), "data to arrive", || {
+        partial_len(out.path()) > 4 << 20
+    });
+    signal(r.pid(), "-STOP");
+    let (status, err, took) = s.finish_within(Duration::from_secs(60));
+    signal(r.pid(), "-CONT");
+    assert!(!status.success());
+    assert!(err.contains("receiver stopped taking data for 3 s"), "{err}");
+    assert!(took < Duration::from_secs(30), "ended in {took:?}");
+}
+
+#[test]
+fn a_stalled_sender_ends_the_receiver_after_its_idle_timeout() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = big_sparse_file(src.path());
+    let s = sender(&relay.addr, CODE, &[file], &[]);
+    let r = receiver(&relay.addr, CODE, out.path(), &["--yes", "--idle-timeout", "3"]);
+    wait_until(Duration::from_secs(60), "data to arrive", || {
+        partial_len(out.path()) > 4 << 20
+    });
+    signal(s.pid(), "-STOP");
+    let (status, err, _) = r.finish_within(Duration::from_secs(60));
+    signal(s.pid(), "-CONT");
+    assert!(!status.success());
+    assert!(err.contains("sender sent nothing for 3 s"), "{err}");
+    assert!(!out.path().join("big.bin").exists());
+}
+
+#[test]
+fn a_receiver_that_never_comes_times_out_at_the_relay_and_at_the_sender() {
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "f.bin", 10, 1);
+
+    let relay = Relay::start(&["--pair-timeout", "1"]);
+    let s = sender(&relay.addr, CODE, &[file.clone()], &[]);
+    let (status, err, _) = s.finish_within(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(err.contains("no receiver joined within 1 s"), "{err}");
+
+    let relay = Relay::start(&[]);
+    let s = sender(&relay.addr, CODE, &[file], &["--wait-timeout", "1"]);
+    let (status, err, _) = s.finish_within(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(err.contains("no receiver joined within 1 s"), "{err}");
+}
+
+#[test]
+fn killing_the_relay_mid_transfer_ends_both_sides() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = big_sparse_file(src.path());
+    let s = sender(&relay.addr, CODE, &[file], &[]);
+    let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
+    wait_until(Duration::from_secs(60), "data to arrive", || {
+        partial_len(out.path()) > 4 << 20
+    });
+    drop(relay);
+    let (s_status, s_err, _) = s.finish_within(Duration::from_secs(40));
+    let (r_status, r_err, _) = r.finish_within(Duration::from_secs(40));
+    assert!(!s_status.success() && s_err.contains("receiver"), "{s_err}");
+    assert!(!r_status.success() && r_err.contains("sender"), "{r_err}");
+    assert!(!out.path().join("big.bin").exists());
+}

@@ -1,0 +1,233 @@
+//! Shared harness for the real-process tests: start a relay, a sender and a
+//! receiver as separate `tallow` processes on 127.0.0.1, make test files,
+//! compare results. Every wait has a deadline so a broken build fails
+//! instead of hanging.
+
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest any single process in a test may run.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `tallow` with a clean environment (no relay from the developer's shell).
+pub fn tallow() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallow"));
+    cmd.env_remove("TALLOW_RELAY");
+    cmd
+}
+
+/// A relay process; killed on drop.
+pub struct Relay {
+    child: Child,
+    pub addr: String,
+}
+
+impl Relay {
+    pub fn start(extra: &[&str]) -> Relay {
+        let mut child = tallow()
+            .args(["relay", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn relay");
+        let stdout = child.stdout.take().expect("relay stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("relay printed its address");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("address on the line")
+            .to_owned();
+        assert!(addr.starts_with("127.0.0.1:"), "relay said {line:?}");
+        Relay { child, addr }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `tallow` process whose stderr is collected in the background.
+pub struct Running {
+    pub child: Child,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tallow");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let reader = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Running {
+            child,
+            stderr: Some(reader),
+        }
+    }
+
+    /// Wait for exit (killing it and failing the test past `deadline`).
+    /// Returns the status, stderr and how long the wait took.
+    pub fn finish_within(mut self, deadline: Duration) -> (ExitStatus, String, Duration) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if start.elapsed() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let err = self.stderr.take().map(|h| h.join().unwrap_or_default());
+                panic!("process did not exit within {deadline:?}; stderr: {err:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        (status, err, start.elapsed())
+    }
+
+    pub fn finish(self) -> (ExitStatus, String) {
+        let (status, err, _) = self.finish_within(PROCESS_DEADLINE);
+        (status, err)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `tallow send --relay ADDR --code CODE PATHS… EXTRA…`
+pub fn sender(relay: &str, code: &str, paths: &[PathBuf], extra: &[&str]) -> Running {
+    let mut cmd = tallow();
+    cmd.args(["send", "--relay", relay, "--code", code])
+        .args(extra)
+        .args(paths)
+        .stdin(Stdio::null());
+    Running::spawn(cmd)
+}
+
+/// `tallow receive --relay ADDR --out OUT EXTRA… CODE`
+pub fn receiver(relay: &str, code: &str, out: &Path, extra: &[&str]) -> Running {
+    let mut cmd = tallow();
+    cmd.args(["receive", "--relay", relay, "--out"])
+        .arg(out)
+        .args(extra)
+        .arg(code)
+        .stdin(Stdio::null());
+    Running::spawn(cmd)
+}
+
+/// Run a sender and a receiver to completion; returns both results.
+pub fn transfer(
+    relay: &str,
+    code: &str,
+    paths: &[PathBuf],
+    out: &Path,
+    receiver_extra: &[&str],
+) -> ((ExitStatus, String), (ExitStatus, String)) {
+    let s = sender(relay, code, paths, &[]);
+    let r = receiver(relay, code, out, receiver_extra);
+    let r = r.finish();
+    let s = s.finish();
+    (s, r)
+}
+
+/// A file of `size` pseudo-random (incompressible) bytes.
+pub fn random_file(dir: &Path, name: &str, size: u64, seed: u64) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(fs::File::create(&path).expect("create"));
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut written = 0u64;
+    let mut block = vec![0u8; 64 * 1024];
+    while written < size {
+        for word in block.chunks_mut(8) {
+            // xorshift64*
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let v = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            word.copy_from_slice(&v[..word.len()]);
+        }
+        let n = (size - written).min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).expect("write");
+        written += n as u64;
+    }
+    f.flush().expect("flush");
+    path
+}
+
+/// Assert `a` and `b` have the same bytes (without printing megabytes).
+pub fn assert_same_file(a: &Path, b: &Path) {
+    let (x, y) = (fs::read(a).expect("read a"), fs::read(b).expect("read b"));
+    assert_eq!(x.len(), y.len(), "{} vs {}: sizes differ", a.display(), b.display());
+    assert!(x == y, "{} vs {}: contents differ", a.display(), b.display());
+}
+
+/// Names in a folder, sorted.
+pub fn list_dir(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Poll until `cond` holds, failing the test after `deadline`.
+pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Send a signal with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}

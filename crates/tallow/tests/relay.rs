@@ -1,0 +1,181 @@
+//! Real relay process: what it refuses, and what it can see.
+
+mod harness;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use harness::*;
+use tallow_crypto::RoomId;
+use tallow_protocol::rendezvous::{RelayHello, RelayStatus};
+use tallow_protocol::Role;
+
+/// Read one relay status from a raw connection.
+fn read_status(stream: &mut TcpStream) -> RelayStatus {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut header = [0u8; 3];
+    stream.read_exact(&mut header).expect("status header");
+    let (code, len) = RelayStatus::decode_header(header).expect("valid status");
+    let mut text = vec![0u8; len];
+    stream.read_exact(&mut text).expect("status text");
+    RelayStatus::from_parts(code, &text)
+}
+
+fn join(addr: &str, role: Role, nameplate: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let hello = RelayHello {
+        role,
+        room: RoomId::for_nameplate(nameplate),
+    };
+    s.write_all(&hello.encode()).unwrap();
+    s
+}
+
+#[test]
+fn malformed_hello_gets_a_clear_refusal() {
+    let relay = Relay::start(&[]);
+    let mut s = TcpStream::connect(&relay.addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: relay.example\r\n\r\n")
+        .unwrap();
+    match read_status(&mut s) {
+        RelayStatus::Refused(text) => assert!(text.contains("malformed hello"), "{text}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn silent_client_is_refused_after_the_hello_timeout() {
+    let relay = Relay::start(&["--hello-timeout", "1"]);
+    let mut s = TcpStream::connect(&relay.addr).unwrap();
+    match read_status(&mut s) {
+        RelayStatus::Refused(text) => assert!(text.contains("no hello within 1 s"), "{text}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn rooms_pair_one_sender_with_one_receiver_and_refuse_a_third() {
+    let relay = Relay::start(&[]);
+    let mut a = join(&relay.addr, Role::Sender, "77");
+    assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+
+    // A second sender in the same room is refused.
+    let mut dup = join(&relay.addr, Role::Sender, "77");
+    match read_status(&mut dup) {
+        RelayStatus::Refused(text) => assert!(text.contains("already waiting"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+
+    // Another nameplate is another room: it waits, it does not pair.
+    let mut other = join(&relay.addr, Role::Receiver, "78");
+    assert_eq!(read_status(&mut other), RelayStatus::Waiting);
+
+    let mut b = join(&relay.addr, Role::Receiver, "77");
+    assert_eq!(read_status(&mut a), RelayStatus::Paired);
+    assert_eq!(read_status(&mut b), RelayStatus::Paired);
+
+    // The room is full now.
+    let mut third = join(&relay.addr, Role::Receiver, "77");
+    match read_status(&mut third) {
+        RelayStatus::Refused(text) => assert!(text.contains("room is full"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+
+    // Bytes flow both ways, untouched.
+    a.write_all(b"opaque bytes").unwrap();
+    let mut got = [0u8; 12];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"opaque bytes");
+    b.write_all(b"back").unwrap();
+    let mut got = [0u8; 4];
+    a.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"back");
+
+    // Once the pair is gone the room is free again.
+    drop(a);
+    drop(b);
+    thread::sleep(Duration::from_millis(200));
+    let mut again = join(&relay.addr, Role::Sender, "77");
+    assert_eq!(read_status(&mut again), RelayStatus::Waiting);
+}
+
+/// Forwards connections to `target`, recording every byte both ways.
+fn recording_proxy(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(upstream) = TcpStream::connect(&target) else {
+                return;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                (upstream, client),
+            ] {
+                let record = record.clone();
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        record.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
+    let relay = Relay::start(&[]);
+    let (proxy, seen) = recording_proxy(relay.addr.clone());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // Highly compressible, with a marker that would show through any
+    // unencrypted or merely compressed path.
+    let marker = "TALLOW-PLAINTEXT-MARKER the quick brown fox ";
+    let file = src.path().join("confidential-quarterly-figures.txt");
+    fs::write(&file, marker.repeat(50_000)).unwrap();
+    let code = "8086-unbundle-overlying-spiffy";
+    let ((s, s_err), (r, r_err)) = transfer(&proxy, code, &[file.clone()], out.path(), &["--yes"]);
+    assert!(s.success() && r.success(), "sender: {s_err}\nreceiver: {r_err}");
+    assert_same_file(&file, &out.path().join("confidential-quarterly-figures.txt"));
+
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() > marker.len() * 50_000, "the proxy carried the transfer");
+    let contains = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
+    for needle in [
+        &b"TALLOW-PLAINTEXT"[..],
+        b"quick brown fox",
+        b"confidential-quarterly",
+        b"unbundle",
+        b"overlying",
+        b"spiffy",
+        code.as_bytes(),
+    ] {
+        assert!(
+            !contains(needle),
+            "the relay saw {:?}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // Only the nameplate's hash reaches the relay, not the nameplate itself.
+    assert!(contains(&RoomId::for_nameplate("8086").0));
+}

@@ -1,0 +1,237 @@
+//! Real processes on 127.0.0.1: relay, sender and receiver transfer files.
+
+mod harness;
+
+use std::fs;
+use std::process::{Command, Stdio};
+
+use harness::*;
+
+const CODE: &str = "4711-abacus-zoom-yodel";
+const CHUNK: u64 = 1024 * 1024;
+
+#[test]
+fn files_of_1kib_10mib_and_100mib_arrive_byte_identical() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = vec![
+        random_file(src.path(), "one-kib.bin", 1024, 1),
+        random_file(src.path(), "ten-mib.bin", 10 << 20, 2),
+        random_file(src.path(), "hundred-mib.bin", 100 << 20, 3),
+    ];
+    let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &["--yes"]);
+    assert!(s.success(), "sender failed: {s_err}");
+    assert!(r.success(), "receiver failed: {r_err}");
+    for f in &files {
+        assert_same_file(f, &out.path().join(f.file_name().unwrap()));
+    }
+    assert_eq!(
+        list_dir(out.path()),
+        ["hundred-mib.bin", "one-kib.bin", "ten-mib.bin"],
+        "no partial files left behind"
+    );
+    assert!(s_err.contains("verified"), "{s_err}");
+}
+
+#[test]
+fn sizes_around_the_chunk_boundary_arrive_byte_identical() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 17];
+    let files: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| random_file(src.path(), &format!("size-{size}"), size, i as u64))
+        .collect();
+    let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &["--yes"]);
+    assert!(s.success() && r.success(), "sender: {s_err}\nreceiver: {r_err}");
+    for f in &files {
+        assert_same_file(f, &out.path().join(f.file_name().unwrap()));
+    }
+}
+
+#[test]
+fn names_with_spaces_and_unicode_survive() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = vec![random_file(src.path(), "ünïcødé résumé 2026.txt", 5000, 9)];
+    let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &["--yes"]);
+    assert!(s.success() && r.success(), "sender: {s_err}\nreceiver: {r_err}");
+    assert_same_file(&files[0], &out.path().join("ünïcødé résumé 2026.txt"));
+}
+
+#[test]
+fn wrong_code_fails_on_both_sides_and_writes_nothing() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = vec![random_file(src.path(), "secret.bin", 4096, 1)];
+    let s = sender(&relay.addr, "4711-abacus-zoom-yodel", &files, &[]);
+    let r = receiver(&relay.addr, "4711-abacus-zoom-yodle", out.path(), &["--yes"]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(!s_status.success(), "sender must fail");
+    assert!(!r_status.success(), "receiver must fail");
+    assert!(
+        s_err.contains("different code"),
+        "sender names the cause: {s_err}"
+    );
+    assert!(
+        r_err.contains("code does not match"),
+        "receiver names the cause: {r_err}"
+    );
+    assert!(!r_err.contains("secret.bin"), "no file name before confirmation");
+    assert!(list_dir(out.path()).is_empty(), "nothing written");
+}
+
+#[test]
+fn existing_file_is_kept_without_overwrite_and_replaced_with_it() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = vec![random_file(src.path(), "report.pdf", 70_000, 5)];
+    let existing = out.path().join("report.pdf");
+    fs::write(&existing, b"precious local version").unwrap();
+
+    let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &["--yes"]);
+    assert!(!r.success(), "receiver must refuse");
+    assert!(r_err.contains("already exists") && r_err.contains("--overwrite"), "{r_err}");
+    assert!(!s.success(), "sender must learn of the refusal");
+    assert!(s_err.contains("declined") && s_err.contains("already exists"), "{s_err}");
+    assert_eq!(fs::read(&existing).unwrap(), b"precious local version");
+    assert_eq!(list_dir(out.path()), ["report.pdf"]);
+
+    let ((s, s_err), (r, r_err)) = transfer(
+        &relay.addr,
+        CODE,
+        &files,
+        out.path(),
+        &["--yes", "--overwrite"],
+    );
+    assert!(s.success() && r.success(), "sender: {s_err}\nreceiver: {r_err}");
+    assert_same_file(&files[0], &existing);
+}
+
+#[test]
+fn receiver_without_a_terminal_or_yes_declines_instead_of_hanging() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = vec![random_file(src.path(), "a.bin", 100, 5)];
+    let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &[]);
+    assert!(!r.success() && r_err.contains("--yes"), "{r_err}");
+    assert!(!s.success() && s_err.contains("declined"), "{s_err}");
+    assert!(list_dir(out.path()).is_empty());
+}
+
+#[test]
+fn verify_shows_the_same_string_on_both_sides() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "v.bin", 1000, 5);
+    let spawn = |args: Vec<String>| {
+        let mut cmd = tallow();
+        cmd.args(&args).stdin(Stdio::piped());
+        let mut running = Running::spawn(cmd);
+        use std::io::Write;
+        let mut stdin = running.child.stdin.take().unwrap();
+        stdin.write_all(b"y\n").unwrap();
+        running
+    };
+    let s = spawn(vec![
+        "send".into(),
+        "--relay".into(),
+        relay.addr.clone(),
+        "--code".into(),
+        CODE.into(),
+        "--verify".into(),
+        file.to_string_lossy().into_owned(),
+    ]);
+    let r = spawn(vec![
+        "receive".into(),
+        "--relay".into(),
+        relay.addr.clone(),
+        "--out".into(),
+        out.path().to_string_lossy().into_owned(),
+        "--yes".into(),
+        "--verify".into(),
+        CODE.into(),
+    ]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success() && r_status.success(), "sender: {s_err}\nreceiver: {r_err}");
+    let sas = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("Verification string: "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no verification string in {text}"))
+    };
+    assert_eq!(sas(&s_err), sas(&r_err));
+    assert_eq!(sas(&s_err).len(), 11, "nine digits in three groups");
+    assert_same_file(&file, &out.path().join("v.bin"));
+}
+
+#[test]
+fn missing_or_unreachable_relay_and_bad_input_get_one_clear_sentence() {
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "f.bin", 10, 1);
+    let run = |args: &[&str]| {
+        let out = tallow()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tallow");
+        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let f = file.to_str().unwrap();
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["send", f], &["--relay", "TALLOW_RELAY"]),
+        (&["send", "--relay", "127.0.0.1:1", f], &["could not reach the relay"]),
+        (
+            &["send", "--relay", "127.0.0.1:1", "/nonexistent/file"],
+            &["/nonexistent/file"],
+        ),
+        (
+            &["receive", "--relay", "127.0.0.1:1", "not-a-code"],
+            &["must start with digits"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let (status, err) = run(args);
+        assert!(!status.success(), "{args:?} must fail");
+        for e in expected {
+            assert!(err.contains(e), "{args:?}: {err}");
+        }
+        let last = err.trim().lines().last().unwrap_or_default();
+        assert!(last.starts_with("tallow: "), "error on the last line: {err}");
+        assert_eq!(err.matches("tallow: ").count(), 1, "one error line: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Os {"), "{err}");
+    }
+}
+
+#[test]
+fn weak_custom_code_gets_a_warning() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = vec![random_file(src.path(), "w.bin", 10, 1)];
+    let ((s, s_err), (r, _)) = transfer(&relay.addr, "12-cat", &files, out.path(), &["--yes"]);
+    assert!(s.success() && r.success());
+    assert!(s_err.contains("warning: this code is easier to guess"), "{s_err}");
+}
+
+#[test]
+fn help_shows_examples_for_every_command() {
+    for cmd in [&["--help"][..], &["send", "--help"], &["receive", "--help"], &["relay", "--help"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tallow"))
+            .args(cmd)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("Example"), "{cmd:?}: {text}");
+    }
+}
