@@ -46,7 +46,9 @@ pub enum CodeError {
     #[error("the code has more than {MAX_WORDS} words")]
     TooManyWords,
     /// A word with characters other than ASCII letters and digits, or too long.
-    #[error("the code contains {0:?}, which is not a word of ASCII letters (at most {MAX_WORD_LEN})")]
+    #[error(
+        "the code contains {0:?}, which is not a word of ASCII letters (at most {MAX_WORD_LEN})"
+    )]
     InvalidWord(String),
 }
 
@@ -241,8 +243,14 @@ mod tests {
             CodePhrase::parse("alpha-bravo").unwrap_err(),
             CodeError::MissingNameplate
         );
-        assert_eq!(CodePhrase::parse("").unwrap_err(), CodeError::MissingNameplate);
-        assert_eq!(CodePhrase::parse("1234").unwrap_err(), CodeError::MissingWords);
+        assert_eq!(
+            CodePhrase::parse("").unwrap_err(),
+            CodeError::MissingNameplate
+        );
+        assert_eq!(
+            CodePhrase::parse("1234").unwrap_err(),
+            CodeError::MissingWords
+        );
         assert_eq!(
             CodePhrase::parse("12345678901-a").unwrap_err(),
             CodeError::NameplateTooLong
@@ -252,12 +260,17 @@ mod tests {
             CodeError::InvalidWord(_)
         ));
         let many = format!("1{}", "-a".repeat(MAX_WORDS + 1));
-        assert_eq!(CodePhrase::parse(&many).unwrap_err(), CodeError::TooManyWords);
+        assert_eq!(
+            CodePhrase::parse(&many).unwrap_err(),
+            CodeError::TooManyWords
+        );
     }
 
     #[test]
     fn custom_phrases_get_a_strength_estimate() {
-        assert!(CodePhrase::parse("7-cat").unwrap().is_weaker_than_generated());
+        assert!(CodePhrase::parse("7-cat")
+            .unwrap()
+            .is_weaker_than_generated());
         assert!(CodePhrase::parse("7-abacus-zoom")
             .unwrap()
             .is_weaker_than_generated());

@@ -42,7 +42,9 @@ pub enum CryptoError {
     MalformedKemMessage,
     /// A frame failed authentication: it was altered, replayed, reordered or
     /// encrypted under another key.
-    #[error("a frame failed authentication (altered, replayed, reordered or truncated in transit)")]
+    #[error(
+        "a frame failed authentication (altered, replayed, reordered or truncated in transit)"
+    )]
     FrameAuthentication,
     /// A frame is shorter than the authentication tag or longer than a frame may be.
     #[error("a frame has an impossible length ({0} bytes)")]

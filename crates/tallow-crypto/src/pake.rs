@@ -141,7 +141,10 @@ mod tests {
         let (_, ma) = start(PakeRole::Sender, b"1-x", &mut OsRng);
         // A sender's own message reflected back has the wrong side tag.
         let (a, _) = start(PakeRole::Sender, b"1-x", &mut OsRng);
-        assert_eq!(a.finish(&ma).unwrap_err(), CryptoError::MalformedPakeMessage);
+        assert_eq!(
+            a.finish(&ma).unwrap_err(),
+            CryptoError::MalformedPakeMessage
+        );
         let (b, _) = start(PakeRole::Receiver, b"1-x", &mut OsRng);
         assert_eq!(
             b.finish(&ma[..32]).unwrap_err(),
@@ -152,6 +155,9 @@ mod tests {
         bad[0] = b'A';
         bad[1] = 2;
         let (b, _) = start(PakeRole::Receiver, b"1-x", &mut OsRng);
-        assert_eq!(b.finish(&bad).unwrap_err(), CryptoError::MalformedPakeMessage);
+        assert_eq!(
+            b.finish(&bad).unwrap_err(),
+            CryptoError::MalformedPakeMessage
+        );
     }
 }

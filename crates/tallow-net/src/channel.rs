@@ -147,7 +147,12 @@ mod tests {
         let key = [9u8; 32];
         (
             ChannelWriter::new(a, FrameSealer::new(&key), Role::Receiver),
-            ChannelReader::new(b, FrameOpener::new(&key), Role::Sender, Duration::from_secs(5)),
+            ChannelReader::new(
+                b,
+                FrameOpener::new(&key),
+                Role::Sender,
+                Duration::from_secs(5),
+            ),
         )
     }
 
@@ -177,11 +182,21 @@ mod tests {
     #[tokio::test]
     async fn oversize_length_is_refused_before_allocating() {
         let (mut raw, b) = tokio::io::duplex(64);
-        let mut r = ChannelReader::new(b, FrameOpener::new(&[1; 32]), Role::Sender, Duration::from_secs(5));
+        let mut r = ChannelReader::new(
+            b,
+            FrameOpener::new(&[1; 32]),
+            Role::Sender,
+            Duration::from_secs(5),
+        );
         raw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let mut buf = Vec::new();
-        let err = r.recv_frame(&mut buf, Some(Duration::from_secs(5))).await.unwrap_err();
-        assert!(matches!(err, TransportError::FrameTooLarge { len, .. } if len == u32::MAX as usize));
+        let err = r
+            .recv_frame(&mut buf, Some(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TransportError::FrameTooLarge { len, .. } if len == u32::MAX as usize)
+        );
         assert_eq!(buf.capacity(), 0, "nothing was allocated");
     }
 
@@ -192,7 +207,12 @@ mod tests {
         FrameSealer::new(&[9; 32]).seal(&mut f).unwrap();
         f[6] ^= 1;
         let (mut raw, b) = tokio::io::duplex(1024);
-        let mut r = ChannelReader::new(b, FrameOpener::new(&[9; 32]), Role::Sender, Duration::from_secs(5));
+        let mut r = ChannelReader::new(
+            b,
+            FrameOpener::new(&[9; 32]),
+            Role::Sender,
+            Duration::from_secs(5),
+        );
         raw.write_all(&f).await.unwrap();
         let mut buf = Vec::new();
         assert!(matches!(
@@ -204,7 +224,12 @@ mod tests {
         let mut f = frame(b"hello");
         FrameSealer::new(&[9; 32]).seal(&mut f).unwrap();
         let (mut raw, b) = tokio::io::duplex(1024);
-        let mut r = ChannelReader::new(b, FrameOpener::new(&[9; 32]), Role::Sender, Duration::from_secs(5));
+        let mut r = ChannelReader::new(
+            b,
+            FrameOpener::new(&[9; 32]),
+            Role::Sender,
+            Duration::from_secs(5),
+        );
         raw.write_all(&f[..f.len() - 3]).await.unwrap();
         drop(raw);
         assert!(matches!(
@@ -214,9 +239,15 @@ mod tests {
 
         // Nothing at all within the deadline.
         let (_raw, b) = tokio::io::duplex(1024);
-        let mut r = ChannelReader::new(b, FrameOpener::new(&[9; 32]), Role::Sender, Duration::from_secs(5));
+        let mut r = ChannelReader::new(
+            b,
+            FrameOpener::new(&[9; 32]),
+            Role::Sender,
+            Duration::from_secs(5),
+        );
         assert!(matches!(
-            r.recv_frame(&mut buf, Some(Duration::from_millis(50))).await,
+            r.recv_frame(&mut buf, Some(Duration::from_millis(50)))
+                .await,
             Err(TransportError::ReadTimeout { .. })
         ));
     }

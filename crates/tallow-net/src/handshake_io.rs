@@ -41,12 +41,14 @@ async fn read_message(stream: &mut TcpStream, peer: Role) -> Result<Vec<u8>, Net
         .map_err(|e| io_to_transport(peer, e))?;
     let len = u32::from_be_bytes(header) as usize;
     if len > MAX_HANDSHAKE_MESSAGE {
-        return Err(tallow_protocol::handshake::HandshakeError::Malformed(DecodeError::TooLarge {
-            what: "handshake message",
-            got: len as u64,
-            max: MAX_HANDSHAKE_MESSAGE as u64,
-        })
-        .into());
+        return Err(
+            tallow_protocol::handshake::HandshakeError::Malformed(DecodeError::TooLarge {
+                what: "handshake message",
+                got: len as u64,
+                max: MAX_HANDSHAKE_MESSAGE as u64,
+            })
+            .into(),
+        );
     }
     let mut msg = vec![0u8; len];
     stream
@@ -61,8 +63,9 @@ async fn send_abort(stream: &mut TcpStream, error: &NetError, peer: Role) {
     if let NetError::Handshake(e) = error {
         if let Some(reason) = e.abort_reason() {
             let notice = abort_message(reason);
-            let _ = tokio::time::timeout(ABORT_NOTICE_TIMEOUT, write_message(stream, &notice, peer))
-                .await;
+            let _ =
+                tokio::time::timeout(ABORT_NOTICE_TIMEOUT, write_message(stream, &notice, peer))
+                    .await;
         }
     }
 }
@@ -174,9 +177,15 @@ mod tests {
         assert_eq!(s.short_authentication_string, r.short_authentication_string);
         let mut f = vec![0u8; 4];
         f.extend_from_slice(b"over tcp");
-        s.writer.send_frame(&mut f, Duration::from_secs(5)).await.unwrap();
+        s.writer
+            .send_frame(&mut f, Duration::from_secs(5))
+            .await
+            .unwrap();
         let mut buf = Vec::new();
-        r.reader.recv_frame(&mut buf, Some(Duration::from_secs(5))).await.unwrap();
+        r.reader
+            .recv_frame(&mut buf, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
         assert_eq!(buf, b"over tcp");
     }
 
@@ -189,7 +198,10 @@ mod tests {
             handshake_as_sender(a, &cs, &d),
             handshake_as_receiver(b, &cr, &d)
         );
-        assert!(matches!(s.err(), Some(NetError::Handshake(HandshakeError::WrongCode))));
+        assert!(matches!(
+            s.err(),
+            Some(NetError::Handshake(HandshakeError::WrongCode))
+        ));
         assert!(matches!(
             r.err(),
             Some(NetError::Handshake(HandshakeError::PeerRejectedCode))
@@ -205,7 +217,10 @@ mod tests {
         };
         assert!(matches!(
             handshake_as_receiver(a, &code("5-a-b-c"), &d).await.err(),
-            Some(NetError::HandshakeTimeout { peer: Role::Sender, .. })
+            Some(NetError::HandshakeTimeout {
+                peer: Role::Sender,
+                ..
+            })
         ));
     }
 
@@ -216,7 +231,9 @@ mod tests {
         let d = Deadlines::default();
         assert!(matches!(
             handshake_as_receiver(b, &code("5-a-b-c"), &d).await.err(),
-            Some(NetError::Handshake(HandshakeError::Malformed(DecodeError::TooLarge { .. })))
+            Some(NetError::Handshake(HandshakeError::Malformed(
+                DecodeError::TooLarge { .. }
+            )))
         ));
     }
 }

@@ -44,7 +44,9 @@ pub enum NetError {
     #[error("the relay refused the connection: {0}")]
     Refused(String),
     /// The relay answered something that is not a relay status.
-    #[error("the server at {addr} is not a tallow relay, or runs an incompatible version ({source})")]
+    #[error(
+        "the server at {addr} is not a tallow relay, or runs an incompatible version ({source})"
+    )]
     NotARelay {
         /// The address as given.
         addr: String,

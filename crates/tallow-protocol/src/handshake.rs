@@ -231,9 +231,8 @@ impl ReceiverHandshake {
         );
         let pake_key = pake.finish(peer_pake)?;
         let secrets = SessionSecrets::derive(transcript.hash(), &pake_key, &hybrid);
-        let mut reply = Vec::with_capacity(
-            2 + PAKE_MESSAGE_LEN + X25519_LEN + MLKEM_CT_LEN + CONFIRM_TAG_LEN,
-        );
+        let mut reply =
+            Vec::with_capacity(2 + PAKE_MESSAGE_LEN + X25519_LEN + MLKEM_CT_LEN + CONFIRM_TAG_LEN);
         reply.extend_from_slice(&[PROTOCOL_VERSION, RECEIVER_HELLO]);
         reply.extend_from_slice(&pake_msg);
         reply.extend_from_slice(&response.x25519);
@@ -288,7 +287,10 @@ mod tests {
     }
 
     /// Runs a full handshake, returning both sides' keys.
-    fn run(sender_code: &str, receiver_code: &str) -> Result<(SessionKeys, SessionKeys), HandshakeError> {
+    fn run(
+        sender_code: &str,
+        receiver_code: &str,
+    ) -> Result<(SessionKeys, SessionKeys), HandshakeError> {
         let (s, m1) = SenderHandshake::start(&code(sender_code), &mut OsRng);
         let (r, m2) = ReceiverHandshake::respond(&code(receiver_code), &m1, &mut OsRng)?;
         let (sk, m3) = s.finish(&m2)?;
@@ -299,8 +301,14 @@ mod tests {
     #[test]
     fn same_code_gives_working_keys_both_ways_and_equal_sas() {
         let (mut s, mut r) = run("12-alpha-bravo-charlie", "12-alpha-bravo-charlie").unwrap();
-        assert_eq!(roundtrip(&mut s.sealer, &mut r.opener, b"to receiver"), b"to receiver");
-        assert_eq!(roundtrip(&mut r.sealer, &mut s.opener, b"to sender"), b"to sender");
+        assert_eq!(
+            roundtrip(&mut s.sealer, &mut r.opener, b"to receiver"),
+            b"to receiver"
+        );
+        assert_eq!(
+            roundtrip(&mut r.sealer, &mut s.opener, b"to sender"),
+            b"to sender"
+        );
         assert_eq!(s.short_authentication_string, r.short_authentication_string);
         assert_eq!(s.short_authentication_string.len(), 11);
     }
@@ -313,9 +321,15 @@ mod tests {
         f.extend_from_slice(b"hello");
         s1.sealer.seal(&mut f).unwrap();
         let mut body = f[4..].to_vec();
-        assert!(r2.opener.open(f[..4].try_into().unwrap(), &mut body).is_err());
+        assert!(r2
+            .opener
+            .open(f[..4].try_into().unwrap(), &mut body)
+            .is_err());
         assert_ne!(
-            run("12-a-b-c", "12-a-b-c").unwrap().0.short_authentication_string,
+            run("12-a-b-c", "12-a-b-c")
+                .unwrap()
+                .0
+                .short_authentication_string,
             s1.short_authentication_string
         );
     }
@@ -328,7 +342,10 @@ mod tests {
         let err = s.finish(&m2).err().unwrap();
         assert_eq!(err, HandshakeError::WrongCode);
         let abort = abort_message(err.abort_reason().unwrap());
-        assert_eq!(r.finish(&abort).err(), Some(HandshakeError::PeerRejectedCode));
+        assert_eq!(
+            r.finish(&abort).err(),
+            Some(HandshakeError::PeerRejectedCode)
+        );
     }
 
     #[test]
@@ -353,7 +370,8 @@ mod tests {
         }
         for offset in (2..2 + PAKE_MESSAGE_LEN + X25519_LEN + MLKEM_CT_LEN + 32).step_by(97) {
             let (s, m1) = SenderHandshake::start(&code("12-a-b-c"), &mut OsRng);
-            let (_, mut m2) = ReceiverHandshake::respond(&code("12-a-b-c"), &m1, &mut OsRng).unwrap();
+            let (_, mut m2) =
+                ReceiverHandshake::respond(&code("12-a-b-c"), &m1, &mut OsRng).unwrap();
             m2[offset] ^= 0x40;
             assert!(s.finish(&m2).is_err(), "m2 offset {offset}");
         }
@@ -371,7 +389,9 @@ mod tests {
         let reply = abort_message(err.abort_reason().unwrap());
         assert_eq!(
             s.finish(&reply).err(),
-            Some(HandshakeError::PeerRefusedVersion { peer: PROTOCOL_VERSION })
+            Some(HandshakeError::PeerRefusedVersion {
+                peer: PROTOCOL_VERSION
+            })
         );
     }
 

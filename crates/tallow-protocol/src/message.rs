@@ -205,7 +205,9 @@ mod tests {
                 }],
             }),
             Message::Accept,
-            Message::Decline { reason: "no thanks" },
+            Message::Decline {
+                reason: "no thanks",
+            },
             Message::Chunk {
                 file: 3,
                 index: 1 << 40,

@@ -87,7 +87,14 @@ mod tests {
 
     #[test]
     fn ordinary_names_pass() {
-        for ok in ["a", "report.pdf", "dir/sub/file.txt", "ünïcødé name.txt", "..hidden", "a..b"] {
+        for ok in [
+            "a",
+            "report.pdf",
+            "dir/sub/file.txt",
+            "ünïcødé name.txt",
+            "..hidden",
+            "a..b",
+        ] {
             assert_eq!(validate_relative_path(ok), Ok(()), "{ok}");
         }
     }

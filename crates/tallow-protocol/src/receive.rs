@@ -97,7 +97,11 @@ impl<W: FrameSink, R: FrameSource> IncomingOffer<W, R> {
     }
 
     /// Say no, telling the sender why.
-    pub async fn decline(mut self, reason: &str, deadlines: &Deadlines) -> Result<(), TransferError> {
+    pub async fn decline(
+        mut self,
+        reason: &str,
+        deadlines: &Deadlines,
+    ) -> Result<(), TransferError> {
         let mut frame = vec![0u8; FRAME_HEADER_LEN];
         Message::Decline { reason }.encode(&mut frame);
         self.writer.send_frame(&mut frame, deadlines.idle).await?;
@@ -145,9 +149,7 @@ impl<W: FrameSink, R: FrameSource> IncomingOffer<W, R> {
         };
         let writer_thread = tokio::task::spawn_blocking(move || disk.run(work_rx, &pool_tx));
 
-        let streamed = self
-            .stream(&work_tx, &pool_rx, deadlines, progress)
-            .await;
+        let streamed = self.stream(&work_tx, &pool_rx, deadlines, progress).await;
         drop(work_tx);
         let written = writer_thread.await.unwrap_or_else(|e| {
             Err(TransferError::WriteOutput {
@@ -215,9 +217,10 @@ impl<W: FrameSink, R: FrameSource> IncomingOffer<W, R> {
                     Work::Chunk { buf, start }
                 }
                 Message::FileEnd { file: f, hash } => {
-                    let entry = self.manifest.files.get(file).ok_or_else(|| {
-                        protocol("it ended a file after the last one".to_owned())
-                    })?;
+                    let entry =
+                        self.manifest.files.get(file).ok_or_else(|| {
+                            protocol("it ended a file after the last one".to_owned())
+                        })?;
                     if f as usize != file || next_chunk != self.manifest.chunk_count(entry.size) {
                         return Err(protocol(format!(
                             "it ended file {f} after {next_chunk} chunks, while file {file} has {}",
@@ -273,7 +276,10 @@ fn unexpected(msg: Message<'_>, expected: &str) -> TransferError {
             kind,
             detail: detail.to_owned(),
         },
-        other => protocol(format!("it sent {} where {expected} was expected", other.name())),
+        other => protocol(format!(
+            "it sent {} where {expected} was expected",
+            other.name()
+        )),
     }
 }
 
@@ -334,12 +340,12 @@ impl FileWriter {
             match item {
                 Work::Chunk { buf, start } => {
                     let open = self.open(index)?;
-                    open.file
-                        .write_all(&buf[start..])
-                        .map_err(|source| TransferError::WriteOutput {
+                    open.file.write_all(&buf[start..]).map_err(|source| {
+                        TransferError::WriteOutput {
                             path: open.partial.clone(),
                             source,
-                        })?;
+                        }
+                    })?;
                     open.hasher.update(&buf[start..]);
                     let _ = pool.send(buf);
                 }
@@ -364,7 +370,12 @@ impl FileWriter {
             match fs::remove_file(&partial) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(TransferError::WriteOutput { path: partial, source }),
+                Err(source) => {
+                    return Err(TransferError::WriteOutput {
+                        path: partial,
+                        source,
+                    })
+                }
             }
             let file = OpenOptions::new()
                 .write(true)
@@ -381,10 +392,12 @@ impl FileWriter {
             });
         }
         // Just set above if it was empty.
-        self.current.as_mut().ok_or_else(|| TransferError::WriteOutput {
-            path: self.options.out_dir.clone(),
-            source: std::io::Error::other("no open file"),
-        })
+        self.current
+            .as_mut()
+            .ok_or_else(|| TransferError::WriteOutput {
+                path: self.options.out_dir.clone(),
+                source: std::io::Error::other("no open file"),
+            })
     }
 
     /// Verify, sync and rename the current file into place.

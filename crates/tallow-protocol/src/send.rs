@@ -52,13 +52,12 @@ impl OutgoingTransfer {
                     reason: "only regular files can be sent by this version of tallow".into(),
                 });
             }
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| TransferError::Unsendable {
+            let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                TransferError::Unsendable {
                     path: path.clone(),
                     reason: "its name is not valid UTF-8".into(),
-                })?;
+                }
+            })?;
             files.push(FileEntry {
                 path: name.to_owned(),
                 size: meta.len(),
@@ -101,7 +100,9 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     writer.send_frame(&mut frame, deadlines.idle).await?;
 
     let mut buf = Vec::new();
-    reader.recv_frame(&mut buf, Some(deadlines.decision)).await?;
+    reader
+        .recv_frame(&mut buf, Some(deadlines.decision))
+        .await?;
     match decode(&buf)? {
         Message::Accept => {}
         Message::Decline { reason } => return Err(TransferError::Declined(reason.to_owned())),
@@ -119,9 +120,8 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     let (queue_tx, mut queue_rx) = mpsc::channel::<QueuedFrame>(SEND_QUEUE_FRAMES);
     let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
     let chunk_size = transfer.manifest.chunk_size;
-    let producer = tokio::task::spawn_blocking(move || {
-        produce(&transfer, chunk_size, &queue_tx, &pool_rx)
-    });
+    let producer =
+        tokio::task::spawn_blocking(move || produce(&transfer, chunk_size, &queue_tx, &pool_rx));
 
     let mut done = 0u64;
     progress(Progress::Bytes { done, total });
@@ -307,7 +307,10 @@ fn produce(
             hash: *hasher.finalize().as_bytes(),
         }
         .encode(&mut buf);
-        if queue.blocking_send(QueuedFrame { buf, data_len: 0 }).is_err() {
+        if queue
+            .blocking_send(QueuedFrame { buf, data_len: 0 })
+            .is_err()
+        {
             return Ok(());
         }
     }

@@ -125,8 +125,7 @@ impl Connection {
     async fn serve(self, mut stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let mut hello = [0u8; RELAY_HELLO_LEN];
-        match tokio::time::timeout(self.config.hello_timeout, stream.read_exact(&mut hello)).await
-        {
+        match tokio::time::timeout(self.config.hello_timeout, stream.read_exact(&mut hello)).await {
             Err(_) => {
                 tracing::info!(peer = %self.peer, "refused: no hello in time");
                 let secs = self.config.hello_timeout.as_secs();
@@ -157,7 +156,11 @@ impl Connection {
             Joined::Pair(partner) => {
                 if let Err(mut stream) = partner.send(stream) {
                     self.release(room);
-                    refuse(&mut stream, "the other side left just as you joined; start again").await;
+                    refuse(
+                        &mut stream,
+                        "the other side left just as you joined; start again",
+                    )
+                    .await;
                 }
             }
             Joined::Wait(partner) => self.wait_and_forward(stream, hello, partner).await,
@@ -232,9 +235,8 @@ impl Connection {
                 let reason = format!("no {} joined within {secs} s", hello.role.peer());
                 self.release(room);
                 // A partner may have arrived in the same instant.
-                match partner.try_recv() {
-                    Ok(mut other) => refuse(&mut other, "the other side timed out just as you joined; start again").await,
-                    Err(_) => {}
+                if let Ok(mut other) = partner.try_recv() {
+                    refuse(&mut other, "the other side timed out just as you joined; start again").await;
                 }
                 tracing::info!(room = %room.short(), "pairing timed out");
                 refuse(&mut stream, &reason).await;
@@ -290,7 +292,9 @@ impl Drop for ReleaseOnDrop {
 fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, HashMap<RoomId, Slot>> {
     // A panic while holding the lock leaves the map consistent (each
     // critical section is a single insert/remove), so keep serving.
-    rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    rooms
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn write_status(stream: &mut TcpStream, status: &RelayStatus) -> bool {

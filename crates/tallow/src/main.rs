@@ -31,7 +31,9 @@ enum Command {
     #[command(after_help = "Example:\n  tallow send --relay 127.0.0.1:9009 photo.jpg notes.txt")]
     Send(send::SendArgs),
     /// Receive files offered with a code phrase.
-    #[command(after_help = "Example:\n  tallow receive --relay 127.0.0.1:9009 --out ~/Downloads 1234-alpha-bravo-charlie")]
+    #[command(
+        after_help = "Example:\n  tallow receive --relay 127.0.0.1:9009 --out ~/Downloads 1234-alpha-bravo-charlie"
+    )]
     Receive(receive::ReceiveArgs),
     /// Run a relay that pairs senders and receivers (it never sees plaintext).
     #[command(after_help = "Example:\n  tallow relay --listen 0.0.0.0:9009")]

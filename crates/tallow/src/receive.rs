@@ -98,7 +98,10 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             let _ = offer
-                .decline("the receiver has no terminal to confirm and did not pass --yes", &deadlines)
+                .decline(
+                    "the receiver has no terminal to confirm and did not pass --yes",
+                    &deadlines,
+                )
                 .await;
             anyhow::bail!("no terminal to confirm the offer: pass --yes to accept without asking");
         }

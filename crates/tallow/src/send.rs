@@ -67,7 +67,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     // before anyone is told to type anything.
     let show_code = || {
         eprintln!("Code: {}", code.as_str());
-        eprintln!("On the other machine run:\n  tallow receive {}", code.as_str());
+        eprintln!(
+            "On the other machine run:\n  tallow receive {}",
+            code.as_str()
+        );
     };
     let mut shown = false;
     let stream = connect_to_relay(&relay, Role::Sender, code.room_id(), &deadlines, || {

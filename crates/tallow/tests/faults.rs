@@ -42,7 +42,10 @@ fn killing_the_receiver_mid_transfer_ends_the_sender_promptly() {
     assert!(err.contains("receiver"), "names the receiver: {err}");
     assert!(took < Duration::from_secs(30), "ended in {took:?}");
     drop(r);
-    assert!(!out.path().join("big.bin").exists(), "no file under its final name");
+    assert!(
+        !out.path().join("big.bin").exists(),
+        "no file under its final name"
+    );
 }
 
 #[test]
@@ -52,7 +55,12 @@ fn killing_the_sender_mid_transfer_ends_the_receiver_and_leaves_no_final_file() 
     let out = tempfile::tempdir().unwrap();
     let file = big_sparse_file(src.path());
     let s = sender(&relay.addr, CODE, &[file], &[]);
-    let r = receiver(&relay.addr, CODE, out.path(), &["--yes", "--idle-timeout", "20"]);
+    let r = receiver(
+        &relay.addr,
+        CODE,
+        out.path(),
+        &["--yes", "--idle-timeout", "20"],
+    );
     wait_until(Duration::from_secs(60), "data to arrive", || {
         partial_len(out.path()) > 4 << 20
     });
@@ -61,8 +69,14 @@ fn killing_the_sender_mid_transfer_ends_the_receiver_and_leaves_no_final_file() 
     assert!(!status.success());
     assert!(err.contains("sender closed the connection"), "{err}");
     assert!(took < Duration::from_secs(30), "ended in {took:?}");
-    assert!(!out.path().join("big.bin").exists(), "no file under its final name");
-    assert!(list_dir(out.path()).is_empty(), "unverified partial removed");
+    assert!(
+        !out.path().join("big.bin").exists(),
+        "no file under its final name"
+    );
+    assert!(
+        list_dir(out.path()).is_empty(),
+        "unverified partial removed"
+    );
     drop(s);
 }
 
@@ -81,7 +95,10 @@ fn a_stalled_receiver_ends_the_sender_after_its_idle_timeout() {
     let (status, err, took) = s.finish_within(Duration::from_secs(60));
     signal(r.pid(), "-CONT");
     assert!(!status.success());
-    assert!(err.contains("receiver stopped taking data for 3 s"), "{err}");
+    assert!(
+        err.contains("receiver stopped taking data for 3 s"),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(30), "ended in {took:?}");
 }
 
@@ -92,7 +109,12 @@ fn a_stalled_sender_ends_the_receiver_after_its_idle_timeout() {
     let out = tempfile::tempdir().unwrap();
     let file = big_sparse_file(src.path());
     let s = sender(&relay.addr, CODE, &[file], &[]);
-    let r = receiver(&relay.addr, CODE, out.path(), &["--yes", "--idle-timeout", "3"]);
+    let r = receiver(
+        &relay.addr,
+        CODE,
+        out.path(),
+        &["--yes", "--idle-timeout", "3"],
+    );
     wait_until(Duration::from_secs(60), "data to arrive", || {
         partial_len(out.path()) > 4 << 20
     });
@@ -110,7 +132,7 @@ fn a_receiver_that_never_comes_times_out_at_the_relay_and_at_the_sender() {
     let file = random_file(src.path(), "f.bin", 10, 1);
 
     let relay = Relay::start(&["--pair-timeout", "1"]);
-    let s = sender(&relay.addr, CODE, &[file.clone()], &[]);
+    let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
     let (status, err, _) = s.finish_within(Duration::from_secs(30));
     assert!(!status.success());
     assert!(err.contains("no receiver joined within 1 s"), "{err}");

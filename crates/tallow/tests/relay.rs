@@ -154,12 +154,27 @@ fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
     let file = src.path().join("confidential-quarterly-figures.txt");
     fs::write(&file, marker.repeat(50_000)).unwrap();
     let code = "8086-unbundle-overlying-spiffy";
-    let ((s, s_err), (r, r_err)) = transfer(&proxy, code, &[file.clone()], out.path(), &["--yes"]);
-    assert!(s.success() && r.success(), "sender: {s_err}\nreceiver: {r_err}");
-    assert_same_file(&file, &out.path().join("confidential-quarterly-figures.txt"));
+    let ((s, s_err), (r, r_err)) = transfer(
+        &proxy,
+        code,
+        std::slice::from_ref(&file),
+        out.path(),
+        &["--yes"],
+    );
+    assert!(
+        s.success() && r.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
+    assert_same_file(
+        &file,
+        &out.path().join("confidential-quarterly-figures.txt"),
+    );
 
     let seen = seen.lock().unwrap();
-    assert!(seen.len() > marker.len() * 50_000, "the proxy carried the transfer");
+    assert!(
+        seen.len() > marker.len() * 50_000,
+        "the proxy carried the transfer"
+    );
     let contains = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
     for needle in [
         &b"TALLOW-PLAINTEXT"[..],

@@ -46,7 +46,10 @@ fn sizes_around_the_chunk_boundary_arrive_byte_identical() {
         .map(|(i, &size)| random_file(src.path(), &format!("size-{size}"), size, i as u64))
         .collect();
     let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &["--yes"]);
-    assert!(s.success() && r.success(), "sender: {s_err}\nreceiver: {r_err}");
+    assert!(
+        s.success() && r.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
     for f in &files {
         assert_same_file(f, &out.path().join(f.file_name().unwrap()));
     }
@@ -59,7 +62,10 @@ fn names_with_spaces_and_unicode_survive() {
     let out = tempfile::tempdir().unwrap();
     let files = vec![random_file(src.path(), "ünïcødé résumé 2026.txt", 5000, 9)];
     let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &["--yes"]);
-    assert!(s.success() && r.success(), "sender: {s_err}\nreceiver: {r_err}");
+    assert!(
+        s.success() && r.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
     assert_same_file(&files[0], &out.path().join("ünïcødé résumé 2026.txt"));
 }
 
@@ -70,7 +76,12 @@ fn wrong_code_fails_on_both_sides_and_writes_nothing() {
     let out = tempfile::tempdir().unwrap();
     let files = vec![random_file(src.path(), "secret.bin", 4096, 1)];
     let s = sender(&relay.addr, "4711-abacus-zoom-yodel", &files, &[]);
-    let r = receiver(&relay.addr, "4711-abacus-zoom-yodle", out.path(), &["--yes"]);
+    let r = receiver(
+        &relay.addr,
+        "4711-abacus-zoom-yodle",
+        out.path(),
+        &["--yes"],
+    );
     let (r_status, r_err) = r.finish();
     let (s_status, s_err) = s.finish();
     assert!(!s_status.success(), "sender must fail");
@@ -83,7 +94,10 @@ fn wrong_code_fails_on_both_sides_and_writes_nothing() {
         r_err.contains("code does not match"),
         "receiver names the cause: {r_err}"
     );
-    assert!(!r_err.contains("secret.bin"), "no file name before confirmation");
+    assert!(
+        !r_err.contains("secret.bin"),
+        "no file name before confirmation"
+    );
     assert!(list_dir(out.path()).is_empty(), "nothing written");
 }
 
@@ -98,9 +112,15 @@ fn existing_file_is_kept_without_overwrite_and_replaced_with_it() {
 
     let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &["--yes"]);
     assert!(!r.success(), "receiver must refuse");
-    assert!(r_err.contains("already exists") && r_err.contains("--overwrite"), "{r_err}");
+    assert!(
+        r_err.contains("already exists") && r_err.contains("--overwrite"),
+        "{r_err}"
+    );
     assert!(!s.success(), "sender must learn of the refusal");
-    assert!(s_err.contains("declined") && s_err.contains("already exists"), "{s_err}");
+    assert!(
+        s_err.contains("declined") && s_err.contains("already exists"),
+        "{s_err}"
+    );
     assert_eq!(fs::read(&existing).unwrap(), b"precious local version");
     assert_eq!(list_dir(out.path()), ["report.pdf"]);
 
@@ -111,7 +131,10 @@ fn existing_file_is_kept_without_overwrite_and_replaced_with_it() {
         out.path(),
         &["--yes", "--overwrite"],
     );
-    assert!(s.success() && r.success(), "sender: {s_err}\nreceiver: {r_err}");
+    assert!(
+        s.success() && r.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
     assert_same_file(&files[0], &existing);
 }
 
@@ -163,7 +186,10 @@ fn verify_shows_the_same_string_on_both_sides() {
     ]);
     let (r_status, r_err) = r.finish();
     let (s_status, s_err) = s.finish();
-    assert!(s_status.success() && r_status.success(), "sender: {s_err}\nreceiver: {r_err}");
+    assert!(
+        s_status.success() && r_status.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
     let sas = |text: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix("Verification string: "))
@@ -185,12 +211,18 @@ fn missing_or_unreachable_relay_and_bad_input_get_one_clear_sentence() {
             .stdin(Stdio::null())
             .output()
             .expect("run tallow");
-        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let f = file.to_str().unwrap();
     let cases: [(&[&str], &[&str]); 4] = [
         (&["send", f], &["--relay", "TALLOW_RELAY"]),
-        (&["send", "--relay", "127.0.0.1:1", f], &["could not reach the relay"]),
+        (
+            &["send", "--relay", "127.0.0.1:1", f],
+            &["could not reach the relay"],
+        ),
         (
             &["send", "--relay", "127.0.0.1:1", "/nonexistent/file"],
             &["/nonexistent/file"],
@@ -207,7 +239,10 @@ fn missing_or_unreachable_relay_and_bad_input_get_one_clear_sentence() {
             assert!(err.contains(e), "{args:?}: {err}");
         }
         let last = err.trim().lines().last().unwrap_or_default();
-        assert!(last.starts_with("tallow: "), "error on the last line: {err}");
+        assert!(
+            last.starts_with("tallow: "),
+            "error on the last line: {err}"
+        );
         assert_eq!(err.matches("tallow: ").count(), 1, "one error line: {err}");
         assert!(!err.contains("panicked") && !err.contains("Os {"), "{err}");
     }
@@ -221,17 +256,28 @@ fn weak_custom_code_gets_a_warning() {
     let files = vec![random_file(src.path(), "w.bin", 10, 1)];
     let ((s, s_err), (r, _)) = transfer(&relay.addr, "12-cat", &files, out.path(), &["--yes"]);
     assert!(s.success() && r.success());
-    assert!(s_err.contains("warning: this code is easier to guess"), "{s_err}");
+    assert!(
+        s_err.contains("warning: this code is easier to guess"),
+        "{s_err}"
+    );
 }
 
 #[test]
 fn help_shows_examples_for_every_command() {
-    for cmd in [&["--help"][..], &["send", "--help"], &["receive", "--help"], &["relay", "--help"]] {
+    for cmd in [
+        &["--help"][..],
+        &["send", "--help"],
+        &["receive", "--help"],
+        &["relay", "--help"],
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_tallow"))
             .args(cmd)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("Example"), "{cmd:?}: {text}");
+        assert!(
+            out.status.success() && text.contains("Example"),
+            "{cmd:?}: {text}"
+        );
     }
 }

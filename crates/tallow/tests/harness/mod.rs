@@ -197,8 +197,19 @@ pub fn random_file(dir: &Path, name: &str, size: u64, seed: u64) -> PathBuf {
 /// Assert `a` and `b` have the same bytes (without printing megabytes).
 pub fn assert_same_file(a: &Path, b: &Path) {
     let (x, y) = (fs::read(a).expect("read a"), fs::read(b).expect("read b"));
-    assert_eq!(x.len(), y.len(), "{} vs {}: sizes differ", a.display(), b.display());
-    assert!(x == y, "{} vs {}: contents differ", a.display(), b.display());
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "{} vs {}: sizes differ",
+        a.display(),
+        b.display()
+    );
+    assert!(
+        x == y,
+        "{} vs {}: contents differ",
+        a.display(),
+        b.display()
+    );
 }
 
 /// Names in a folder, sorted.
@@ -223,11 +234,11 @@ pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool
     }
 }
 
-/// Send a signal with kill(1).
+/// Send a signal with the shell's `kill` builtin (no procps needed).
 pub fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill {sig} {pid}")])
         .status()
-        .expect("run kill");
+        .expect("run sh");
     assert!(status.success(), "kill {sig} {pid}");
 }

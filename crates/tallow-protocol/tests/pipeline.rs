@@ -1,0 +1,410 @@
+//! The send and receive pipelines over an in-memory transport, including a
+//! scripted hostile sender: whatever it does, nothing unverified appears
+//! under a final name and the error says what happened.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tallow_crypto::FRAME_HEADER_LEN;
+use tallow_protocol::limits::Deadlines;
+use tallow_protocol::manifest::{FileEntry, Manifest};
+use tallow_protocol::message::{encode_chunk_header, Message};
+use tallow_protocol::receive::{receive_offer, ReceiveOptions};
+use tallow_protocol::send::{send_transfer, OutgoingTransfer};
+use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
+use tallow_protocol::{Role, TransferError};
+use tokio::sync::mpsc;
+
+/// One direction of an in-memory connection (plaintext frames).
+struct MemSink(mpsc::Sender<Vec<u8>>);
+struct MemSource(mpsc::Receiver<Vec<u8>>, Role);
+
+impl FrameSink for MemSink {
+    async fn send_frame(&mut self, frame: &mut Vec<u8>, _: Duration) -> Result<(), TransportError> {
+        let plaintext = frame[FRAME_HEADER_LEN..].to_vec();
+        self.0
+            .send(plaintext)
+            .await
+            .map_err(|_| TransportError::Closed {
+                peer: Role::Receiver,
+            })
+    }
+}
+
+impl FrameSource for MemSource {
+    async fn recv_frame(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<(), TransportError> {
+        let peer = self.1;
+        let next = match timeout {
+            Some(t) => tokio::time::timeout(t, self.0.recv())
+                .await
+                .map_err(|_| TransportError::ReadTimeout { peer, waited: t })?,
+            None => self.0.recv().await,
+        };
+        let frame = next.ok_or(TransportError::Closed { peer })?;
+        buf.clear();
+        buf.extend_from_slice(&frame);
+        Ok(())
+    }
+}
+
+/// (sender side, receiver side)
+fn pipe() -> ((MemSink, MemSource), (MemSink, MemSource)) {
+    let (s2r_tx, s2r_rx) = mpsc::channel(64);
+    let (r2s_tx, r2s_rx) = mpsc::channel(64);
+    (
+        (MemSink(s2r_tx), MemSource(r2s_rx, Role::Receiver)),
+        (MemSink(r2s_tx), MemSource(s2r_rx, Role::Sender)),
+    )
+}
+
+fn deadlines() -> Deadlines {
+    Deadlines {
+        idle: Duration::from_secs(5),
+        decision: Duration::from_secs(5),
+        ..Deadlines::default()
+    }
+}
+
+fn write_file(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let path = dir.join(name);
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 + i / 7) as u8).collect();
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn honest_sender_and_receiver_move_files_with_progress() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let chunk = 4096u32;
+    let paths = vec![
+        write_file(src.path(), "empty", 0),
+        write_file(src.path(), "exact", chunk as usize),
+        write_file(src.path(), "more", 3 * chunk as usize + 1),
+    ];
+    let transfer = OutgoingTransfer::from_paths(&paths, chunk).unwrap();
+    let ((s_sink, s_source), (r_sink, r_source)) = pipe();
+    let d = deadlines();
+    let sending = tokio::spawn(async move {
+        let mut last = None;
+        let r = send_transfer(transfer, s_sink, s_source, &deadlines(), &mut |p| {
+            last = Some(p)
+        })
+        .await;
+        (r, last)
+    });
+    let offer = receive_offer(r_sink, r_source, &d).await.unwrap();
+    assert_eq!(offer.manifest().files.len(), 3);
+    let options = ReceiveOptions {
+        out_dir: out.path().to_path_buf(),
+        overwrite: false,
+    };
+    let mut completed = Vec::new();
+    offer
+        .accept(&options, &d, &mut |p| {
+            if let tallow_protocol::Progress::FileComplete { index } = p {
+                completed.push(index)
+            }
+        })
+        .await
+        .unwrap();
+    let (sent, last) = sending.await.unwrap();
+    sent.unwrap();
+    assert_eq!(
+        last,
+        Some(tallow_protocol::Progress::Bytes {
+            done: 4 * 4096 + 1,
+            total: 4 * 4096 + 1
+        })
+    );
+    assert_eq!(completed, [0, 1, 2]);
+    for p in &paths {
+        assert_eq!(
+            std::fs::read(p).unwrap(),
+            std::fs::read(out.path().join(p.file_name().unwrap())).unwrap()
+        );
+    }
+    assert_eq!(names(out.path()), ["empty", "exact", "more"]);
+}
+
+/// A scripted sender: sends `offer`, expects Accept, then sends `frames`.
+/// Returns what the receiver's pipeline concluded and what it told us.
+async fn hostile_sender(
+    manifest: Manifest,
+    frames: Vec<Vec<u8>>,
+    out: &Path,
+) -> (Result<(), TransferError>, Vec<Vec<u8>>) {
+    let ((mut s_sink, mut s_source), (r_sink, r_source)) = pipe();
+    let d = deadlines();
+    let script = tokio::spawn(async move {
+        let mut f = vec![0u8; FRAME_HEADER_LEN];
+        Message::Offer(manifest).encode(&mut f);
+        s_sink
+            .send_frame(&mut f, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut replies = Vec::new();
+        let mut buf = Vec::new();
+        s_source
+            .recv_frame(&mut buf, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        replies.push(buf.clone());
+        for plaintext in frames {
+            let mut f = vec![0u8; FRAME_HEADER_LEN];
+            f.extend_from_slice(&plaintext);
+            if s_sink
+                .send_frame(&mut f, Duration::from_secs(1))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        while s_source
+            .recv_frame(&mut buf, Some(Duration::from_secs(5)))
+            .await
+            .is_ok()
+        {
+            replies.push(buf.clone());
+        }
+        replies
+    });
+    let options = ReceiveOptions {
+        out_dir: out.to_path_buf(),
+        overwrite: false,
+    };
+    let result = match receive_offer(r_sink, r_source, &d).await {
+        Ok(offer) => offer.accept(&options, &d, &mut |_| {}).await,
+        Err(e) => Err(e),
+    };
+    (result, script.await.unwrap())
+}
+
+fn chunk(file: u32, index: u64, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_chunk_header(&mut v, file, index);
+    v.extend_from_slice(data);
+    v
+}
+
+fn encode(m: Message<'_>) -> Vec<u8> {
+    let mut v = Vec::new();
+    m.encode(&mut v);
+    v
+}
+
+fn one_file(size: u64) -> Manifest {
+    Manifest {
+        chunk_size: 4096,
+        files: vec![FileEntry {
+            path: "victim.bin".into(),
+            size,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn wrong_file_hash_is_an_integrity_error_and_no_file_appears() {
+    let out = tempfile::tempdir().unwrap();
+    let data = vec![7u8; 5000];
+    let frames = vec![
+        chunk(0, 0, &data[..4096]),
+        chunk(0, 1, &data[4096..]),
+        encode(Message::FileEnd {
+            file: 0,
+            hash: *blake3::hash(b"something else").as_bytes(),
+        }),
+        encode(Message::TransferComplete),
+    ];
+    let (result, replies) = hostile_sender(one_file(5000), frames, out.path()).await;
+    assert!(
+        matches!(result, Err(TransferError::Integrity { ref path }) if path == "victim.bin"),
+        "{result:?}"
+    );
+    assert!(names(out.path()).is_empty(), "{:?}", names(out.path()));
+    // The sender was told why.
+    let last = replies.last().unwrap();
+    assert!(matches!(Message::decode(last), Ok(Message::Abort { .. })));
+}
+
+#[tokio::test]
+async fn out_of_order_duplicate_oversize_and_early_completion_are_refused() {
+    let data = vec![1u8; 4096];
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("out of order", vec![chunk(0, 1, &data)]),
+        ("duplicate", vec![chunk(0, 0, &data), chunk(0, 0, &data)]),
+        (
+            "chunk index out of range",
+            vec![
+                chunk(0, 0, &data),
+                chunk(0, 1, &data[..904]),
+                chunk(0, 2, b"x"),
+            ],
+        ),
+        ("longer than declared", vec![chunk(0, 0, &[1u8; 4097])]),
+        ("wrong file index", vec![chunk(3, 0, &data)]),
+        (
+            "complete too early",
+            vec![chunk(0, 0, &data), encode(Message::TransferComplete)],
+        ),
+        (
+            "file ended early",
+            vec![
+                chunk(0, 0, &data),
+                encode(Message::FileEnd {
+                    file: 0,
+                    hash: [0; 32],
+                }),
+            ],
+        ),
+        ("unknown message", vec![vec![0xee, 1, 2, 3]]),
+    ];
+    for (what, frames) in cases {
+        let out = tempfile::tempdir().unwrap();
+        let (result, _) = hostile_sender(one_file(5000), frames, out.path()).await;
+        assert!(
+            matches!(
+                result,
+                Err(TransferError::Protocol {
+                    peer: Role::Sender,
+                    ..
+                }) | Err(TransferError::BadMessage {
+                    peer: Role::Sender,
+                    ..
+                })
+            ),
+            "{what}: {result:?}"
+        );
+        assert!(
+            names(out.path()).is_empty(),
+            "{what}: {:?}",
+            names(out.path())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
+    let out = tempfile::tempdir().unwrap();
+    let ((mut s_sink, _s_source), (r_sink, r_source)) = pipe();
+    let d = Deadlines {
+        idle: Duration::from_millis(200),
+        ..deadlines()
+    };
+    let mut f = vec![0u8; FRAME_HEADER_LEN];
+    Message::Offer(one_file(10)).encode(&mut f);
+    s_sink
+        .send_frame(&mut f, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let offer = receive_offer(r_sink, r_source, &d).await.unwrap();
+    let options = ReceiveOptions {
+        out_dir: out.path().to_path_buf(),
+        overwrite: false,
+    };
+    let result = offer.accept(&options, &d, &mut |_| {}).await;
+    assert!(matches!(
+        result,
+        Err(TransferError::Transport(TransportError::ReadTimeout {
+            peer: Role::Sender,
+            ..
+        }))
+    ));
+    assert!(names(out.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_symlink_in_the_output_folder_is_never_written_through() {
+    let out = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), out.path().join("dir")).unwrap();
+    let manifest = Manifest {
+        chunk_size: 4096,
+        files: vec![FileEntry {
+            path: "dir/escape.txt".into(),
+            size: 1,
+        }],
+    };
+    let frames = vec![
+        chunk(0, 0, b"x"),
+        encode(Message::FileEnd {
+            file: 0,
+            hash: *blake3::hash(b"x").as_bytes(),
+        }),
+        encode(Message::TransferComplete),
+    ];
+    let (result, _) = hostile_sender(manifest, frames, out.path()).await;
+    assert!(
+        matches!(result, Err(TransferError::UnsafeDestination { .. })),
+        "{result:?}"
+    );
+    assert!(names(elsewhere.path()).is_empty(), "nothing escaped");
+
+    // A symlink planted under the partial file's name is replaced, not followed.
+    let out = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("target");
+    std::fs::write(&target, b"untouched").unwrap();
+    std::os::unix::fs::symlink(&target, out.path().join("victim.bin.tallow-partial")).unwrap();
+    let data = vec![5u8; 10];
+    let frames = vec![
+        chunk(0, 0, &data),
+        encode(Message::FileEnd {
+            file: 0,
+            hash: *blake3::hash(&data).as_bytes(),
+        }),
+        encode(Message::TransferComplete),
+    ];
+    let (result, _) = hostile_sender(one_file(10), frames, out.path()).await;
+    result.unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
+    assert_eq!(std::fs::read(out.path().join("victim.bin")).unwrap(), data);
+}
+
+#[tokio::test]
+async fn unsafe_names_in_the_offer_are_refused_before_anything_is_written() {
+    for path in [
+        "../escape",
+        "/etc/passwd",
+        "a/../../b",
+        "C:\\x",
+        "bad\u{1b}[2Jname",
+        "dup",
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let mut files = vec![FileEntry {
+            path: path.into(),
+            size: 1,
+        }];
+        if path == "dup" {
+            files.push(files[0].clone());
+        }
+        let (result, _) = hostile_sender(
+            Manifest {
+                chunk_size: 4096,
+                files,
+            },
+            vec![],
+            out.path(),
+        )
+        .await;
+        assert!(
+            matches!(result, Err(TransferError::BadMessage { .. })),
+            "{path:?}: {result:?}"
+        );
+        assert!(names(out.path()).is_empty());
+    }
+}
