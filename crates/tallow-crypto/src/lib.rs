@@ -9,6 +9,7 @@
 //! * [`key_schedule`]: the transcript hash, HKDF over all three secrets,
 //!   key-confirmation tags and the short authentication string.
 //! * [`frame_cipher`]: AES-256-GCM frames with per-direction counter nonces.
+//! * [`merkle`]: the Merkle tree over chunk hashes that closes a transfer.
 //!
 //! The handshake that strings these together is a state machine in
 //! `tallow-protocol`; `docs/protocol.md` describes the construction.
@@ -17,6 +18,7 @@ pub mod code;
 pub mod frame_cipher;
 pub mod hybrid_kem;
 pub mod key_schedule;
+pub mod merkle;
 pub mod pake;
 mod wordlist;
 

@@ -4,6 +4,7 @@
 //! * [`rendezvous`]: the relay hello and status, the only bytes a relay reads.
 //! * [`message`] and [`manifest`]: what travels inside the encrypted channel.
 //! * [`path`]: rejecting unsafe names from a peer.
+//! * [`source`]: turning the sender's paths into a manifest.
 //! * [`send`] and [`receive`]: the pipelines that stream files through any
 //!   [`transport::FrameSink`] / [`transport::FrameSource`] pair.
 //! * [`limits`]: every bound and deadline.
@@ -16,6 +17,7 @@ pub mod path;
 pub mod receive;
 pub mod rendezvous;
 pub mod send;
+pub mod source;
 pub mod transport;
 pub mod wire;
 

@@ -1,22 +1,90 @@
-//! The offer: which files, how big, and the chunk size.
+//! The offer: which folders and files, their sizes, permissions and
+//! modification times, and the chunk size.
 //!
-//! The manifest is the first message after key confirmation, so file names
-//! only ever travel encrypted. [`Manifest::decode`] bounds every count and
-//! length before allocating and validates every path.
+//! The manifest is the first message after key confirmation, so names only
+//! ever travel encrypted. [`Manifest::decode`] bounds every count and length
+//! before allocating and validates every path and field.
 
 use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::limits::{MAX_CHUNK_SIZE, MAX_MANIFEST_ENTRIES, MAX_PATH_LEN, MIN_CHUNK_SIZE};
 use crate::path::{validate_relative_path, PathError};
 use crate::wire::{DecodeError, WireReader, WireWrite};
 
-/// One regular file in the offer.
+/// Permission bits a manifest may carry (rwx for user, group, other, plus
+/// setuid, setgid and sticky, which the receiver drops).
+pub const MODE_MASK: u32 = 0o7777;
+
+/// A modification time: seconds and nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timestamp {
+    /// Whole seconds (negative before 1970).
+    pub secs: i64,
+    /// Nanoseconds, below 10^9.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// From a filesystem time.
+    pub fn from_system_time(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: d.subsec_nanos(),
+            },
+            Err(before) => {
+                let d = before.duration();
+                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                if d.subsec_nanos() == 0 {
+                    Timestamp {
+                        secs: -secs,
+                        nanos: 0,
+                    }
+                } else {
+                    Timestamp {
+                        secs: -secs - 1,
+                        nanos: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// As a filesystem time (`None` if it does not fit).
+    pub fn to_system_time(self) -> Option<SystemTime> {
+        let whole = Duration::from_secs(self.secs.unsigned_abs());
+        let t = if self.secs >= 0 {
+            UNIX_EPOCH.checked_add(whole)?
+        } else {
+            UNIX_EPOCH.checked_sub(whole)?
+        };
+        t.checked_add(Duration::from_nanos(u64::from(self.nanos)))
+    }
+}
+
+/// A folder in the offer (empty ones included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Relative `/`-separated path, checked by [`validate_relative_path`].
+    pub path: String,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: Timestamp,
+}
+
+/// A regular file in the offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     /// Relative `/`-separated path, checked by [`validate_relative_path`].
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: Timestamp,
 }
 
 /// What the sender offers.
@@ -24,7 +92,9 @@ pub struct FileEntry {
 pub struct Manifest {
     /// Plaintext bytes per chunk (the last chunk of a file may be shorter).
     pub chunk_size: u32,
-    /// The files, in the order they are sent.
+    /// Folders, parents before children.
+    pub dirs: Vec<DirEntry>,
+    /// Files, in the order they are sent; chunk messages index this list.
     pub files: Vec<FileEntry>,
 }
 
@@ -35,7 +105,7 @@ pub enum ManifestError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
     /// A path is unsafe.
-    #[error("unsafe file name {path:?} in the offer: {reason}")]
+    #[error("unsafe name {path:?} in the offer: {reason}")]
     UnsafePath {
         /// The path, as sent (shown with escapes by `{:?}`).
         path: String,
@@ -43,7 +113,7 @@ pub enum ManifestError {
         reason: PathError,
     },
     /// Two entries with one path, or a file where another entry needs a folder.
-    #[error("the offer names {0:?} twice")]
+    #[error("the offer names {0:?} twice (or as both a file and a folder)")]
     Duplicate(String),
     /// Chunk size outside the allowed range.
     #[error("the offer's chunk size {0} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}")]
@@ -51,10 +121,15 @@ pub enum ManifestError {
     /// The sizes add up to more than 2^64 - 1 bytes.
     #[error("the offer's total size overflows")]
     TotalOverflow,
+    /// A mode or timestamp field is out of range.
+    #[error("the offer has an invalid {0} for {1:?}")]
+    Metadata(&'static str, String),
 }
 
-/// Smallest encoded entry: a 1-byte path with its u16 length and a u64 size.
-const MIN_ENTRY_LEN: usize = 2 + 1 + 8;
+/// Smallest encoded folder: 1-byte path with its u16 length, mode, time.
+const MIN_DIR_LEN: usize = 2 + 1 + 4 + 8 + 4;
+/// Smallest encoded file: a folder's fields plus a u64 size.
+const MIN_FILE_LEN: usize = MIN_DIR_LEN + 8;
 
 impl Manifest {
     /// Total bytes offered.
@@ -67,41 +142,79 @@ impl Manifest {
         size.div_ceil(u64::from(self.chunk_size))
     }
 
+    /// Plaintext length of chunk `index` of a file of `size` bytes.
+    pub fn chunk_len(&self, size: u64, index: u64) -> u64 {
+        let offset = index.saturating_mul(u64::from(self.chunk_size));
+        size.saturating_sub(offset).min(u64::from(self.chunk_size))
+    }
+
+    /// Top-level names (the first component of every entry), in order.
+    pub fn top_level_names(&self) -> Vec<&str> {
+        let mut seen = HashSet::new();
+        self.dirs
+            .iter()
+            .map(|d| d.path.as_str())
+            .chain(self.files.iter().map(|f| f.path.as_str()))
+            .map(|p| p.split('/').next().unwrap_or(p))
+            .filter(|name| seen.insert(*name))
+            .collect()
+    }
+
     /// Check everything a receiver relies on.
     pub fn validate(&self) -> Result<(), ManifestError> {
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
             return Err(ManifestError::ChunkSize(self.chunk_size));
         }
-        if self.files.len() > MAX_MANIFEST_ENTRIES {
+        let count = self.dirs.len() + self.files.len();
+        if count > MAX_MANIFEST_ENTRIES {
             return Err(DecodeError::TooLarge {
-                what: "file count",
-                got: self.files.len() as u64,
+                what: "entry count",
+                got: count as u64,
                 max: MAX_MANIFEST_ENTRIES as u64,
             }
             .into());
         }
         let mut total: u64 = 0;
-        let mut paths = HashSet::with_capacity(self.files.len());
+        let mut paths = HashSet::with_capacity(count);
+        let mut file_paths = HashSet::with_capacity(self.files.len());
         let mut parents = HashSet::new();
-        for f in &self.files {
-            validate_relative_path(&f.path).map_err(|reason| ManifestError::UnsafePath {
-                path: f.path.clone(),
+        let entries = self
+            .dirs
+            .iter()
+            .map(|d| (&d.path, d.mode, d.mtime, None))
+            .chain(
+                self.files
+                    .iter()
+                    .map(|f| (&f.path, f.mode, f.mtime, Some(f.size))),
+            );
+        for (path, mode, mtime, size) in entries {
+            validate_relative_path(path).map_err(|reason| ManifestError::UnsafePath {
+                path: path.clone(),
                 reason,
             })?;
-            total = total
-                .checked_add(f.size)
-                .ok_or(ManifestError::TotalOverflow)?;
-            if !paths.insert(f.path.as_str()) {
-                return Err(ManifestError::Duplicate(f.path.clone()));
+            if mode & !MODE_MASK != 0 {
+                return Err(ManifestError::Metadata("mode", path.clone()));
+            }
+            if mtime.nanos >= 1_000_000_000 {
+                return Err(ManifestError::Metadata("modification time", path.clone()));
+            }
+            if !paths.insert(path.as_str()) {
+                return Err(ManifestError::Duplicate(path.clone()));
+            }
+            if let Some(size) = size {
+                total = total
+                    .checked_add(size)
+                    .ok_or(ManifestError::TotalOverflow)?;
+                file_paths.insert(path.as_str());
             }
             let mut end = 0;
-            while let Some(i) = f.path[end..].find('/') {
+            while let Some(i) = path[end..].find('/') {
                 end += i;
-                parents.insert(&f.path[..end]);
+                parents.insert(&path[..end]);
                 end += 1;
             }
         }
-        if let Some(clash) = parents.iter().find(|p| paths.contains(*p)) {
+        if let Some(clash) = parents.iter().find(|p| file_paths.contains(*p)) {
             return Err(ManifestError::Duplicate((*clash).to_string()));
         }
         Ok(())
@@ -110,38 +223,85 @@ impl Manifest {
     /// Append the encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.chunk_size.to_be_bytes());
+        out.extend_from_slice(&(self.dirs.len() as u32).to_be_bytes());
+        for d in &self.dirs {
+            out.put_string(&d.path, MAX_PATH_LEN);
+            put_metadata(out, d.mode, d.mtime);
+        }
         out.extend_from_slice(&(self.files.len() as u32).to_be_bytes());
         for f in &self.files {
             out.put_string(&f.path, MAX_PATH_LEN);
             out.extend_from_slice(&f.size.to_be_bytes());
+            put_metadata(out, f.mode, f.mtime);
         }
     }
 
     /// Decode and [`validate`](Self::validate).
     pub fn decode(r: &mut WireReader<'_>) -> Result<Self, ManifestError> {
         let chunk_size = r.u32("chunk size")?;
-        let count = r.u32("file count")? as usize;
-        if count > MAX_MANIFEST_ENTRIES {
-            return Err(DecodeError::TooLarge {
-                what: "file count",
-                got: count as u64,
-                max: MAX_MANIFEST_ENTRIES as u64,
-            }
-            .into());
+        let dir_count = bounded_count(r, "folder count", MIN_DIR_LEN)?;
+        let mut dirs = Vec::with_capacity(dir_count);
+        for _ in 0..dir_count {
+            let path = r.string(MAX_PATH_LEN, "folder path")?.to_owned();
+            let (mode, mtime) = read_metadata(r)?;
+            dirs.push(DirEntry { path, mode, mtime });
         }
-        if count > r.remaining() / MIN_ENTRY_LEN {
-            return Err(DecodeError::Truncated("file list").into());
-        }
-        let mut files = Vec::with_capacity(count);
-        for _ in 0..count {
+        let file_count = bounded_count(r, "file count", MIN_FILE_LEN)?;
+        let mut files = Vec::with_capacity(file_count);
+        for _ in 0..file_count {
             let path = r.string(MAX_PATH_LEN, "file path")?.to_owned();
             let size = r.u64("file size")?;
-            files.push(FileEntry { path, size });
+            let (mode, mtime) = read_metadata(r)?;
+            files.push(FileEntry {
+                path,
+                size,
+                mode,
+                mtime,
+            });
         }
-        let m = Manifest { chunk_size, files };
+        let m = Manifest {
+            chunk_size,
+            dirs,
+            files,
+        };
         m.validate()?;
         Ok(m)
     }
+}
+
+/// A count, checked against the limit and against the bytes present
+/// (each entry takes at least `min_len`) before anything is allocated.
+fn bounded_count(
+    r: &mut WireReader<'_>,
+    what: &'static str,
+    min_len: usize,
+) -> Result<usize, ManifestError> {
+    let count = r.u32(what)? as usize;
+    if count > MAX_MANIFEST_ENTRIES {
+        return Err(DecodeError::TooLarge {
+            what,
+            got: count as u64,
+            max: MAX_MANIFEST_ENTRIES as u64,
+        }
+        .into());
+    }
+    if count > r.remaining() / min_len {
+        return Err(DecodeError::Truncated(what).into());
+    }
+    Ok(count)
+}
+
+fn put_metadata(out: &mut Vec<u8>, mode: u32, mtime: Timestamp) {
+    out.extend_from_slice(&mode.to_be_bytes());
+    out.extend_from_slice(&mtime.secs.to_be_bytes());
+    out.extend_from_slice(&mtime.nanos.to_be_bytes());
+}
+
+fn read_metadata(r: &mut WireReader<'_>) -> Result<(u32, Timestamp), DecodeError> {
+    let mode = r.u32("mode")?;
+    let secs = i64::from_be_bytes(r.array("modification time")?);
+    let nanos = r.u32("modification time")?;
+    Ok((mode, Timestamp { secs, nanos }))
 }
 
 #[cfg(test)]
@@ -151,11 +311,17 @@ mod tests {
     fn manifest(paths: &[&str]) -> Manifest {
         Manifest {
             chunk_size: MIN_CHUNK_SIZE,
+            dirs: vec![],
             files: paths
                 .iter()
                 .map(|p| FileEntry {
                     path: p.to_string(),
                     size: 10,
+                    mode: 0o644,
+                    mtime: Timestamp {
+                        secs: 1_700_000_000,
+                        nanos: 5,
+                    },
                 })
                 .collect(),
         }
@@ -163,7 +329,19 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = manifest(&["a.txt", "dir/b c.bin", "ünï"]);
+        let mut m = manifest(&["a.txt", "dir/b c.bin", "ünï"]);
+        m.dirs = vec![
+            DirEntry {
+                path: "dir".into(),
+                mode: 0o755,
+                mtime: Timestamp { secs: -5, nanos: 7 },
+            },
+            DirEntry {
+                path: "empty".into(),
+                mode: 0o700,
+                mtime: Timestamp::default(),
+            },
+        ];
         let mut buf = Vec::new();
         m.encode(&mut buf);
         let mut r = WireReader::new(&buf);
@@ -186,12 +364,55 @@ mod tests {
             Err(ManifestError::Duplicate("a".into()))
         );
         assert!(manifest(&["a/b", "a/c"]).validate().is_ok());
+        let mut m = manifest(&["a/b"]);
+        m.dirs.push(DirEntry {
+            path: "a/b".into(),
+            mode: 0o755,
+            mtime: Timestamp::default(),
+        });
+        assert_eq!(m.validate(), Err(ManifestError::Duplicate("a/b".into())));
+    }
+
+    #[test]
+    fn out_of_range_metadata_is_rejected() {
+        let mut m = manifest(&["a"]);
+        m.files[0].mode = 0o10000;
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::Metadata("mode", _))
+        ));
+        let mut m = manifest(&["a"]);
+        m.files[0].mtime.nanos = 1_000_000_000;
+        assert!(matches!(m.validate(), Err(ManifestError::Metadata(..))));
+    }
+
+    #[test]
+    fn timestamps_survive_the_round_trip_through_system_time() {
+        for t in [
+            Timestamp { secs: 0, nanos: 0 },
+            Timestamp {
+                secs: 1_700_000_000,
+                nanos: 123_456_789,
+            },
+            Timestamp {
+                secs: -1,
+                nanos: 500,
+            },
+            Timestamp {
+                secs: -86_400,
+                nanos: 0,
+            },
+        ] {
+            let st = t.to_system_time().unwrap();
+            assert_eq!(Timestamp::from_system_time(st), t);
+        }
     }
 
     #[test]
     fn absurd_counts_sizes_and_chunk_sizes_are_rejected_before_allocating() {
         let mut buf = Vec::new();
         buf.extend_from_slice(&MIN_CHUNK_SIZE.to_be_bytes());
+        buf.extend_from_slice(&0u32.to_be_bytes());
         buf.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(
             Manifest::decode(&mut WireReader::new(&buf)),
@@ -200,6 +421,7 @@ mod tests {
         let mut buf = Vec::new();
         buf.extend_from_slice(&MIN_CHUNK_SIZE.to_be_bytes());
         buf.extend_from_slice(&1000u32.to_be_bytes());
+        buf.extend_from_slice(&[0u8; 100]);
         assert!(matches!(
             Manifest::decode(&mut WireReader::new(&buf)),
             Err(ManifestError::Decode(DecodeError::Truncated(_)))

@@ -16,6 +16,10 @@ const FILE_END: u8 = 5;
 const TRANSFER_COMPLETE: u8 = 6;
 const DONE: u8 = 7;
 const ABORT: u8 = 8;
+const ACK: u8 = 9;
+
+/// Chunk flag: `data` is a zstd frame of the chunk's plaintext.
+const FLAG_ZSTD: u8 = 1;
 
 /// The class of failure an `Abort` reports; each maps to a user message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,11 +69,9 @@ pub enum Message<'a> {
     },
     /// Sender → receiver: `data` is chunk `index` of file `file`.
     Chunk {
-        /// Index into the manifest's files.
-        file: u32,
-        /// Chunk number within the file.
-        index: u64,
-        /// Plaintext bytes.
+        /// Which chunk, how it is encoded, and its Merkle leaf.
+        header: ChunkHeader,
+        /// Plaintext bytes, or a zstd frame of them.
         data: &'a [u8],
     },
     /// Sender → receiver: every chunk of `file` was sent; its BLAKE3 hash.
@@ -79,10 +81,20 @@ pub enum Message<'a> {
         /// BLAKE3 of the whole file.
         hash: [u8; 32],
     },
-    /// Sender → receiver: nothing more follows.
-    TransferComplete,
+    /// Sender → receiver: nothing more follows; the Merkle root over every
+    /// chunk's leaf, in order.
+    TransferComplete {
+        /// Root of [`tallow_crypto::merkle`] over all leaves.
+        merkle_root: [u8; 32],
+    },
     /// Receiver → sender: every file is verified and in place.
     Done,
+    /// Receiver → sender: this many plaintext bytes have been written
+    /// (cumulative; for the sender's window and progress).
+    Ack {
+        /// Bytes written so far in this transfer.
+        bytes: u64,
+    },
     /// Either way: the transfer failed; `detail` is for the other user.
     Abort {
         /// What kind of failure.
@@ -116,8 +128,10 @@ impl<'a> Message<'a> {
                 out.push(DECLINE);
                 out.put_string(reason, MAX_REASON_LEN);
             }
-            Message::Chunk { file, index, data } => {
-                encode_chunk_header(out, *file, *index);
+            Message::Chunk { header, data } => {
+                let start = out.len();
+                out.resize(start + CHUNK_HEADER_LEN, 0);
+                header.write(&mut out[start..]);
                 out.extend_from_slice(data);
             }
             Message::FileEnd { file, hash } => {
@@ -125,8 +139,15 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(&file.to_be_bytes());
                 out.extend_from_slice(hash);
             }
-            Message::TransferComplete => out.push(TRANSFER_COMPLETE),
+            Message::TransferComplete { merkle_root } => {
+                out.push(TRANSFER_COMPLETE);
+                out.extend_from_slice(merkle_root);
+            }
             Message::Done => out.push(DONE),
+            Message::Ack { bytes } => {
+                out.push(ACK);
+                out.extend_from_slice(&bytes.to_be_bytes());
+            }
             Message::Abort { kind, detail } => {
                 out.push(ABORT);
                 out.push(kind.to_byte());
@@ -145,16 +166,29 @@ impl<'a> Message<'a> {
                 reason: r.string(MAX_REASON_LEN, "decline reason")?,
             },
             CHUNK => Message::Chunk {
-                file: r.u32("file index")?,
-                index: r.u64("chunk index")?,
+                header: ChunkHeader {
+                    file: r.u32("file index")?,
+                    index: r.u64("chunk index")?,
+                    compressed: match r.u8("chunk flags")? {
+                        0 => false,
+                        FLAG_ZSTD => true,
+                        _ => return Err(DecodeError::Invalid("chunk flags").into()),
+                    },
+                    leaf: r.array("chunk hash")?,
+                },
                 data: r.rest(),
             },
             FILE_END => Message::FileEnd {
                 file: r.u32("file index")?,
                 hash: r.array("file hash")?,
             },
-            TRANSFER_COMPLETE => Message::TransferComplete,
+            TRANSFER_COMPLETE => Message::TransferComplete {
+                merkle_root: r.array("Merkle root")?,
+            },
             DONE => Message::Done,
+            ACK => Message::Ack {
+                bytes: r.u64("acknowledged bytes")?,
+            },
             ABORT => Message::Abort {
                 kind: AbortKind::from_byte(r.u8("abort kind")?)?,
                 detail: r.string(MAX_REASON_LEN, "abort detail")?,
@@ -173,21 +207,37 @@ impl<'a> Message<'a> {
             Message::Decline { .. } => "Decline",
             Message::Chunk { .. } => "Chunk",
             Message::FileEnd { .. } => "FileEnd",
-            Message::TransferComplete => "TransferComplete",
+            Message::TransferComplete { .. } => "TransferComplete",
             Message::Done => "Done",
+            Message::Ack { .. } => "Ack",
             Message::Abort { .. } => "Abort",
         }
     }
 }
 
-/// Append a chunk header; the caller appends exactly the chunk's data after it
-/// (read straight from disk into the frame buffer).
-pub fn encode_chunk_header(out: &mut Vec<u8>, file: u32, index: u64) {
-    let start = out.len();
-    out.push(CHUNK);
-    out.extend_from_slice(&file.to_be_bytes());
-    out.extend_from_slice(&index.to_be_bytes());
-    debug_assert_eq!(out.len() - start, CHUNK_HEADER_LEN);
+/// The fixed part of a chunk message, written in front of the data once the
+/// data has been read (and perhaps compressed) in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// Index into the manifest's files.
+    pub file: u32,
+    /// Chunk number within the file.
+    pub index: u64,
+    /// Whether the data is a zstd frame.
+    pub compressed: bool,
+    /// [`tallow_crypto::merkle::leaf_hash`] of the plaintext.
+    pub leaf: [u8; 32],
+}
+
+impl ChunkHeader {
+    /// Write the message type and header into `out[..CHUNK_HEADER_LEN]`.
+    pub fn write(&self, out: &mut [u8]) {
+        out[0] = CHUNK;
+        out[1..5].copy_from_slice(&self.file.to_be_bytes());
+        out[5..13].copy_from_slice(&self.index.to_be_bytes());
+        out[13] = if self.compressed { FLAG_ZSTD } else { 0 };
+        out[14..CHUNK_HEADER_LEN].copy_from_slice(&self.leaf);
+    }
 }
 
 #[cfg(test)]
@@ -199,9 +249,12 @@ mod tests {
         vec![
             Message::Offer(Manifest {
                 chunk_size: 65536,
+                dirs: vec![],
                 files: vec![FileEntry {
                     path: "a b/ç.txt".into(),
                     size: 7,
+                    mode: 0o600,
+                    mtime: Default::default(),
                 }],
             }),
             Message::Accept,
@@ -209,21 +262,32 @@ mod tests {
                 reason: "no thanks",
             },
             Message::Chunk {
-                file: 3,
-                index: 1 << 40,
+                header: ChunkHeader {
+                    file: 3,
+                    index: 1 << 40,
+                    compressed: true,
+                    leaf: [4; 32],
+                },
                 data: b"payload",
             },
             Message::Chunk {
-                file: 0,
-                index: 0,
+                header: ChunkHeader {
+                    file: 0,
+                    index: 0,
+                    compressed: false,
+                    leaf: [0; 32],
+                },
                 data: b"",
             },
             Message::FileEnd {
                 file: 9,
                 hash: [7; 32],
             },
-            Message::TransferComplete,
+            Message::TransferComplete {
+                merkle_root: [1; 32],
+            },
             Message::Done,
+            Message::Ack { bytes: 1 << 33 },
             Message::Abort {
                 kind: AbortKind::Integrity,
                 detail: "hash mismatch",
@@ -264,5 +328,18 @@ mod tests {
             Message::decode(&[200]),
             Err(MessageError::Decode(DecodeError::UnknownType(200)))
         );
+        let mut bad_flags = Vec::new();
+        Message::Chunk {
+            header: ChunkHeader {
+                file: 0,
+                index: 0,
+                compressed: false,
+                leaf: [0; 32],
+            },
+            data: b"x",
+        }
+        .encode(&mut bad_flags);
+        bad_flags[13] = 0x80;
+        assert!(Message::decode(&bad_flags).is_err());
     }
 }

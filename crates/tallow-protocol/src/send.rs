@@ -1,86 +1,76 @@
 //! The sender's pipeline.
 //!
 //! ```text
-//! reader thread: read chunk into frame buffer -> BLAKE3 -> queue (bounded)
-//! async task:    queue -> seal -> socket          (reader of acks runs beside it)
+//! reader thread: read chunk into frame buffer -> BLAKE3 (file, leaf) -> zstd?
+//!                -> queue (bounded)
+//! async task:    queue -> seal -> socket, while no more than the window of
+//!                bytes is unacknowledged
+//! ack reader:    Ack / Done / Abort from the receiver
 //! ```
 //!
-//! File reading and hashing run on a blocking thread; sealing and writing on
-//! the async runtime, so two cores work at once. The queue holds at most
-//! [`SEND_QUEUE_FRAMES`] frames and buffers are recycled, so memory stays
-//! O(queue × chunk) whatever the file size. Nothing waits for a per-chunk
-//! reply: TCP's flow control is the only brake.
+//! Reading, hashing and compressing run on a blocking thread; sealing and
+//! writing on the async runtime, so two cores work at once. The queue holds
+//! at most [`SEND_QUEUE_FRAMES`] frames and buffers are recycled, so memory
+//! is O(queue × chunk) whatever the file size. Acks are cumulative and only
+//! bound how far the sender may run ahead (the window); nothing waits for a
+//! reply per chunk.
 
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
+use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::FRAME_HEADER_LEN;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::limits::{Deadlines, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES};
-use crate::manifest::{FileEntry, Manifest};
-use crate::message::{encode_chunk_header, AbortKind, Message};
+use crate::message::{AbortKind, ChunkHeader, Message};
+use crate::source::SourceTree;
 use crate::transport::{FrameSink, FrameSource, TransportError};
 use crate::{Progress, Role, TransferError};
 
 /// Deadline for telling the peer why we stop.
 const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
+/// zstd level: fast, and most of the gain on text and logs.
+const ZSTD_LEVEL: i32 = 3;
+/// A compressed chunk is sent only if it saves at least 1/16 of the bytes.
+const MIN_SAVING_DIVISOR: usize = 16;
+/// In `auto` mode, after an incompressible chunk, skip trying for up to this
+/// many chunks (doubling from 1), so random data costs almost nothing.
+const MAX_COMPRESSION_BACKOFF: u64 = 64;
 
-/// Files ready to offer: the manifest and where each entry is on disk.
-#[derive(Debug)]
-pub struct OutgoingTransfer {
-    manifest: Manifest,
-    sources: Vec<PathBuf>,
+/// Whether to compress chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Try zstd, and back off on data that does not compress.
+    Auto,
+    /// Try zstd on every chunk.
+    Zstd,
+    /// Send every chunk raw.
+    None,
 }
 
-impl OutgoingTransfer {
-    /// Stat each path (regular files only) and build the manifest. Entries are
-    /// named by their file name; two files with one name are an error.
-    pub fn from_paths(paths: &[PathBuf], chunk_size: u32) -> Result<Self, TransferError> {
-        let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
-            let meta = std::fs::metadata(path).map_err(|source| TransferError::ReadSource {
-                path: path.clone(),
-                source,
-            })?;
-            if !meta.is_file() {
-                return Err(TransferError::Unsendable {
-                    path: path.clone(),
-                    reason: "only regular files can be sent by this version of tallow".into(),
-                });
-            }
-            let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                TransferError::Unsendable {
-                    path: path.clone(),
-                    reason: "its name is not valid UTF-8".into(),
-                }
-            })?;
-            files.push(FileEntry {
-                path: name.to_owned(),
-                size: meta.len(),
-            });
+/// How to send.
+#[derive(Debug, Clone, Copy)]
+pub struct SendOptions {
+    /// Chunk compression policy.
+    pub compression: Compression,
+    /// Most plaintext bytes sent but not yet acknowledged.
+    pub window: u64,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            compression: Compression::Auto,
+            window: crate::limits::DEFAULT_WINDOW,
         }
-        let manifest = Manifest { chunk_size, files };
-        manifest.validate().map_err(|e| TransferError::Unsendable {
-            path: paths.first().cloned().unwrap_or_default(),
-            reason: e.to_string(),
-        })?;
-        Ok(OutgoingTransfer {
-            manifest,
-            sources: paths.to_vec(),
-        })
-    }
-
-    /// What will be offered.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
     }
 }
 
-/// A frame queued for the socket, with the file bytes it carries.
+/// A frame queued for the socket, with the plaintext bytes it carries.
 struct QueuedFrame {
     buf: Vec<u8>,
     data_len: u64,
@@ -89,14 +79,15 @@ struct QueuedFrame {
 /// Offer, wait for the decision, stream every file, and wait for the
 /// receiver's confirmation that everything verified.
 pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
-    transfer: OutgoingTransfer,
+    tree: SourceTree,
     mut writer: W,
     mut reader: R,
     deadlines: &Deadlines,
+    options: SendOptions,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<(), TransferError> {
     let mut frame = vec![0u8; FRAME_HEADER_LEN];
-    Message::Offer(transfer.manifest.clone()).encode(&mut frame);
+    Message::Offer(tree.manifest().clone()).encode(&mut frame);
     writer.send_frame(&mut frame, deadlines.idle).await?;
 
     let mut buf = Vec::new();
@@ -109,95 +100,129 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         other => return Err(unexpected(other, "Accept or Decline")),
     }
 
-    // The receiver says nothing until the end unless it fails, so its next
-    // frame is awaited in a task of its own, raced against the streaming.
-    let mut reply = tokio::spawn(async move {
-        let result = reader.recv_frame(&mut buf, None).await;
-        (result, buf)
-    });
+    let total = tree.manifest().total_size();
+    let (acked_tx, mut acked_rx) = watch::channel(0u64);
+    let mut replies = tokio::spawn(read_replies(reader, acked_tx, total));
 
-    let total = transfer.manifest.total_size();
     let (queue_tx, mut queue_rx) = mpsc::channel::<QueuedFrame>(SEND_QUEUE_FRAMES);
     let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
-    let chunk_size = transfer.manifest.chunk_size;
+    let compression = options.compression;
     let producer =
-        tokio::task::spawn_blocking(move || produce(&transfer, chunk_size, &queue_tx, &pool_rx));
+        tokio::task::spawn_blocking(move || produce(&tree, compression, &queue_tx, &pool_rx));
 
-    let mut done = 0u64;
-    progress(Progress::Bytes { done, total });
+    let mut sent = 0u64;
+    let mut acked = 0u64;
+    progress(Progress::Bytes { done: 0, total });
     let streamed: Result<(), TransferError> = loop {
+        let window_open = sent.saturating_sub(acked) <= options.window;
         tokio::select! {
-            queued = queue_rx.recv() => {
+            biased;
+            joined = &mut replies => break Err(early_reply(joined)),
+            changed = acked_rx.changed() => {
+                if changed.is_ok() {
+                    acked = *acked_rx.borrow_and_update();
+                    progress(Progress::Bytes { done: acked, total });
+                }
+            }
+            queued = queue_rx.recv(), if window_open => {
                 let Some(mut queued) = queued else { break Ok(()) };
                 if let Err(e) = writer.send_frame(&mut queued.buf, deadlines.idle).await {
                     break Err(e.into());
                 }
-                if queued.data_len > 0 {
-                    done += queued.data_len;
-                    progress(Progress::Bytes { done, total });
-                }
+                sent += queued.data_len;
                 // The reader thread may have finished; a closed pool is fine.
                 let _ = pool_tx.send(queued.buf);
             }
-            joined = &mut reply => {
-                break Err(early_reply(joined));
+            _ = tokio::time::sleep(deadlines.idle), if !window_open => {
+                break Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
             }
         }
     };
     drop(queue_rx);
     let produced = producer.await.unwrap_or_else(|e| {
         Err(TransferError::Unsendable {
-            path: PathBuf::new(),
+            path: Default::default(),
             reason: format!("the file reader stopped unexpectedly ({e})"),
         })
     });
     if let Err(e) = streamed {
-        reply.abort();
+        replies.abort();
         return Err(e);
     }
     if let Err(e) = produced {
-        reply.abort();
+        replies.abort();
         notify_peer(&mut writer, &e).await;
         return Err(e);
     }
 
-    // Everything is sent; the receiver now verifies, syncs and renames.
-    let joined = match tokio::time::timeout(deadlines.idle, &mut reply).await {
-        Ok(joined) => joined,
-        Err(_) => {
-            reply.abort();
-            return Err(TransportError::ReadTimeout {
-                peer: Role::Receiver,
-                waited: deadlines.idle,
+    // Everything is sent; the receiver writes the rest of the window,
+    // verifies, syncs and renames. Each ack restarts the deadline.
+    loop {
+        tokio::select! {
+            biased;
+            joined = &mut replies => {
+                joined.unwrap_or_else(|e| Err(reader_stopped(e)))?;
+                // Done: everything is written and verified.
+                progress(Progress::Bytes { done: total, total });
+                return Ok(());
             }
-            .into());
+            changed = acked_rx.changed() => {
+                if changed.is_ok() {
+                    acked = *acked_rx.borrow_and_update();
+                    progress(Progress::Bytes { done: acked, total });
+                }
+            }
+            _ = tokio::time::sleep(deadlines.idle) => {
+                replies.abort();
+                return Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
+            }
         }
-    };
-    let (result, buf) = joined.map_err(|e| TransferError::Protocol {
-        peer: Role::Receiver,
-        detail: format!("the reply reader stopped unexpectedly ({e})"),
-    })?;
-    result?;
-    match decode(&buf)? {
-        Message::Done => Ok(()),
-        other => Err(unexpected(other, "Done")),
     }
 }
 
-/// The receiver spoke before the end: it can only be to stop us.
-fn early_reply(
-    joined: Result<(Result<(), TransportError>, Vec<u8>), tokio::task::JoinError>,
-) -> TransferError {
+/// Read the receiver's messages until `Done` (`Ok`) or a failure.
+async fn read_replies<R: FrameSource>(
+    mut reader: R,
+    acked: watch::Sender<u64>,
+    total: u64,
+) -> Result<(), TransferError> {
+    let mut buf = Vec::new();
+    let mut last = 0u64;
+    loop {
+        reader.recv_frame(&mut buf, None).await?;
+        match decode(&buf)? {
+            Message::Ack { bytes } => {
+                if bytes < last || bytes > total {
+                    return Err(TransferError::Protocol {
+                        peer: Role::Receiver,
+                        detail: format!("it acknowledged {bytes} bytes after {last}, of {total}"),
+                    });
+                }
+                last = bytes;
+                let _ = acked.send(bytes);
+            }
+            Message::Done => return Ok(()),
+            other => return Err(unexpected(other, "Ack or Done")),
+        }
+    }
+}
+
+/// The receiver's reader ended before we finished sending.
+fn early_reply(joined: Result<Result<(), TransferError>, tokio::task::JoinError>) -> TransferError {
     match joined {
-        Ok((Err(e), _)) => e.into(),
-        Ok((Ok(()), buf)) => match decode(&buf) {
-            Ok(other) => unexpected(other, "nothing before the end of the transfer"),
-            Err(e) => e,
-        },
-        Err(e) => TransferError::Protocol {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => TransferError::Protocol {
             peer: Role::Receiver,
-            detail: format!("the reply reader stopped unexpectedly ({e})"),
+            detail: "it said Done before the transfer was complete".into(),
         },
+        Err(e) => reader_stopped(e),
+    }
+}
+
+fn reader_stopped(e: tokio::task::JoinError) -> TransferError {
+    TransferError::Protocol {
+        peer: Role::Receiver,
+        detail: format!("the reply reader stopped unexpectedly ({e})"),
     }
 }
 
@@ -229,27 +254,83 @@ async fn notify_peer<W: FrameSink>(writer: &mut W, error: &TransferError) {
     let mut frame = vec![0u8; FRAME_HEADER_LEN];
     let detail = error.to_string();
     Message::Abort {
-        kind: match error {
-            TransferError::ReadSource { .. }
-            | TransferError::SourceChanged { .. }
-            | TransferError::Unsendable { .. } => AbortKind::Io,
-            other => other.abort_kind(),
-        },
+        kind: AbortKind::Io,
         detail: &detail,
     }
     .encode(&mut frame);
     let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
 }
 
-/// The reader thread: every file's chunks, each file's hash, then the end.
+/// When to try compressing the next chunk of a file.
+struct CompressionPolicy {
+    mode: Compression,
+    skip: u64,
+    backoff: u64,
+}
+
+impl CompressionPolicy {
+    fn new(mode: Compression) -> Self {
+        CompressionPolicy {
+            mode,
+            skip: 0,
+            backoff: 1,
+        }
+    }
+
+    fn should_try(&mut self) -> bool {
+        match self.mode {
+            Compression::None => false,
+            Compression::Zstd => true,
+            Compression::Auto if self.skip > 0 => {
+                self.skip -= 1;
+                false
+            }
+            Compression::Auto => true,
+        }
+    }
+
+    fn record(&mut self, helped: bool) {
+        if helped {
+            self.backoff = 1;
+        } else {
+            self.skip = self.backoff;
+            self.backoff = (self.backoff * 2).min(MAX_COMPRESSION_BACKOFF);
+        }
+    }
+}
+
+/// Compress `data` into `out` if that saves enough; `false` means send the
+/// chunk raw.
+fn compress_into(
+    compressor: &mut zstd::bulk::Compressor<'_>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    let limit = data.len() - data.len() / MIN_SAVING_DIVISOR;
+    if limit == 0 {
+        return false;
+    }
+    out.clear();
+    out.reserve(limit);
+    // zstd writes into the spare capacity and fails rather than grow the
+    // buffer, so a result that would not fit is "it did not help".
+    match compressor.compress_to_buffer(data, out) {
+        Ok(n) => n < limit,
+        Err(_) => false,
+    }
+}
+
+/// The reader thread: every file's chunks, each file's hash, then the root.
 /// Returns early without error if the async side has gone (it reports why).
 fn produce(
-    transfer: &OutgoingTransfer,
-    chunk_size: u32,
+    tree: &SourceTree,
+    compression: Compression,
     queue: &mpsc::Sender<QueuedFrame>,
     pool: &std_mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), TransferError> {
-    let frame_capacity = FRAME_HEADER_LEN + CHUNK_HEADER_LEN + chunk_size as usize + 16;
+    let manifest = tree.manifest();
+    let chunk_size = manifest.chunk_size as usize;
+    let frame_capacity = FRAME_HEADER_LEN + CHUNK_HEADER_LEN + chunk_size + 16;
     let take_buffer = || {
         let mut buf = pool
             .try_recv()
@@ -258,34 +339,56 @@ fn produce(
         buf.resize(FRAME_HEADER_LEN, 0);
         buf
     };
-    for (index, (entry, source)) in transfer
-        .manifest
-        .files
-        .iter()
-        .zip(&transfer.sources)
-        .enumerate()
-    {
+    let mut compressor = match compression {
+        Compression::None => None,
+        _ => Some(
+            zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                .map_err(|e| unsendable_io("the compressor could not start", e))?,
+        ),
+    };
+    let mut compressed = Vec::with_capacity(chunk_size);
+    let mut merkle = MerkleBuilder::new();
+    for (index, entry) in manifest.files.iter().enumerate() {
         let file_index = index as u32;
+        let source = tree.source(index);
         let mut file = File::open(source).map_err(|e| read_error(source, e))?;
         let mut hasher = blake3::Hasher::new();
-        let mut remaining = entry.size;
-        for chunk_index in 0..transfer.manifest.chunk_count(entry.size) {
-            let len = remaining.min(u64::from(chunk_size)) as usize;
+        let mut policy = CompressionPolicy::new(compression);
+        for chunk_index in 0..manifest.chunk_count(entry.size) {
+            let len = manifest.chunk_len(entry.size, chunk_index) as usize;
             let mut buf = take_buffer();
-            encode_chunk_header(&mut buf, file_index, chunk_index);
-            let start = buf.len();
-            buf.resize(start + len, 0);
-            file.read_exact(&mut buf[start..]).map_err(|e| {
+            let header_at = buf.len();
+            let data_at = header_at + CHUNK_HEADER_LEN;
+            buf.resize(data_at + len, 0);
+            file.read_exact(&mut buf[data_at..]).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
                     TransferError::SourceChanged {
-                        path: source.clone(),
+                        path: source.to_path_buf(),
                     }
                 } else {
                     read_error(source, e)
                 }
             })?;
-            hasher.update(&buf[start..]);
-            remaining -= len as u64;
+            let data = &buf[data_at..];
+            hasher.update(data);
+            let leaf = leaf_hash(file_index, chunk_index, data);
+            merkle.push(leaf);
+            let mut is_compressed = false;
+            if let Some(c) = compressor.as_mut().filter(|_| policy.should_try()) {
+                is_compressed = compress_into(c, data, &mut compressed);
+                policy.record(is_compressed);
+            }
+            if is_compressed {
+                buf.truncate(data_at);
+                buf.extend_from_slice(&compressed);
+            }
+            ChunkHeader {
+                file: file_index,
+                index: chunk_index,
+                compressed: is_compressed,
+                leaf,
+            }
+            .write(&mut buf[header_at..data_at]);
             let queued = QueuedFrame {
                 buf,
                 data_len: len as u64,
@@ -298,7 +401,7 @@ fn produce(
         let mut probe = [0u8; 1];
         if file.read(&mut probe).map_err(|e| read_error(source, e))? != 0 {
             return Err(TransferError::SourceChanged {
-                path: source.clone(),
+                path: source.to_path_buf(),
             });
         }
         let mut buf = take_buffer();
@@ -315,7 +418,10 @@ fn produce(
         }
     }
     let mut buf = take_buffer();
-    Message::TransferComplete.encode(&mut buf);
+    Message::TransferComplete {
+        merkle_root: merkle.root(),
+    }
+    .encode(&mut buf);
     let _ = queue.blocking_send(QueuedFrame { buf, data_len: 0 });
     Ok(())
 }
@@ -324,5 +430,58 @@ fn read_error(path: &Path, source: std::io::Error) -> TransferError {
     TransferError::ReadSource {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+fn unsendable_io(what: &str, e: std::io::Error) -> TransferError {
+    TransferError::Unsendable {
+        path: Default::default(),
+        reason: format!("{what} ({e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_compression_backs_off_on_incompressible_data() {
+        let mut p = CompressionPolicy::new(Compression::Auto);
+        let mut tries = 0;
+        for _ in 0..1000 {
+            if p.should_try() {
+                tries += 1;
+                p.record(false);
+            }
+        }
+        assert!(tries < 1000 / 16 + 10, "tried {tries} times");
+        let mut p = CompressionPolicy::new(Compression::Auto);
+        for _ in 0..100 {
+            assert!(p.should_try());
+            p.record(true);
+        }
+        let mut p = CompressionPolicy::new(Compression::None);
+        assert!(!p.should_try());
+    }
+
+    #[test]
+    fn compression_is_used_only_when_it_saves_enough() {
+        let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL).unwrap();
+        let mut out = Vec::new();
+        let text = b"all work and no play makes jack a dull boy ".repeat(1000);
+        assert!(compress_into(&mut c, &text, &mut out));
+        assert!(out.len() < text.len() / 10);
+        assert_eq!(zstd::bulk::decompress(&out, text.len()).unwrap(), text);
+        let mut state = 1u64;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        assert!(!compress_into(&mut c, &noise, &mut out));
+        assert!(!compress_into(&mut c, b"", &mut out));
     }
 }

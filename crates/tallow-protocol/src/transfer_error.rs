@@ -83,6 +83,17 @@ pub enum TransferError {
         /// The offending path.
         path: PathBuf,
     },
+    /// A chunk's plaintext did not match the hash the sender sent with it.
+    #[error("chunk {chunk} of {path} did not verify (its BLAKE3 leaf hash differs from the sender's): the data was corrupted; it was not saved, send it again")]
+    ChunkIntegrity {
+        /// The file, as named in the manifest.
+        path: String,
+        /// The chunk index within the file.
+        chunk: u64,
+    },
+    /// The Merkle root over all chunks differs from the sender's.
+    #[error("the transfer's Merkle root differs from the sender's: the chunks received are not the ones the sender hashed; send again")]
+    MerkleRoot,
     /// A received file did not match the sender's hash.
     #[error("{path} did not verify (its BLAKE3 hash differs from the sender's): the data was corrupted; it was not saved, send it again")]
     Integrity {
@@ -95,7 +106,9 @@ impl TransferError {
     /// The class to report to the peer in an `Abort`.
     pub fn abort_kind(&self) -> AbortKind {
         match self {
-            TransferError::Integrity { .. } => AbortKind::Integrity,
+            TransferError::Integrity { .. }
+            | TransferError::ChunkIntegrity { .. }
+            | TransferError::MerkleRoot => AbortKind::Integrity,
             TransferError::BadMessage { .. } | TransferError::Protocol { .. } => {
                 AbortKind::Protocol
             }

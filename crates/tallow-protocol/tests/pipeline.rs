@@ -5,12 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::FRAME_HEADER_LEN;
 use tallow_protocol::limits::Deadlines;
-use tallow_protocol::manifest::{FileEntry, Manifest};
-use tallow_protocol::message::{encode_chunk_header, Message};
+use tallow_protocol::manifest::{FileEntry, Manifest, Timestamp};
+use tallow_protocol::message::{ChunkHeader, Message};
 use tallow_protocol::receive::{receive_offer, ReceiveOptions};
-use tallow_protocol::send::{send_transfer, OutgoingTransfer};
+use tallow_protocol::send::{send_transfer, SendOptions};
+use tallow_protocol::source::SourceTree;
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
 use tallow_protocol::{Role, TransferError};
 use tokio::sync::mpsc;
@@ -76,6 +78,15 @@ fn write_file(dir: &Path, name: &str, size: usize) -> PathBuf {
     path
 }
 
+/// Names in `dir` other than partial files: what a user would take as
+/// finished files.
+fn final_names(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| !n.ends_with(tallow_protocol::path::PARTIAL_SUFFIX))
+        .collect()
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -95,14 +106,19 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
         write_file(src.path(), "exact", chunk as usize),
         write_file(src.path(), "more", 3 * chunk as usize + 1),
     ];
-    let transfer = OutgoingTransfer::from_paths(&paths, chunk).unwrap();
+    let transfer = SourceTree::scan(&paths, chunk).unwrap();
     let ((s_sink, s_source), (r_sink, r_source)) = pipe();
     let d = deadlines();
     let sending = tokio::spawn(async move {
         let mut last = None;
-        let r = send_transfer(transfer, s_sink, s_source, &deadlines(), &mut |p| {
-            last = Some(p)
-        })
+        let r = send_transfer(
+            transfer,
+            s_sink,
+            s_source,
+            &deadlines(),
+            SendOptions::default(),
+            &mut |p| last = Some(p),
+        )
         .await;
         (r, last)
     });
@@ -194,11 +210,32 @@ async fn hostile_sender(
     (result, script.await.unwrap())
 }
 
+/// An honest chunk message (raw, with the right leaf).
 fn chunk(file: u32, index: u64, data: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    encode_chunk_header(&mut v, file, index);
-    v.extend_from_slice(data);
-    v
+    encode(Message::Chunk {
+        header: ChunkHeader {
+            file,
+            index,
+            compressed: false,
+            leaf: leaf_hash(file, index, data),
+        },
+        data,
+    })
+}
+
+/// The Merkle root over honest chunks of the given (file, index, data).
+fn root(chunks: &[(u32, u64, &[u8])]) -> [u8; 32] {
+    let mut b = MerkleBuilder::new();
+    for (f, i, d) in chunks {
+        b.push(leaf_hash(*f, *i, d));
+    }
+    b.root()
+}
+
+fn complete(chunks: &[(u32, u64, &[u8])]) -> Vec<u8> {
+    encode(Message::TransferComplete {
+        merkle_root: root(chunks),
+    })
 }
 
 fn encode(m: Message<'_>) -> Vec<u8> {
@@ -207,13 +244,20 @@ fn encode(m: Message<'_>) -> Vec<u8> {
     v
 }
 
+fn entry(path: &str, size: u64) -> FileEntry {
+    FileEntry {
+        path: path.into(),
+        size,
+        mode: 0o644,
+        mtime: Timestamp::default(),
+    }
+}
+
 fn one_file(size: u64) -> Manifest {
     Manifest {
         chunk_size: 4096,
-        files: vec![FileEntry {
-            path: "victim.bin".into(),
-            size,
-        }],
+        dirs: vec![],
+        files: vec![entry("victim.bin", size)],
     }
 }
 
@@ -228,7 +272,7 @@ async fn wrong_file_hash_is_an_integrity_error_and_no_file_appears() {
             file: 0,
             hash: *blake3::hash(b"something else").as_bytes(),
         }),
-        encode(Message::TransferComplete),
+        complete(&[(0, 0, &data[..4096]), (0, 1, &data[4096..])]),
     ];
     let (result, replies) = hostile_sender(one_file(5000), frames, out.path()).await;
     assert!(
@@ -259,7 +303,7 @@ async fn out_of_order_duplicate_oversize_and_early_completion_are_refused() {
         ("wrong file index", vec![chunk(3, 0, &data)]),
         (
             "complete too early",
-            vec![chunk(0, 0, &data), encode(Message::TransferComplete)],
+            vec![chunk(0, 0, &data), complete(&[(0, 0, &data)])],
         ),
         (
             "file ended early",
@@ -290,7 +334,7 @@ async fn out_of_order_duplicate_oversize_and_early_completion_are_refused() {
             "{what}: {result:?}"
         );
         assert!(
-            names(out.path()).is_empty(),
+            final_names(out.path()).is_empty(),
             "{what}: {:?}",
             names(out.path())
         );
@@ -334,10 +378,8 @@ async fn a_symlink_in_the_output_folder_is_never_written_through() {
     std::os::unix::fs::symlink(elsewhere.path(), out.path().join("dir")).unwrap();
     let manifest = Manifest {
         chunk_size: 4096,
-        files: vec![FileEntry {
-            path: "dir/escape.txt".into(),
-            size: 1,
-        }],
+        dirs: vec![],
+        files: vec![entry("dir/escape.txt", 1)],
     };
     let frames = vec![
         chunk(0, 0, b"x"),
@@ -345,7 +387,7 @@ async fn a_symlink_in_the_output_folder_is_never_written_through() {
             file: 0,
             hash: *blake3::hash(b"x").as_bytes(),
         }),
-        encode(Message::TransferComplete),
+        complete(&[(0, 0, b"x")]),
     ];
     let (result, _) = hostile_sender(manifest, frames, out.path()).await;
     assert!(
@@ -366,7 +408,7 @@ async fn a_symlink_in_the_output_folder_is_never_written_through() {
             file: 0,
             hash: *blake3::hash(&data).as_bytes(),
         }),
-        encode(Message::TransferComplete),
+        complete(&[(0, 0, &data)]),
     ];
     let (result, _) = hostile_sender(one_file(10), frames, out.path()).await;
     result.unwrap();
@@ -385,16 +427,14 @@ async fn unsafe_names_in_the_offer_are_refused_before_anything_is_written() {
         "dup",
     ] {
         let out = tempfile::tempdir().unwrap();
-        let mut files = vec![FileEntry {
-            path: path.into(),
-            size: 1,
-        }];
+        let mut files = vec![entry(path, 1)];
         if path == "dup" {
             files.push(files[0].clone());
         }
         let (result, _) = hostile_sender(
             Manifest {
                 chunk_size: 4096,
+                dirs: vec![],
                 files,
             },
             vec![],
@@ -407,4 +447,101 @@ async fn unsafe_names_in_the_offer_are_refused_before_anything_is_written() {
         );
         assert!(names(out.path()).is_empty());
     }
+}
+
+fn compressed_chunk(file: u32, index: u64, plain: &[u8]) -> Vec<u8> {
+    let data = zstd::bulk::compress(plain, 3).unwrap();
+    encode(Message::Chunk {
+        header: ChunkHeader {
+            file,
+            index,
+            compressed: true,
+            leaf: leaf_hash(file, index, plain),
+        },
+        data: &data,
+    })
+}
+
+#[tokio::test]
+async fn a_compression_bomb_is_refused_without_inflating_it() {
+    let out = tempfile::tempdir().unwrap();
+    // 1 GiB of zeros compresses to a few tens of KiB; the chunk declares 5000.
+    let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+    assert!(bomb.len() < 5000);
+    let frames = vec![encode(Message::Chunk {
+        header: ChunkHeader {
+            file: 0,
+            index: 0,
+            compressed: true,
+            leaf: [0; 32],
+        },
+        data: &bomb,
+    })];
+    let mut m = one_file(5000);
+    m.chunk_size = 8192;
+    let (result, _) = hostile_sender(m, frames, out.path()).await;
+    assert!(
+        matches!(&result, Err(TransferError::Protocol { detail, .. }) if detail.contains("decompress")),
+        "{result:?}"
+    );
+    assert!(!out.path().join("victim.bin").exists());
+}
+
+#[tokio::test]
+async fn compressed_chunks_are_accepted_when_honest() {
+    let out = tempfile::tempdir().unwrap();
+    let plain = b"abcabcabc".repeat(500);
+    let frames = vec![
+        compressed_chunk(0, 0, &plain[..4096]),
+        compressed_chunk(0, 1, &plain[4096..]),
+        encode(Message::FileEnd {
+            file: 0,
+            hash: *blake3::hash(&plain).as_bytes(),
+        }),
+        complete(&[(0, 0, &plain[..4096]), (0, 1, &plain[4096..])]),
+    ];
+    let (result, replies) = hostile_sender(one_file(plain.len() as u64), frames, out.path()).await;
+    result.unwrap();
+    assert_eq!(std::fs::read(out.path().join("victim.bin")).unwrap(), plain);
+    assert!(matches!(
+        Message::decode(replies.last().unwrap()),
+        Ok(Message::Done)
+    ));
+}
+
+#[tokio::test]
+async fn a_wrong_chunk_leaf_names_the_chunk_and_a_wrong_root_is_refused() {
+    let data = vec![3u8; 5000];
+    let out = tempfile::tempdir().unwrap();
+    let mut bad = chunk(0, 1, &data[4096..]);
+    bad[20] ^= 1; // inside the leaf hash
+    let frames = vec![chunk(0, 0, &data[..4096]), bad];
+    let (result, _) = hostile_sender(one_file(5000), frames, out.path()).await;
+    assert!(
+        matches!(&result, Err(TransferError::ChunkIntegrity { path, chunk: 1 }) if path == "victim.bin"),
+        "{result:?}"
+    );
+    assert!(!out.path().join("victim.bin").exists());
+
+    let out = tempfile::tempdir().unwrap();
+    let frames = vec![
+        chunk(0, 0, &data[..4096]),
+        chunk(0, 1, &data[4096..]),
+        encode(Message::FileEnd {
+            file: 0,
+            hash: *blake3::hash(&data).as_bytes(),
+        }),
+        encode(Message::TransferComplete {
+            merkle_root: root(&[(0, 1, &data[..4096]), (0, 0, &data[4096..])]),
+        }),
+    ];
+    let (result, replies) = hostile_sender(one_file(5000), frames, out.path()).await;
+    assert!(
+        matches!(result, Err(TransferError::MerkleRoot)),
+        "{result:?}"
+    );
+    assert!(matches!(
+        Message::decode(replies.last().unwrap()),
+        Ok(Message::Abort { .. })
+    ));
 }

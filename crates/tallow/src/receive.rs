@@ -69,14 +69,14 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     let manifest = offer.manifest().clone();
     let count = manifest.files.len();
     let total = manifest.total_size();
-    let mut names: Vec<String> = manifest
-        .files
+    let top = manifest.top_level_names();
+    let mut names: Vec<String> = top
         .iter()
         .take(NAMES_SHOWN)
-        .map(|f| display_name(&f.path))
+        .map(|n| display_name(n))
         .collect();
-    if count > NAMES_SHOWN {
-        names.push(format!("and {} more", count - NAMES_SHOWN));
+    if top.len() > NAMES_SHOWN {
+        names.push(format!("and {} more", top.len() - NAMES_SHOWN));
     }
     eprintln!(
         "Offer: {count} file{} ({}): {}",
@@ -118,7 +118,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     line.finish();
     result?;
     eprintln!(
-        "Received {count} file{} ({}) into {} in {:.1} s ({}/s); every file verified (BLAKE3).",
+        "Received {count} file{} ({}) into {} in {:.1} s ({}/s); verified: Merkle root and BLAKE3 match.",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
         args.out.display(),

@@ -10,7 +10,8 @@ use tallow_crypto::CodePhrase;
 use tallow_net::{connect_to_relay, handshake_as_sender};
 use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
 use tallow_protocol::message::{AbortKind, Message};
-use tallow_protocol::send::{send_transfer, OutgoingTransfer};
+use tallow_protocol::send::{send_transfer, Compression, SendOptions};
+use tallow_protocol::source::SourceTree;
 use tallow_protocol::transport::FrameSink;
 use tallow_protocol::Role;
 
@@ -19,9 +20,14 @@ use crate::{ask_yes_no, ClientArgs};
 
 #[derive(Args)]
 pub struct SendArgs {
-    /// Files to send.
+    /// Files and folders to send (folders with everything inside, keeping
+    /// permissions and modification times; symlinks inside are skipped).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Compress chunks with zstd: `auto` tries and backs off on data that
+    /// does not shrink, `zstd` tries every chunk, `none` never compresses.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    compress: CompressArg,
     /// Use this code phrase instead of a random one: digits, then words
     /// (e.g. 4821-alpha-bravo-charlie). Weak phrases get a warning.
     #[arg(long, value_name = "CODE")]
@@ -30,11 +36,32 @@ pub struct SendArgs {
     client: ClientArgs,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompressArg {
+    Auto,
+    Zstd,
+    None,
+}
+
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let relay = args.client.relay()?.to_owned();
     let deadlines = args.client.deadlines();
     // Check every file before anything touches the network.
-    let transfer = OutgoingTransfer::from_paths(&args.paths, DEFAULT_CHUNK_SIZE)?;
+    let transfer = SourceTree::scan(&args.paths, DEFAULT_CHUNK_SIZE)?;
+    if !transfer.skipped().is_empty() {
+        let list: Vec<String> = transfer
+            .skipped()
+            .iter()
+            .map(|p| display_name(&p.to_string_lossy()))
+            .collect();
+        eprintln!(
+            "warning: skipping {} symbolic link{} or special file{} (never followed): {}",
+            list.len(),
+            if list.len() == 1 { "" } else { "s" },
+            if list.len() == 1 { "" } else { "s" },
+            list.join(", ")
+        );
+    }
     let code = match &args.code {
         Some(given) => {
             let code = CodePhrase::parse(given).context("invalid --code")?;
@@ -52,9 +79,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
 
     let manifest = transfer.manifest();
     let names: Vec<String> = manifest
-        .files
-        .iter()
-        .map(|f| display_name(&f.path))
+        .top_level_names()
+        .into_iter()
+        .map(display_name)
         .collect();
     eprintln!(
         "Sending {} file{} ({}): {}",
@@ -105,18 +132,27 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let mut line = ProgressLine::new();
     let total = manifest.total_size();
     let count = manifest.files.len();
+    let options = SendOptions {
+        compression: match args.compress {
+            CompressArg::Auto => Compression::Auto,
+            CompressArg::Zstd => Compression::Zstd,
+            CompressArg::None => Compression::None,
+        },
+        ..SendOptions::default()
+    };
     let result = send_transfer(
         transfer,
         channel.writer,
         channel.reader,
         &deadlines,
+        options,
         &mut |p| line.update(p),
     )
     .await;
     line.finish();
     result?;
     eprintln!(
-        "Sent {count} file{} ({}) in {:.1} s ({}/s); the receiver verified every byte (BLAKE3).",
+        "Sent {count} file{} ({}) in {:.1} s ({}/s); the receiver verified every byte (BLAKE3 and Merkle root).",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
         line.elapsed().as_secs_f64(),

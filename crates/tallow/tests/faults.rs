@@ -69,13 +69,10 @@ fn killing_the_sender_mid_transfer_ends_the_receiver_and_leaves_no_final_file() 
     assert!(!status.success());
     assert!(err.contains("sender closed the connection"), "{err}");
     assert!(took < Duration::from_secs(30), "ended in {took:?}");
-    assert!(
-        !out.path().join("big.bin").exists(),
-        "no file under its final name"
-    );
-    assert!(
-        list_dir(out.path()).is_empty(),
-        "unverified partial removed"
+    assert_eq!(
+        list_dir(out.path()),
+        ["big.bin.tallow-partial"],
+        "no file under its final name; the unverified data stays a partial file"
     );
     drop(s);
 }
@@ -95,8 +92,10 @@ fn a_stalled_receiver_ends_the_sender_after_its_idle_timeout() {
     let (status, err, took) = s.finish_within(Duration::from_secs(60));
     signal(r.pid(), "-CONT");
     assert!(!status.success());
+    // Either the socket stalls or the window fills without acks first.
     assert!(
-        err.contains("receiver stopped taking data for 3 s"),
+        err.contains("receiver stopped taking data for 3 s")
+            || err.contains("receiver sent nothing for 3 s"),
         "{err}"
     );
     assert!(took < Duration::from_secs(30), "ended in {took:?}");

@@ -145,52 +145,64 @@ fn recording_proxy(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
 #[test]
 fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
     let relay = Relay::start(&[]);
-    let (proxy, seen) = recording_proxy(relay.addr.clone());
     let src = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
     // Highly compressible, with a marker that would show through any
     // unencrypted or merely compressed path.
     let marker = "TALLOW-PLAINTEXT-MARKER the quick brown fox ";
     let file = src.path().join("confidential-quarterly-figures.txt");
     fs::write(&file, marker.repeat(50_000)).unwrap();
     let code = "8086-unbundle-overlying-spiffy";
-    let ((s, s_err), (r, r_err)) = transfer(
-        &proxy,
-        code,
-        std::slice::from_ref(&file),
-        out.path(),
-        &["--yes"],
-    );
-    assert!(
-        s.success() && r.success(),
-        "sender: {s_err}\nreceiver: {r_err}"
-    );
-    assert_same_file(
-        &file,
-        &out.path().join("confidential-quarterly-figures.txt"),
-    );
-
-    let seen = seen.lock().unwrap();
-    assert!(
-        seen.len() > marker.len() * 50_000,
-        "the proxy carried the transfer"
-    );
-    let contains = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
-    for needle in [
-        &b"TALLOW-PLAINTEXT"[..],
-        b"quick brown fox",
-        b"confidential-quarterly",
-        b"unbundle",
-        b"overlying",
-        b"spiffy",
-        code.as_bytes(),
-    ] {
-        assert!(
-            !contains(needle),
-            "the relay saw {:?}",
-            String::from_utf8_lossy(needle)
+    for compress in ["none", "auto"] {
+        let (proxy, seen) = recording_proxy(relay.addr.clone());
+        let out = tempfile::tempdir().unwrap();
+        let s = sender(
+            &proxy,
+            code,
+            std::slice::from_ref(&file),
+            &["--compress", compress],
         );
+        let r = receiver(&proxy, code, out.path(), &["--yes"]);
+        let (r_status, r_err) = r.finish();
+        let (s_status, s_err) = s.finish();
+        assert!(
+            s_status.success() && r_status.success(),
+            "sender: {s_err}\nreceiver: {r_err}"
+        );
+        assert_same_file(
+            &file,
+            &out.path().join("confidential-quarterly-figures.txt"),
+        );
+
+        let seen = seen.lock().unwrap();
+        if compress == "none" {
+            assert!(
+                seen.len() > marker.len() * 50_000,
+                "the proxy carried the whole file"
+            );
+        } else {
+            assert!(
+                seen.len() < marker.len() * 5_000,
+                "compression shrank the traffic: {} bytes",
+                seen.len()
+            );
+        }
+        let contains = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
+        for needle in [
+            &b"TALLOW-PLAINTEXT"[..],
+            b"quick brown fox",
+            b"confidential-quarterly",
+            b"unbundle",
+            b"overlying",
+            b"spiffy",
+            code.as_bytes(),
+        ] {
+            assert!(
+                !contains(needle),
+                "the relay saw {:?} (--compress {compress})",
+                String::from_utf8_lossy(needle)
+            );
+        }
+        // Only the nameplate's hash reaches the relay, not the nameplate itself.
+        assert!(contains(&RoomId::for_nameplate("8086").0));
     }
-    // Only the nameplate's hash reaches the relay, not the nameplate itself.
-    assert!(contains(&RoomId::for_nameplate("8086").0));
 }
