@@ -10,7 +10,7 @@ use kem::{Decapsulate, Encapsulate};
 use ml_kem::{EncodedSizeUser, KemCore, MlKem1024};
 use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::{EphemeralSecret, PublicKey};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::CryptoError;
 
@@ -75,7 +75,7 @@ pub fn respond(
     let ek_bytes = ml_kem::Encoded::<EncapsulationKey>::try_from(mlkem_ek)
         .map_err(|_| CryptoError::MalformedKemMessage)?;
     let ek = EncapsulationKey::from_bytes(&ek_bytes);
-    let (ct, mlkem_ss) = ek
+    let (ct, mut mlkem_ss) = ek
         .encapsulate(rng)
         .map_err(|_| CryptoError::MalformedKemMessage)?;
     let secret = EphemeralSecret::random_from_rng(&mut *rng);
@@ -83,6 +83,7 @@ pub fn respond(
     let x25519 = x25519_shared(secret, x25519_peer)?;
     let mut mlkem = Zeroizing::new([0u8; 32]);
     mlkem.copy_from_slice(&mlkem_ss);
+    mlkem_ss.as_mut_slice().zeroize();
     Ok((
         KemResponse {
             x25519: x_pub.to_bytes(),
@@ -101,12 +102,13 @@ impl KemInitiator {
     ) -> Result<HybridSecrets, CryptoError> {
         let ct = ml_kem::Ciphertext::<MlKem1024>::try_from(mlkem_ct)
             .map_err(|_| CryptoError::MalformedKemMessage)?;
-        let ss = self
+        let mut ss = self
             .mlkem_dk
             .decapsulate(&ct)
             .map_err(|_| CryptoError::MalformedKemMessage)?;
         let mut mlkem = Zeroizing::new([0u8; 32]);
         mlkem.copy_from_slice(&ss);
+        ss.as_mut_slice().zeroize();
         let x25519 = x25519_shared(self.x25519, x25519_peer)?;
         Ok(HybridSecrets { x25519, mlkem })
     }

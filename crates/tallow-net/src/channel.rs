@@ -61,20 +61,30 @@ impl<W> ChannelWriter<W> {
     }
 }
 
+/// Fill `buf`. The deadline is for inactivity: it restarts whenever bytes
+/// arrive, so a slow but live link never times out mid-frame.
 async fn read_within<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut [u8],
     timeout: Option<Duration>,
     peer: Role,
 ) -> Result<(), TransportError> {
-    let read = io.read_exact(buf);
-    let result = match timeout {
-        Some(t) => tokio::time::timeout(t, read)
-            .await
-            .map_err(|_| TransportError::ReadTimeout { peer, waited: t })?,
-        None => read.await,
-    };
-    result.map(|_| ()).map_err(|e| io_to_transport(peer, e))
+    let mut filled = 0;
+    while filled < buf.len() {
+        let read = io.read(&mut buf[filled..]);
+        let n = match timeout {
+            Some(t) => tokio::time::timeout(t, read)
+                .await
+                .map_err(|_| TransportError::ReadTimeout { peer, waited: t })?,
+            None => read.await,
+        }
+        .map_err(|e| io_to_transport(peer, e))?;
+        if n == 0 {
+            return Err(TransportError::Closed { peer });
+        }
+        filled += n;
+    }
+    Ok(())
 }
 
 impl<R: AsyncRead + Unpin + Send> FrameSource for ChannelReader<R> {
@@ -121,11 +131,22 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for ChannelWriter<W> {
         self.sealer
             .seal(frame)
             .map_err(|source| TransportError::Crypto { peer, source })?;
-        let write = async {
-            self.io.write_all(frame).await?;
-            self.io.flush().await
-        };
-        tokio::time::timeout(timeout, write)
+        // As for reads, the deadline restarts whenever the peer takes bytes.
+        let mut sent = 0;
+        while sent < frame.len() {
+            let n = tokio::time::timeout(timeout, self.io.write(&frame[sent..]))
+                .await
+                .map_err(|_| TransportError::WriteTimeout {
+                    peer,
+                    waited: timeout,
+                })?
+                .map_err(|e| io_to_transport(peer, e))?;
+            if n == 0 {
+                return Err(TransportError::Closed { peer });
+            }
+            sent += n;
+        }
+        tokio::time::timeout(timeout, self.io.flush())
             .await
             .map_err(|_| TransportError::WriteTimeout {
                 peer,

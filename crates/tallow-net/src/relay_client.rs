@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tallow_crypto::RoomId;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
@@ -42,15 +44,17 @@ pub async fn connect_to_relay(
 
     let mut on_waiting = Some(on_waiting);
     // The first status comes at once; "paired" may take as long as the
-    // other person takes to start.
-    let mut deadline = deadlines.connect;
+    // other person takes to start, but no longer than `pairing` in all
+    // (a relay repeating "waiting" cannot hold us forever).
+    let mut deadline = Instant::now() + deadlines.connect;
     loop {
-        match read_status(&mut stream, addr, peer, deadline).await? {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match read_status(&mut stream, addr, peer, left, deadlines.pairing).await? {
             RelayStatus::Waiting => {
                 if let Some(f) = on_waiting.take() {
                     f();
+                    deadline = Instant::now() + deadlines.pairing;
                 }
-                deadline = deadlines.pairing;
             }
             RelayStatus::Paired => return Ok(stream),
             RelayStatus::Refused(reason) => return Err(NetError::Refused(reason)),
@@ -63,6 +67,7 @@ async fn read_status(
     addr: &str,
     peer: Role,
     deadline: Duration,
+    pairing: Duration,
 ) -> Result<RelayStatus, NetError> {
     let read = async {
         let mut header = [0u8; STATUS_HEADER_LEN];
@@ -86,6 +91,6 @@ async fn read_status(
         .await
         .map_err(|_| NetError::PairingTimeout {
             peer,
-            waited: deadline,
+            waited: pairing,
         })?
 }

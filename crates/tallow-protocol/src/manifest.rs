@@ -176,8 +176,6 @@ impl Manifest {
         }
         let mut total: u64 = 0;
         let mut paths = HashSet::with_capacity(count);
-        let mut file_paths = HashSet::with_capacity(self.files.len());
-        let mut parents = HashSet::new();
         let entries = self
             .dirs
             .iter()
@@ -205,17 +203,25 @@ impl Manifest {
                 total = total
                     .checked_add(size)
                     .ok_or(ManifestError::TotalOverflow)?;
-                file_paths.insert(path.as_str());
-            }
-            let mut end = 0;
-            while let Some(i) = path[end..].find('/') {
-                end += i;
-                parents.insert(&path[..end]);
-                end += 1;
             }
         }
-        if let Some(clash) = parents.iter().find(|p| file_paths.contains(*p)) {
-            return Err(ManifestError::Duplicate((*clash).to_string()));
+        // No file may be a folder of another entry. Sorted with '/' as the
+        // lowest byte, everything under `a/` directly follows `a`, so one
+        // look at each file's successor finds any clash in O(n log n).
+        let mut sorted: Vec<(Vec<u8>, bool)> = self
+            .dirs
+            .iter()
+            .map(|d| (sort_key(&d.path), false))
+            .chain(self.files.iter().map(|f| (sort_key(&f.path), true)))
+            .collect();
+        sorted.sort_unstable();
+        for pair in sorted.windows(2) {
+            let ((a, a_is_file), (b, _)) = (&pair[0], &pair[1]);
+            if *a_is_file && b.len() > a.len() && b.starts_with(a) && b[a.len()] == 0 {
+                return Err(ManifestError::Duplicate(
+                    String::from_utf8_lossy(a).replace('\0', "/"),
+                ));
+            }
         }
         Ok(())
     }
@@ -267,6 +273,14 @@ impl Manifest {
         m.validate()?;
         Ok(m)
     }
+}
+
+/// A path with '/' replaced by NUL (which no valid path contains), so that
+/// sorting puts a folder's contents right after the folder.
+fn sort_key(path: &str) -> Vec<u8> {
+    path.bytes()
+        .map(|b| if b == b'/' { 0 } else { b })
+        .collect()
 }
 
 /// A count, checked against the limit and against the bytes present

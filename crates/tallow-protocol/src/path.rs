@@ -130,4 +130,52 @@ mod tests {
             Err(PathError::TooLong)
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::path::{Component, Path};
+
+        /// Whatever the sanitiser accepts, joined under a base folder, only
+        /// ever names something strictly inside it.
+        fn stays_inside(path: &str) -> bool {
+            let joined = Path::new("/base/out").join(path);
+            let mut depth = 0i32;
+            for c in joined.components().skip(3) {
+                match c {
+                    Component::Normal(_) => depth += 1,
+                    _ => return false,
+                }
+            }
+            depth >= 1 && joined.starts_with("/base/out")
+        }
+
+        proptest! {
+            #[test]
+            fn accepted_arbitrary_strings_stay_inside(s in "\\PC{0,40}") {
+                if validate_relative_path(&s).is_ok() {
+                    prop_assert!(stays_inside(&s), "{:?}", s);
+                }
+            }
+
+            #[test]
+            fn accepted_hostile_looking_paths_stay_inside(
+                parts in proptest::collection::vec("(\\.|\\.\\.|/|\\\\|[a-zC]:|\\x00|\\x1b|\\n|[a-z ]{1,3}){1,4}", 1..6)
+            ) {
+                let s = parts.join("/");
+                if validate_relative_path(&s).is_ok() {
+                    prop_assert!(stays_inside(&s), "{:?}", s);
+                    prop_assert!(!s.chars().any(char::is_control));
+                    prop_assert!(!s.contains('\\'));
+                }
+            }
+
+            #[test]
+            fn plain_names_are_accepted(parts in proptest::collection::vec("[a-zA-Z0-9 _é-]{1,20}", 1..5)) {
+                let s = parts.join("/");
+                prop_assume!(!s.split('/').any(|c| c == "." || c == ".."));
+                prop_assert_eq!(validate_relative_path(&s), Ok(()));
+            }
+        }
+    }
 }

@@ -118,7 +118,7 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
         }),
         Ok(other) => Err(unexpected(other, "Offer")),
         Err(e) => {
-            send_abort(&mut writer, &e).await;
+            send_abort(&mut writer, &e, Path::new("")).await;
             Err(e)
         }
     }
@@ -163,7 +163,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         } = self;
         let prepared = prepare(&manifest, options);
         if let Err(e) = &prepared {
-            send_abort(&mut writer, e).await;
+            send_abort(&mut writer, e, &options.out_dir).await;
         }
         prepared?;
         let mut frame = vec![0u8; FRAME_HEADER_LEN];
@@ -231,7 +231,9 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         };
         let _ = outcome_tx.send(match &result {
             Ok(()) => None,
-            Err(e) if e.should_notify_peer() => Some((e.abort_kind(), e.to_string())),
+            Err(e) if e.should_notify_peer() => {
+                Some((e.abort_kind(), peer_detail(e, &options.out_dir)))
+            }
             Err(_) => Some((AbortKind::Io, String::new())),
         });
         let told = acks.await.unwrap_or(Ok(()));
@@ -459,12 +461,24 @@ fn unexpected(msg: Message<'_>, expected: &str) -> TransferError {
     }
 }
 
-async fn send_abort<W: FrameSink>(writer: &mut W, error: &TransferError) {
+/// The error as a sentence for the sender's user: paths are shown relative
+/// to the output folder, so the receiver's folder layout does not leak.
+pub fn peer_detail(error: &TransferError, out_dir: &Path) -> String {
+    let text = error.to_string();
+    let dir = out_dir.display().to_string();
+    if dir.is_empty() {
+        return text;
+    }
+    text.replace(&format!("{dir}/"), "")
+        .replace(&dir, "the output folder")
+}
+
+async fn send_abort<W: FrameSink>(writer: &mut W, error: &TransferError, out_dir: &Path) {
     if !error.should_notify_peer() {
         return;
     }
     let mut frame = vec![0u8; FRAME_HEADER_LEN];
-    let detail = error.to_string();
+    let detail = peer_detail(error, out_dir);
     Message::Abort {
         kind: error.abort_kind(),
         detail: &detail,
@@ -703,15 +717,7 @@ impl FileWriter {
     fn place(&self, files: &[Verified]) -> Result<(), TransferError> {
         let mut parents: Vec<&Path> = Vec::new();
         for v in files {
-            if !self.options.overwrite && fs::symlink_metadata(&v.target).is_ok() {
-                return Err(TransferError::DestinationExists {
-                    path: v.target.clone(),
-                });
-            }
-            fs::rename(&v.partial, &v.target).map_err(|source| TransferError::WriteOutput {
-                path: v.target.clone(),
-                source,
-            })?;
+            rename_into_place(&v.partial, &v.target, self.options.overwrite)?;
             if let Some(parent) = v.target.parent() {
                 if !parents.contains(&parent) {
                     parents.push(parent);
@@ -753,6 +759,40 @@ impl FileWriter {
         }
         Ok(())
     }
+}
+
+/// Rename a verified partial to its final name. Without `overwrite` the
+/// rename itself refuses an existing target (`RENAME_NOREPLACE`), so a file
+/// that appears in the meantime is never replaced.
+fn rename_into_place(partial: &Path, target: &Path, overwrite: bool) -> Result<(), TransferError> {
+    let failed = |source| TransferError::WriteOutput {
+        path: target.to_path_buf(),
+        source,
+    };
+    if overwrite {
+        return fs::rename(partial, target).map_err(failed);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, partial, CWD, target, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::EXIST) => {
+                return Err(TransferError::DestinationExists {
+                    path: target.to_path_buf(),
+                })
+            }
+            // Filesystems without renameat2 flags fall through to check-then-rename.
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {}
+            Err(e) => return Err(failed(e.into())),
+        }
+    }
+    if fs::symlink_metadata(target).is_ok() {
+        return Err(TransferError::DestinationExists {
+            path: target.to_path_buf(),
+        });
+    }
+    fs::rename(partial, target).map_err(failed)
 }
 
 /// The partial file for entry `index`, created on first use.

@@ -139,16 +139,18 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         }
     };
     drop(queue_rx);
+    if let Err(e) = streamed {
+        // The reader thread stops at its next queued frame; a read stuck on
+        // a hung filesystem must not keep us here, so it is not awaited.
+        replies.abort();
+        return Err(e);
+    }
     let produced = producer.await.unwrap_or_else(|e| {
         Err(TransferError::Unsendable {
             path: Default::default(),
             reason: format!("the file reader stopped unexpectedly ({e})"),
         })
     });
-    if let Err(e) = streamed {
-        replies.abort();
-        return Err(e);
-    }
     if let Err(e) = produced {
         replies.abort();
         notify_peer(&mut writer, &e).await;
@@ -351,7 +353,7 @@ fn produce(
     for (index, entry) in manifest.files.iter().enumerate() {
         let file_index = index as u32;
         let source = tree.source(index);
-        let mut file = File::open(source).map_err(|e| read_error(source, e))?;
+        let mut file = open_regular(source, entry.size)?;
         let mut hasher = blake3::Hasher::new();
         let mut policy = CompressionPolicy::new(compression);
         for chunk_index in 0..manifest.chunk_count(entry.size) {
@@ -424,6 +426,25 @@ fn produce(
     .encode(&mut buf);
     let _ = queue.blocking_send(QueuedFrame { buf, data_len: 0 });
     Ok(())
+}
+
+/// Open a source file, refusing anything that is no longer the regular file
+/// of the offered size (a FIFO swapped in would block the reader forever;
+/// `O_NONBLOCK` makes opening one return at once).
+fn open_regular(path: &Path, size: u64) -> Result<File, TransferError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| read_error(path, e))?;
+    let meta = file.metadata().map_err(|e| read_error(path, e))?;
+    if !meta.is_file() || meta.len() != size {
+        return Err(TransferError::SourceChanged {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(file)
 }
 
 fn read_error(path: &Path, source: std::io::Error) -> TransferError {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
+use crate::limits::MAX_FRAME_LEN;
 use crate::manifest::{DirEntry, FileEntry, Manifest, Timestamp, MODE_MASK};
 use crate::path::validate_relative_path;
 use crate::TransferError;
@@ -54,6 +55,20 @@ impl SourceTree {
             } else {
                 return Err(unsendable(path, "it is not a regular file or a folder"));
             }
+        }
+        let mut encoded = Vec::new();
+        tree.manifest.encode(&mut encoded);
+        // The offer travels as one frame: message type, manifest, tag.
+        if encoded.len() + 1 + tallow_crypto::TAG_LEN > MAX_FRAME_LEN {
+            return Err(unsendable(
+                paths.first().map(PathBuf::as_path).unwrap_or(Path::new("")),
+                &format!(
+                    "the list of {} files and folders takes {} MiB, more than one offer may hold ({} MiB); send fewer at once, or archive them first",
+                    tree.manifest.files.len() + tree.manifest.dirs.len(),
+                    encoded.len() >> 20,
+                    MAX_FRAME_LEN >> 20
+                ),
+            ));
         }
         tree.manifest.validate().map_err(|e| {
             unsendable(

@@ -102,23 +102,30 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tallow: {e:#}");
+            // Messages can quote a peer or a relay: never let them drive
+            // the terminal.
+            eprintln!("tallow: {}", progress::display_name(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
-/// Ask a yes/no question on stderr and read the answer from stdin.
-/// Anything but `y`/`yes` is a no.
-async fn ask_yes_no(question: &str) -> anyhow::Result<bool> {
+/// Ask a yes/no question on stderr and read the answer from stdin, within
+/// `deadline`. Anything but `y`/`yes` is a no.
+async fn ask_yes_no(question: &str, deadline: Duration) -> anyhow::Result<bool> {
     use std::io::Write;
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
-    let line = tokio::task::spawn_blocking(|| {
+    let read = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map(|_| line)
-    })
-    .await??;
+    });
+    let line = tokio::time::timeout(deadline, read).await.map_err(|_| {
+        anyhow::anyhow!(
+            "no answer within {} s; nothing was transferred",
+            deadline.as_secs()
+        )
+    })???;
     let answer = line.trim().to_ascii_lowercase();
     Ok(answer == "y" || answer == "yes")
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use tallow_crypto::CodePhrase;
 use tallow_net::{connect_to_relay, handshake_as_receiver};
 use tallow_protocol::message::{AbortKind, Message};
-use tallow_protocol::receive::{receive_offer, ReceiveOptions};
+use tallow_protocol::receive::{peer_detail, receive_offer, ReceiveOptions};
 use tallow_protocol::transport::FrameSink;
 use tallow_protocol::Role;
 
@@ -53,7 +53,12 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
             "Verification string: {}",
             channel.short_authentication_string
         );
-        if !ask_yes_no("Does the sender show the same verification string?").await? {
+        if !ask_yes_no(
+            "Does the sender show the same verification string?",
+            deadlines.decision,
+        )
+        .await?
+        {
             let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
             Message::Abort {
                 kind: AbortKind::Cancelled,
@@ -90,9 +95,8 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         overwrite: args.overwrite,
     };
     if let Err(e) = offer.check_destination(&options) {
-        let _ = offer
-            .decline(&format!("the receiver cannot accept: {e}"), &deadlines)
-            .await;
+        let reason = format!("the receiver cannot accept: {}", peer_detail(&e, &args.out));
+        let _ = offer.decline(&reason, &deadlines).await;
         return Err(e.into());
     }
     if !args.yes {
@@ -105,7 +109,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
                 .await;
             anyhow::bail!("no terminal to confirm the offer: pass --yes to accept without asking");
         }
-        if !ask_yes_no("Accept?").await? {
+        if !ask_yes_no("Accept?", deadlines.decision).await? {
             offer.decline("the receiver declined", &deadlines).await?;
             anyhow::bail!("offer declined; nothing was written");
         }

@@ -117,7 +117,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             "Verification string: {}",
             channel.short_authentication_string
         );
-        if !ask_yes_no("Does the receiver show the same verification string?").await? {
+        if !ask_yes_no(
+            "Does the receiver show the same verification string?",
+            deadlines.decision,
+        )
+        .await?
+        {
             let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
             Message::Abort {
                 kind: AbortKind::Cancelled,
