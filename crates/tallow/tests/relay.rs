@@ -4,8 +4,7 @@ mod harness;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
@@ -105,43 +104,6 @@ fn rooms_pair_one_sender_with_one_receiver_and_refuse_a_third() {
     assert_eq!(read_status(&mut again), RelayStatus::Waiting);
 }
 
-/// Forwards connections to `target`, recording every byte both ways.
-fn recording_proxy(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { return };
-            let Ok(upstream) = TcpStream::connect(&target) else {
-                return;
-            };
-            for (mut from, mut to) in [
-                (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                (upstream, client),
-            ] {
-                let record = record.clone();
-                thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    loop {
-                        let n = match from.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        record.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                });
-            }
-        }
-    });
-    (addr, seen)
-}
-
 #[test]
 fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
     let relay = Relay::start(&[]);
@@ -153,7 +115,8 @@ fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
     fs::write(&file, marker.repeat(50_000)).unwrap();
     let code = "8086-unbundle-overlying-spiffy";
     for compress in ["none", "auto"] {
-        let (proxy, seen) = recording_proxy(relay.addr.clone());
+        let hop = Hop::start(&relay.addr, HopBehaviour::default());
+        let (proxy, seen) = (hop.addr.clone(), hop.bytes.clone());
         let out = tempfile::tempdir().unwrap();
         let s = sender(
             &proxy,

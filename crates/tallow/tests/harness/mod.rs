@@ -242,3 +242,172 @@ pub fn signal(pid: u32, sig: &str) {
         .expect("run sh");
     assert!(status.success(), "kill {sig} {pid}");
 }
+
+/// What a [`Hop`] does to the bytes it forwards.
+#[derive(Clone, Default)]
+pub struct HopBehaviour {
+    /// Added latency, each way.
+    pub delay: Duration,
+    /// Flip the lowest bit of the byte at this offset of the first
+    /// connection's client-to-server stream.
+    pub flip_at: Option<u64>,
+}
+
+/// One forwarded read: when, which way (`true` = client to server), how many bytes.
+pub type HopEvent = (Instant, bool, usize);
+
+/// A TCP hop on 127.0.0.1 that forwards to `target`, recording what passes
+/// and optionally delaying it or flipping a bit: the hostile or slow network
+/// between a client and the relay.
+pub struct Hop {
+    pub addr: String,
+    /// Every byte forwarded, both ways, in arrival order.
+    pub bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    pub events: std::sync::Arc<std::sync::Mutex<Vec<HopEvent>>>,
+}
+
+impl Hop {
+    pub fn start(target: &str, behaviour: HopBehaviour) -> Hop {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind hop");
+        let addr = listener.local_addr().expect("hop addr").to_string();
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (b, e, target) = (bytes.clone(), events.clone(), target.to_owned());
+        thread::spawn(move || {
+            for (n, client) in listener.incoming().enumerate() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let directions = [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                        true,
+                    ),
+                    (server, client, false),
+                ];
+                for (from, to, upstream) in directions {
+                    let flip = if upstream && n == 0 {
+                        behaviour.flip_at
+                    } else {
+                        None
+                    };
+                    let (b, e, delay) = (b.clone(), e.clone(), behaviour.delay);
+                    thread::spawn(move || pump(from, to, upstream, delay, flip, b, e));
+                }
+            }
+        });
+        Hop {
+            addr,
+            bytes,
+            events,
+        }
+    }
+}
+
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    upstream: bool,
+    delay: Duration,
+    flip_at: Option<u64>,
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    events: std::sync::Arc<std::sync::Mutex<Vec<HopEvent>>>,
+) {
+    // A reader thread timestamps data; this thread releases it `delay`
+    // later, so latency is added without limiting bandwidth.
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut offset = 0u64;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut chunk = buf[..n].to_vec();
+            if let Some(at) = flip_at {
+                if (offset..offset + n as u64).contains(&at) {
+                    chunk[(at - offset) as usize] ^= 1;
+                }
+            }
+            offset += n as u64;
+            let now = Instant::now();
+            events.lock().expect("events").push((now, upstream, n));
+            bytes.lock().expect("bytes").extend_from_slice(&chunk);
+            if tx.send((now + delay, chunk)).is_err() {
+                break;
+            }
+        }
+    });
+    for (due, chunk) in rx {
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        if to.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// Peak resident memory (VmHWM) of a process, in bytes, polled until it
+/// exits; returns the last value seen.
+pub fn peak_rss_until_exit(pid: u32, deadline: Duration) -> u64 {
+    let start = Instant::now();
+    let mut peak = 0;
+    while start.elapsed() < deadline {
+        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            break;
+        };
+        if status.contains("State:\tZ") {
+            break;
+        }
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kb * 1024);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    peak
+}
+
+/// Assert two trees have the same folders, files, bytes, permission bits
+/// and modification times.
+pub fn assert_same_tree(src: &Path, dst: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        |p: &Path| fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let (a, b) = (meta(src), meta(dst));
+    assert_eq!(a.is_dir(), b.is_dir(), "{}: kind differs", dst.display());
+    assert_eq!(
+        a.permissions().mode() & 0o777,
+        b.permissions().mode() & 0o777,
+        "{}: mode differs",
+        dst.display()
+    );
+    if a.is_dir() {
+        let (x, y) = (list_dir(src), list_dir(dst));
+        assert_eq!(x, y, "{}: entries differ", dst.display());
+        for name in x {
+            assert_same_tree(&src.join(&name), &dst.join(&name));
+        }
+    } else {
+        assert_same_file(src, dst);
+    }
+    assert_eq!(
+        a.modified().unwrap(),
+        b.modified().unwrap(),
+        "{}: mtime differs",
+        dst.display()
+    );
+}
