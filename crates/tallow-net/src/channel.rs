@@ -109,7 +109,7 @@ impl<R: AsyncRead + Unpin + Send> FrameSource for ChannelReader<R> {
                 source: tallow_crypto::CryptoError::FrameLength(len),
             });
         }
-        buf.clear();
+        // Resizing a recycled buffer down is free; only growth is zeroed.
         buf.resize(len, 0);
         read_within(&mut self.io, buf, Some(self.body_timeout), self.peer).await?;
         self.opener

@@ -1,17 +1,18 @@
 //! The sender's pipeline.
 //!
 //! ```text
-//! reader thread: read chunk into frame buffer -> BLAKE3 (file, leaf) -> zstd?
-//!                -> queue (bounded)
-//! async task:    queue -> seal -> socket, while no more than the window of
-//!                bytes is unacknowledged
-//! ack reader:    Ack / Done / Abort from the receiver
+//! reader thread:  read chunk into a pooled frame buffer -> BLAKE3 (file, leaf)
+//!                 -> numbered job
+//! zstd workers:   compress when it helps (one per core) -> numbered frame
+//! async task:     put frames back in order -> seal -> socket, while no more
+//!                 than the window of bytes is unacknowledged
+//! ack reader:     Ack / Done / Abort from the receiver
 //! ```
 //!
-//! Reading, hashing and compressing run on a blocking thread; sealing and
-//! writing on the async runtime, so two cores work at once. The queue holds
-//! at most [`SEND_QUEUE_FRAMES`] frames and buffers are recycled, so memory
-//! is O(queue × chunk) whatever the file size. Acks are cumulative and only
+//! Reading and hashing run on one blocking thread and compression on as many
+//! workers as there are cores; sealing and writing run on the async runtime.
+//! Every frame lives in one of [`FRAME_BUFFERS`] recycled buffers, so memory
+//! is O(buffers × chunk) whatever the file size. Acks are cumulative and only
 //! bound how far the sender may run ahead (the window); nothing waits for a
 //! reply per chunk.
 
@@ -22,7 +23,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
-use tallow_crypto::FRAME_HEADER_LEN;
+use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::{mpsc, watch};
 
 use crate::limits::{Deadlines, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES};
@@ -34,7 +35,7 @@ use crate::{Progress, Role, TransferError};
 /// Deadline for telling the peer why we stop.
 const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 /// zstd level: fast, and most of the gain on text and logs.
-const ZSTD_LEVEL: i32 = 3;
+const ZSTD_LEVEL: i32 = 1;
 /// A compressed chunk is sent only if it saves at least 1/16 of the bytes.
 const MIN_SAVING_DIVISOR: usize = 16;
 /// In `auto` mode, after an incompressible chunk, skip trying for up to this
@@ -70,10 +71,25 @@ impl Default for SendOptions {
     }
 }
 
-/// A frame queued for the socket, with the plaintext bytes it carries.
+/// Frame buffers in circulation (reader, workers, queue, socket). Bounds
+/// the sender's memory to about this many chunks.
+const FRAME_BUFFERS: usize = SEND_QUEUE_FRAMES + 4;
+
+/// A frame for the socket: its place in the stream and the plaintext bytes
+/// it carries.
 struct QueuedFrame {
+    seq: u64,
     buf: Vec<u8>,
     data_len: u64,
+}
+
+/// A chunk for a compression worker: the frame as read, with the header
+/// still to be written.
+struct CompressJob {
+    frame: QueuedFrame,
+    header: ChunkHeader,
+    header_at: usize,
+    first_of_file: bool,
 }
 
 /// Offer, wait for the decision, stream every file, and wait for the
@@ -105,10 +121,16 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     let mut replies = tokio::spawn(read_replies(reader, acked_tx, total));
 
     let (queue_tx, mut queue_rx) = mpsc::channel::<QueuedFrame>(SEND_QUEUE_FRAMES);
-    let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
+    let (pool_tx, pool_rx) = std_mpsc::sync_channel::<Vec<u8>>(FRAME_BUFFERS);
+    for _ in 0..FRAME_BUFFERS {
+        let _ = pool_tx.send(Vec::new());
+    }
     let compression = options.compression;
     let producer =
-        tokio::task::spawn_blocking(move || produce(&tree, compression, &queue_tx, &pool_rx));
+        tokio::task::spawn_blocking(move || produce(&tree, compression, queue_tx, &pool_rx));
+    // Workers finish out of order; frames go out by sequence number.
+    let mut next_seq = 0u64;
+    let mut reorder: std::collections::BTreeMap<u64, QueuedFrame> = Default::default();
 
     let mut sent = 0u64;
     let mut acked = 0u64;
@@ -125,13 +147,22 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                 }
             }
             queued = queue_rx.recv(), if window_open => {
-                let Some(mut queued) = queued else { break Ok(()) };
-                if let Err(e) = writer.send_frame(&mut queued.buf, deadlines.idle).await {
+                let Some(queued) = queued else { break Ok(()) };
+                reorder.insert(queued.seq, queued);
+                let mut failed = None;
+                while let Some(mut frame) = reorder.remove(&next_seq) {
+                    if let Err(e) = writer.send_frame(&mut frame.buf, deadlines.idle).await {
+                        failed = Some(e);
+                        break;
+                    }
+                    next_seq += 1;
+                    sent += frame.data_len;
+                    // The reader thread may have finished; a closed pool is fine.
+                    let _ = pool_tx.send(frame.buf);
+                }
+                if let Some(e) = failed {
                     break Err(e.into());
                 }
-                sent += queued.data_len;
-                // The reader thread may have finished; a closed pool is fine.
-                let _ = pool_tx.send(queued.buf);
             }
             _ = tokio::time::sleep(deadlines.idle), if !window_open => {
                 break Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
@@ -322,44 +353,52 @@ fn compress_into(
     }
 }
 
-/// The reader thread: every file's chunks, each file's hash, then the root.
-/// Returns early without error if the async side has gone (it reports why).
+/// The reader thread: every file's chunks, each file's hash, then the root,
+/// numbered in stream order. Chunks go through the compression workers when
+/// compression is on. Returns early without error if the async side has gone
+/// (it reports why).
 fn produce(
     tree: &SourceTree,
     compression: Compression,
-    queue: &mpsc::Sender<QueuedFrame>,
+    queue: mpsc::Sender<QueuedFrame>,
     pool: &std_mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), TransferError> {
     let manifest = tree.manifest();
     let chunk_size = manifest.chunk_size as usize;
-    let frame_capacity = FRAME_HEADER_LEN + CHUNK_HEADER_LEN + chunk_size + 16;
+    let frame_capacity = FRAME_HEADER_LEN + CHUNK_HEADER_LEN + chunk_size + TAG_LEN;
+    // A closed pool means the async side has stopped. Buffers keep their
+    // old length and bytes: resizing a recycled chunk frame down is free,
+    // where clearing it would zero a whole chunk again before each read.
     let take_buffer = || {
-        let mut buf = pool
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(frame_capacity));
+        pool.recv().ok().map(|mut buf| {
+            buf.reserve(frame_capacity.saturating_sub(buf.len()));
+            buf
+        })
+    };
+    let control_frame = |mut buf: Vec<u8>| {
         buf.clear();
         buf.resize(FRAME_HEADER_LEN, 0);
         buf
     };
-    let mut compressor = match compression {
-        Compression::None => None,
-        _ => Some(
-            zstd::bulk::Compressor::new(ZSTD_LEVEL)
-                .map_err(|e| unsendable_io("the compressor could not start", e))?,
-        ),
+    let workers = CompressionWorkers::start(compression, chunk_size, &queue)?;
+    let mut seq = 0u64;
+    let mut next_seq = || {
+        seq += 1;
+        seq - 1
     };
-    let mut compressed = Vec::with_capacity(chunk_size);
     let mut merkle = MerkleBuilder::new();
     for (index, entry) in manifest.files.iter().enumerate() {
         let file_index = index as u32;
         let source = tree.source(index);
         let mut file = open_regular(source, entry.size)?;
         let mut hasher = blake3::Hasher::new();
-        let mut policy = CompressionPolicy::new(compression);
-        for chunk_index in 0..manifest.chunk_count(entry.size) {
+        let chunks = manifest.chunk_count(entry.size);
+        for chunk_index in 0..chunks {
             let len = manifest.chunk_len(entry.size, chunk_index) as usize;
-            let mut buf = take_buffer();
-            let header_at = buf.len();
+            let Some(mut buf) = take_buffer() else {
+                return Ok(());
+            };
+            let header_at = FRAME_HEADER_LEN;
             let data_at = header_at + CHUNK_HEADER_LEN;
             buf.resize(data_at + len, 0);
             file.read_exact(&mut buf[data_at..]).map_err(|e| {
@@ -371,61 +410,163 @@ fn produce(
                     read_error(source, e)
                 }
             })?;
+            if chunk_index + 1 == chunks {
+                ensure_ended(&mut file, source)?;
+            }
             let data = &buf[data_at..];
             hasher.update(data);
             let leaf = leaf_hash(file_index, chunk_index, data);
             merkle.push(leaf);
-            let mut is_compressed = false;
-            if let Some(c) = compressor.as_mut().filter(|_| policy.should_try()) {
-                is_compressed = compress_into(c, data, &mut compressed);
-                policy.record(is_compressed);
-            }
-            if is_compressed {
-                buf.truncate(data_at);
-                buf.extend_from_slice(&compressed);
-            }
-            ChunkHeader {
+            let header = ChunkHeader {
                 file: file_index,
                 index: chunk_index,
-                compressed: is_compressed,
+                compressed: false,
                 leaf,
-            }
-            .write(&mut buf[header_at..data_at]);
-            let queued = QueuedFrame {
+            };
+            let frame = QueuedFrame {
+                seq: next_seq(),
                 buf,
                 data_len: len as u64,
             };
-            if queue.blocking_send(queued).is_err() {
+            let job = CompressJob {
+                frame,
+                header,
+                header_at,
+                first_of_file: chunk_index == 0,
+            };
+            let delivered = match &workers {
+                Some(w) => w.jobs.send(job).is_ok(),
+                None => queue.blocking_send(finish_raw(job)).is_ok(),
+            };
+            if !delivered {
                 return Ok(());
             }
         }
-        // A file that grew since it was offered would arrive truncated.
-        let mut probe = [0u8; 1];
-        if file.read(&mut probe).map_err(|e| read_error(source, e))? != 0 {
-            return Err(TransferError::SourceChanged {
-                path: source.to_path_buf(),
-            });
+        if chunks == 0 {
+            ensure_ended(&mut file, source)?;
         }
-        let mut buf = take_buffer();
+        let Some(buf) = take_buffer() else {
+            return Ok(());
+        };
+        let mut buf = control_frame(buf);
         Message::FileEnd {
             file: file_index,
             hash: *hasher.finalize().as_bytes(),
         }
         .encode(&mut buf);
-        if queue
-            .blocking_send(QueuedFrame { buf, data_len: 0 })
-            .is_err()
-        {
+        let frame = QueuedFrame {
+            seq: next_seq(),
+            buf,
+            data_len: 0,
+        };
+        if queue.blocking_send(frame).is_err() {
             return Ok(());
         }
     }
-    let mut buf = take_buffer();
+    let Some(buf) = take_buffer() else {
+        return Ok(());
+    };
+    let mut buf = control_frame(buf);
     Message::TransferComplete {
         merkle_root: merkle.root(),
     }
     .encode(&mut buf);
-    let _ = queue.blocking_send(QueuedFrame { buf, data_len: 0 });
+    let frame = QueuedFrame {
+        seq: next_seq(),
+        buf,
+        data_len: 0,
+    };
+    let _ = queue.blocking_send(frame);
+    if let Some(w) = workers {
+        w.join();
+    }
     Ok(())
+}
+
+/// A file that grew since it was offered would arrive truncated.
+fn ensure_ended(file: &mut File, source: &Path) -> Result<(), TransferError> {
+    let mut probe = [0u8; 1];
+    if file.read(&mut probe).map_err(|e| read_error(source, e))? != 0 {
+        return Err(TransferError::SourceChanged {
+            path: source.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Write the header of a chunk sent as read.
+fn finish_raw(mut job: CompressJob) -> QueuedFrame {
+    let data_at = job.header_at + CHUNK_HEADER_LEN;
+    job.header.write(&mut job.frame.buf[job.header_at..data_at]);
+    job.frame
+}
+
+/// Threads that compress chunks in parallel, one per core.
+struct CompressionWorkers {
+    jobs: std_mpsc::SyncSender<CompressJob>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CompressionWorkers {
+    fn start(
+        mode: Compression,
+        chunk_size: usize,
+        queue: &mpsc::Sender<QueuedFrame>,
+    ) -> Result<Option<Self>, TransferError> {
+        if mode == Compression::None {
+            return Ok(None);
+        }
+        let count = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let (jobs, receiver) = std_mpsc::sync_channel::<CompressJob>(count);
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let mut threads = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                .map_err(|e| unsendable_io("the compressor could not start", e))?;
+            let (receiver, queue) = (receiver.clone(), queue.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut policy = CompressionPolicy::new(mode);
+                let mut scratch = Vec::with_capacity(chunk_size);
+                loop {
+                    // The lock is held only to take the next job.
+                    let job = match receiver.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(mut job) = job else { return };
+                    if job.first_of_file {
+                        policy = CompressionPolicy::new(mode);
+                    }
+                    let data_at = job.header_at + CHUNK_HEADER_LEN;
+                    if policy.should_try() {
+                        let helped =
+                            compress_into(&mut compressor, &job.frame.buf[data_at..], &mut scratch);
+                        policy.record(helped);
+                        if helped {
+                            job.frame.buf.truncate(data_at);
+                            job.frame.buf.extend_from_slice(&scratch);
+                            job.header.compressed = true;
+                        }
+                    }
+                    if queue.blocking_send(finish_raw(job)).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        Ok(Some(CompressionWorkers { jobs, threads }))
+    }
+
+    /// Let the workers drain their last jobs and stop.
+    fn join(self) {
+        drop(self.jobs);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Open a source file, refusing anything that is no longer the regular file
