@@ -139,7 +139,12 @@ fn the_sender_keeps_many_chunks_in_flight_across_a_slow_link() {
             ..HopBehaviour::default()
         },
     );
-    let s = sender(&hop.addr, CODE, &[file.clone()], &["--compress", "none"]);
+    let s = sender(
+        &hop.addr,
+        CODE,
+        std::slice::from_ref(&file),
+        &["--compress", "none"],
+    );
     let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
     let (r_status, r_err) = r.finish();
     let (s_status, s_err) = s.finish();
