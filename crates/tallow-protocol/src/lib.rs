@@ -7,8 +7,11 @@
 //! * [`source`]: turning the sender's paths into a manifest.
 //! * [`send`] and [`receive`]: the pipelines that stream files through any
 //!   [`transport::FrameSink`] / [`transport::FrameSource`] pair.
+//! * [`checkpoint`] and [`resume`]: the receiver's record of durable chunks,
+//!   and how much of an offer is already here.
 //! * [`limits`]: every bound and deadline.
 
+pub mod checkpoint;
 pub mod handshake;
 pub mod limits;
 pub mod manifest;
@@ -16,6 +19,7 @@ pub mod message;
 pub mod path;
 pub mod receive;
 pub mod rendezvous;
+pub mod resume;
 pub mod send;
 pub mod source;
 pub mod transport;
@@ -67,5 +71,13 @@ pub enum Progress {
     FileComplete {
         /// Index into the manifest.
         index: usize,
+    },
+    /// `bytes` of `total` were already at the receiver from an interrupted
+    /// earlier transfer and will not be sent again.
+    Resumed {
+        /// Bytes already there.
+        bytes: u64,
+        /// Bytes in the whole transfer.
+        total: u64,
     },
 }

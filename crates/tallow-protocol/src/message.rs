@@ -60,8 +60,12 @@ impl AbortKind {
 pub enum Message<'a> {
     /// Sender → receiver: what is offered.
     Offer(Manifest),
-    /// Receiver → sender: go ahead.
-    Accept,
+    /// Receiver → sender: go ahead, starting after what is already here
+    /// (from an interrupted earlier transfer of the same files).
+    Accept {
+        /// Where to start.
+        resume: ResumePoint,
+    },
     /// Receiver → sender: no, with a reason for the sender's user.
     Decline {
         /// Why.
@@ -123,7 +127,11 @@ impl<'a> Message<'a> {
                 out.push(OFFER);
                 m.encode(out);
             }
-            Message::Accept => out.push(ACCEPT),
+            Message::Accept { resume } => {
+                out.push(ACCEPT);
+                out.extend_from_slice(&resume.files_done.to_be_bytes());
+                out.extend_from_slice(&resume.chunks_done.to_be_bytes());
+            }
             Message::Decline { reason } => {
                 out.push(DECLINE);
                 out.put_string(reason, MAX_REASON_LEN);
@@ -161,7 +169,12 @@ impl<'a> Message<'a> {
         let mut r = WireReader::new(buf);
         let msg = match r.u8("message type")? {
             OFFER => Message::Offer(Manifest::decode(&mut r)?),
-            ACCEPT => Message::Accept,
+            ACCEPT => Message::Accept {
+                resume: ResumePoint {
+                    files_done: r.u32("resumed files")?,
+                    chunks_done: r.u64("resumed chunks")?,
+                },
+            },
             DECLINE => Message::Decline {
                 reason: r.string(MAX_REASON_LEN, "decline reason")?,
             },
@@ -203,7 +216,7 @@ impl<'a> Message<'a> {
     pub fn name(&self) -> &'static str {
         match self {
             Message::Offer(_) => "Offer",
-            Message::Accept => "Accept",
+            Message::Accept { .. } => "Accept",
             Message::Decline { .. } => "Decline",
             Message::Chunk { .. } => "Chunk",
             Message::FileEnd { .. } => "FileEnd",
@@ -212,6 +225,39 @@ impl<'a> Message<'a> {
             Message::Ack { .. } => "Ack",
             Message::Abort { .. } => "Abort",
         }
+    }
+}
+
+/// How much of the transfer the receiver already has: files `0..files_done`
+/// complete, and chunks `0..chunks_done` of file `files_done`. The receiver
+/// writes in stream order, so its progress is always this one range; it is
+/// the run-length form of "which chunks are here", 12 bytes whatever the
+/// size of the transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResumePoint {
+    /// Files complete and in place.
+    pub files_done: u32,
+    /// Chunks durable in the next file's partial file.
+    pub chunks_done: u64,
+}
+
+impl ResumePoint {
+    /// Whether the point lies within `manifest`.
+    pub fn fits(&self, manifest: &crate::manifest::Manifest) -> bool {
+        let files = manifest.files.len();
+        let f = self.files_done as usize;
+        f < files && self.chunks_done <= manifest.chunk_count(manifest.files[f].size)
+            || f == files && self.chunks_done == 0
+    }
+
+    /// Plaintext bytes before the point.
+    pub fn bytes(&self, manifest: &crate::manifest::Manifest) -> u64 {
+        let f = (self.files_done as usize).min(manifest.files.len());
+        let whole: u64 = manifest.files[..f].iter().map(|e| e.size).sum();
+        let part = manifest.files.get(f).map_or(0, |e| {
+            (0..self.chunks_done).map(|i| manifest.chunk_len(e.size, i)).sum()
+        });
+        whole + part
     }
 }
 
@@ -257,7 +303,15 @@ mod tests {
                     mtime: Default::default(),
                 }],
             }),
-            Message::Accept,
+            Message::Accept {
+                resume: ResumePoint::default(),
+            },
+            Message::Accept {
+                resume: ResumePoint {
+                    files_done: 3,
+                    chunks_done: 1 << 40,
+                },
+            },
             Message::Decline {
                 reason: "no thanks",
             },

@@ -37,7 +37,9 @@ use tokio::sync::mpsc;
 
 use crate::limits::{Deadlines, SEND_QUEUE_FRAMES};
 use crate::manifest::{Manifest, Timestamp};
-use crate::message::{AbortKind, ChunkHeader, Message};
+use crate::checkpoint::{self, CheckpointLog, Record};
+use crate::message::{AbortKind, ChunkHeader, Message, ResumePoint};
+use crate::resume::{self, open_partial_nofollow, ResumePlan};
 use crate::path::PARTIAL_SUFFIX;
 use crate::transport::{FrameSink, FrameSource};
 use crate::{Progress, Role, TransferError};
@@ -93,6 +95,9 @@ pub struct ReceiveOptions {
     pub out_dir: PathBuf,
     /// Replace files that already exist.
     pub overwrite: bool,
+    /// Continue an interrupted transfer of the same files (default); false
+    /// starts over.
+    pub resume: bool,
 }
 
 /// An offer received and not yet answered.
@@ -130,10 +135,20 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         &self.manifest
     }
 
+    /// How much of the offer is already here from an interrupted transfer
+    /// (reads the checkpoint and the partial file; writes nothing).
+    pub fn plan(&self, options: &ReceiveOptions) -> ResumePlan {
+        resume::plan(&self.manifest, &options.out_dir, options.resume)
+    }
+
     /// Refuse if a file would replace an existing one (without `overwrite`),
     /// or anything would be written through a symlink or over a non-folder.
-    pub fn check_destination(&self, options: &ReceiveOptions) -> Result<(), TransferError> {
-        check_destination(&self.manifest, options)
+    pub fn check_destination(
+        &self,
+        options: &ReceiveOptions,
+        plan: &ResumePlan,
+    ) -> Result<(), TransferError> {
+        check_destination(&self.manifest, options, plan)
     }
 
     /// Say no, telling the sender why.
@@ -153,6 +168,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
     pub async fn accept(
         self,
         options: &ReceiveOptions,
+        plan: ResumePlan,
         deadlines: &Deadlines,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(), TransferError> {
@@ -161,16 +177,20 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
             mut writer,
             reader,
         } = self;
-        let prepared = prepare(&manifest, options);
-        if let Err(e) = &prepared {
-            send_abort(&mut writer, e, &options.out_dir).await;
-        }
-        prepared?;
+        let prepared = prepare(&manifest, options, &plan);
+        let disk = match prepared {
+            Ok(log) => FileWriter::new(Arc::new(manifest.clone()), options.clone(), plan, log),
+            Err(e) => {
+                send_abort(&mut writer, &e, &options.out_dir).await;
+                return Err(e);
+            }
+        };
+        let point = disk.point;
         let mut frame = vec![0u8; FRAME_HEADER_LEN];
-        Message::Accept.encode(&mut frame);
+        Message::Accept { resume: point }.encode(&mut frame);
         writer.send_frame(&mut frame, deadlines.idle).await?;
 
-        let counters = Arc::new(Counters::default());
+        let counters = disk.counters.clone();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
         let acks = tokio::spawn(send_acks(
             writer,
@@ -181,11 +201,11 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
 
         let (work_tx, work_rx) = mpsc::channel::<Work>(SEND_QUEUE_FRAMES);
         let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
-        let manifest = Arc::new(manifest);
-        let disk = FileWriter::new(manifest.clone(), options.clone(), counters.clone());
+        let manifest = disk.manifest.clone();
         let mut writer_thread = tokio::task::spawn_blocking(move || disk.run(work_rx, &pool_tx));
         let mut streaming = tokio::spawn(stream(
             manifest.clone(),
+            point,
             reader,
             work_tx,
             pool_rx,
@@ -243,13 +263,17 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
 }
 
 /// Create the output folder and every folder of the offer, checking the
-/// destination first.
-fn prepare(manifest: &Manifest, options: &ReceiveOptions) -> Result<(), TransferError> {
+/// destination first, and start the checkpoint from what is already here.
+fn prepare(
+    manifest: &Manifest,
+    options: &ReceiveOptions,
+    plan: &ResumePlan,
+) -> Result<CheckpointLog, TransferError> {
     fs::create_dir_all(&options.out_dir).map_err(|source| TransferError::WriteOutput {
         path: options.out_dir.clone(),
         source,
     })?;
-    check_destination(manifest, options)?;
+    check_destination(manifest, options, plan)?;
     for dir in &manifest.dirs {
         check_parents(&options.out_dir, &dir.path, true)?;
         let path = options.out_dir.join(&dir.path);
@@ -266,12 +290,24 @@ fn prepare(manifest: &Manifest, options: &ReceiveOptions) -> Result<(), Transfer
             Err(source) => return Err(TransferError::WriteOutput { path, source }),
         }
     }
-    Ok(())
+    for obsolete in &plan.obsolete {
+        let _ = fs::remove_file(obsolete);
+    }
+    CheckpointLog::create(&options.out_dir, manifest, &plan.records(manifest)).map_err(|source| {
+        TransferError::WriteOutput {
+            path: checkpoint::checkpoint_path(&options.out_dir, &manifest.identity()),
+            source,
+        }
+    })
 }
 
 /// Refuse if a file would replace an existing one (without `overwrite`),
 /// or anything would be written through a symlink or over a non-folder.
-fn check_destination(manifest: &Manifest, options: &ReceiveOptions) -> Result<(), TransferError> {
+fn check_destination(
+    manifest: &Manifest,
+    options: &ReceiveOptions,
+    plan: &ResumePlan,
+) -> Result<(), TransferError> {
     for dir in &manifest.dirs {
         check_parents(&options.out_dir, &dir.path, false)?;
         let target = options.out_dir.join(&dir.path);
@@ -288,7 +324,8 @@ fn check_destination(manifest: &Manifest, options: &ReceiveOptions) -> Result<()
             Ok(meta) if meta.is_dir() => {
                 return Err(TransferError::UnsafeDestination { path: target })
             }
-            Ok(_) if !options.overwrite => {
+            // Our own output from an interrupted run is not the user's file.
+            Ok(_) if !options.overwrite && !plan.is_ours(&entry.path) => {
                 return Err(TransferError::DestinationExists { path: target })
             }
             _ => {}
@@ -350,13 +387,14 @@ async fn send_acks<W: FrameSink>(
 /// Read frames, check them against the manifest, hand them to the writer.
 async fn stream<R: FrameSource>(
     manifest: Arc<Manifest>,
+    start: ResumePoint,
     mut reader: R,
     work: mpsc::Sender<Work>,
     pool: std_mpsc::Receiver<Vec<u8>>,
     deadlines: Deadlines,
 ) -> Result<(), TransferError> {
-    let mut file = 0usize;
-    let mut next_chunk = 0u64;
+    let mut file = start.files_done as usize;
+    let mut next_chunk = start.chunks_done;
     loop {
         let mut buf = pool.try_recv().unwrap_or_default();
         reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
@@ -511,15 +549,25 @@ struct OpenPartial {
 
 /// A verified file waiting for its batch to become durable.
 struct Verified {
+    index: u32,
     partial: PathBuf,
     target: PathBuf,
 }
+
+/// Data written since the last checkpoint is synced and recorded once it
+/// reaches this much (so an interruption costs at most this plus what was in
+/// flight).
+const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Owns the files on disk; runs on a blocking thread.
 struct FileWriter {
     manifest: Arc<Manifest>,
     options: ReceiveOptions,
     counters: Arc<Counters>,
+    /// Where this run starts.
+    point: ResumePoint,
+    /// The durable prefix of file `point.files_done`: its length and hash state.
+    resumed: Option<(u64, blake3::Hasher)>,
     current: Option<OpenPartial>,
     index: usize,
     merkle: MerkleBuilder,
@@ -527,21 +575,43 @@ struct FileWriter {
     plain: Vec<u8>,
     batch: Vec<Verified>,
     batch_bytes: u64,
+    log: Option<CheckpointLog>,
+    /// Facts not yet in the checkpoint, in stream order.
+    records: Vec<Record>,
+    unsynced: u64,
+    ours: std::collections::HashSet<String>,
 }
 
 impl FileWriter {
-    fn new(manifest: Arc<Manifest>, options: ReceiveOptions, counters: Arc<Counters>) -> Self {
+    fn new(manifest: Arc<Manifest>, options: ReceiveOptions, plan: ResumePlan, log: CheckpointLog) -> Self {
+        let mut merkle = MerkleBuilder::new();
+        plan.leaves.iter().for_each(|l| merkle.push(*l));
+        let point = plan.point;
+        let resumed = plan.hasher.filter(|_| point.chunks_done > 0).map(|h| {
+            let size = manifest.files.get(point.files_done as usize).map_or(0, |f| f.size);
+            let len = (0..point.chunks_done).map(|i| manifest.chunk_len(size, i)).sum();
+            (len, h)
+        });
+        let counters = Arc::new(Counters::default());
+        counters.bytes.store(plan.bytes, Ordering::Relaxed);
+        counters.files.store(point.files_done as usize, Ordering::Relaxed);
         FileWriter {
             manifest,
             options,
             counters,
+            point,
+            resumed,
             current: None,
-            index: 0,
-            merkle: MerkleBuilder::new(),
+            index: point.files_done as usize,
+            merkle,
             decompressor: None,
             plain: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
+            log: Some(log),
+            records: Vec::new(),
+            unsynced: 0,
+            ours: plan.ours,
         }
     }
 
@@ -553,8 +623,9 @@ impl FileWriter {
         let result = self.write_all(&mut work, pool);
         if result.is_err() {
             // Files that verified are kept and put in place; the one in
-            // progress stays as a partial file (deleted if it failed to verify).
-            let _ = self.flush_batch();
+            // progress stays as a partial file (deleted if it failed to
+            // verify), and what is durable is recorded for the next run.
+            let _ = self.checkpoint();
         }
         result
     }
@@ -633,8 +704,20 @@ impl FileWriter {
             });
         }
         self.merkle.push(leaf);
+        self.records.push(Record::Chunk {
+            file: header.file,
+            chunk: header.index,
+            leaf,
+        });
+        self.unsynced += plain.len() as u64;
         // `plain` borrows self.plain or the frame; take the file separately.
-        let open = open_partial(&mut self.current, &self.manifest, &self.options, self.index)?;
+        let open = open_partial(
+            &mut self.current,
+            &mut self.resumed,
+            &self.manifest,
+            &self.options,
+            self.index,
+        )?;
         open.file
             .write_all(plain)
             .map_err(|source| TransferError::WriteOutput {
@@ -645,11 +728,44 @@ impl FileWriter {
         self.counters
             .bytes
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        if self.unsynced >= CHECKPOINT_BYTES {
+            self.checkpoint()?;
+        }
         Ok(())
     }
 
     fn open(&mut self) -> Result<(), TransferError> {
-        open_partial(&mut self.current, &self.manifest, &self.options, self.index).map(|_| ())
+        open_partial(
+            &mut self.current,
+            &mut self.resumed,
+            &self.manifest,
+            &self.options,
+            self.index,
+        )
+        .map(|_| ())
+    }
+
+    /// Make everything written so far durable, then record it.
+    fn checkpoint(&mut self) -> Result<(), TransferError> {
+        self.flush_batch()?;
+        if let Some(open) = &self.current {
+            open.file
+                .sync_data()
+                .map_err(|source| TransferError::WriteOutput {
+                    path: open.partial.clone(),
+                    source,
+                })?;
+        }
+        if let Some(log) = &mut self.log {
+            log.append(&self.records)
+                .map_err(|source| TransferError::WriteOutput {
+                    path: self.options.out_dir.clone(),
+                    source,
+                })?;
+        }
+        self.records.clear();
+        self.unsynced = 0;
+        Ok(())
     }
 
     fn write_error(&self, e: std::io::Error) -> TransferError {
@@ -684,6 +800,7 @@ impl FileWriter {
         }
         let target = self.options.out_dir.join(&entry.path);
         let verified = Verified {
+            index: (self.index - 1) as u32,
             partial: open.partial.clone(),
             target,
         };
@@ -691,6 +808,7 @@ impl FileWriter {
             open.file.sync_all().map_err(write_err)?;
             drop(open.file);
             self.place(&[verified])?;
+            self.checkpoint()?;
         } else {
             drop(open.file);
             self.batch.push(verified);
@@ -714,10 +832,12 @@ impl FileWriter {
     }
 
     /// Rename durable, verified partials into place and sync their folders.
-    fn place(&self, files: &[Verified]) -> Result<(), TransferError> {
+    fn place(&mut self, files: &[Verified]) -> Result<(), TransferError> {
         let mut parents: Vec<&Path> = Vec::new();
         for v in files {
-            rename_into_place(&v.partial, &v.target, self.options.overwrite)?;
+            let path = &self.manifest.files[v.index as usize].path;
+            let replace = self.options.overwrite || self.ours.contains(path);
+            rename_into_place(&v.partial, &v.target, replace)?;
             if let Some(parent) = v.target.parent() {
                 if !parents.contains(&parent) {
                     parents.push(parent);
@@ -733,6 +853,8 @@ impl FileWriter {
                     source,
                 })?;
         }
+        self.records
+            .extend(files.iter().map(|v| Record::FileDone { file: v.index }));
         Ok(())
     }
 
@@ -756,6 +878,10 @@ impl FileWriter {
                 path: path.clone(),
                 source,
             })?;
+        }
+        // Everything is in place: nothing is left to resume.
+        if let Some(log) = self.log.take() {
+            let _ = log.remove();
         }
         Ok(())
     }
@@ -795,9 +921,11 @@ fn rename_into_place(partial: &Path, target: &Path, overwrite: bool) -> Result<(
     fs::rename(partial, target).map_err(failed)
 }
 
-/// The partial file for entry `index`, created on first use.
+/// The partial file for entry `index`, created on first use, or reopened
+/// at the end of its durable prefix when this run resumes it.
 fn open_partial<'a>(
     current: &'a mut Option<OpenPartial>,
+    resumed: &mut Option<(u64, blake3::Hasher)>,
     manifest: &Manifest,
     options: &ReceiveOptions,
     index: usize,
@@ -808,6 +936,25 @@ fn open_partial<'a>(
     let rel = &manifest.files[index].path;
     check_parents(&options.out_dir, rel, true)?;
     let partial = options.out_dir.join(format!("{rel}{PARTIAL_SUFFIX}"));
+    if let Some((len, hasher)) = resumed.take() {
+        use std::io::{Seek, SeekFrom};
+        let reopen = || -> std::io::Result<File> {
+            let mut file = open_partial_nofollow(&partial, true)?;
+            // Anything past the durable prefix was never recorded.
+            file.set_len(len)?;
+            file.seek(SeekFrom::Start(len))?;
+            Ok(file)
+        };
+        let file = reopen().map_err(|source| TransferError::WriteOutput {
+            path: partial.clone(),
+            source,
+        })?;
+        return Ok(current.insert(OpenPartial {
+            file,
+            partial,
+            hasher,
+        }));
+    }
     // A stale partial (or a symlink planted under its name) is removed, and
     // create_new never follows a symlink.
     match fs::remove_file(&partial) {

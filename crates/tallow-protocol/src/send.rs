@@ -27,7 +27,7 @@ use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::{mpsc, watch};
 
 use crate::limits::{Deadlines, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES};
-use crate::message::{AbortKind, ChunkHeader, Message};
+use crate::message::{AbortKind, ChunkHeader, Message, ResumePoint};
 use crate::source::SourceTree;
 use crate::transport::{FrameSink, FrameSource, TransportError};
 use crate::{Progress, Role, TransferError};
@@ -110,13 +110,26 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     reader
         .recv_frame(&mut buf, Some(deadlines.decision))
         .await?;
-    match decode(&buf)? {
-        Message::Accept => {}
+    let resume = match decode(&buf)? {
+        Message::Accept { resume } if resume.fits(tree.manifest()) => resume,
+        Message::Accept { resume } => {
+            return Err(TransferError::Protocol {
+                peer: Role::Receiver,
+                detail: format!("it asked to resume from {resume:?}, outside the offer"),
+            })
+        }
         Message::Decline { reason } => return Err(TransferError::Declined(reason.to_owned())),
         other => return Err(unexpected(other, "Accept or Decline")),
-    }
+    };
 
     let total = tree.manifest().total_size();
+    let resumed = resume.bytes(tree.manifest());
+    if resumed > 0 || resume.files_done > 0 {
+        progress(Progress::Resumed {
+            bytes: resumed,
+            total,
+        });
+    }
     let (acked_tx, mut acked_rx) = watch::channel(0u64);
     let mut replies = tokio::spawn(read_replies(reader, acked_tx, total));
 
@@ -126,15 +139,20 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         let _ = pool_tx.send(Vec::new());
     }
     let compression = options.compression;
-    let producer =
-        tokio::task::spawn_blocking(move || produce(&tree, compression, queue_tx, &pool_rx));
+    let producer = tokio::task::spawn_blocking(move || {
+        produce(&tree, compression, resume, queue_tx, &pool_rx)
+    });
     // Workers finish out of order; frames go out by sequence number.
     let mut next_seq = 0u64;
     let mut reorder: std::collections::BTreeMap<u64, QueuedFrame> = Default::default();
 
-    let mut sent = 0u64;
-    let mut acked = 0u64;
-    progress(Progress::Bytes { done: 0, total });
+    // Both counters include what the receiver already had.
+    let mut sent = resumed;
+    let mut acked = resumed;
+    progress(Progress::Bytes {
+        done: resumed,
+        total,
+    });
     let streamed: Result<(), TransferError> = loop {
         let window_open = sent.saturating_sub(acked) <= options.window;
         tokio::select! {
@@ -360,6 +378,7 @@ fn compress_into(
 fn produce(
     tree: &SourceTree,
     compression: Compression,
+    resume: ResumePoint,
     queue: mpsc::Sender<QueuedFrame>,
     pool: &std_mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), TransferError> {
@@ -387,13 +406,32 @@ fn produce(
         seq - 1
     };
     let mut merkle = MerkleBuilder::new();
+    let mut skipped = Vec::new();
     for (index, entry) in manifest.files.iter().enumerate() {
         let file_index = index as u32;
         let source = tree.source(index);
         let mut file = open_regular(source, entry.size)?;
         let mut hasher = blake3::Hasher::new();
         let chunks = manifest.chunk_count(entry.size);
-        for chunk_index in 0..chunks {
+        // What the receiver already has is read and hashed (the root and
+        // the file's hash cover it) but not sent.
+        let skip = match file_index.cmp(&resume.files_done) {
+            std::cmp::Ordering::Less => chunks,
+            std::cmp::Ordering::Equal => resume.chunks_done,
+            std::cmp::Ordering::Greater => 0,
+        };
+        for chunk_index in 0..skip {
+            let len = manifest.chunk_len(entry.size, chunk_index) as usize;
+            skipped.resize(len, 0);
+            file.read_exact(&mut skipped)
+                .map_err(|e| chunk_read_error(source, e))?;
+            hasher.update(&skipped);
+            merkle.push(leaf_hash(file_index, chunk_index, &skipped));
+        }
+        if file_index < resume.files_done {
+            continue;
+        }
+        for chunk_index in skip..chunks {
             let len = manifest.chunk_len(entry.size, chunk_index) as usize;
             let Some(mut buf) = take_buffer() else {
                 return Ok(());
@@ -401,15 +439,8 @@ fn produce(
             let header_at = FRAME_HEADER_LEN;
             let data_at = header_at + CHUNK_HEADER_LEN;
             buf.resize(data_at + len, 0);
-            file.read_exact(&mut buf[data_at..]).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    TransferError::SourceChanged {
-                        path: source.to_path_buf(),
-                    }
-                } else {
-                    read_error(source, e)
-                }
-            })?;
+            file.read_exact(&mut buf[data_at..])
+                .map_err(|e| chunk_read_error(source, e))?;
             if chunk_index + 1 == chunks {
                 ensure_ended(&mut file, source)?;
             }
@@ -481,6 +512,17 @@ fn produce(
         w.join();
     }
     Ok(())
+}
+
+/// A short read means the file shrank since it was offered.
+fn chunk_read_error(source: &Path, e: std::io::Error) -> TransferError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        TransferError::SourceChanged {
+            path: source.to_path_buf(),
+        }
+    } else {
+        read_error(source, e)
+    }
 }
 
 /// A file that grew since it was offered would arrive truncated.

@@ -15,6 +15,8 @@ pub struct ProgressLine {
     last_draw: Option<Instant>,
     done: u64,
     total: u64,
+    /// Bytes that were already there; not counted in the speed.
+    resumed: u64,
 }
 
 impl ProgressLine {
@@ -25,12 +27,29 @@ impl ProgressLine {
             last_draw: None,
             done: 0,
             total: 0,
+            resumed: 0,
         }
     }
 
+    /// Count `bytes` as already there before this run (not in the speed).
+    pub fn resuming_from(mut self, bytes: u64) -> Self {
+        self.resumed = bytes;
+        self
+    }
+
     pub fn update(&mut self, event: Progress) {
-        let Progress::Bytes { done, total } = event else {
-            return;
+        let (done, total) = match event {
+            Progress::Bytes { done, total } => (done, total),
+            Progress::Resumed { bytes, total } => {
+                self.resumed = bytes;
+                eprintln!(
+                    "Resuming: {} of {} already at the receiver.",
+                    human_bytes(bytes),
+                    human_bytes(total)
+                );
+                return;
+            }
+            Progress::FileComplete { .. } => return,
         };
         self.done = done;
         self.total = total;
@@ -55,11 +74,11 @@ impl ProgressLine {
         }
     }
 
-    /// Bytes per second since the start.
+    /// Bytes moved per second since the start.
     pub fn rate(&self) -> u64 {
         let secs = self.started.elapsed().as_secs_f64();
         if secs > 0.0 {
-            (self.done as f64 / secs) as u64
+            (self.done.saturating_sub(self.resumed) as f64 / secs) as u64
         } else {
             0
         }

@@ -2,12 +2,15 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
 use tallow_crypto::CodePhrase;
 use tallow_net::{connect_to_relay, handshake_as_receiver};
+use tallow_protocol::checkpoint::{self, RecordedProgress};
 use tallow_protocol::message::{AbortKind, Message};
+use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::receive::{peer_detail, receive_offer, ReceiveOptions};
 use tallow_protocol::transport::FrameSink;
 use tallow_protocol::Role;
@@ -21,8 +24,8 @@ const NAMES_SHOWN: usize = 10;
 #[derive(Args)]
 pub struct ReceiveArgs {
     /// The code phrase the sender shows, e.g. 4821-alpha-bravo-charlie.
-    #[arg(value_name = "CODE")]
-    code: String,
+    #[arg(value_name = "CODE", required_unless_present_any = ["list_partial", "clean_partial_older_than"])]
+    code: Option<String>,
     /// Folder to write into (created if missing).
     #[arg(long, short, value_name = "DIR", default_value = ".")]
     out: PathBuf,
@@ -32,14 +35,28 @@ pub struct ReceiveArgs {
     /// Replace files that already exist in the output folder.
     #[arg(long)]
     overwrite: bool,
+    /// Start over instead of continuing an interrupted transfer of the
+    /// same files (by default what is already here is kept and not sent again).
+    #[arg(long)]
+    no_resume: bool,
+    /// List interrupted transfers in the output folder, then exit.
+    #[arg(long)]
+    list_partial: bool,
+    /// Delete interrupted transfers (checkpoint and partial files) in the
+    /// output folder not touched for this many days (0: all), then exit.
+    #[arg(long, value_name = "DAYS")]
+    clean_partial_older_than: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
 }
 
 pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
+    if args.list_partial || args.clean_partial_older_than.is_some() {
+        return partials(&args);
+    }
     let relay = args.client.relay()?.to_owned();
     let deadlines = args.client.deadlines();
-    let code = CodePhrase::parse(&args.code).context("invalid code")?;
+    let code = CodePhrase::parse(args.code.as_deref().unwrap_or_default()).context("invalid code")?;
 
     let stream = connect_to_relay(&relay, Role::Receiver, code.room_id(), &deadlines, || {
         eprintln!("Waiting for the sender…");
@@ -93,8 +110,20 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     let options = ReceiveOptions {
         out_dir: args.out.clone(),
         overwrite: args.overwrite,
+        resume: !args.no_resume,
     };
-    if let Err(e) = offer.check_destination(&options) {
+    let plan = offer.plan(&options);
+    if plan.source_changed {
+        eprintln!("The files changed since the interrupted transfer (size or modification time): starting over.");
+    }
+    if plan.bytes > 0 {
+        eprintln!(
+            "Resuming: {} of {} already here.",
+            human_bytes(plan.bytes),
+            human_bytes(total)
+        );
+    }
+    if let Err(e) = offer.check_destination(&options, &plan) {
         let reason = format!("the receiver cannot accept: {}", peer_detail(&e, &args.out));
         let _ = offer.decline(&reason, &deadlines).await;
         return Err(e.into());
@@ -115,9 +144,9 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut line = ProgressLine::new();
+    let mut line = ProgressLine::new().resuming_from(plan.bytes);
     let result = offer
-        .accept(&options, &deadlines, &mut |p| line.update(p))
+        .accept(&options, plan, &deadlines, &mut |p| line.update(p))
         .await;
     line.finish();
     result?;
@@ -129,5 +158,55 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         line.elapsed().as_secs_f64(),
         human_bytes(line.rate()),
     );
+    Ok(())
+}
+
+/// `--list-partial` and `--clean-partial-older-than`.
+fn partials(args: &ReceiveArgs) -> anyhow::Result<()> {
+    let found = checkpoint::list(&args.out);
+    let now = SystemTime::now();
+    let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+    if args.list_partial {
+        if found.is_empty() {
+            eprintln!("No interrupted transfers in {}.", args.out.display());
+        }
+        for cp in &found {
+            let done = RecordedProgress::from_records(&cp.manifest, &cp.records).bytes(&cp.manifest);
+            let names: Vec<String> = cp
+                .manifest
+                .top_level_names()
+                .into_iter()
+                .map(display_name)
+                .collect();
+            println!(
+                "{}  {} of {}  last written {} h ago  {}",
+                names.join(", "),
+                human_bytes(done),
+                human_bytes(cp.manifest.total_size()),
+                age(cp.modified).as_secs() / 3600,
+                cp.path.display()
+            );
+        }
+    }
+    if let Some(days) = args.clean_partial_older_than {
+        let limit = Duration::from_secs(days * 86_400);
+        let mut cleaned = 0;
+        for cp in found.iter().filter(|cp| age(cp.modified) >= limit) {
+            for f in &cp.manifest.files {
+                let partial = args.out.join(format!("{}{PARTIAL_SUFFIX}", f.path));
+                // Never follow a link: remove_file removes the link itself.
+                let _ = std::fs::remove_file(partial);
+            }
+            std::fs::remove_file(&cp.path)
+                .with_context(|| format!("cannot remove {}", cp.path.display()))?;
+            cleaned += 1;
+        }
+        eprintln!(
+            "Removed {cleaned} interrupted transfer{} older than {days} day{} from {}.",
+            if cleaned == 1 { "" } else { "s" },
+            if days == 1 { "" } else { "s" },
+            args.out.display()
+        );
+    }
     Ok(())
 }

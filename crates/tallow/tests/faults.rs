@@ -69,10 +69,10 @@ fn killing_the_sender_mid_transfer_ends_the_receiver_and_leaves_no_final_file() 
     assert!(!status.success());
     assert!(err.contains("sender closed the connection"), "{err}");
     assert!(took < Duration::from_secs(30), "ended in {took:?}");
-    assert_eq!(
-        list_dir(out.path()),
-        ["big.bin.tallow-partial"],
-        "no file under its final name; the unverified data stays a partial file"
+    let left = list_dir(out.path());
+    assert!(
+        !left.contains(&"big.bin".to_string()) && left.contains(&"big.bin.tallow-partial".to_string()),
+        "no file under its final name; the unverified data stays a partial file: {left:?}"
     );
     drop(s);
 }

@@ -1,0 +1,285 @@
+//! Deciding, on the receiver, how much of an offer is already here.
+//!
+//! The offer's identity names its checkpoint. Files the checkpoint records
+//! as finished count if they are still in place with their size; of the next
+//! file, the chunks recorded as durable are read back from its partial file
+//! and count up to the first whose Merkle leaf no longer matches (a partial
+//! altered on disk is re-fetched from there, not trusted). The result is one
+//! [`ResumePoint`] for the sender, plus the leaves and the hash state the
+//! receiver needs to verify the whole transfer at the end.
+//!
+//! A checkpoint for other versions of the same top-level names (the source
+//! changed size or mtime) is not used: the transfer starts over and the user
+//! is told. Files such a checkpoint, or this one, records as written by us
+//! may be replaced without `--overwrite`: they are our own earlier output.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use tallow_crypto::merkle::leaf_hash;
+
+use crate::checkpoint::{self, checkpoint_path, Record, RecordedProgress};
+use crate::manifest::Manifest;
+use crate::message::ResumePoint;
+use crate::path::PARTIAL_SUFFIX;
+
+/// How much of an offer is already here, and what that allows.
+#[derive(Debug, Default)]
+pub struct ResumePlan {
+    /// Where the sender should start.
+    pub point: ResumePoint,
+    /// Plaintext bytes before the point.
+    pub bytes: u64,
+    /// A checkpoint for a different version of these files was found: they
+    /// changed since the interrupted transfer, which starts over.
+    pub source_changed: bool,
+    /// Leaves of every chunk before the point, in stream order.
+    pub(crate) leaves: Vec<[u8; 32]>,
+    /// BLAKE3 state over the durable prefix of file `point.files_done`.
+    pub(crate) hasher: Option<blake3::Hasher>,
+    /// Paths an earlier run of ours finished: replacing them is not
+    /// overwriting the user's files.
+    pub(crate) ours: HashSet<String>,
+    /// Checkpoints to delete when the transfer starts.
+    pub(crate) obsolete: Vec<PathBuf>,
+}
+
+impl ResumePlan {
+    /// Whether the earlier run of ours wrote `path`.
+    pub(crate) fn is_ours(&self, path: &str) -> bool {
+        self.ours.contains(path)
+    }
+
+    /// The records a fresh checkpoint starts with: everything before the point.
+    pub(crate) fn records(&self, manifest: &Manifest) -> Vec<Record> {
+        let mut records = Vec::with_capacity(self.leaves.len() + self.point.files_done as usize);
+        let mut leaves = self.leaves.iter();
+        for (index, entry) in manifest.files.iter().enumerate() {
+            let file = index as u32;
+            let chunks = match file.cmp(&self.point.files_done) {
+                std::cmp::Ordering::Less => manifest.chunk_count(entry.size),
+                std::cmp::Ordering::Equal => self.point.chunks_done,
+                std::cmp::Ordering::Greater => break,
+            };
+            for chunk in 0..chunks {
+                if let Some(leaf) = leaves.next() {
+                    records.push(Record::Chunk {
+                        file,
+                        chunk,
+                        leaf: *leaf,
+                    });
+                }
+            }
+            if file < self.point.files_done {
+                records.push(Record::FileDone { file });
+            }
+        }
+        records
+    }
+}
+
+/// Open a partial file without following a symlink planted under its name.
+pub(crate) fn open_partial_nofollow(path: &Path, write: bool) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// Work out what is already in `out_dir` for `manifest`. With `resume`
+/// false, nothing counts (but our earlier output may still be replaced).
+pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool) -> ResumePlan {
+    let identity = manifest.identity();
+    let mut plan = ResumePlan::default();
+    let top = manifest.top_level_names();
+    for other in checkpoint::list(out_dir) {
+        if other.manifest.identity() == identity || other.manifest.top_level_names() != top {
+            continue;
+        }
+        plan.source_changed = true;
+        let progress = RecordedProgress::from_records(&other.manifest, &other.records);
+        plan.ours.extend(
+            other
+                .manifest
+                .files
+                .iter()
+                .zip(&progress.done)
+                .filter(|(_, done)| **done)
+                .map(|(f, _)| f.path.clone()),
+        );
+        plan.obsolete.push(other.path);
+    }
+    let path = checkpoint_path(out_dir, &identity);
+    let Some(loaded) = checkpoint::load(&path) else {
+        return plan;
+    };
+    let progress = RecordedProgress::from_records(manifest, &loaded.records);
+    plan.ours.extend(
+        manifest
+            .files
+            .iter()
+            .zip(&progress.done)
+            .filter(|(_, done)| **done)
+            .map(|(f, _)| f.path.clone()),
+    );
+    if !resume {
+        plan.obsolete.push(path);
+        return plan;
+    }
+    let mut k = 0;
+    while k < manifest.files.len() && progress.done[k] {
+        let entry = &manifest.files[k];
+        let in_place = fs::symlink_metadata(out_dir.join(&entry.path))
+            .map(|m| m.is_file() && m.len() == entry.size)
+            .unwrap_or(false);
+        if !in_place {
+            break;
+        }
+        plan.leaves.extend_from_slice(&progress.leaves[k]);
+        k += 1;
+    }
+    plan.point.files_done = k as u32;
+    if let Some(entry) = manifest.files.get(k) {
+        let partial = out_dir.join(format!("{}{PARTIAL_SUFFIX}", entry.path));
+        if let Ok(mut file) = open_partial_nofollow(&partial, false) {
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = Vec::new();
+            for (chunk, recorded) in progress.leaves[k].iter().enumerate() {
+                let chunk = chunk as u64;
+                buf.resize(manifest.chunk_len(entry.size, chunk) as usize, 0);
+                if file.read_exact(&mut buf).is_err() || leaf_hash(k as u32, chunk, &buf) != *recorded {
+                    break;
+                }
+                hasher.update(&buf);
+                plan.leaves.push(*recorded);
+                plan.point.chunks_done += 1;
+            }
+            plan.hasher = Some(hasher);
+        }
+    }
+    plan.bytes = plan.point.bytes(manifest);
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::CheckpointLog;
+    use crate::manifest::{FileEntry, Timestamp};
+
+    fn entry(path: &str, size: u64) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            size,
+            mode: 0o644,
+            mtime: Timestamp::default(),
+        }
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    /// A checkpoint where file `a` is done and 3 of 4 chunks of `b` are durable.
+    fn setup() -> (tempfile::TempDir, Manifest, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest {
+            chunk_size: 4096,
+            dirs: vec![],
+            files: vec![entry("a", 5000), entry("b", 4 * 4096)],
+        };
+        let a = data(5000, 1);
+        let b = data(4 * 4096, 2);
+        fs::write(dir.path().join("a"), &a).unwrap();
+        fs::write(dir.path().join("b.tallow-partial"), &b[..3 * 4096]).unwrap();
+        let mut records = vec![
+            Record::Chunk {
+                file: 0,
+                chunk: 0,
+                leaf: leaf_hash(0, 0, &a[..4096]),
+            },
+            Record::Chunk {
+                file: 0,
+                chunk: 1,
+                leaf: leaf_hash(0, 1, &a[4096..]),
+            },
+            Record::FileDone { file: 0 },
+        ];
+        for c in 0..3u64 {
+            let s = c as usize * 4096;
+            records.push(Record::Chunk {
+                file: 1,
+                chunk: c,
+                leaf: leaf_hash(1, c, &b[s..s + 4096]),
+            });
+        }
+        CheckpointLog::create(dir.path(), &m, &records).unwrap();
+        (dir, m, b)
+    }
+
+    #[test]
+    fn resumes_after_the_last_durable_chunk() {
+        let (dir, m, b) = setup();
+        let p = plan(&m, dir.path(), true);
+        assert_eq!(
+            p.point,
+            ResumePoint {
+                files_done: 1,
+                chunks_done: 3
+            }
+        );
+        assert_eq!(p.bytes, 5000 + 3 * 4096);
+        assert_eq!(p.leaves.len(), 5);
+        assert!(p.is_ours("a") && !p.source_changed);
+        let mut h = blake3::Hasher::new();
+        h.update(&b[..3 * 4096]);
+        assert_eq!(p.hasher.unwrap().finalize(), h.finalize());
+    }
+
+    #[test]
+    fn an_altered_partial_is_fetched_again_from_the_damage() {
+        let (dir, m, _) = setup();
+        let partial = dir.path().join("b.tallow-partial");
+        let mut bytes = fs::read(&partial).unwrap();
+        bytes[4096 + 10] ^= 1; // inside chunk 1
+        fs::write(&partial, bytes).unwrap();
+        let p = plan(&m, dir.path(), true);
+        assert_eq!(p.point.files_done, 1);
+        assert_eq!(p.point.chunks_done, 1);
+    }
+
+    #[test]
+    fn a_missing_finished_file_is_sent_again_and_no_resume_means_from_zero() {
+        let (dir, m, _) = setup();
+        let p = plan(&m, dir.path(), false);
+        assert_eq!(p.point, ResumePoint::default());
+        assert!(p.is_ours("a"), "our own output may be replaced");
+        fs::remove_file(dir.path().join("a")).unwrap();
+        let p = plan(&m, dir.path(), true);
+        assert_eq!(p.point, ResumePoint::default());
+    }
+
+    #[test]
+    fn changed_sources_start_over_and_say_so() {
+        let (dir, mut m, _) = setup();
+        m.files[1].mtime.secs += 1;
+        let p = plan(&m, dir.path(), true);
+        assert_eq!(p.point, ResumePoint::default());
+        assert!(p.source_changed);
+        assert!(p.is_ours("a"));
+        assert_eq!(p.obsolete.len(), 1);
+    }
+
+    #[test]
+    fn records_rebuild_the_same_progress() {
+        let (dir, m, _) = setup();
+        let p = plan(&m, dir.path(), true);
+        let rebuilt = RecordedProgress::from_records(&m, &p.records(&m));
+        assert_eq!(rebuilt.done, [true, false]);
+        assert_eq!(rebuilt.leaves[1].len(), 3);
+    }
+}
