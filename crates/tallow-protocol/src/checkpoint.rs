@@ -117,7 +117,11 @@ impl CheckpointLog {
     /// Write a new checkpoint for `manifest` holding `records` (atomically:
     /// temporary file, sync, rename, sync the folder) and open it for
     /// appending.
-    pub fn create(out_dir: &Path, manifest: &Manifest, records: &[Record]) -> std::io::Result<Self> {
+    pub fn create(
+        out_dir: &Path,
+        manifest: &Manifest,
+        records: &[Record],
+    ) -> std::io::Result<Self> {
         let key = manifest.identity();
         let path = checkpoint_path(out_dir, &key);
         let tmp = path.with_extension("checkpoint-new");
@@ -268,7 +272,9 @@ impl RecordedProgress {
             match *r {
                 Record::Chunk { file, chunk, leaf } => {
                     let f = file as usize;
-                    let Some(entry) = manifest.files.get(f) else { continue };
+                    let Some(entry) = manifest.files.get(f) else {
+                        continue;
+                    };
                     let have = p.leaves[f].len() as u64;
                     if chunk == have && chunk < manifest.chunk_count(entry.size) {
                         p.leaves[f].push(leaf);
@@ -341,13 +347,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest();
         let mut log = CheckpointLog::create(dir.path(), &m, &[chunk(0, 0)]).unwrap();
-        log.append(&[chunk(0, 1), Record::FileDone { file: 0 }, Record::FileDone { file: 1 }])
-            .unwrap();
+        log.append(&[
+            chunk(0, 1),
+            Record::FileDone { file: 0 },
+            Record::FileDone { file: 1 },
+        ])
+        .unwrap();
         let loaded = load(&checkpoint_path(dir.path(), &m.identity())).unwrap();
         assert_eq!(loaded.manifest, m);
         assert_eq!(
             loaded.records,
-            [chunk(0, 0), chunk(0, 1), Record::FileDone { file: 0 }, Record::FileDone { file: 1 }]
+            [
+                chunk(0, 0),
+                chunk(0, 1),
+                Record::FileDone { file: 0 },
+                Record::FileDone { file: 1 }
+            ]
         );
         let p = RecordedProgress::from_records(&m, &loaded.records);
         assert_eq!(p.done, [true, true]);
@@ -385,7 +400,13 @@ mod tests {
         let m = manifest();
         let p = RecordedProgress::from_records(
             &m,
-            &[chunk(0, 1), chunk(0, 0), chunk(0, 0), chunk(0, 7), Record::FileDone { file: 0 }],
+            &[
+                chunk(0, 1),
+                chunk(0, 0),
+                chunk(0, 0),
+                chunk(0, 7),
+                Record::FileDone { file: 0 },
+            ],
         );
         // Chunk 1 before 0 is a gap; the repeat of 0 is ignored; 7 is past
         // the file; the file is not done with only one of two chunks.

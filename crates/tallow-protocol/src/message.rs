@@ -255,7 +255,9 @@ impl ResumePoint {
         let f = (self.files_done as usize).min(manifest.files.len());
         let whole: u64 = manifest.files[..f].iter().map(|e| e.size).sum();
         let part = manifest.files.get(f).map_or(0, |e| {
-            (0..self.chunks_done).map(|i| manifest.chunk_len(e.size, i)).sum()
+            (0..self.chunks_done)
+                .map(|i| manifest.chunk_len(e.size, i))
+                .sum()
         });
         whole + part
     }

@@ -17,9 +17,11 @@
 //! refused, so nothing lands outside the output folder. Small files are made
 //! durable in batches (one `syncfs` per batch instead of one `fsync` per
 //! file) before they are renamed, so 10,000 small files do not cost 10,000
-//! disk flushes; large files are synced one by one. If the transfer fails,
-//! verified files stay, the file in progress stays as a partial file, and a
-//! partial that failed verification is deleted.
+//! disk flushes; large files are synced one by one. Every 16 MiB, and
+//! whenever files are renamed, what is durable is recorded in the
+//! checkpoint ([`crate::checkpoint`]) so an interrupted transfer resumes. If
+//! the transfer fails, verified files stay, the file in progress stays as a
+//! partial file, and a partial that failed verification is deleted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -35,12 +37,12 @@ use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::FRAME_HEADER_LEN;
 use tokio::sync::mpsc;
 
+use crate::checkpoint::{self, CheckpointLog, Record};
 use crate::limits::{Deadlines, SEND_QUEUE_FRAMES};
 use crate::manifest::{Manifest, Timestamp};
-use crate::checkpoint::{self, CheckpointLog, Record};
 use crate::message::{AbortKind, ChunkHeader, Message, ResumePoint};
-use crate::resume::{self, open_partial_nofollow, ResumePlan};
 use crate::path::PARTIAL_SUFFIX;
+use crate::resume::{self, open_partial_nofollow, ResumePlan};
 use crate::transport::{FrameSink, FrameSource};
 use crate::{Progress, Role, TransferError};
 
@@ -583,18 +585,30 @@ struct FileWriter {
 }
 
 impl FileWriter {
-    fn new(manifest: Arc<Manifest>, options: ReceiveOptions, plan: ResumePlan, log: CheckpointLog) -> Self {
+    fn new(
+        manifest: Arc<Manifest>,
+        options: ReceiveOptions,
+        plan: ResumePlan,
+        log: CheckpointLog,
+    ) -> Self {
         let mut merkle = MerkleBuilder::new();
         plan.leaves.iter().for_each(|l| merkle.push(*l));
         let point = plan.point;
         let resumed = plan.hasher.filter(|_| point.chunks_done > 0).map(|h| {
-            let size = manifest.files.get(point.files_done as usize).map_or(0, |f| f.size);
-            let len = (0..point.chunks_done).map(|i| manifest.chunk_len(size, i)).sum();
+            let size = manifest
+                .files
+                .get(point.files_done as usize)
+                .map_or(0, |f| f.size);
+            let len = (0..point.chunks_done)
+                .map(|i| manifest.chunk_len(size, i))
+                .sum();
             (len, h)
         });
         let counters = Arc::new(Counters::default());
         counters.bytes.store(plan.bytes, Ordering::Relaxed);
-        counters.files.store(point.files_done as usize, Ordering::Relaxed);
+        counters
+            .files
+            .store(point.files_done as usize, Ordering::Relaxed);
         FileWriter {
             manifest,
             options,
@@ -745,9 +759,15 @@ impl FileWriter {
         .map(|_| ())
     }
 
-    /// Make everything written so far durable, then record it.
+    /// Make everything written so far durable, record it, then rename the
+    /// batched files into place and record that. Records only ever describe
+    /// data already durable, and a file is renamed only after its chunks
+    /// are recorded, so an interruption at any point leaves a state the next
+    /// run can trust.
     fn checkpoint(&mut self) -> Result<(), TransferError> {
-        self.flush_batch()?;
+        if !self.batch.is_empty() {
+            sync_filesystem(&self.options.out_dir, &self.batch)?;
+        }
         if let Some(open) = &self.current {
             open.file
                 .sync_data()
@@ -756,6 +776,16 @@ impl FileWriter {
                     source,
                 })?;
         }
+        self.append_records()?;
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.place(&batch)?;
+        self.append_records()?;
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    fn append_records(&mut self) -> Result<(), TransferError> {
         if let Some(log) = &mut self.log {
             log.append(&self.records)
                 .map_err(|source| TransferError::WriteOutput {
@@ -764,7 +794,6 @@ impl FileWriter {
                 })?;
         }
         self.records.clear();
-        self.unsynced = 0;
         Ok(())
     }
 
@@ -807,28 +836,19 @@ impl FileWriter {
         if entry.size >= BATCH_FILE_LIMIT {
             open.file.sync_all().map_err(write_err)?;
             drop(open.file);
-            self.place(&[verified])?;
             self.checkpoint()?;
+            self.place(&[verified])?;
+            self.append_records()?;
         } else {
+            // Small files are made durable together, by the next checkpoint.
             drop(open.file);
             self.batch.push(verified);
             self.batch_bytes += entry.size;
             if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
-                self.flush_batch()?;
+                self.checkpoint()?;
             }
         }
         Ok(())
-    }
-
-    /// Make every batched file durable at once, then rename them.
-    fn flush_batch(&mut self) -> Result<(), TransferError> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        sync_filesystem(&self.options.out_dir, &self.batch)?;
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        self.place(&batch)
     }
 
     /// Rename durable, verified partials into place and sync their folders.
@@ -862,7 +882,7 @@ impl FileWriter {
     /// give folders their modes and times (deepest first, after their
     /// contents, so writing into them does not change the times again).
     fn complete(&mut self, merkle_root: &[u8; 32]) -> Result<(), TransferError> {
-        self.flush_batch()?;
+        self.checkpoint()?;
         if !bool::from(self.merkle.root().ct_eq(merkle_root)) {
             return Err(TransferError::MerkleRoot);
         }

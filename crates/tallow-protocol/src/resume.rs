@@ -131,14 +131,27 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool) -> ResumePlan {
         return plan;
     }
     let mut k = 0;
-    while k < manifest.files.len() && progress.done[k] {
+    while k < manifest.files.len() {
         let entry = &manifest.files[k];
-        let in_place = fs::symlink_metadata(out_dir.join(&entry.path))
+        let target = out_dir.join(&entry.path);
+        let in_place = fs::symlink_metadata(&target)
             .map(|m| m.is_file() && m.len() == entry.size)
             .unwrap_or(false);
-        if !in_place {
+        // Done, or renamed into place just before an interruption kept the
+        // "done" record from being written: every chunk durable, no partial
+        // left, and the file under its final name holds exactly those chunks.
+        let finished = in_place
+            && (progress.done[k]
+                || (progress.leaves[k].len() as u64 == manifest.chunk_count(entry.size)
+                    && fs::symlink_metadata(
+                        out_dir.join(format!("{}{PARTIAL_SUFFIX}", entry.path)),
+                    )
+                    .is_err()
+                    && matches_leaves(&target, manifest, k, &progress.leaves[k])));
+        if !finished {
             break;
         }
+        plan.ours.insert(entry.path.clone());
         plan.leaves.extend_from_slice(&progress.leaves[k]);
         k += 1;
     }
@@ -151,7 +164,9 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool) -> ResumePlan {
             for (chunk, recorded) in progress.leaves[k].iter().enumerate() {
                 let chunk = chunk as u64;
                 buf.resize(manifest.chunk_len(entry.size, chunk) as usize, 0);
-                if file.read_exact(&mut buf).is_err() || leaf_hash(k as u32, chunk, &buf) != *recorded {
+                if file.read_exact(&mut buf).is_err()
+                    || leaf_hash(k as u32, chunk, &buf) != *recorded
+                {
                     break;
                 }
                 hasher.update(&buf);
@@ -163,6 +178,20 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool) -> ResumePlan {
     }
     plan.bytes = plan.point.bytes(manifest);
     plan
+}
+
+/// Whether the file at `path` consists of chunks with exactly these leaves.
+fn matches_leaves(path: &Path, manifest: &Manifest, index: usize, leaves: &[[u8; 32]]) -> bool {
+    let Ok(mut file) = open_partial_nofollow(path, false) else {
+        return false;
+    };
+    let size = manifest.files[index].size;
+    let mut buf = Vec::new();
+    leaves.iter().enumerate().all(|(chunk, leaf)| {
+        let chunk = chunk as u64;
+        buf.resize(manifest.chunk_len(size, chunk) as usize, 0);
+        file.read_exact(&mut buf).is_ok() && leaf_hash(index as u32, chunk, &buf) == *leaf
+    })
 }
 
 #[cfg(test)]
@@ -181,7 +210,9 @@ mod tests {
     }
 
     fn data(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     /// A checkpoint where file `a` is done and 3 of 4 chunks of `b` are durable.
@@ -261,6 +292,30 @@ mod tests {
         fs::remove_file(dir.path().join("a")).unwrap();
         let p = plan(&m, dir.path(), true);
         assert_eq!(p.point, ResumePoint::default());
+    }
+
+    #[test]
+    fn a_file_renamed_just_before_the_crash_counts_as_done() {
+        let (dir, m, b) = setup();
+        // All four chunks of b durable and b renamed, but no "done" record.
+        fs::write(dir.path().join("b"), &b).unwrap();
+        fs::remove_file(dir.path().join("b.tallow-partial")).unwrap();
+        let path = checkpoint_path(dir.path(), &m.identity());
+        let mut log = checkpoint::load(&path).unwrap().records;
+        log.push(Record::Chunk {
+            file: 1,
+            chunk: 3,
+            leaf: leaf_hash(1, 3, &b[3 * 4096..]),
+        });
+        CheckpointLog::create(dir.path(), &m, &log).unwrap();
+        let p = plan(&m, dir.path(), true);
+        assert_eq!(p.point.files_done, 2);
+        assert!(p.is_ours("b"));
+        // Not if the file there is something else.
+        fs::write(dir.path().join("b"), vec![0u8; b.len()]).unwrap();
+        let p = plan(&m, dir.path(), true);
+        assert_eq!(p.point.files_done, 1);
+        assert!(!p.is_ours("b"));
     }
 
     #[test]

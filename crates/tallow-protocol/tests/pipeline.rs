@@ -83,7 +83,9 @@ fn write_file(dir: &Path, name: &str, size: usize) -> PathBuf {
 fn final_names(dir: &Path) -> Vec<String> {
     names(dir)
         .into_iter()
-        .filter(|n| !n.ends_with(tallow_protocol::path::PARTIAL_SUFFIX) && !n.starts_with(".tallow-"))
+        .filter(|n| {
+            !n.ends_with(tallow_protocol::path::PARTIAL_SUFFIX) && !n.starts_with(".tallow-")
+        })
         .collect()
 }
 
@@ -130,7 +132,8 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
         resume: true,
     };
     let mut completed = Vec::new();
-    offer.accept(&options, Default::default(), &d, &mut |p| {
+    offer
+        .accept(&options, Default::default(), &d, &mut |p| {
             if let tallow_protocol::Progress::FileComplete { index } = p {
                 completed.push(index)
             }
@@ -205,7 +208,11 @@ async fn hostile_sender(
         resume: true,
     };
     let result = match receive_offer(r_sink, r_source, &d).await {
-        Ok(offer) => offer.accept(&options, Default::default(), &d, &mut |_| {}).await,
+        Ok(offer) => {
+            offer
+                .accept(&options, Default::default(), &d, &mut |_| {})
+                .await
+        }
         Err(e) => Err(e),
     };
     (result, script.await.unwrap())
@@ -280,7 +287,11 @@ async fn wrong_file_hash_is_an_integrity_error_and_no_file_appears() {
         matches!(result, Err(TransferError::Integrity { ref path }) if path == "victim.bin"),
         "{result:?}"
     );
-    assert!(final_names(out.path()).is_empty(), "{:?}", names(out.path()));
+    assert!(
+        final_names(out.path()).is_empty(),
+        "{:?}",
+        names(out.path())
+    );
     // The sender was told why.
     let last = replies.last().unwrap();
     assert!(matches!(Message::decode(last), Ok(Message::Abort { .. })));
@@ -362,7 +373,9 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
         overwrite: false,
         resume: true,
     };
-    let result = offer.accept(&options, Default::default(), &d, &mut |_| {}).await;
+    let result = offer
+        .accept(&options, Default::default(), &d, &mut |_| {})
+        .await;
     assert!(matches!(
         result,
         Err(TransferError::Transport(TransportError::ReadTimeout {

@@ -56,7 +56,8 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     }
     let relay = args.client.relay()?.to_owned();
     let deadlines = args.client.deadlines();
-    let code = CodePhrase::parse(args.code.as_deref().unwrap_or_default()).context("invalid code")?;
+    let code =
+        CodePhrase::parse(args.code.as_deref().unwrap_or_default()).context("invalid code")?;
 
     let stream = connect_to_relay(&relay, Role::Receiver, code.room_id(), &deadlines, || {
         eprintln!("Waiting for the sender…");
@@ -171,7 +172,8 @@ fn partials(args: &ReceiveArgs) -> anyhow::Result<()> {
             eprintln!("No interrupted transfers in {}.", args.out.display());
         }
         for cp in &found {
-            let done = RecordedProgress::from_records(&cp.manifest, &cp.records).bytes(&cp.manifest);
+            let done =
+                RecordedProgress::from_records(&cp.manifest, &cp.records).bytes(&cp.manifest);
             let names: Vec<String> = cp
                 .manifest
                 .top_level_names()

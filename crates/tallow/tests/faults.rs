@@ -71,7 +71,8 @@ fn killing_the_sender_mid_transfer_ends_the_receiver_and_leaves_no_final_file() 
     assert!(took < Duration::from_secs(30), "ended in {took:?}");
     let left = list_dir(out.path());
     assert!(
-        !left.contains(&"big.bin".to_string()) && left.contains(&"big.bin.tallow-partial".to_string()),
+        !left.contains(&"big.bin".to_string())
+            && left.contains(&"big.bin.tallow-partial".to_string()),
         "no file under its final name; the unverified data stays a partial file: {left:?}"
     );
     drop(s);
