@@ -1,6 +1,9 @@
 //! Tallow's networking, with no knowledge of files.
 //!
 //! * [`relay_client`]: connect to a relay, join a room, wait to be paired.
+//! * [`lan`]: announcing and finding a sender on the local network.
+//! * [`session`]: trying every allowed route (LAN, relay) and keeping the
+//!   first that works.
 //! * [`handshake_io`]: run the sans-IO handshake of `tallow-protocol` over a
 //!   stream, with one deadline for the whole exchange.
 //! * [`channel`]: [`PeerChannel`], the encrypted framed channel that the
@@ -8,7 +11,9 @@
 
 pub mod channel;
 pub mod handshake_io;
+pub mod lan;
 pub mod relay_client;
+pub mod session;
 
 pub use channel::{ChannelReader, ChannelWriter, PeerChannel};
 pub use handshake_io::{handshake_as_receiver, handshake_as_sender};
@@ -75,12 +80,55 @@ pub enum NetError {
         /// The deadline.
         waited: Duration,
     },
+    /// No route was allowed (no relay, and LAN discovery off).
+    #[error("no way to reach the other side: pass --relay HOST:PORT (or set TALLOW_RELAY), or drop --no-lan")]
+    NoRoute,
+    /// The in-process relay could not start.
+    #[error("cannot listen for the receiver on this machine ({source}); pass --relay to use a relay instead")]
+    HostRelay {
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The discovery port could not be opened.
+    #[error("cannot listen for senders on the local network (UDP port {port}: {source}); set TALLOW_DISCOVERY_PORT or pass --relay")]
+    Discovery {
+        /// The UDP port.
+        port: u16,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No announcement for our room arrived in time.
+    #[error("no sender for this code found on the local network within {} s: is the sender running? on another network? pass --relay", .waited.as_secs())]
+    NotOnLan {
+        /// How long we listened.
+        waited: Duration,
+    },
     /// The handshake failed (wrong code, version, invalid key).
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
     /// The connection failed during the handshake.
     #[error(transparent)]
     Transport(#[from] TransportError),
+}
+
+impl NetError {
+    /// How much the error tells a user, to pick between two failed routes:
+    /// a handshake verdict (wrong code) beats a refusal, which beats a
+    /// timeout or an unreachable route.
+    fn rank(&self) -> u8 {
+        match self {
+            NetError::Handshake(_) => 5,
+            NetError::Refused(_) | NetError::NotARelay { .. } => 4,
+            NetError::Transport(_) | NetError::HandshakeTimeout { .. } => 3,
+            NetError::Connect { .. }
+            | NetError::ConnectTimeout { .. }
+            | NetError::RelayClosed { .. } => 2,
+            NetError::PairingTimeout { .. }
+            | NetError::HostRelay { .. }
+            | NetError::Discovery { .. } => 1,
+            NetError::NotOnLan { .. } | NetError::NoRoute => 0,
+        }
+    }
 }
 
 /// Map an I/O error to "the peer went away" where that is what it means.

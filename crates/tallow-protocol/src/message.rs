@@ -17,6 +17,7 @@ const TRANSFER_COMPLETE: u8 = 6;
 const DONE: u8 = 7;
 const ABORT: u8 = 8;
 const ACK: u8 = 9;
+const KEEP_ALIVE: u8 = 10;
 
 /// Chunk flag: `data` is a zstd frame of the chunk's plaintext.
 const FLAG_ZSTD: u8 = 1;
@@ -93,6 +94,9 @@ pub enum Message<'a> {
     },
     /// Receiver → sender: every file is verified and in place.
     Done,
+    /// Sender → receiver: still here (sent while the sender re-reads what
+    /// the receiver already has, which can take minutes).
+    KeepAlive,
     /// Receiver → sender: this many plaintext bytes have been written
     /// (cumulative; for the sender's window and progress).
     Ack {
@@ -152,6 +156,7 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(merkle_root);
             }
             Message::Done => out.push(DONE),
+            Message::KeepAlive => out.push(KEEP_ALIVE),
             Message::Ack { bytes } => {
                 out.push(ACK);
                 out.extend_from_slice(&bytes.to_be_bytes());
@@ -199,6 +204,7 @@ impl<'a> Message<'a> {
                 merkle_root: r.array("Merkle root")?,
             },
             DONE => Message::Done,
+            KEEP_ALIVE => Message::KeepAlive,
             ACK => Message::Ack {
                 bytes: r.u64("acknowledged bytes")?,
             },
@@ -222,6 +228,7 @@ impl<'a> Message<'a> {
             Message::FileEnd { .. } => "FileEnd",
             Message::TransferComplete { .. } => "TransferComplete",
             Message::Done => "Done",
+            Message::KeepAlive => "KeepAlive",
             Message::Ack { .. } => "Ack",
             Message::Abort { .. } => "Abort",
         }
@@ -343,6 +350,7 @@ mod tests {
                 merkle_root: [1; 32],
             },
             Message::Done,
+            Message::KeepAlive,
             Message::Ack { bytes: 1 << 33 },
             Message::Abort {
                 kind: AbortKind::Integrity,

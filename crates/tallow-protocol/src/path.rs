@@ -8,8 +8,13 @@
 
 use crate::limits::MAX_PATH_LEN;
 
-/// Longest single path component, in bytes (ext4, APFS and NTFS limits).
-pub const MAX_COMPONENT_LEN: usize = 255;
+/// Longest single path component, in bytes: 255 (ext4, APFS and NTFS
+/// limits) less room for the `.tallow-partial` suffix.
+pub const MAX_COMPONENT_LEN: usize = 240;
+
+/// Prefix of Tallow's own files in the output folder (checkpoints); no
+/// manifest path may use it, or a peer could plant one.
+pub const RESERVED_PREFIX: &str = ".tallow-";
 
 /// Suffix of a file being received; no manifest path may end with it.
 pub const PARTIAL_SUFFIX: &str = ".tallow-partial";
@@ -41,6 +46,9 @@ pub enum PathError {
     /// Ends with Tallow's partial-file suffix.
     #[error("path ends with the reserved suffix {PARTIAL_SUFFIX}")]
     ReservedSuffix,
+    /// Has a component starting with Tallow's reserved prefix.
+    #[error("path has a name starting with the reserved prefix {RESERVED_PREFIX}")]
+    ReservedPrefix,
 }
 
 /// Check one relative path from a manifest.
@@ -77,6 +85,9 @@ pub fn validate_relative_path(path: &str) -> Result<(), PathError> {
     }
     if path.ends_with(PARTIAL_SUFFIX) {
         return Err(PathError::ReservedSuffix);
+    }
+    if path.split('/').any(|c| c.starts_with(RESERVED_PREFIX)) {
+        return Err(PathError::ReservedPrefix);
     }
     Ok(())
 }
@@ -117,13 +128,19 @@ mod tests {
             ("a\nb", PathError::ControlCharacter),
             ("\u{1b}[31mred", PathError::ControlCharacter),
             ("x.tallow-partial", PathError::ReservedSuffix),
+            (".tallow-0123.checkpoint", PathError::ReservedPrefix),
+            ("a/.tallow-x", PathError::ReservedPrefix),
         ];
         for (path, want) in cases {
             assert_eq!(validate_relative_path(path), Err(want), "{path:?}");
         }
         assert_eq!(
-            validate_relative_path(&"a".repeat(256)),
+            validate_relative_path(&"a".repeat(MAX_COMPONENT_LEN + 1)),
             Err(PathError::TooLong)
+        );
+        assert_eq!(
+            validate_relative_path(&"a".repeat(MAX_COMPONENT_LEN)),
+            Ok(())
         );
         assert_eq!(
             validate_relative_path(&"a/".repeat(MAX_PATH_LEN)),

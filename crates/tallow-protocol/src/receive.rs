@@ -61,7 +61,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 struct Counters {
     /// Plaintext bytes written to partial files.
     bytes: AtomicU64,
-    /// Files verified and in place (in manifest order).
+    /// Files verified and in place (a count; batched small files may be
+    /// placed after a later large one).
     files: AtomicUsize,
 }
 
@@ -355,6 +356,11 @@ async fn send_acks<W: FrameSink>(
                 frame.resize(FRAME_HEADER_LEN, 0);
                 match result {
                     Ok(None) => {
+                        // A last ack first, so the sender's count ends at 100 %.
+                        Message::Ack { bytes: counters.bytes.load(Ordering::Relaxed) }.encode(&mut frame);
+                        writer.send_frame(&mut frame, idle).await?;
+                        frame.clear();
+                        frame.resize(FRAME_HEADER_LEN, 0);
                         Message::Done.encode(&mut frame);
                         return writer.send_frame(&mut frame, idle).await;
                     }
@@ -464,6 +470,7 @@ async fn stream<R: FrameSource>(
                 let _ = work.send(Work::Complete { merkle_root }).await;
                 return Ok(());
             }
+            Message::KeepAlive => continue,
             other => return Err(unexpected(other, "Chunk, FileEnd or TransferComplete")),
         };
         if work.send(item).await.is_err() {
@@ -635,20 +642,24 @@ impl FileWriter {
         pool: &std_mpsc::Sender<Vec<u8>>,
     ) -> Result<(), TransferError> {
         let result = self.write_all(&mut work, pool);
-        if result.is_err() {
-            // Files that verified are kept and put in place; the one in
-            // progress stays as a partial file (deleted if it failed to
-            // verify), and what is durable is recorded for the next run.
+        // Anything but a completed transfer (an error here, or the stream
+        // ending early because the network or the sender failed):
+        // Files that verified are kept and put in place; the one in
+        // progress stays as a partial file (deleted if it failed to
+        // verify), and what is durable is recorded for the next run.
+        if !matches!(result, Ok(true)) {
             let _ = self.checkpoint();
         }
-        result
+        result.map(|_| ())
     }
 
+    /// `Ok(true)` once the transfer completed, `Ok(false)` if the stream
+    /// ended before that (the caller has the reason).
     fn write_all(
         &mut self,
         work: &mut mpsc::Receiver<Work>,
         pool: &std_mpsc::Sender<Vec<u8>>,
-    ) -> Result<(), TransferError> {
+    ) -> Result<bool, TransferError> {
         while let Some(item) = work.blocking_recv() {
             match item {
                 Work::Chunk {
@@ -664,11 +675,10 @@ impl FileWriter {
                     self.open()?;
                     self.finish_file(&hash)?;
                 }
-                Work::Complete { merkle_root } => return self.complete(&merkle_root),
+                Work::Complete { merkle_root } => return self.complete(&merkle_root).map(|_| true),
             }
         }
-        // The stream ended early; the caller has the reason.
-        Ok(())
+        Ok(false)
     }
 
     fn write_chunk(
@@ -718,12 +728,6 @@ impl FileWriter {
             });
         }
         self.merkle.push(leaf);
-        self.records.push(Record::Chunk {
-            file: header.file,
-            chunk: header.index,
-            leaf,
-        });
-        self.unsynced += plain.len() as u64;
         // `plain` borrows self.plain or the frame; take the file separately.
         let open = open_partial(
             &mut self.current,
@@ -739,6 +743,12 @@ impl FileWriter {
                 source,
             })?;
         open.hasher.update(plain);
+        self.records.push(Record::Chunk {
+            file: header.file,
+            chunk: header.index,
+            leaf,
+        });
+        self.unsynced += plain.len() as u64;
         self.counters
             .bytes
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
@@ -886,7 +896,9 @@ impl FileWriter {
         if !bool::from(self.merkle.root().ct_eq(merkle_root)) {
             return Err(TransferError::MerkleRoot);
         }
-        for dir in self.manifest.dirs.iter().rev() {
+        let mut dirs: Vec<_> = self.manifest.dirs.iter().collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.path.matches('/').count()));
+        for dir in dirs {
             let path = self.options.out_dir.join(&dir.path);
             let set = || -> std::io::Result<()> {
                 if let Some(t) = Timestamp::to_system_time(dir.mtime) {

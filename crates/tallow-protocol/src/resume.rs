@@ -10,8 +10,9 @@
 //!
 //! A checkpoint for other versions of the same top-level names (the source
 //! changed size or mtime) is not used: the transfer starts over and the user
-//! is told. Files such a checkpoint, or this one, records as written by us
-//! may be replaced without `--overwrite`: they are our own earlier output.
+//! is told. Files this transfer's own checkpoint records as written may be
+//! replaced without `--overwrite` (they are its own earlier output); files an
+//! older version finished still need `--overwrite`.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -100,17 +101,9 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool) -> ResumePlan {
         if other.manifest.identity() == identity || other.manifest.top_level_names() != top {
             continue;
         }
+        // Files it finished stay protected: they may be someone else's
+        // transfer under the same names, so replacing them needs --overwrite.
         plan.source_changed = true;
-        let progress = RecordedProgress::from_records(&other.manifest, &other.records);
-        plan.ours.extend(
-            other
-                .manifest
-                .files
-                .iter()
-                .zip(&progress.done)
-                .filter(|(_, done)| **done)
-                .map(|(f, _)| f.path.clone()),
-        );
         plan.obsolete.push(other.path);
     }
     let path = checkpoint_path(out_dir, &identity);
@@ -325,7 +318,7 @@ mod tests {
         let p = plan(&m, dir.path(), true);
         assert_eq!(p.point, ResumePoint::default());
         assert!(p.source_changed);
-        assert!(p.is_ours("a"));
+        assert!(!p.is_ours("a"), "another version's output stays protected");
         assert_eq!(p.obsolete.len(), 1);
     }
 

@@ -32,6 +32,8 @@ use crate::source::SourceTree;
 use crate::transport::{FrameSink, FrameSource, TransportError};
 use crate::{Progress, Role, TransferError};
 
+/// While re-reading what the receiver has, a keepalive per this many bytes.
+const KEEPALIVE_BYTES: u64 = 256 * 1024 * 1024;
 /// Deadline for telling the peer why we stop.
 const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 /// zstd level: fast, and most of the gain on text and logs.
@@ -81,6 +83,8 @@ struct QueuedFrame {
     seq: u64,
     buf: Vec<u8>,
     data_len: u64,
+    /// `TransferComplete`: nothing follows.
+    last: bool,
 }
 
 /// A chunk for a compression worker: the frame as read, with the header
@@ -153,11 +157,20 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         done: resumed,
         total,
     });
+    let mut complete_sent = false;
     let streamed: Result<(), TransferError> = loop {
         let window_open = sent.saturating_sub(acked) <= options.window;
         tokio::select! {
             biased;
-            joined = &mut replies => break Err(early_reply(joined)),
+            joined = &mut replies => {
+                // Done after our last frame: the receiver was quicker than
+                // this loop at noticing the end.
+                if complete_sent && matches!(joined, Ok(Ok(()))) {
+                    progress(Progress::Bytes { done: total, total });
+                    return Ok(());
+                }
+                break Err(early_reply(joined));
+            }
             changed = acked_rx.changed() => {
                 if changed.is_ok() {
                     acked = *acked_rx.borrow_and_update();
@@ -175,10 +188,18 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                     }
                     next_seq += 1;
                     sent += frame.data_len;
+                    complete_sent |= frame.last;
                     // The reader thread may have finished; a closed pool is fine.
                     let _ = pool_tx.send(frame.buf);
                 }
                 if let Some(e) = failed {
+                    // A receiver that stopped (disk full, say) sends its
+                    // reason and closes; that reason beats "connection reset".
+                    if let Ok(Ok(Err(reason @ TransferError::PeerAborted { .. }))) =
+                        tokio::time::timeout(ABORT_NOTICE_TIMEOUT, &mut replies).await
+                    {
+                        break Err(reason);
+                    }
                     break Err(e.into());
                 }
             }
@@ -407,6 +428,7 @@ fn produce(
     };
     let mut merkle = MerkleBuilder::new();
     let mut skipped = Vec::new();
+    let mut skipped_bytes = 0u64;
     for (index, entry) in manifest.files.iter().enumerate() {
         let file_index = index as u32;
         let source = tree.source(index);
@@ -427,6 +449,29 @@ fn produce(
                 .map_err(|e| chunk_read_error(source, e))?;
             hasher.update(&skipped);
             merkle.push(leaf_hash(file_index, chunk_index, &skipped));
+            skipped_bytes += len as u64;
+            if skipped_bytes >= KEEPALIVE_BYTES {
+                // Re-reading a large resumed part takes time; keep the
+                // receiver from taking the silence for a stall.
+                skipped_bytes = 0;
+                let Some(buf) = take_buffer() else {
+                    return Ok(());
+                };
+                let mut buf = control_frame(buf);
+                Message::KeepAlive.encode(&mut buf);
+                let frame = QueuedFrame {
+                    seq: next_seq(),
+                    buf,
+                    data_len: 0,
+                    last: false,
+                };
+                if queue.blocking_send(frame).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if skip == chunks && chunks > 0 {
+            ensure_ended(&mut file, source)?;
         }
         if file_index < resume.files_done {
             continue;
@@ -458,6 +503,7 @@ fn produce(
                 seq: next_seq(),
                 buf,
                 data_len: len as u64,
+                last: false,
             };
             let job = CompressJob {
                 frame,
@@ -489,6 +535,7 @@ fn produce(
             seq: next_seq(),
             buf,
             data_len: 0,
+            last: false,
         };
         if queue.blocking_send(frame).is_err() {
             return Ok(());
@@ -506,6 +553,7 @@ fn produce(
         seq: next_seq(),
         buf,
         data_len: 0,
+        last: true,
     };
     let _ = queue.blocking_send(frame);
     if let Some(w) = workers {

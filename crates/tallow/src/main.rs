@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tallow_net::session::Route;
 use tallow_protocol::limits::Deadlines;
 
 #[derive(Parser)]
@@ -18,7 +19,7 @@ use tallow_protocol::limits::Deadlines;
     name = "tallow",
     version,
     about = "Send files between two machines, end-to-end encrypted with a short code phrase (post-quantum: ML-KEM-1024 + X25519, authenticated by SPAKE2).",
-    after_help = "Examples:\n  tallow relay --listen 0.0.0.0:9009\n  tallow send --relay relay.example.org:9009 report.pdf\n  tallow receive --relay relay.example.org:9009 1234-alpha-bravo-charlie"
+    after_help = "Examples:\n  tallow send report.pdf                      # same network: nothing to set up\n  tallow receive 1234-alpha-bravo-charlie\n  tallow relay --listen 0.0.0.0:9009           # for machines on different networks\n  tallow send --relay relay.example.org:9009 report.pdf"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,7 +29,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Offer files: prints a code phrase, waits for the receiver, sends.
-    #[command(after_help = "Example:\n  tallow send --relay 127.0.0.1:9009 photo.jpg notes.txt")]
+    #[command(
+        after_help = "Examples:\n  tallow send photo.jpg notes.txt\n  tallow send --relay relay.example.org:9009 ~/Pictures/holiday"
+    )]
     Send(send::SendArgs),
     /// Receive files offered with a code phrase.
     #[command(
@@ -43,9 +46,19 @@ enum Command {
 /// Options shared by `send` and `receive`.
 #[derive(Args, Debug, Clone)]
 struct ClientArgs {
-    /// Relay address, HOST:PORT.
+    /// Relay address, HOST:PORT. Without one, the two sides find each other
+    /// on the local network.
     #[arg(long, env = "TALLOW_RELAY", value_name = "HOST:PORT")]
     relay: Option<String>,
+    /// Do not announce or look for the other side on the local network.
+    #[arg(long, conflicts_with = "lan_only")]
+    no_lan: bool,
+    /// Use the local network only, never a relay.
+    #[arg(long)]
+    lan_only: bool,
+    /// UDP port for local-network announcements.
+    #[arg(long, env = "TALLOW_DISCOVERY_PORT", value_name = "PORT", default_value_t = tallow_net::lan::DEFAULT_DISCOVERY_PORT)]
+    discovery_port: u16,
     /// Show a short authentication string and ask to confirm it matches the
     /// other side's before any file data moves.
     #[arg(long)]
@@ -59,11 +72,21 @@ struct ClientArgs {
 }
 
 impl ClientArgs {
-    fn relay(&self) -> anyhow::Result<&str> {
-        self.relay.as_deref().ok_or_else(|| {
-            anyhow::anyhow!(
-                "no relay given: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)"
-            )
+    fn route(&self) -> anyhow::Result<Route> {
+        let relay = if self.lan_only {
+            None
+        } else {
+            self.relay.clone()
+        };
+        if relay.is_none() && self.no_lan {
+            anyhow::bail!(
+                "no relay given and --no-lan: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)"
+            );
+        }
+        Ok(Route {
+            relay,
+            lan: !self.no_lan,
+            discovery_port: self.discovery_port,
         })
     }
 
@@ -108,6 +131,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One route to the other side failed while another is still being tried.
+fn warn_route_failed(e: &tallow_net::NetError) {
+    eprintln!(
+        "warning: {}; still trying the other route",
+        progress::display_name(&e.to_string())
+    );
 }
 
 /// Ask a yes/no question on stderr and read the answer from stdin, within

@@ -7,16 +7,15 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Args;
 use tallow_crypto::CodePhrase;
-use tallow_net::{connect_to_relay, handshake_as_receiver};
+use tallow_net::session::open_as_receiver;
 use tallow_protocol::checkpoint::{self, RecordedProgress};
 use tallow_protocol::message::{AbortKind, Message};
 use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::receive::{peer_detail, receive_offer, ReceiveOptions};
 use tallow_protocol::transport::FrameSink;
-use tallow_protocol::Role;
 
 use crate::progress::{display_name, human_bytes, ProgressLine};
-use crate::{ask_yes_no, ClientArgs};
+use crate::{ask_yes_no, warn_route_failed, ClientArgs};
 
 /// Names listed in the offer summary before "and N more".
 const NAMES_SHOWN: usize = 10;
@@ -54,16 +53,22 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     if args.list_partial || args.clean_partial_older_than.is_some() {
         return partials(&args);
     }
-    let relay = args.client.relay()?.to_owned();
+    let route = args.client.route()?;
     let deadlines = args.client.deadlines();
     let code =
         CodePhrase::parse(args.code.as_deref().unwrap_or_default()).context("invalid code")?;
 
-    let stream = connect_to_relay(&relay, Role::Receiver, code.room_id(), &deadlines, || {
-        eprintln!("Waiting for the sender…");
-    })
+    if route.lan {
+        eprintln!("Looking for the sender…");
+    }
+    let mut channel = open_as_receiver(
+        &route,
+        &code,
+        &deadlines,
+        || eprintln!("Waiting for the sender…"),
+        &warn_route_failed,
+    )
     .await?;
-    let mut channel = handshake_as_receiver(stream, &code, &deadlines).await?;
     eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
 
     if args.client.verify {

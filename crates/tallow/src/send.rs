@@ -7,16 +7,15 @@ use clap::Args;
 use rand_core::OsRng;
 use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
-use tallow_net::{connect_to_relay, handshake_as_sender};
+use tallow_net::session::open_as_sender;
 use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
 use tallow_protocol::message::{AbortKind, Message};
 use tallow_protocol::send::{send_transfer, Compression, SendOptions};
 use tallow_protocol::source::SourceTree;
 use tallow_protocol::transport::FrameSink;
-use tallow_protocol::Role;
 
 use crate::progress::{display_name, human_bytes, ProgressLine};
-use crate::{ask_yes_no, ClientArgs};
+use crate::{ask_yes_no, warn_route_failed, ClientArgs};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -44,7 +43,7 @@ enum CompressArg {
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
-    let relay = args.client.relay()?.to_owned();
+    let route = args.client.route()?;
     let deadlines = args.client.deadlines();
     // Check every file before anything touches the network.
     let transfer = SourceTree::scan(&args.paths, DEFAULT_CHUNK_SIZE)?;
@@ -99,17 +98,22 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             code.as_str()
         );
     };
-    let mut shown = false;
-    let stream = connect_to_relay(&relay, Role::Sender, code.room_id(), &deadlines, || {
-        show_code();
-        shown = true;
-        eprintln!("Waiting for the receiver…");
-    })
+    let shown = std::sync::atomic::AtomicBool::new(false);
+    let (mut channel, _relay) = open_as_sender(
+        &route,
+        &code,
+        &deadlines,
+        || {
+            show_code();
+            shown.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("Waiting for the receiver…");
+        },
+        &warn_route_failed,
+    )
     .await?;
-    if !shown {
+    if !shown.load(std::sync::atomic::Ordering::Relaxed) {
         show_code();
     }
-    let mut channel = handshake_as_sender(stream, &code, &deadlines).await?;
     eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
 
     if args.client.verify {

@@ -167,6 +167,7 @@ fn verify_shows_the_same_string_on_both_sides() {
     };
     let s = spawn(vec![
         "send".into(),
+        "--no-lan".into(),
         "--relay".into(),
         relay.addr.clone(),
         "--code".into(),
@@ -176,6 +177,7 @@ fn verify_shows_the_same_string_on_both_sides() {
     ]);
     let r = spawn(vec![
         "receive".into(),
+        "--no-lan".into(),
         "--relay".into(),
         relay.addr.clone(),
         "--out".into(),
@@ -218,17 +220,29 @@ fn missing_or_unreachable_relay_and_bad_input_get_one_clear_sentence() {
     };
     let f = file.to_str().unwrap();
     let cases: [(&[&str], &[&str]); 4] = [
-        (&["send", f], &["--relay", "TALLOW_RELAY"]),
+        (&["send", "--no-lan", f], &["--relay", "TALLOW_RELAY"]),
         (
-            &["send", "--relay", "127.0.0.1:1", f],
+            &["send", "--no-lan", "--relay", "127.0.0.1:1", f],
             &["could not reach the relay"],
         ),
         (
-            &["send", "--relay", "127.0.0.1:1", "/nonexistent/file"],
+            &[
+                "send",
+                "--no-lan",
+                "--relay",
+                "127.0.0.1:1",
+                "/nonexistent/file",
+            ],
             &["/nonexistent/file"],
         ),
         (
-            &["receive", "--relay", "127.0.0.1:1", "not-a-code"],
+            &[
+                "receive",
+                "--no-lan",
+                "--relay",
+                "127.0.0.1:1",
+                "not-a-code",
+            ],
             &["must start with digits"],
         ),
     ];

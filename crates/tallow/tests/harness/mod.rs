@@ -134,20 +134,22 @@ impl Drop for Running {
     }
 }
 
-/// `tallow send --relay ADDR --code CODE PATHS… EXTRA…`
+/// `tallow send --relay ADDR --no-lan --code CODE PATHS… EXTRA…` (tests
+/// run in parallel: LAN discovery stays off unless a test turns it on with
+/// its own discovery port).
 pub fn sender(relay: &str, code: &str, paths: &[PathBuf], extra: &[&str]) -> Running {
     let mut cmd = tallow();
-    cmd.args(["send", "--relay", relay, "--code", code])
+    cmd.args(["send", "--relay", relay, "--no-lan", "--code", code])
         .args(extra)
         .args(paths)
         .stdin(Stdio::null());
     Running::spawn(cmd)
 }
 
-/// `tallow receive --relay ADDR --out OUT EXTRA… CODE`
+/// `tallow receive --relay ADDR --no-lan --out OUT EXTRA… CODE`
 pub fn receiver(relay: &str, code: &str, out: &Path, extra: &[&str]) -> Running {
     let mut cmd = tallow();
-    cmd.args(["receive", "--relay", relay, "--out"])
+    cmd.args(["receive", "--relay", relay, "--no-lan", "--out"])
         .arg(out)
         .args(extra)
         .arg(code)

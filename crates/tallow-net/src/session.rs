@@ -1,0 +1,183 @@
+//! Reaching the other side by every route allowed, and keeping the first
+//! that works.
+//!
+//! * Sender: with LAN discovery on (the default), it hosts a relay
+//!   in-process on an ephemeral port of every interface and announces it on
+//!   the local network; with a relay configured, it also joins that relay.
+//!   The first route on which a receiver shows up is used; the other is
+//!   dropped. With no relay configured this is the whole story: `tallow
+//!   send` works on a fresh machine with nothing set up.
+//! * Receiver: listens for the sender's announcement and, with a relay
+//!   configured, joins the relay at the same time; the first route whose
+//!   handshake completes is used.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tallow_crypto::CodePhrase;
+use tallow_protocol::limits::Deadlines;
+use tallow_protocol::Role;
+use tallow_relay::{RelayConfig, RelayServer};
+use tokio::task::JoinHandle;
+
+use crate::channel::PeerChannel;
+use crate::handshake_io::{handshake_as_receiver, handshake_as_sender};
+use crate::lan::{announce, discover};
+use crate::relay_client::connect_to_relay;
+use crate::NetError;
+
+/// Longest a receiver listens for a sender on the local network.
+pub const LAN_WAIT: Duration = Duration::from_secs(30);
+
+/// Which ways to reach the other side.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// A relay to join, `HOST:PORT`.
+    pub relay: Option<String>,
+    /// Announce (sender) or discover (receiver) on the local network.
+    pub lan: bool,
+    /// UDP port for announcements.
+    pub discovery_port: u16,
+}
+
+/// Tasks that must live as long as the transfer: the in-process relay the
+/// bytes flow through. Dropping it stops them.
+#[derive(Default)]
+pub struct SessionGuard {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The sender's side: returns the authenticated channel once a receiver
+/// has joined on some route and the handshake succeeded. `on_waiting` runs
+/// once, when the first route is ready and waiting for the receiver.
+pub async fn open_as_sender(
+    route: &Route,
+    code: &CodePhrase,
+    deadlines: &Deadlines,
+    on_waiting: impl FnOnce() + Send,
+    on_route_failed: &(dyn Fn(&NetError) + Sync),
+) -> Result<(PeerChannel, SessionGuard), NetError> {
+    let room = code.room_id();
+    let mut guard = SessionGuard::default();
+    let waiting = Mutex::new(Some(on_waiting));
+    let notify = || {
+        if let Some(f) = waiting.lock().ok().and_then(|mut w| w.take()) {
+            f();
+        }
+    };
+    let mut announcer = None;
+    let local = if route.lan {
+        let config = RelayConfig {
+            pair_timeout: deadlines.pairing,
+            ..RelayConfig::default()
+        };
+        let server = RelayServer::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), config)
+            .await
+            .map_err(|source| NetError::HostRelay { source })?;
+        let port = server
+            .local_addr()
+            .map_err(|source| NetError::HostRelay { source })?
+            .port();
+        guard.tasks.push(tokio::spawn(async move {
+            let _ = server.run().await;
+        }));
+        let discovery_port = route.discovery_port;
+        announcer = Some(tokio::spawn(async move {
+            let _ = announce(room, port, discovery_port).await;
+        }));
+        let addr = format!("127.0.0.1:{port}");
+        Some(async move { connect_to_relay(&addr, Role::Sender, room, deadlines, notify).await })
+    } else {
+        None
+    };
+    let remote = route.relay.as_ref().map(|addr| {
+        let addr = addr.clone();
+        async move { connect_to_relay(&addr, Role::Sender, room, deadlines, notify).await }
+    });
+    let stream = first_ok(local, remote, on_route_failed).await;
+    // Paired (or failed): stop announcing either way.
+    if let Some(a) = announcer {
+        a.abort();
+    }
+    let channel = handshake_as_sender(stream?, code, deadlines).await?;
+    Ok((channel, guard))
+}
+
+/// The receiver's side: returns the authenticated channel of the first
+/// route whose handshake completes.
+pub async fn open_as_receiver(
+    route: &Route,
+    code: &CodePhrase,
+    deadlines: &Deadlines,
+    on_waiting: impl FnOnce() + Send,
+    on_route_failed: &(dyn Fn(&NetError) + Sync),
+) -> Result<PeerChannel, NetError> {
+    let room = code.room_id();
+    let waiting = Mutex::new(Some(on_waiting));
+    let notify = || {
+        if let Some(f) = waiting.lock().ok().and_then(|mut w| w.take()) {
+            f();
+        }
+    };
+    let lan = route.lan.then(|| async {
+        let wait = LAN_WAIT.min(deadlines.pairing);
+        let addr = discover(room, route.discovery_port, wait).await?;
+        let stream =
+            connect_to_relay(&addr.to_string(), Role::Receiver, room, deadlines, || {}).await?;
+        handshake_as_receiver(stream, code, deadlines).await
+    });
+    let relay = route.relay.as_ref().map(|addr| async move {
+        let stream = connect_to_relay(addr, Role::Receiver, room, deadlines, notify).await?;
+        handshake_as_receiver(stream, code, deadlines).await
+    });
+    first_ok(lan, relay, on_route_failed).await
+}
+
+/// The first of up to two attempts to succeed; if both fail, the error that
+/// tells the user most. `on_failed` hears of a failure while the other
+/// attempt goes on.
+async fn first_ok<T>(
+    a: Option<impl Future<Output = Result<T, NetError>>>,
+    b: Option<impl Future<Output = Result<T, NetError>>>,
+    on_failed: &(dyn Fn(&NetError) + Sync),
+) -> Result<T, NetError> {
+    match (a, b) {
+        (Some(a), None) => a.await,
+        (None, Some(b)) => b.await,
+        (None, None) => Err(NetError::NoRoute),
+        (Some(a), Some(b)) => {
+            tokio::pin!(a, b);
+            let (mut a_err, mut b_err) = (None, None);
+            loop {
+                tokio::select! {
+                    r = &mut a, if a_err.is_none() => match r {
+                        Ok(v) => return Ok(v),
+                        Err(e) => a_err = Some(e),
+                    },
+                    r = &mut b, if b_err.is_none() => match r {
+                        Ok(v) => return Ok(v),
+                        Err(e) => b_err = Some(e),
+                    },
+                }
+                match (&a_err, &b_err) {
+                    (Some(x), Some(y)) => {
+                        let pick_a = x.rank() >= y.rank();
+                        return Err(if pick_a { a_err } else { b_err }.unwrap_or(NetError::NoRoute));
+                    }
+                    (Some(e), None) | (None, Some(e)) => on_failed(e),
+                    (None, None) => {}
+                }
+            }
+        }
+    }
+}
