@@ -129,7 +129,7 @@ pub async fn open_as_receiver(
             f();
         }
     };
-    let lan = route.lan.then(|| async {
+    let lan = route.lan.then_some(async {
         let wait = LAN_WAIT.min(deadlines.pairing);
         let addr = discover(room, route.discovery_port, wait).await?;
         let stream =
