@@ -74,9 +74,16 @@ fn broadcast_targets(port: u16) -> Vec<SocketAddr> {
     if let Ok(interfaces) = if_addrs::get_if_addrs() {
         for iface in interfaces {
             if let if_addrs::IfAddr::V4(v4) = iface.addr {
-                if let Some(b) = v4.broadcast {
+                if v4.is_loopback() {
+                    continue;
+                }
+                // The subnet's broadcast address, from the netmask: what the
+                // system lists is wrong for addresses set without `brd`
+                // (it repeats the address itself).
+                let subnet = Ipv4Addr::from(u32::from(v4.ip) | !u32::from(v4.netmask));
+                for b in [Some(subnet), v4.broadcast].into_iter().flatten() {
                     let t = SocketAddr::V4(SocketAddrV4::new(b, port));
-                    if !targets.contains(&t) {
+                    if b != v4.ip && !targets.contains(&t) {
                         targets.push(t);
                     }
                 }

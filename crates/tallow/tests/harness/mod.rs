@@ -20,6 +20,7 @@ pub const PROCESS_DEADLINE: Duration = Duration::from_secs(120);
 pub fn tallow() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallow"));
     cmd.env_remove("TALLOW_RELAY");
+    cmd.env_remove("TALLOW_DISCOVERY_PORT");
     cmd
 }
 

@@ -1,0 +1,194 @@
+//! Real processes with no relay configured: the sender hosts one and
+//! announces it on the local network; the receiver finds it.
+
+mod harness;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use harness::*;
+
+/// A discovery port of this test's own, so parallel tests never hear each
+/// other's announcements.
+fn discovery_port(offset: u16) -> String {
+    (20_000 + (std::process::id() % 20_000) as u16 + offset).to_string()
+}
+
+fn lan_sender(cmd_prefix: &[&str], code: &str, file: &Path, port: &str) -> Running {
+    let mut cmd = command(cmd_prefix);
+    cmd.args([
+        "send",
+        "--code",
+        code,
+        "--discovery-port",
+        port,
+        "--wait-timeout",
+        "60",
+    ])
+    .arg(file)
+    .stdin(Stdio::null());
+    Running::spawn(cmd)
+}
+
+fn lan_receiver(
+    cmd_prefix: &[&str],
+    code: &str,
+    out: &Path,
+    port: &str,
+    extra: &[&str],
+) -> Running {
+    let mut cmd = command(cmd_prefix);
+    cmd.args(["receive", "--yes", "--discovery-port", port, "--out"])
+        .arg(out)
+        .args(extra)
+        .arg(code)
+        .stdin(Stdio::null());
+    Running::spawn(cmd)
+}
+
+/// `tallow`, or `PREFIX… tallow` (e.g. `ip netns exec NS`).
+fn command(prefix: &[&str]) -> Command {
+    if prefix.is_empty() {
+        return tallow();
+    }
+    let mut cmd = Command::new(prefix[0]);
+    cmd.args(&prefix[1..])
+        .arg(env!("CARGO_BIN_EXE_tallow"))
+        .env_remove("TALLOW_RELAY")
+        .env_remove("TALLOW_DISCOVERY_PORT");
+    cmd
+}
+
+#[test]
+fn same_host_transfer_with_nothing_configured() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "photo.jpg", 3 << 20, 5);
+    let port = discovery_port(0);
+    let s = lan_sender(&[], "6161-abacus-zoom-yodel", &file, &port);
+    let r = lan_receiver(&[], "6161-abacus-zoom-yodel", out.path(), &port, &[]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(
+        s_status.success() && r_status.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
+    assert_same_file(&file, &out.path().join("photo.jpg"));
+}
+
+#[test]
+fn a_receiver_on_a_quiet_network_says_what_to_do() {
+    let out = tempfile::tempdir().unwrap();
+    let port = discovery_port(1);
+    let r = lan_receiver(
+        &[],
+        "6162-nobody-sends-this",
+        out.path(),
+        &port,
+        &["--lan-only", "--wait-timeout", "2"],
+    );
+    let (status, err, _) = r.finish_within(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(
+        err.contains("no sender for this code found on the local network within 2 s")
+            && err.contains("--relay"),
+        "{err}"
+    );
+}
+
+/// Runs `ip` with `args`; false if it failed.
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Two network namespaces joined by a veth pair; removed on drop.
+struct TwoHosts {
+    a: String,
+    b: String,
+}
+
+impl TwoHosts {
+    fn create() -> Option<TwoHosts> {
+        let id = std::process::id() % 10_000;
+        let hosts = TwoHosts {
+            a: format!("tallow-a-{id}"),
+            b: format!("tallow-b-{id}"),
+        };
+        let (va, vb) = (format!("tva{id}"), format!("tvb{id}"));
+        let net = format!("10.{}.{}", 100 + id / 250 % 100, id % 250);
+        let ok = ip(&["netns", "add", &hosts.a])
+            && ip(&["netns", "add", &hosts.b])
+            && ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
+            && ip(&["link", "set", &va, "netns", &hosts.a])
+            && ip(&["link", "set", &vb, "netns", &hosts.b])
+            && ip(&[
+                "-n",
+                &hosts.a,
+                "addr",
+                "add",
+                &format!("{net}.1/24"),
+                "dev",
+                &va,
+            ])
+            && ip(&[
+                "-n",
+                &hosts.b,
+                "addr",
+                "add",
+                &format!("{net}.2/24"),
+                "dev",
+                &vb,
+            ])
+            && ip(&["-n", &hosts.a, "link", "set", &va, "up"])
+            && ip(&["-n", &hosts.b, "link", "set", &vb, "up"])
+            && ip(&["-n", &hosts.a, "link", "set", "lo", "up"])
+            && ip(&["-n", &hosts.b, "link", "set", "lo", "up"]);
+        ok.then_some(hosts)
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.a]);
+        ip(&["netns", "del", &self.b]);
+    }
+}
+
+#[test]
+fn two_hosts_on_one_network_find_each_other() {
+    let Some(hosts) = TwoHosts::create() else {
+        eprintln!("SKIPPED two_hosts_on_one_network_find_each_other: needs root and `ip netns` (iproute2)");
+        return;
+    };
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "across.bin", 5 << 20, 9);
+    let port = discovery_port(2);
+    let s = lan_sender(
+        &["ip", "netns", "exec", &hosts.a],
+        "6163-abacus-zoom-yodel",
+        &file,
+        &port,
+    );
+    let r = lan_receiver(
+        &["ip", "netns", "exec", &hosts.b],
+        "6163-abacus-zoom-yodel",
+        out.path(),
+        &port,
+        &[],
+    );
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(
+        s_status.success() && r_status.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
+    assert_same_file(&file, &out.path().join("across.bin"));
+}
