@@ -20,7 +20,7 @@
 //! file-done record is written once the file is verified and renamed.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -188,46 +188,50 @@ pub struct Loaded {
 /// Read a checkpoint. `None` if it is missing, or its header is torn,
 /// corrupt or of another version: the transfer then starts over.
 pub fn load(path: &Path) -> Option<Loaded> {
-    let file = File::open(path).ok()?;
+    let mut file = File::open(path).ok()?;
     let modified = file.metadata().and_then(|m| m.modified()).ok()?;
-    let mut r = BufReader::new(file);
-    let mut fixed = [0u8; 8 + 1 + 32 + 4];
-    r.read_exact(&mut fixed).ok()?;
-    if &fixed[..8] != MAGIC || fixed[8] != VERSION {
-        return None;
-    }
-    let key: [u8; 32] = fixed[9..41].try_into().ok()?;
-    let len = u32::from_be_bytes(fixed[41..45].try_into().ok()?) as usize;
-    if len > crate::limits::MAX_FRAME_LEN {
-        return None;
-    }
-    let mut encoded = vec![0u8; len];
-    r.read_exact(&mut encoded).ok()?;
-    let mut stored_check = [0u8; CHECK_LEN];
-    r.read_exact(&mut stored_check).ok()?;
-    let mut header = fixed.to_vec();
-    header.extend_from_slice(&encoded);
-    if check(&key, &header) != stored_check {
-        return None;
-    }
-    let manifest = Manifest::decode(&mut WireReader::new(&encoded)).ok()?;
-    if manifest.identity() != key {
-        return None;
-    }
-    let mut records = Vec::new();
-    let mut buf = [0u8; RECORD_LEN];
-    while r.read_exact(&mut buf).is_ok() {
-        match Record::decode(&buf, &key) {
-            Some(rec) => records.push(rec),
-            None => break,
-        }
-    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let (manifest, records) = parse(&bytes)?;
     Some(Loaded {
         manifest,
         records,
         modified,
         path: path.to_path_buf(),
     })
+}
+
+/// Parse checkpoint bytes: the manifest and every intact record before the
+/// first torn or corrupt one. `None` if the header does not check out.
+pub fn parse(bytes: &[u8]) -> Option<(Manifest, Vec<Record>)> {
+    let mut r = WireReader::new(bytes);
+    if r.bytes(8, "magic").ok()? != MAGIC || r.u8("version").ok()? != VERSION {
+        return None;
+    }
+    let key: [u8; 32] = r.array("identity").ok()?;
+    let len = r.u32("manifest length").ok()? as usize;
+    if len > crate::limits::MAX_FRAME_LEN {
+        return None;
+    }
+    let encoded = r.bytes(len, "manifest").ok()?;
+    let header_len = bytes.len() - r.remaining();
+    let stored_check = r.bytes(CHECK_LEN, "header check").ok()?;
+    if check(&key, &bytes[..header_len]) != stored_check {
+        return None;
+    }
+    let manifest = Manifest::decode(&mut WireReader::new(encoded)).ok()?;
+    if manifest.identity() != key {
+        return None;
+    }
+    let records = r
+        .rest()
+        .chunks_exact(RECORD_LEN)
+        .map_while(|chunk| {
+            let chunk: &[u8; RECORD_LEN] = chunk.try_into().ok()?;
+            Record::decode(chunk, &key)
+        })
+        .collect();
+    Some((manifest, records))
 }
 
 /// Every readable checkpoint in `out_dir`.

@@ -606,9 +606,10 @@ impl FileWriter {
                 .files
                 .get(point.files_done as usize)
                 .map_or(0, |f| f.size);
-            let len = (0..point.chunks_done)
-                .map(|i| manifest.chunk_len(size, i))
-                .sum();
+            let len = point
+                .chunks_done
+                .saturating_mul(u64::from(manifest.chunk_size))
+                .min(size);
             (len, h)
         });
         let counters = Arc::new(Counters::default());
