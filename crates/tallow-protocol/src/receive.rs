@@ -252,6 +252,14 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
                 _ => {}
             }
         };
+        let result = result.map_err(|e| match e {
+            TransferError::WriteOutput { path, source }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                TransferError::DiskFull { path }
+            }
+            other => other,
+        });
         let _ = outcome_tx.send(match &result {
             Ok(()) => None,
             Err(e) if e.should_notify_peer() => {
@@ -318,6 +326,19 @@ fn check_destination(
             if !meta.is_dir() {
                 return Err(TransferError::UnsafeDestination { path: target });
             }
+        }
+    }
+    // Bytes still to come must fit (an offer of 2^63 bytes is refused here,
+    // before anything is written).
+    let needed = manifest.total_size().saturating_sub(plan.bytes);
+    if let Ok(stat) = rustix::fs::statvfs(&options.out_dir) {
+        let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if needed > available {
+            return Err(TransferError::NoSpace {
+                needed,
+                available,
+                dir: options.out_dir.clone(),
+            });
         }
     }
     for entry in &manifest.files {

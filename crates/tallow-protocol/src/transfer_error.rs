@@ -71,6 +71,22 @@ pub enum TransferError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The disk filled up while writing.
+    #[error("the disk is full (writing {}): free some space and run the transfer again; what is already here is kept and will not be sent again", .path.display())]
+    DiskFull {
+        /// What was being written.
+        path: PathBuf,
+    },
+    /// The offer does not fit in the free space of the output folder.
+    #[error("the offer needs {} but only {} is free in {}; free some space or choose another folder with --out", crate::human_bytes(*.needed), crate::human_bytes(*.available), .dir.display())]
+    NoSpace {
+        /// Bytes still to write.
+        needed: u64,
+        /// Bytes free for us.
+        available: u64,
+        /// The output folder.
+        dir: PathBuf,
+    },
     /// A file with the same name is already in the output folder.
     #[error("{} already exists; pass --overwrite to replace it, or choose another folder with --out", .path.display())]
     DestinationExists {

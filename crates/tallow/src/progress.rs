@@ -96,21 +96,7 @@ impl ProgressLine {
     }
 }
 
-/// `1536` → `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use tallow_protocol::human_bytes;
 
 /// A name from a peer, safe to print: anything that is not a visible
 /// character (controls, bidirectional overrides, zero-width marks) is shown
@@ -133,14 +119,6 @@ pub fn display_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_naturally() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(10 * 1024 * 1024), "10.0 MiB");
-    }
 
     #[test]
     fn names_with_bidi_or_escapes_are_shown_escaped() {
