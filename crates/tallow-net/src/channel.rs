@@ -201,6 +201,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_frame_limit_holds_at_the_boundary() {
+        for (len, too_large) in [(MAX_FRAME_LEN, false), (MAX_FRAME_LEN + 1, true)] {
+            let (mut raw, b) = tokio::io::duplex(1 << 16);
+            let mut r = ChannelReader::new(
+                b,
+                FrameOpener::new(&[1; 32]),
+                Role::Sender,
+                Duration::from_secs(5),
+            );
+            let feed = tokio::spawn(async move {
+                raw.write_all(&(len as u32).to_be_bytes()).await?;
+                if !too_large {
+                    raw.write_all(&vec![0u8; len]).await?;
+                }
+                Ok::<_, std::io::Error>(raw)
+            });
+            let mut buf = Vec::new();
+            let err = r
+                .recv_frame(&mut buf, Some(Duration::from_secs(5)))
+                .await
+                .unwrap_err();
+            // At the limit the frame is read and fails authentication; one
+            // byte more is refused from the length alone.
+            assert_eq!(
+                matches!(err, TransportError::FrameTooLarge { .. }),
+                too_large,
+                "{len}: {err}"
+            );
+            let _ = feed.await;
+        }
+    }
+
+    #[tokio::test]
     async fn oversize_length_is_refused_before_allocating() {
         let (mut raw, b) = tokio::io::duplex(64);
         let mut r = ChannelReader::new(

@@ -225,6 +225,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_handshake_message_limit_holds_at_the_boundary() {
+        // At the limit: read, then refused as malformed (wrong content).
+        let (mut a, b) = connected().await;
+        let mut msg = (MAX_HANDSHAKE_MESSAGE as u32).to_be_bytes().to_vec();
+        msg.extend_from_slice(&vec![1u8; MAX_HANDSHAKE_MESSAGE]);
+        a.write_all(&msg).await.unwrap();
+        let d = Deadlines::default();
+        let err = handshake_as_receiver(b, &code("5-a-b-c"), &d).await.err();
+        assert!(
+            matches!(
+                err,
+                Some(NetError::Handshake(HandshakeError::Malformed(
+                    DecodeError::TrailingBytes(_)
+                )))
+            ),
+            "{err:?}"
+        );
+        // One byte more: refused from the length alone.
+        let (mut a, b) = connected().await;
+        a.write_all(&((MAX_HANDSHAKE_MESSAGE + 1) as u32).to_be_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(
+            handshake_as_receiver(b, &code("5-a-b-c"), &d).await.err(),
+            Some(NetError::Handshake(HandshakeError::Malformed(
+                DecodeError::TooLarge { .. }
+            )))
+        ));
+    }
+
+    #[tokio::test]
     async fn oversize_handshake_message_is_refused() {
         let (mut a, b) = connected().await;
         a.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();

@@ -477,4 +477,44 @@ mod tests {
             Err(ManifestError::UnsafePath { .. })
         ));
     }
+
+    #[test]
+    fn entry_count_and_path_length_limits_hold_at_the_boundary() {
+        use crate::limits::MAX_PATH_LEN;
+        let mut m = Manifest {
+            chunk_size: MIN_CHUNK_SIZE,
+            dirs: vec![],
+            files: (0..MAX_MANIFEST_ENTRIES)
+                .map(|i| FileEntry {
+                    path: format!("f{i}"),
+                    size: 0,
+                    mode: 0o644,
+                    mtime: Timestamp::default(),
+                })
+                .collect(),
+        };
+        assert_eq!(m.validate(), Ok(()));
+        m.dirs.push(DirEntry {
+            path: "one-too-many".into(),
+            mode: 0o755,
+            mtime: Timestamp::default(),
+        });
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::Decode(DecodeError::TooLarge { .. }))
+        ));
+
+        let long = |len: usize| {
+            let mut p = "a/".repeat(len / 2);
+            p.truncate(len - 1);
+            p.push('z');
+            p
+        };
+        assert_eq!(long(MAX_PATH_LEN).len(), MAX_PATH_LEN);
+        assert!(manifest(&[&long(MAX_PATH_LEN)]).validate().is_ok());
+        assert!(matches!(
+            manifest(&[&long(MAX_PATH_LEN + 1)]).validate(),
+            Err(ManifestError::UnsafePath { .. })
+        ));
+    }
 }

@@ -254,6 +254,75 @@ pub struct HopBehaviour {
     /// Flip the lowest bit of the byte at this offset of the first
     /// connection's client-to-server stream.
     pub flip_at: Option<u64>,
+    /// Further damage to the first connection's client-to-server stream.
+    pub tamper: Option<Tamper>,
+}
+
+/// Damage a hostile relay or network can do to a byte stream; offsets
+/// count bytes of the first connection's client-to-server direction.
+#[derive(Clone, Copy, Debug)]
+pub enum Tamper {
+    /// Set the byte at `at` to `value`.
+    Set { at: u64, value: u8 },
+    /// Insert one extra byte before `at`.
+    Insert { at: u64 },
+    /// Forward up to `at`, then close both sides (truncation mid-stream).
+    Cut { at: u64 },
+    /// Forward up to `at`, then reset both connections.
+    Reset { at: u64 },
+    /// Once `to` is reached, send bytes `from..to` again (replay).
+    Replay { from: u64, to: u64 },
+    /// Hold `at..at+len` back and send it after the next `len` bytes.
+    Reorder { at: u64, len: u64 },
+}
+
+/// Applies a [`Tamper`] to a stream, a chunk at a time.
+struct Tamperer {
+    tamper: Tamper,
+    offset: u64,
+    kept: Vec<u8>,
+    held: Vec<u8>,
+}
+
+impl Tamperer {
+    /// The bytes to forward for `input`, and `Some(reset)` if the
+    /// connection must end after them.
+    fn apply(&mut self, input: &[u8]) -> (Vec<u8>, Option<bool>) {
+        let mut out = Vec::with_capacity(input.len() + 1);
+        for &byte in input {
+            let at = self.offset;
+            self.offset += 1;
+            match self.tamper {
+                Tamper::Set { at: t, value } if t == at => out.push(value),
+                Tamper::Insert { at: t } if t == at => {
+                    out.push(0x42);
+                    out.push(byte);
+                }
+                Tamper::Cut { at: t } if at >= t => return (out, Some(false)),
+                Tamper::Reset { at: t } if at >= t => return (out, Some(true)),
+                Tamper::Replay { from, to } => {
+                    out.push(byte);
+                    if (from..to).contains(&at) {
+                        self.kept.push(byte);
+                    }
+                    if at + 1 == to {
+                        out.extend_from_slice(&self.kept);
+                    }
+                }
+                Tamper::Reorder { at: t, len } if (t..t + len).contains(&at) => {
+                    self.held.push(byte)
+                }
+                Tamper::Reorder { at: t, len } => {
+                    out.push(byte);
+                    if at + 1 == t + 2 * len {
+                        out.append(&mut self.held);
+                    }
+                }
+                _ => out.push(byte),
+            }
+        }
+        (out, None)
+    }
 }
 
 /// One forwarded read: when, which way (`true` = client to server), how many bytes.
@@ -295,13 +364,11 @@ impl Hop {
                     (server, client, false),
                 ];
                 for (from, to, upstream) in directions {
-                    let flip = if upstream && n == 0 {
-                        behaviour.flip_at
-                    } else {
-                        None
-                    };
+                    let first_up = upstream && n == 0;
+                    let flip = if first_up { behaviour.flip_at } else { None };
+                    let tamper = if first_up { behaviour.tamper } else { None };
                     let (b, e, delay) = (b.clone(), e.clone(), behaviour.delay);
-                    thread::spawn(move || pump(from, to, upstream, delay, flip, b, e));
+                    thread::spawn(move || pump(from, to, upstream, delay, flip, tamper, b, e));
                 }
             }
         });
@@ -313,15 +380,27 @@ impl Hop {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pump(
     mut from: std::net::TcpStream,
     mut to: std::net::TcpStream,
     upstream: bool,
     delay: Duration,
     flip_at: Option<u64>,
+    tamper: Option<Tamper>,
     bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     events: std::sync::Arc<std::sync::Mutex<Vec<HopEvent>>>,
 ) {
+    let mut tamperer = tamper.map(|tamper| Tamperer {
+        tamper,
+        offset: 0,
+        kept: Vec::new(),
+        held: Vec::new(),
+    });
+    let ends = (
+        from.try_clone().expect("clone"),
+        to.try_clone().expect("clone"),
+    );
     // A reader thread timestamps data; this thread releases it `delay`
     // later, so latency is added without limiting bandwidth.
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
@@ -340,10 +419,27 @@ fn pump(
                 }
             }
             offset += n as u64;
+            let mut end = None;
+            if let Some(t) = tamperer.as_mut() {
+                let (out, stop) = t.apply(&chunk);
+                chunk = out;
+                end = stop;
+            }
             let now = Instant::now();
             events.lock().expect("events").push((now, upstream, n));
             bytes.lock().expect("bytes").extend_from_slice(&chunk);
             if tx.send((now + delay, chunk)).is_err() {
+                break;
+            }
+            if let Some(reset) = end {
+                // Let the last bytes go out, then end both connections.
+                thread::sleep(Duration::from_millis(50) + delay);
+                for s in [&ends.0, &ends.1] {
+                    if reset {
+                        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+                    }
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
                 break;
             }
         }
