@@ -195,6 +195,40 @@ impl CodePhrase {
     }
 }
 
+impl CodePhrase {
+    /// Words of the phrase that are not on the list but are one or two
+    /// edits from a word that is, with that word: likely typos.
+    pub fn suggestions(&self) -> Vec<(String, &'static str)> {
+        self.words()
+            .into_iter()
+            .filter(|w| !wordlist::contains(w))
+            .filter_map(|w| {
+                let (best, distance) = wordlist()
+                    .iter()
+                    .map(|candidate| (*candidate, edit_distance(w, candidate)))
+                    .min_by_key(|(_, d)| *d)?;
+                (distance <= 2 && distance < w.len()).then(|| (w.to_owned(), best))
+            })
+            .collect()
+    }
+}
+
+/// Levenshtein distance between two short ASCII words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 impl std::fmt::Debug for CodePhrase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CodePhrase({}-…)", self.nameplate())
@@ -281,6 +315,17 @@ mod tests {
         assert!(!CodePhrase::parse("7-qwertyuiopasdfghjklzxcvb")
             .unwrap()
             .is_weaker_than_generated());
+    }
+
+    #[test]
+    fn typos_get_the_nearest_list_word() {
+        let code = CodePhrase::parse("12-abacsu-zoom-qqqqqqqqqq").unwrap();
+        assert_eq!(code.suggestions(), [("abacsu".to_string(), "abacus")]);
+        assert!(CodePhrase::parse("12-abacus-zoom")
+            .unwrap()
+            .suggestions()
+            .is_empty());
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! progress and turns errors into one sentence and an exit status. The
 //! protocol itself lives in the library crates.
 
+mod exit;
 mod progress;
 mod receive;
 mod relay;
@@ -10,7 +11,7 @@ mod send;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tallow_net::session::Route;
 use tallow_protocol::limits::Deadlines;
 
@@ -41,6 +42,17 @@ enum Command {
     /// Run a relay that pairs senders and receivers (it never sees plaintext).
     #[command(after_help = "Example:\n  tallow relay --listen 0.0.0.0:9009")]
     Relay(relay::RelayArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  tallow completions bash > ~/.local/share/bash-completion/completions/tallow"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    #[command(after_help = "Example:\n  tallow man > tallow.1 && man ./tallow.1")]
+    Man,
 }
 
 /// Options shared by `send` and `receive`.
@@ -79,9 +91,10 @@ impl ClientArgs {
             self.relay.clone()
         };
         if relay.is_none() && self.no_lan {
-            anyhow::bail!(
-                "no relay given and --no-lan: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)"
-            );
+            return Err(exit::UsageError(
+                "no relay given and --no-lan: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)",
+            )
+            .into());
         }
         Ok(Route {
             relay,
@@ -103,6 +116,28 @@ impl ClientArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "tallow",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(Cli::command());
+            return match page.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tallow: cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,6 +153,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Receive(args) => receive::run(args).await,
             Command::Relay(args) => relay::run(args).await,
+            Command::Completions { .. } | Command::Man => Ok(()),
         }
     });
     // Blocking reader threads may still sit on stdin; don't wait for them.
@@ -128,7 +164,7 @@ fn main() -> ExitCode {
             // Messages can quote a peer or a relay: never let them drive
             // the terminal.
             eprintln!("tallow: {}", progress::display_name(&format!("{e:#}")));
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_for(&e))
         }
     }
 }

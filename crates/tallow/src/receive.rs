@@ -22,8 +22,10 @@ const NAMES_SHOWN: usize = 10;
 
 #[derive(Args)]
 pub struct ReceiveArgs {
-    /// The code phrase the sender shows, e.g. 4821-alpha-bravo-charlie.
-    #[arg(value_name = "CODE", required_unless_present_any = ["list_partial", "clean_partial_older_than"])]
+    /// The code phrase the sender shows, e.g. 4821-alpha-bravo-charlie
+    /// (dashes or spaces, any case). Left out: read from TALLOW_CODE, or
+    /// asked for without echo, so it stays out of the process list.
+    #[arg(value_name = "CODE")]
     code: Option<String>,
     /// Folder to write into (created if missing).
     #[arg(long, short, value_name = "DIR", default_value = ".")]
@@ -55,8 +57,22 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     }
     let route = args.client.route()?;
     let deadlines = args.client.deadlines();
-    let code =
-        CodePhrase::parse(args.code.as_deref().unwrap_or_default()).context("invalid code")?;
+    let typed = match args
+        .code
+        .clone()
+        .or_else(|| std::env::var("TALLOW_CODE").ok())
+    {
+        Some(code) => code,
+        None if std::io::stdin().is_terminal() => read_hidden("Code: ")?,
+        None => return Err(crate::exit::UsageError(
+            "no code: pass it as an argument, set TALLOW_CODE, or run in a terminal to be asked",
+        )
+        .into()),
+    };
+    let code = CodePhrase::parse(&typed).context("invalid code")?;
+    for (typo, word) in code.suggestions() {
+        eprintln!("warning: {typo:?} is not in the word list; did you mean {word:?}? (trying the code as typed)");
+    }
 
     if route.lan {
         eprintln!("Looking for the sender…");
@@ -216,4 +232,23 @@ fn partials(args: &ReceiveArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Read a line from the terminal without echoing it.
+fn read_hidden(prompt: &str) -> anyhow::Result<String> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    use std::io::Write;
+    let stdin = std::io::stdin();
+    let original = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+    let mut quiet = original.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("cannot turn off echo")?;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    let _ = tcsetattr(&stdin, OptionalActions::Now, &original);
+    eprintln!();
+    read.context("cannot read the code")?;
+    Ok(line.trim().to_owned())
 }

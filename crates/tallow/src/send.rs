@@ -28,9 +28,13 @@ pub struct SendArgs {
     #[arg(long, value_name = "MODE", default_value = "auto")]
     compress: CompressArg,
     /// Use this code phrase instead of a random one: digits, then words
-    /// (e.g. 4821-alpha-bravo-charlie). Weak phrases get a warning.
-    #[arg(long, value_name = "CODE")]
+    /// (e.g. 4821-alpha-bravo-charlie). Weak phrases get a warning. Also
+    /// read from TALLOW_CODE, which keeps it out of the process list.
+    #[arg(long, value_name = "CODE", env = "TALLOW_CODE", hide_env_values = true)]
     code: Option<String>,
+    /// Words in a generated code (3-8; each adds 12.9 bits).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=8), conflicts_with = "code")]
+    words: u8,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -73,7 +77,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             }
             code
         }
-        None => CodePhrase::generate(&mut OsRng, DEFAULT_WORDS),
+        None => CodePhrase::generate(&mut OsRng, usize::from(args.words)),
     };
 
     let manifest = transfer.manifest();

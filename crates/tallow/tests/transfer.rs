@@ -295,3 +295,131 @@ fn help_shows_examples_for_every_command() {
         );
     }
 }
+
+#[test]
+fn exit_codes_tell_failures_apart() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let files = vec![random_file(src.path(), "e.bin", 100, 1)];
+
+    // 3: wrong code, on both sides.
+    let s = sender(&relay.addr, "5555-abacus-zoom-yodel", &files, &[]);
+    let r = receiver(
+        &relay.addr,
+        "5555-abacus-zoom-zebra",
+        out.path(),
+        &["--yes"],
+    );
+    assert_eq!(r.finish().0.code(), Some(3));
+    assert_eq!(s.finish().0.code(), Some(3));
+
+    // 6 on the receiver (the file exists), 5 on the sender (declined).
+    std::fs::write(out.path().join("e.bin"), b"mine").unwrap();
+    let ((s, _), (r, _)) = transfer(&relay.addr, CODE, &files, out.path(), &["--yes"]);
+    assert_eq!(r.code(), Some(6));
+    assert_eq!(s.code(), Some(5));
+
+    let run = |args: &[&str]| {
+        tallow()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let f = files[0].to_str().unwrap();
+    // 7: the relay cannot be reached.
+    assert_eq!(
+        run(&["send", "--no-lan", "--relay", "127.0.0.1:1", f]),
+        Some(7)
+    );
+    // 2: usage: no route at all, a malformed code, unknown flag.
+    assert_eq!(run(&["send", "--no-lan", f]), Some(2));
+    assert_eq!(
+        run(&[
+            "receive",
+            "--no-lan",
+            "--relay",
+            "127.0.0.1:1",
+            "words-only"
+        ]),
+        Some(2)
+    );
+    assert_eq!(run(&["send", "--frobnicate"]), Some(2));
+}
+
+#[test]
+fn the_code_can_come_from_the_environment_and_typos_are_pointed_out() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "env.bin", 1000, 1);
+    let mut s = tallow();
+    s.args(["send", "--no-lan", "--relay", &relay.addr])
+        .arg(&file)
+        .env("TALLOW_CODE", "6789-abacus-zoom-yodel")
+        .stdin(Stdio::null());
+    let s = Running::spawn(s);
+    let mut r = tallow();
+    r.args([
+        "receive",
+        "--no-lan",
+        "--yes",
+        "--relay",
+        &relay.addr,
+        "--out",
+    ])
+    .arg(out.path())
+    .env("TALLOW_CODE", "6789 ABACUS zoom yodel")
+    .stdin(Stdio::null());
+    let (r_status, r_err) = Running::spawn(r).finish();
+    let (s_status, s_err) = s.finish();
+    assert!(
+        s_status.success() && r_status.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
+    assert!(!s_err.contains("abacus") || s_err.contains("Code: 6789-abacus-zoom-yodel"));
+    assert_same_file(&file, &out.path().join("env.bin"));
+
+    let typo = tallow()
+        .args([
+            "receive",
+            "--no-lan",
+            "--relay",
+            "127.0.0.1:1",
+            "6789-abacsu-zoom-yodel",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(err.contains("did you mean \"abacus\""), "{err}");
+}
+
+#[test]
+fn longer_codes_completions_and_the_manual_page() {
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "w.bin", 10, 1);
+    let relay = Relay::start(&["--pair-timeout", "1"]);
+    let out = tallow()
+        .args(["send", "--no-lan", "--words", "6", "--relay", &relay.addr])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let code = err
+        .lines()
+        .find_map(|l| l.strip_prefix("Code: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(code.split('-').count(), 7, "{code}");
+
+    for shell in ["bash", "zsh", "fish"] {
+        let out = tallow().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("receive"));
+    }
+    let man = tallow().arg("man").output().unwrap();
+    assert!(man.status.success() && String::from_utf8_lossy(&man.stdout).contains(".TH tallow"));
+}

@@ -21,6 +21,7 @@ pub fn tallow() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallow"));
     cmd.env_remove("TALLOW_RELAY");
     cmd.env_remove("TALLOW_DISCOVERY_PORT");
+    cmd.env_remove("TALLOW_CODE");
     cmd
 }
 

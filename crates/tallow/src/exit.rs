@@ -1,0 +1,95 @@
+//! Exit statuses, so scripts can tell failures apart. `docs/exit-codes.md`
+//! is the table users read; keep them in step.
+
+use tallow_net::NetError;
+use tallow_protocol::handshake::HandshakeError;
+use tallow_protocol::message::AbortKind;
+use tallow_protocol::transport::TransportError;
+use tallow_protocol::TransferError;
+
+// 0: everything arrived and verified.
+/// Anything not listed below.
+pub const OTHER: u8 = 1;
+/// Bad arguments (clap exits with this too).
+pub const USAGE: u8 = 2;
+/// Wrong code, failed key confirmation, or an invalid key: nothing was sent.
+pub const AUTH: u8 = 3;
+/// Data did not verify (hash, Merkle root, or an altered frame).
+pub const INTEGRITY: u8 = 4;
+/// The other side (or its user) declined or cancelled.
+pub const REFUSED: u8 = 5;
+/// A local file could not be read or written (disk full, exists, no space).
+pub const IO: u8 = 6;
+/// The relay, the network, or the other side could not be reached or went away.
+pub const NETWORK: u8 = 7;
+
+/// A mistake in how tallow was called, with what to do instead.
+#[derive(Debug)]
+pub struct UsageError(pub &'static str);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The status for an error.
+pub fn code_for(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return USAGE;
+    }
+    if let Some(e) = e.downcast_ref::<NetError>() {
+        return match e {
+            NetError::Handshake(h) => handshake(h),
+            NetError::Transport(t) => transport(t),
+            NetError::NoRoute => USAGE,
+            _ => NETWORK,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<TransferError>() {
+        return match e {
+            TransferError::Transport(t) => transport(t),
+            TransferError::Integrity { .. }
+            | TransferError::ChunkIntegrity { .. }
+            | TransferError::MerkleRoot => INTEGRITY,
+            TransferError::Declined(_) => REFUSED,
+            TransferError::PeerAborted { kind, .. } => match kind {
+                AbortKind::Integrity => INTEGRITY,
+                AbortKind::Cancelled => REFUSED,
+                AbortKind::Io => IO,
+                AbortKind::Protocol => OTHER,
+            },
+            TransferError::BadMessage { .. } | TransferError::Protocol { .. } => OTHER,
+            TransferError::ReadSource { .. }
+            | TransferError::Unsendable { .. }
+            | TransferError::SourceChanged { .. }
+            | TransferError::WriteOutput { .. }
+            | TransferError::DiskFull { .. }
+            | TransferError::NoSpace { .. }
+            | TransferError::DestinationExists { .. }
+            | TransferError::UnsafeDestination { .. } => IO,
+        };
+    }
+    if e.downcast_ref::<tallow_crypto::CodeError>().is_some() {
+        return USAGE;
+    }
+    OTHER
+}
+
+fn handshake(e: &HandshakeError) -> u8 {
+    match e {
+        HandshakeError::UnsupportedVersion { .. } | HandshakeError::PeerRefusedVersion { .. } => {
+            OTHER
+        }
+        _ => AUTH,
+    }
+}
+
+fn transport(e: &TransportError) -> u8 {
+    match e {
+        TransportError::Crypto { .. } => INTEGRITY,
+        _ => NETWORK,
+    }
+}
