@@ -415,17 +415,9 @@ fn produce(
             buf
         })
     };
-    let control_frame = |mut buf: Vec<u8>| {
-        buf.clear();
-        buf.resize(FRAME_HEADER_LEN, 0);
-        buf
-    };
+
     let workers = CompressionWorkers::start(compression, chunk_size, &queue)?;
     let mut seq = 0u64;
-    let mut next_seq = || {
-        seq += 1;
-        seq - 1
-    };
     let mut merkle = MerkleBuilder::new();
     let mut skipped = Vec::new();
     let mut skipped_bytes = 0u64;
@@ -454,18 +446,7 @@ fn produce(
                 // Re-reading a large resumed part takes time; keep the
                 // receiver from taking the silence for a stall.
                 skipped_bytes = 0;
-                let Some(buf) = take_buffer() else {
-                    return Ok(());
-                };
-                let mut buf = control_frame(buf);
-                Message::KeepAlive.encode(&mut buf);
-                let frame = QueuedFrame {
-                    seq: next_seq(),
-                    buf,
-                    data_len: 0,
-                    last: false,
-                };
-                if queue.blocking_send(frame).is_err() {
+                if !queue_control(&Message::KeepAlive, &mut seq, false, pool, &queue) {
                     return Ok(());
                 }
             }
@@ -500,11 +481,12 @@ fn produce(
                 leaf,
             };
             let frame = QueuedFrame {
-                seq: next_seq(),
+                seq,
                 buf,
                 data_len: len as u64,
                 last: false,
             };
+            seq += 1;
             let job = CompressJob {
                 frame,
                 header,
@@ -522,40 +504,18 @@ fn produce(
         if chunks == 0 {
             ensure_ended(&mut file, source)?;
         }
-        let Some(buf) = take_buffer() else {
-            return Ok(());
-        };
-        let mut buf = control_frame(buf);
-        Message::FileEnd {
+        let end = Message::FileEnd {
             file: file_index,
             hash: *hasher.finalize().as_bytes(),
-        }
-        .encode(&mut buf);
-        let frame = QueuedFrame {
-            seq: next_seq(),
-            buf,
-            data_len: 0,
-            last: false,
         };
-        if queue.blocking_send(frame).is_err() {
+        if !queue_control(&end, &mut seq, false, pool, &queue) {
             return Ok(());
         }
     }
-    let Some(buf) = take_buffer() else {
-        return Ok(());
-    };
-    let mut buf = control_frame(buf);
-    Message::TransferComplete {
+    let complete = Message::TransferComplete {
         merkle_root: merkle.root(),
-    }
-    .encode(&mut buf);
-    let frame = QueuedFrame {
-        seq: next_seq(),
-        buf,
-        data_len: 0,
-        last: true,
     };
-    let _ = queue.blocking_send(frame);
+    queue_control(&complete, &mut seq, true, pool, &queue);
     if let Some(w) = workers {
         w.join();
     }
@@ -571,6 +531,31 @@ fn chunk_read_error(source: &Path, e: std::io::Error) -> TransferError {
     } else {
         read_error(source, e)
     }
+}
+
+/// Queue a control message in stream order; `false` once the async side
+/// has gone.
+fn queue_control(
+    msg: &Message<'_>,
+    seq: &mut u64,
+    last: bool,
+    pool: &std_mpsc::Receiver<Vec<u8>>,
+    queue: &mpsc::Sender<QueuedFrame>,
+) -> bool {
+    let Ok(mut buf) = pool.recv() else {
+        return false;
+    };
+    buf.clear();
+    buf.resize(FRAME_HEADER_LEN, 0);
+    msg.encode(&mut buf);
+    let frame = QueuedFrame {
+        seq: *seq,
+        buf,
+        data_len: 0,
+        last,
+    };
+    *seq += 1;
+    queue.blocking_send(frame).is_ok()
 }
 
 /// A file that grew since it was offered would arrive truncated.

@@ -169,6 +169,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Say the keys are confirmed; with `--verify`, show the short
+/// authentication string and continue only if the user says it matches.
+async fn confirm_connected(
+    channel: &mut tallow_net::PeerChannel,
+    verify: bool,
+    us: tallow_protocol::Role,
+    deadlines: &Deadlines,
+) -> anyhow::Result<()> {
+    use tallow_protocol::message::{AbortKind, Message};
+    use tallow_protocol::transport::FrameSink;
+    eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
+    if !verify {
+        return Ok(());
+    }
+    eprintln!(
+        "Verification string: {}",
+        channel.short_authentication_string
+    );
+    let question = format!("Does the {} show the same verification string?", us.peer());
+    if ask_yes_no(&question, deadlines.decision).await? {
+        return Ok(());
+    }
+    let detail = format!("the {us} said the verification strings differ");
+    let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
+    Message::Abort {
+        kind: AbortKind::Cancelled,
+        detail: &detail,
+    }
+    .encode(&mut frame);
+    let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
+    anyhow::bail!("verification strings differ: someone may be intercepting the connection; nothing was transferred")
+}
+
 /// One route to the other side failed while another is still being tried.
 fn warn_route_failed(e: &tallow_net::NetError) {
     eprintln!(

@@ -9,13 +9,12 @@ use clap::Args;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::open_as_receiver;
 use tallow_protocol::checkpoint::{self, RecordedProgress};
-use tallow_protocol::message::{AbortKind, Message};
 use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::receive::{peer_detail, receive_offer, ReceiveOptions};
-use tallow_protocol::transport::FrameSink;
+use tallow_protocol::Role;
 
 use crate::progress::{display_name, human_bytes, ProgressLine};
-use crate::{ask_yes_no, warn_route_failed, ClientArgs};
+use crate::{ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
 
 /// Names listed in the offer summary before "and N more".
 const NAMES_SHOWN: usize = 10;
@@ -85,29 +84,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         &warn_route_failed,
     )
     .await?;
-    eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
-
-    if args.client.verify {
-        eprintln!(
-            "Verification string: {}",
-            channel.short_authentication_string
-        );
-        if !ask_yes_no(
-            "Does the sender show the same verification string?",
-            deadlines.decision,
-        )
-        .await?
-        {
-            let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
-            Message::Abort {
-                kind: AbortKind::Cancelled,
-                detail: "the receiver said the verification strings differ",
-            }
-            .encode(&mut frame);
-            let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
-            anyhow::bail!("verification strings differ: someone may be intercepting the connection; nothing was received");
-        }
-    }
+    confirm_connected(&mut channel, args.client.verify, Role::Receiver, &deadlines).await?;
 
     let offer = receive_offer(channel.writer, channel.reader, &deadlines).await?;
     let manifest = offer.manifest().clone();

@@ -9,13 +9,12 @@ use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::open_as_sender;
 use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
-use tallow_protocol::message::{AbortKind, Message};
 use tallow_protocol::send::{send_transfer, Compression, SendOptions};
 use tallow_protocol::source::SourceTree;
-use tallow_protocol::transport::FrameSink;
+use tallow_protocol::Role;
 
 use crate::progress::{display_name, human_bytes, ProgressLine};
-use crate::{ask_yes_no, warn_route_failed, ClientArgs};
+use crate::{confirm_connected, warn_route_failed, ClientArgs};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -118,29 +117,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     if !shown.load(std::sync::atomic::Ordering::Relaxed) {
         show_code();
     }
-    eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
-
-    if args.client.verify {
-        eprintln!(
-            "Verification string: {}",
-            channel.short_authentication_string
-        );
-        if !ask_yes_no(
-            "Does the receiver show the same verification string?",
-            deadlines.decision,
-        )
-        .await?
-        {
-            let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
-            Message::Abort {
-                kind: AbortKind::Cancelled,
-                detail: "the sender said the verification strings differ",
-            }
-            .encode(&mut frame);
-            let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
-            anyhow::bail!("verification strings differ: someone may be intercepting the connection; nothing was sent");
-        }
-    }
+    confirm_connected(&mut channel, args.client.verify, Role::Sender, &deadlines).await?;
 
     let mut line = ProgressLine::new();
     let total = manifest.total_size();

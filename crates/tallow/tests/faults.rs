@@ -25,17 +25,46 @@ fn partial_len(out: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn killing_the_receiver_mid_transfer_ends_the_sender_promptly() {
+/// A big transfer under way: relay, folders, sender and receiver, with
+/// data already arriving.
+struct UnderWay {
+    relay: Relay,
+    _src: tempfile::TempDir,
+    out: tempfile::TempDir,
+    s: Running,
+    r: Running,
+}
+
+fn under_way(sender_extra: &[&str], receiver_extra: &[&str]) -> UnderWay {
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let file = big_sparse_file(src.path());
-    let s = sender(&relay.addr, CODE, &[file], &["--idle-timeout", "20"]);
-    let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
+    let s = sender(&relay.addr, CODE, &[file], sender_extra);
+    let mut r_args = vec!["--yes"];
+    r_args.extend_from_slice(receiver_extra);
+    let r = receiver(&relay.addr, CODE, out.path(), &r_args);
     wait_until(Duration::from_secs(60), "data to arrive", || {
         partial_len(out.path()) > 4 << 20
     });
+    UnderWay {
+        relay,
+        _src: src,
+        out,
+        s,
+        r,
+    }
+}
+
+#[test]
+fn killing_the_receiver_mid_transfer_ends_the_sender_promptly() {
+    let UnderWay {
+        relay: _relay,
+        _src,
+        out,
+        s,
+        r,
+    } = under_way(&["--idle-timeout", "20"], &[]);
     signal(r.pid(), "-KILL");
     let (status, err, took) = s.finish_within(Duration::from_secs(40));
     assert!(!status.success());
@@ -50,20 +79,13 @@ fn killing_the_receiver_mid_transfer_ends_the_sender_promptly() {
 
 #[test]
 fn killing_the_sender_mid_transfer_ends_the_receiver_and_leaves_no_final_file() {
-    let relay = Relay::start(&[]);
-    let src = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let file = big_sparse_file(src.path());
-    let s = sender(&relay.addr, CODE, &[file], &[]);
-    let r = receiver(
-        &relay.addr,
-        CODE,
-        out.path(),
-        &["--yes", "--idle-timeout", "20"],
-    );
-    wait_until(Duration::from_secs(60), "data to arrive", || {
-        partial_len(out.path()) > 4 << 20
-    });
+    let UnderWay {
+        relay: _relay,
+        _src,
+        out,
+        s,
+        r,
+    } = under_way(&[], &["--idle-timeout", "20"]);
     signal(s.pid(), "-KILL");
     let (status, err, took) = r.finish_within(Duration::from_secs(40));
     assert!(!status.success());
@@ -80,15 +102,13 @@ fn killing_the_sender_mid_transfer_ends_the_receiver_and_leaves_no_final_file() 
 
 #[test]
 fn a_stalled_receiver_ends_the_sender_after_its_idle_timeout() {
-    let relay = Relay::start(&[]);
-    let src = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let file = big_sparse_file(src.path());
-    let s = sender(&relay.addr, CODE, &[file], &["--idle-timeout", "3"]);
-    let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
-    wait_until(Duration::from_secs(60), "data to arrive", || {
-        partial_len(out.path()) > 4 << 20
-    });
+    let UnderWay {
+        relay: _relay,
+        _src,
+        out: _out,
+        s,
+        r,
+    } = under_way(&["--idle-timeout", "3"], &[]);
     signal(r.pid(), "-STOP");
     let (status, err, took) = s.finish_within(Duration::from_secs(60));
     signal(r.pid(), "-CONT");
@@ -104,20 +124,13 @@ fn a_stalled_receiver_ends_the_sender_after_its_idle_timeout() {
 
 #[test]
 fn a_stalled_sender_ends_the_receiver_after_its_idle_timeout() {
-    let relay = Relay::start(&[]);
-    let src = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let file = big_sparse_file(src.path());
-    let s = sender(&relay.addr, CODE, &[file], &[]);
-    let r = receiver(
-        &relay.addr,
-        CODE,
-        out.path(),
-        &["--yes", "--idle-timeout", "3"],
-    );
-    wait_until(Duration::from_secs(60), "data to arrive", || {
-        partial_len(out.path()) > 4 << 20
-    });
+    let UnderWay {
+        relay: _relay,
+        _src,
+        out,
+        s,
+        r,
+    } = under_way(&[], &["--idle-timeout", "3"]);
     signal(s.pid(), "-STOP");
     let (status, err, _) = r.finish_within(Duration::from_secs(60));
     signal(s.pid(), "-CONT");
@@ -146,15 +159,13 @@ fn a_receiver_that_never_comes_times_out_at_the_relay_and_at_the_sender() {
 
 #[test]
 fn killing_the_relay_mid_transfer_ends_both_sides() {
-    let relay = Relay::start(&[]);
-    let src = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let file = big_sparse_file(src.path());
-    let s = sender(&relay.addr, CODE, &[file], &[]);
-    let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
-    wait_until(Duration::from_secs(60), "data to arrive", || {
-        partial_len(out.path()) > 4 << 20
-    });
+    let UnderWay {
+        relay,
+        _src,
+        out,
+        s,
+        r,
+    } = under_way(&[], &[]);
     drop(relay);
     let (s_status, s_err, _) = s.finish_within(Duration::from_secs(40));
     let (r_status, r_err, _) = r.finish_within(Duration::from_secs(40));
