@@ -75,6 +75,9 @@ struct ClientArgs {
     /// other side's before any file data moves.
     #[arg(long)]
     verify: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
     /// Give up when the other side sends or takes nothing for this long.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,

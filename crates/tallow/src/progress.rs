@@ -1,32 +1,38 @@
-//! A one-line progress display (percent, bytes, speed) on stderr, only when
-//! stderr is a terminal, redrawn at most five times a second.
+//! The progress bar on stderr (indicatif): percent, bytes done of total,
+//! current speed, average speed and time left. Drawn only when stderr is a
+//! terminal (and not with `--quiet`); at most five times a second.
 
-use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tallow_protocol::Progress;
 
-const REDRAW_EVERY: Duration = Duration::from_millis(200);
+const TEMPLATE: &str =
+    "{percent:>3}% [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} (avg {msg}) ETA {eta}";
 
-/// Tracks bytes and time; draws when it is time to.
+/// Tracks bytes and time, and draws the bar.
 pub struct ProgressLine {
-    enabled: bool,
+    bar: ProgressBar,
     started: Instant,
-    last_draw: Option<Instant>,
     done: u64,
-    total: u64,
     /// Bytes that were already there; not counted in the speed.
     resumed: u64,
 }
 
 impl ProgressLine {
-    pub fn new() -> Self {
+    pub fn new(quiet: bool) -> Self {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5))
+        };
+        if let Ok(style) = ProgressStyle::with_template(TEMPLATE) {
+            bar.set_style(style.progress_chars("=> "));
+        }
         ProgressLine {
-            enabled: std::io::stderr().is_terminal(),
+            bar,
             started: Instant::now(),
-            last_draw: None,
             done: 0,
-            total: 0,
             resumed: 0,
         }
     }
@@ -34,43 +40,33 @@ impl ProgressLine {
     /// Count `bytes` as already there before this run (not in the speed).
     pub fn resuming_from(mut self, bytes: u64) -> Self {
         self.resumed = bytes;
+        self.bar.set_position(bytes);
+        self.bar.reset_eta();
         self
     }
 
     pub fn update(&mut self, event: Progress) {
-        let (done, total) = match event {
-            Progress::Bytes { done, total } => (done, total),
+        match event {
+            Progress::Bytes { done, total } => {
+                self.done = done;
+                self.bar.set_length(total);
+                self.bar.set_position(done);
+                self.bar
+                    .set_message(format!("{}/s", human_bytes(self.rate())));
+            }
             Progress::Resumed { bytes, total } => {
                 self.resumed = bytes;
-                eprintln!(
-                    "Resuming: {} of {} already at the receiver.",
-                    human_bytes(bytes),
-                    human_bytes(total)
-                );
-                return;
+                self.bar.set_position(bytes);
+                self.bar.reset_eta();
+                self.bar.suspend(|| {
+                    eprintln!(
+                        "Resuming: {} of {} already at the receiver.",
+                        human_bytes(bytes),
+                        human_bytes(total)
+                    )
+                });
             }
-            Progress::FileComplete { .. } => return,
-        };
-        self.done = done;
-        self.total = total;
-        let now = Instant::now();
-        let due = self
-            .last_draw
-            .is_none_or(|t| now.duration_since(t) >= REDRAW_EVERY);
-        if self.enabled && (due || done == total) {
-            self.last_draw = Some(now);
-            let percent = if total == 0 {
-                100.0
-            } else {
-                done as f64 * 100.0 / total as f64
-            };
-            eprint!(
-                "\r\x1b[K{percent:5.1}%  {} / {}  {}/s",
-                human_bytes(done),
-                human_bytes(total),
-                human_bytes(self.rate())
-            );
-            let _ = std::io::stderr().flush();
+            Progress::FileComplete { .. } => {}
         }
     }
 
@@ -88,11 +84,9 @@ impl ProgressLine {
         self.started.elapsed()
     }
 
-    /// End the line so the next message starts on its own.
+    /// Remove the bar so the summary stands alone.
     pub fn finish(&self) {
-        if self.enabled && self.last_draw.is_some() {
-            eprintln!();
-        }
+        self.bar.finish_and_clear();
     }
 }
 

@@ -143,7 +143,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut line = ProgressLine::new().resuming_from(plan.bytes);
+    let mut line = ProgressLine::new(args.client.quiet).resuming_from(plan.bytes);
     let result = offer
         .accept(&options, plan, &deadlines, &mut |p| line.update(p))
         .await;

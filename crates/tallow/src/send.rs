@@ -119,7 +119,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     }
     confirm_connected(&mut channel, args.client.verify, Role::Sender, &deadlines).await?;
 
-    let mut line = ProgressLine::new();
+    let mut line = ProgressLine::new(args.client.quiet);
     let total = manifest.total_size();
     let count = manifest.files.len();
     let options = SendOptions {

@@ -423,3 +423,52 @@ fn longer_codes_completions_and_the_manual_page() {
     let man = tallow().arg("man").output().unwrap();
     assert!(man.status.success() && String::from_utf8_lossy(&man.stdout).contains(".TH tallow"));
 }
+
+#[test]
+fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED a_progress_bar_on_a_terminal…: needs script(1) from util-linux");
+        return;
+    }
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "bar.bin", 40 << 20, 1);
+    let s = sender(
+        &relay.addr,
+        CODE,
+        std::slice::from_ref(&file),
+        &["--compress", "none"],
+    );
+    // Under script(1) the receiver's stderr is a terminal.
+    let command = format!(
+        "{} receive --no-lan --yes --relay {} --out {} {CODE}",
+        env!("CARGO_BIN_EXE_tallow"),
+        relay.addr,
+        out.path().display()
+    );
+    let tty = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    let (s_status, s_err) = s.finish();
+    assert!(
+        tty.status.success() && s_status.success(),
+        "{shown}\n{s_err}"
+    );
+    assert!(
+        shown.contains("% [") && shown.contains("ETA") && shown.contains("MiB/s"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("verified: Merkle root and BLAKE3 match"),
+        "{shown}"
+    );
+    // The sender's stderr was a pipe: no bar, just the summary.
+    assert!(
+        !s_err.contains("ETA") && s_err.contains("Sent 1 file"),
+        "{s_err}"
+    );
+}
