@@ -35,6 +35,19 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The stable name of a status, for `--json`.
+pub fn kind_name(code: u8) -> &'static str {
+    match code {
+        USAGE => "usage",
+        AUTH => "auth",
+        INTEGRITY => "integrity",
+        REFUSED => "refused",
+        IO => "io",
+        NETWORK => "network",
+        _ => "other",
+    }
+}
+
 /// The status for an error.
 pub fn code_for(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {

@@ -2,6 +2,7 @@
 //! progress and turns errors into one sentence and an exit status. The
 //! protocol itself lives in the library crates.
 
+mod events;
 mod exit;
 mod progress;
 mod receive;
@@ -78,6 +79,10 @@ struct ClientArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Print one JSON event per line on stdout (code, connected, offer,
+    /// progress, done, error) instead of the progress bar.
+    #[arg(long)]
+    json: bool,
     /// Give up when the other side sends or takes nothing for this long.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
@@ -141,6 +146,13 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    if let Command::Send(send::SendArgs { client, .. })
+    | Command::Receive(receive::ReceiveArgs { client, .. }) = &cli.command
+    {
+        if client.json {
+            events::enable();
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -166,8 +178,15 @@ fn main() -> ExitCode {
         Err(e) => {
             // Messages can quote a peer or a relay: never let them drive
             // the terminal.
-            eprintln!("tallow: {}", progress::display_name(&format!("{e:#}")));
-            ExitCode::from(exit::code_for(&e))
+            let message = format!("{e:#}");
+            eprintln!("tallow: {}", progress::display_name(&message));
+            let code = exit::code_for(&e);
+            events::Event::new("error")
+                .str("kind", exit::kind_name(code))
+                .num("exit_status", u64::from(code))
+                .str("message", &message)
+                .emit();
+            ExitCode::from(code)
         }
     }
 }
@@ -182,6 +201,9 @@ async fn confirm_connected(
 ) -> anyhow::Result<()> {
     use tallow_protocol::message::{AbortKind, Message};
     use tallow_protocol::transport::FrameSink;
+    events::Event::new("connected")
+        .str("verification", &channel.short_authentication_string)
+        .emit();
     eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
     if !verify {
         return Ok(());

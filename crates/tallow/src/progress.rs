@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tallow_protocol::Progress;
 
+use crate::events::{self, Event};
+
+/// `--json` progress events come at most this often.
+const JSON_PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 const TEMPLATE: &str =
     "{percent:>3}% [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} (avg {msg}) ETA {eta}";
 
@@ -17,11 +22,12 @@ pub struct ProgressLine {
     done: u64,
     /// Bytes that were already there; not counted in the speed.
     resumed: u64,
+    last_event: Option<Instant>,
 }
 
 impl ProgressLine {
     pub fn new(quiet: bool) -> Self {
-        let bar = if quiet {
+        let bar = if quiet || events::enabled() {
             ProgressBar::hidden()
         } else {
             ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5))
@@ -34,6 +40,7 @@ impl ProgressLine {
             started: Instant::now(),
             done: 0,
             resumed: 0,
+            last_event: None,
         }
     }
 
@@ -53,8 +60,24 @@ impl ProgressLine {
                 self.bar.set_position(done);
                 self.bar
                     .set_message(format!("{}/s", human_bytes(self.rate())));
+                let now = Instant::now();
+                let due = self
+                    .last_event
+                    .is_none_or(|t| now.duration_since(t) >= JSON_PROGRESS_EVERY);
+                if due || done == total {
+                    self.last_event = Some(now);
+                    Event::new("progress")
+                        .num("bytes", done)
+                        .num("total", total)
+                        .num("bytes_per_second", self.rate())
+                        .emit();
+                }
             }
             Progress::Resumed { bytes, total } => {
+                Event::new("resumed")
+                    .num("bytes", bytes)
+                    .num("total", total)
+                    .emit();
                 self.resumed = bytes;
                 self.bar.set_position(bytes);
                 self.bar.reset_eta();
@@ -66,7 +89,9 @@ impl ProgressLine {
                     )
                 });
             }
-            Progress::FileComplete { .. } => {}
+            Progress::FileComplete { index } => {
+                Event::new("file_done").num("index", index as u64).emit();
+            }
         }
     }
 

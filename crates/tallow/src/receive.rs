@@ -13,6 +13,7 @@ use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::receive::{peer_detail, receive_offer, ReceiveOptions};
 use tallow_protocol::Role;
 
+use crate::events::Event;
 use crate::progress::{display_name, human_bytes, ProgressLine};
 use crate::{ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
 
@@ -47,7 +48,7 @@ pub struct ReceiveArgs {
     #[arg(long, value_name = "DAYS")]
     clean_partial_older_than: Option<u64>,
     #[command(flatten)]
-    client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
@@ -106,6 +107,11 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         names.join(", ")
     );
 
+    Event::new("offer")
+        .num("files", count as u64)
+        .num("bytes", total)
+        .strs("names", top.iter().copied())
+        .emit();
     let options = ReceiveOptions {
         out_dir: args.out.clone(),
         overwrite: args.overwrite,
@@ -149,6 +155,11 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         .await;
     line.finish();
     result?;
+    Event::new("done")
+        .num("files", count as u64)
+        .num("bytes", total)
+        .secs("seconds", line.elapsed().as_secs_f64())
+        .emit();
     eprintln!(
         "Received {count} file{} ({}) into {} in {:.1} s ({}/s); verified: Merkle root and BLAKE3 match.",
         if count == 1 { "" } else { "s" },

@@ -13,6 +13,7 @@ use tallow_protocol::send::{send_transfer, Compression, SendOptions};
 use tallow_protocol::source::SourceTree;
 use tallow_protocol::Role;
 
+use crate::events::Event;
 use crate::progress::{display_name, human_bytes, ProgressLine};
 use crate::{confirm_connected, warn_route_failed, ClientArgs};
 
@@ -35,7 +36,7 @@ pub struct SendArgs {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=8), conflicts_with = "code")]
     words: u8,
     #[command(flatten)]
-    client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -95,6 +96,13 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     // The code is shown once the relay has us, so a dead relay is reported
     // before anyone is told to type anything.
     let show_code = || {
+        Event::new("code")
+            .str("code", code.as_str())
+            .str(
+                "receive_command",
+                &format!("tallow receive {}", code.as_str()),
+            )
+            .emit();
         eprintln!("Code: {}", code.as_str());
         eprintln!(
             "On the other machine run:\n  tallow receive {}",
@@ -141,6 +149,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     .await;
     line.finish();
     result?;
+    Event::new("done")
+        .num("files", count as u64)
+        .num("bytes", total)
+        .secs("seconds", line.elapsed().as_secs_f64())
+        .emit();
     eprintln!(
         "Sent {count} file{} ({}) in {:.1} s ({}/s); the receiver verified every byte (BLAKE3 and Merkle root).",
         if count == 1 { "" } else { "s" },

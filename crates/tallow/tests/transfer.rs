@@ -472,3 +472,77 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
         "{s_err}"
     );
 }
+
+#[test]
+fn json_events_for_scripts() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "j.bin", 3 << 20, 1);
+    let spawn = |args: Vec<String>| {
+        tallow()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let s = spawn(vec![
+        "send".into(),
+        "--json".into(),
+        "--no-lan".into(),
+        "--relay".into(),
+        relay.addr.clone(),
+        "--code".into(),
+        CODE.into(),
+        file.to_string_lossy().into_owned(),
+    ]);
+    let r = spawn(vec![
+        "receive".into(),
+        "--json".into(),
+        "--no-lan".into(),
+        "--yes".into(),
+        "--relay".into(),
+        relay.addr.clone(),
+        "--out".into(),
+        out.path().to_string_lossy().into_owned(),
+        CODE.into(),
+    ]);
+    let (r, s) = (r.wait_with_output().unwrap(), s.wait_with_output().unwrap());
+    assert!(r.status.success() && s.status.success());
+    let events = |o: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| {
+                assert!(l.starts_with("{\"event\":\"") && l.ends_with('}'), "{l}");
+                l.split('"').nth(3).unwrap().to_owned()
+            })
+            .collect()
+    };
+    let (se, re) = (events(&s), events(&r));
+    assert_eq!(se.first().map(String::as_str), Some("code"), "{se:?}");
+    assert!(
+        se.contains(&"connected".into()) && se.last() == Some(&"done".into()),
+        "{se:?}"
+    );
+    assert!(
+        re.contains(&"offer".into()) && re.contains(&"progress".into()),
+        "{re:?}"
+    );
+    assert_eq!(re.last().map(String::as_str), Some("done"), "{re:?}");
+    let offer = String::from_utf8_lossy(&r.stdout);
+    assert!(offer.contains("\"names\":[\"j.bin\"]"), "{offer}");
+
+    // An error is an event too, with a stable kind.
+    let failed = tallow()
+        .args(["send", "--json", "--no-lan", "--relay", "127.0.0.1:1"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        text.contains("\"event\":\"error\",\"kind\":\"network\",\"exit_status\":7"),
+        "{text}"
+    );
+}
