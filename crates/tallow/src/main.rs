@@ -2,6 +2,7 @@
 //! progress and turns errors into one sentence and an exit status. The
 //! protocol itself lives in the library crates.
 
+mod config;
 mod events;
 mod exit;
 mod progress;
@@ -43,6 +44,11 @@ enum Command {
     /// Run a relay that pairs senders and receivers (it never sees plaintext).
     #[command(after_help = "Example:\n  tallow relay --listen 0.0.0.0:9009")]
     Relay(relay::RelayArgs),
+    /// Show or set defaults (relay, output folder, compression).
+    #[command(
+        after_help = "Examples:\n  tallow config\n  tallow config set relay relay.example.org:9009\n  tallow config unset relay"
+    )]
+    Config(config::ConfigArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  tallow completions bash > ~/.local/share/bash-completion/completions/tallow"
@@ -96,7 +102,10 @@ impl ClientArgs {
         let relay = if self.lan_only {
             None
         } else {
-            self.relay.clone()
+            match &self.relay {
+                Some(r) => Some(r.clone()),
+                None => config::get("relay")?,
+            }
         };
         if relay.is_none() && self.no_lan {
             return Err(exit::UsageError(
@@ -168,6 +177,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Receive(args) => receive::run(args).await,
             Command::Relay(args) => relay::run(args).await,
+            Command::Config(args) => config::run(args),
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     });

@@ -27,9 +27,10 @@ pub struct ReceiveArgs {
     /// asked for without echo, so it stays out of the process list.
     #[arg(value_name = "CODE")]
     code: Option<String>,
-    /// Folder to write into (created if missing).
-    #[arg(long, short, value_name = "DIR", default_value = ".")]
-    out: PathBuf,
+    /// Folder to write into (created if missing; default: `out` from
+    /// `tallow config`, else the current folder).
+    #[arg(long, short, value_name = "DIR", env = "TALLOW_OUT")]
+    out: Option<PathBuf>,
     /// Accept the offer without asking.
     #[arg(long, short)]
     yes: bool,
@@ -52,8 +53,12 @@ pub struct ReceiveArgs {
 }
 
 pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
+    let out = match &args.out {
+        Some(dir) => dir.clone(),
+        None => crate::config::get("out")?.map_or_else(|| PathBuf::from("."), PathBuf::from),
+    };
     if args.list_partial || args.clean_partial_older_than.is_some() {
-        return partials(&args);
+        return partials(&args, &out);
     }
     let route = args.client.route()?;
     let deadlines = args.client.deadlines();
@@ -113,7 +118,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         .strs("names", top.iter().copied())
         .emit();
     let options = ReceiveOptions {
-        out_dir: args.out.clone(),
+        out_dir: out.clone(),
         overwrite: args.overwrite,
         resume: !args.no_resume,
     };
@@ -129,7 +134,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         );
     }
     if let Err(e) = offer.check_destination(&options, &plan) {
-        let reason = format!("the receiver cannot accept: {}", peer_detail(&e, &args.out));
+        let reason = format!("the receiver cannot accept: {}", peer_detail(&e, &out));
         let _ = offer.decline(&reason, &deadlines).await;
         return Err(e.into());
     }
@@ -164,7 +169,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         "Received {count} file{} ({}) into {} in {:.1} s ({}/s); verified: Merkle root and BLAKE3 match.",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
-        args.out.display(),
+        out.display(),
         line.elapsed().as_secs_f64(),
         human_bytes(line.rate()),
     );
@@ -172,13 +177,13 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
 }
 
 /// `--list-partial` and `--clean-partial-older-than`.
-fn partials(args: &ReceiveArgs) -> anyhow::Result<()> {
-    let found = checkpoint::list(&args.out);
+fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
+    let found = checkpoint::list(&out);
     let now = SystemTime::now();
     let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
     if args.list_partial {
         if found.is_empty() {
-            eprintln!("No interrupted transfers in {}.", args.out.display());
+            eprintln!("No interrupted transfers in {}.", out.display());
         }
         for cp in &found {
             let done =
@@ -204,7 +209,7 @@ fn partials(args: &ReceiveArgs) -> anyhow::Result<()> {
         let mut cleaned = 0;
         for cp in found.iter().filter(|cp| age(cp.modified) >= limit) {
             for f in &cp.manifest.files {
-                let partial = args.out.join(format!("{}{PARTIAL_SUFFIX}", f.path));
+                let partial = out.join(format!("{}{PARTIAL_SUFFIX}", f.path));
                 // Never follow a link: remove_file removes the link itself.
                 let _ = std::fs::remove_file(partial);
             }
@@ -216,7 +221,7 @@ fn partials(args: &ReceiveArgs) -> anyhow::Result<()> {
             "Removed {cleaned} interrupted transfer{} older than {days} day{} from {}.",
             if cleaned == 1 { "" } else { "s" },
             if days == 1 { "" } else { "s" },
-            args.out.display()
+            out.display()
         );
     }
     Ok(())

@@ -25,8 +25,9 @@ pub struct SendArgs {
     paths: Vec<PathBuf>,
     /// Compress chunks with zstd: `auto` tries and backs off on data that
     /// does not shrink, `zstd` tries every chunk, `none` never compresses.
-    #[arg(long, value_name = "MODE", default_value = "auto")]
-    compress: CompressArg,
+    /// Default: `compress` from `tallow config`, else auto.
+    #[arg(long, value_name = "MODE", env = "TALLOW_COMPRESS")]
+    compress: Option<CompressArg>,
     /// Use this code phrase instead of a random one: digits, then words
     /// (e.g. 4821-alpha-bravo-charlie). Weak phrases get a warning. Also
     /// read from TALLOW_CODE, which keeps it out of the process list.
@@ -47,6 +48,20 @@ enum CompressArg {
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
+    let compress = match args.compress {
+        Some(c) => c,
+        None => match crate::config::get("compress")?.as_deref() {
+            None | Some("auto") => CompressArg::Auto,
+            Some("zstd") => CompressArg::Zstd,
+            Some("none") => CompressArg::None,
+            Some(_) => {
+                return Err(crate::exit::UsageError(
+                    "the config's compress must be auto, zstd or none: fix it with `tallow config set compress auto`",
+                )
+                .into())
+            }
+        },
+    };
     let route = args.client.route()?;
     let deadlines = args.client.deadlines();
     // Check every file before anything touches the network.
@@ -131,7 +146,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let total = manifest.total_size();
     let count = manifest.files.len();
     let options = SendOptions {
-        compression: match args.compress {
+        compression: match compress {
             CompressArg::Auto => Compression::Auto,
             CompressArg::Zstd => Compression::Zstd,
             CompressArg::None => Compression::None,

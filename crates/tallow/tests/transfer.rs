@@ -546,3 +546,58 @@ fn json_events_for_scripts() {
         "{text}"
     );
 }
+
+#[test]
+fn config_defaults_with_flag_over_environment_over_file() {
+    let home = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "c.bin", 10, 1);
+    let cfg = |args: &[&str]| {
+        let mut cmd = tallow();
+        cmd.env("XDG_CONFIG_HOME", home.path())
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    };
+    let out = cfg(&["config", "set", "relay", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = cfg(&["config"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("relay = 127.0.0.1:1"));
+    let bad = cfg(&["config", "set", "colour", "blue"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+
+    let f = file.to_str().unwrap();
+    // The file's relay is used: unreachable, so a network error (7), not a
+    // missing-relay usage error (2).
+    let from_file = cfg(&["send", "--no-lan", f]).output().unwrap();
+    assert_eq!(from_file.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&from_file.stderr).contains("127.0.0.1:1"));
+    // The environment beats the file, and a flag beats both.
+    let from_env = cfg(&["send", "--no-lan", f])
+        .env("TALLOW_RELAY", "127.0.0.1:2")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&from_env.stderr).contains("127.0.0.1:2"));
+    let from_flag = cfg(&["send", "--no-lan", "--relay", "127.0.0.1:3", f])
+        .env("TALLOW_RELAY", "127.0.0.1:2")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&from_flag.stderr).contains("127.0.0.1:3"));
+
+    let unset = cfg(&["config", "unset", "relay"]).output().unwrap();
+    assert!(unset.status.success());
+    assert_eq!(
+        cfg(&["send", "--no-lan", f])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+}

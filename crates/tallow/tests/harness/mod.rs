@@ -22,6 +22,10 @@ pub fn tallow() -> Command {
     cmd.env_remove("TALLOW_RELAY");
     cmd.env_remove("TALLOW_DISCOVERY_PORT");
     cmd.env_remove("TALLOW_CODE");
+    cmd.env_remove("TALLOW_OUT");
+    cmd.env_remove("TALLOW_COMPRESS");
+    // Never read the developer's own `tallow config`.
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent/tallow-test-config");
     cmd
 }
 

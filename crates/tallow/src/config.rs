@@ -1,0 +1,151 @@
+//! `tallow config`: defaults kept in the platform's config folder
+//! (`~/.config/tallow/config` on Linux, via the `directories` crate).
+//!
+//! The file holds `key = value` lines (`#` starts a comment). Keys: `relay`,
+//! `out`, `compress`. A value given on the command line wins over the
+//! environment (`TALLOW_RELAY`, `TALLOW_OUT`, `TALLOW_COMPRESS`), which wins
+//! over the file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+/// Keys the file may hold, with what each sets.
+pub const KEYS: [(&str, &str); 3] = [
+    (
+        "relay",
+        "relay HOST:PORT used when --relay and TALLOW_RELAY are not given",
+    ),
+    (
+        "out",
+        "folder `tallow receive` writes into when --out and TALLOW_OUT are not given",
+    ),
+    (
+        "compress",
+        "auto, zstd or none, when --compress and TALLOW_COMPRESS are not given",
+    ),
+];
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    action: Option<ConfigAction>,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Show every setting and the file's path (the default).
+    Show,
+    /// Set a default.
+    Set {
+        /// relay, out or compress.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Remove a default.
+    Unset {
+        /// relay, out or compress.
+        key: String,
+    },
+    /// Print the config file's path.
+    Path,
+}
+
+/// Where the file lives.
+pub fn path() -> anyhow::Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "tallow")
+        .context("cannot find a home folder for the config file (is HOME set?)")?;
+    Ok(dirs.config_dir().join("config"))
+}
+
+/// The settings in the file (empty if there is none).
+pub fn load() -> anyhow::Result<BTreeMap<String, String>> {
+    let path = path()?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut map = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.split_once('=').with_context(|| {
+            format!(
+                "{} line {}: expected `key = value`; fix or remove it",
+                path.display(),
+                n + 1
+            )
+        })?;
+        map.insert(
+            key.trim().to_owned(),
+            value.trim().trim_matches('"').to_owned(),
+        );
+    }
+    Ok(map)
+}
+
+/// A setting from the file, if set.
+pub fn get(key: &str) -> anyhow::Result<Option<String>> {
+    Ok(load()?.remove(key))
+}
+
+fn save(map: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let path = path()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut text = String::from("# tallow defaults: `tallow config set KEY VALUE`\n");
+    for (k, v) in map {
+        text.push_str(&format!("{k} = {v}\n"));
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn check_key(key: &str) -> anyhow::Result<()> {
+    if KEYS.iter().any(|(k, _)| *k == key) {
+        return Ok(());
+    }
+    let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    Err(crate::exit::UsageError(
+        "unknown config key: use relay, out or compress",
+    ))
+    .with_context(|| format!("{key:?} is not one of {}", known.join(", ")))
+}
+
+pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
+    match args.action.unwrap_or(ConfigAction::Show) {
+        ConfigAction::Show => {
+            let map = load()?;
+            println!("# {}", path()?.display());
+            for (key, what) in KEYS {
+                match map.get(key) {
+                    Some(v) => println!("{key} = {v}"),
+                    None => println!("# {key}: not set ({what})"),
+                }
+            }
+        }
+        ConfigAction::Set { key, value } => {
+            check_key(&key)?;
+            if key == "compress" && !["auto", "zstd", "none"].contains(&value.as_str()) {
+                return Err(crate::exit::UsageError("compress must be auto, zstd or none").into());
+            }
+            let mut map = load()?;
+            map.insert(key, value);
+            save(&map)?;
+        }
+        ConfigAction::Unset { key } => {
+            check_key(&key)?;
+            let mut map = load()?;
+            map.remove(&key);
+            save(&map)?;
+        }
+        ConfigAction::Path => println!("{}", path()?.display()),
+    }
+    Ok(())
+}
