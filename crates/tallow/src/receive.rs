@@ -178,7 +178,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
 
 /// `--list-partial` and `--clean-partial-older-than`.
 fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
-    let found = checkpoint::list(&out);
+    let found = checkpoint::list(out);
     let now = SystemTime::now();
     let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
     if args.list_partial {
