@@ -146,7 +146,10 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
                     &deadlines,
                 )
                 .await;
-            anyhow::bail!("no terminal to confirm the offer: pass --yes to accept without asking");
+            return Err(crate::exit::UsageError(
+                "no terminal to confirm the offer: pass --yes to accept without asking",
+            )
+            .into());
         }
         if !ask_yes_no("Accept?", deadlines.decision).await? {
             offer.decline("the receiver declined", &deadlines).await?;

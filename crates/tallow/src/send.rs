@@ -33,6 +33,9 @@ pub struct SendArgs {
     /// read from TALLOW_CODE, which keeps it out of the process list.
     #[arg(long, value_name = "CODE", env = "TALLOW_CODE", hide_env_values = true)]
     code: Option<String>,
+    /// Also show the receive command as a QR code, for a phone's camera.
+    #[arg(long)]
+    qr: bool,
     /// Words in a generated code (3-8; each adds 12.9 bits).
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=8), conflicts_with = "code")]
     words: u8,
@@ -119,6 +122,18 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             )
             .emit();
         eprintln!("Code: {}", code.as_str());
+        if args.qr {
+            let command = format!("tallow receive {}", code.as_str());
+            match qrcode::QrCode::new(command.as_bytes()) {
+                Ok(qr) => eprintln!(
+                    "{}",
+                    qr.render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build()
+                ),
+                Err(e) => eprintln!("warning: cannot draw the QR code ({e})"),
+            }
+        }
         eprintln!(
             "On the other machine run:\n  tallow receive {}",
             code.as_str()

@@ -3,6 +3,7 @@
 mod harness;
 
 use std::fs;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use harness::*;
@@ -416,6 +417,18 @@ fn longer_codes_completions_and_the_manual_page() {
         .unwrap_or_else(|| panic!("{err}"));
     assert_eq!(code.split('-').count(), 7, "{code}");
 
+    let qr = tallow()
+        .args(["send", "--no-lan", "--qr", "--relay", &relay.addr])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&qr.stderr);
+    assert!(
+        err.contains('█') && err.contains('▀'),
+        "a QR code in block characters: {err}"
+    );
+
     for shell in ["bash", "zsh", "fish"] {
         let out = tallow().args(["completions", shell]).output().unwrap();
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("receive"));
@@ -600,4 +613,163 @@ fn config_defaults_with_flag_over_environment_over_file() {
             .code(),
         Some(2)
     );
+}
+
+/// Run a sender and a receiver with `--json`; returns both stdouts.
+fn json_pair(
+    sender_relay: &str,
+    receiver_relay: &str,
+    codes: (&str, &str),
+    file: &Path,
+    out: &Path,
+    receiver_extra: &[&str],
+) -> (String, String) {
+    let s = tallow()
+        .args([
+            "send",
+            "--json",
+            "--no-lan",
+            "--relay",
+            sender_relay,
+            "--code",
+            codes.0,
+        ])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let r = tallow()
+        .args([
+            "receive",
+            "--json",
+            "--no-lan",
+            "--relay",
+            receiver_relay,
+            "--out",
+        ])
+        .arg(out)
+        .args(receiver_extra)
+        .arg(codes.1)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let r = r.wait_with_output().unwrap();
+    let s = s.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&s.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+    )
+}
+
+fn kind(events: &str) -> String {
+    events
+        .lines()
+        .find(|l| l.starts_with("{\"event\":\"error\""))
+        .and_then(|l| l.split('"').nth(7))
+        .unwrap_or_else(|| panic!("no error event in {events}"))
+        .to_owned()
+}
+
+#[test]
+fn json_error_events_name_every_kind() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "k.bin", 2 << 20, 1);
+    let fresh = || tempfile::tempdir().unwrap();
+
+    let out = fresh();
+    let (s, r) = json_pair(
+        &relay.addr,
+        &relay.addr,
+        (CODE, "4711-abacus-zoom-zebra"),
+        &file,
+        out.path(),
+        &["--yes"],
+    );
+    assert_eq!((kind(&s), kind(&r)), ("auth".into(), "auth".into()));
+
+    let out = fresh();
+    std::fs::write(out.path().join("k.bin"), b"mine").unwrap();
+    let (s, r) = json_pair(
+        &relay.addr,
+        &relay.addr,
+        (CODE, CODE),
+        &file,
+        out.path(),
+        &["--yes"],
+    );
+    assert_eq!((kind(&s), kind(&r)), ("refused".into(), "io".into()));
+
+    let out = fresh();
+    let (s, r) = json_pair(
+        &relay.addr,
+        &relay.addr,
+        (CODE, CODE),
+        &file,
+        out.path(),
+        &[],
+    );
+    assert_eq!((kind(&s), kind(&r)), ("refused".into(), "usage".into()));
+
+    let flip = Hop::start(
+        &relay.addr,
+        HopBehaviour {
+            flip_at: Some(500_000),
+            ..HopBehaviour::default()
+        },
+    );
+    let out = fresh();
+    let (_, r) = json_pair(
+        &flip.addr,
+        &relay.addr,
+        (CODE, CODE),
+        &file,
+        out.path(),
+        &["--yes", "--idle-timeout", "5"],
+    );
+    assert_eq!(kind(&r), "integrity");
+
+    let downgrade = Hop::start(
+        &relay.addr,
+        HopBehaviour {
+            tamper: Some(Tamper::Set { at: 42, value: 0 }),
+            ..HopBehaviour::default()
+        },
+    );
+    let out = fresh();
+    let (s, r) = json_pair(
+        &downgrade.addr,
+        &relay.addr,
+        (CODE, CODE),
+        &file,
+        out.path(),
+        &["--yes"],
+    );
+    assert_eq!((kind(&s), kind(&r)), ("other".into(), "other".into()));
+
+    let (s, _) = json_pair(
+        "127.0.0.1:1",
+        "127.0.0.1:1",
+        (CODE, CODE),
+        &file,
+        fresh().path(),
+        &[],
+    );
+    assert_eq!(kind(&s), "network");
+    let usage = tallow()
+        .args([
+            "receive",
+            "--json",
+            "--no-lan",
+            "--relay",
+            "127.0.0.1:1",
+            "no-digits",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(kind(&String::from_utf8_lossy(&usage.stdout)), "usage");
 }
