@@ -18,6 +18,7 @@ const DONE: u8 = 7;
 const ABORT: u8 = 8;
 const ACK: u8 = 9;
 const KEEP_ALIVE: u8 = 10;
+const TEXT: u8 = 11;
 
 /// Chunk flag: `data` is a zstd frame of the chunk's plaintext.
 const FLAG_ZSTD: u8 = 1;
@@ -94,6 +95,12 @@ pub enum Message<'a> {
     },
     /// Receiver → sender: every file is verified and in place.
     Done,
+    /// Sender → receiver, instead of an offer: a text message to show
+    /// (`tallow send --text`); the receiver answers `Done`.
+    Text {
+        /// The text, at most [`MAX_TEXT_LEN`] bytes of UTF-8.
+        text: &'a str,
+    },
     /// Sender → receiver: still here (sent while the sender re-reads what
     /// the receiver already has, which can take minutes).
     KeepAlive,
@@ -157,6 +164,12 @@ impl<'a> Message<'a> {
             }
             Message::Done => out.push(DONE),
             Message::KeepAlive => out.push(KEEP_ALIVE),
+            Message::Text { text } => {
+                out.push(TEXT);
+                let end = floor_char_boundary(text, MAX_TEXT_LEN);
+                out.extend_from_slice(&(end as u32).to_be_bytes());
+                out.extend_from_slice(&text.as_bytes()[..end]);
+            }
             Message::Ack { bytes } => {
                 out.push(ACK);
                 out.extend_from_slice(&bytes.to_be_bytes());
@@ -205,6 +218,21 @@ impl<'a> Message<'a> {
             },
             DONE => Message::Done,
             KEEP_ALIVE => Message::KeepAlive,
+            TEXT => {
+                let len = r.u32("text length")? as usize;
+                if len > MAX_TEXT_LEN {
+                    return Err(DecodeError::TooLarge {
+                        what: "text",
+                        got: len as u64,
+                        max: MAX_TEXT_LEN as u64,
+                    }
+                    .into());
+                }
+                let bytes = r.bytes(len, "text")?;
+                Message::Text {
+                    text: std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid("text"))?,
+                }
+            }
             ACK => Message::Ack {
                 bytes: r.u64("acknowledged bytes")?,
             },
@@ -229,10 +257,22 @@ impl<'a> Message<'a> {
             Message::TransferComplete { .. } => "TransferComplete",
             Message::Done => "Done",
             Message::KeepAlive => "KeepAlive",
+            Message::Text { .. } => "Text",
             Message::Ack { .. } => "Ack",
             Message::Abort { .. } => "Abort",
         }
     }
+}
+
+/// Longest text message, in bytes.
+pub const MAX_TEXT_LEN: usize = 64 * 1024;
+
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 /// How much of the transfer the receiver already has: files `0..files_done`
@@ -351,6 +391,9 @@ mod tests {
             },
             Message::Done,
             Message::KeepAlive,
+            Message::Text {
+                text: "hello\nwörld",
+            },
             Message::Ack { bytes: 1 << 33 },
             Message::Abort {
                 kind: AbortKind::Integrity,

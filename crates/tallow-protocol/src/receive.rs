@@ -110,20 +110,36 @@ pub struct IncomingOffer<W, R> {
     reader: R,
 }
 
+/// What the sender offers: files, or a text message (already received).
+pub enum Offered<W, R> {
+    /// Files and folders, to accept or decline.
+    Files(IncomingOffer<W, R>),
+    /// A text message (`tallow send --text`), received and acknowledged.
+    Text(String),
+}
+
 /// Wait for the sender's offer (the first message after the handshake).
+/// A text message is acknowledged at once and returned.
 pub async fn receive_offer<W: FrameSink, R: FrameSource>(
     mut writer: W,
     mut reader: R,
     deadlines: &Deadlines,
-) -> Result<IncomingOffer<W, R>, TransferError> {
+) -> Result<Offered<W, R>, TransferError> {
     let mut buf = Vec::new();
     reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
     match decode(&buf) {
-        Ok(Message::Offer(manifest)) => Ok(IncomingOffer {
+        Ok(Message::Offer(manifest)) => Ok(Offered::Files(IncomingOffer {
             manifest,
             writer,
             reader,
-        }),
+        })),
+        Ok(Message::Text { text }) => {
+            let text = text.to_owned();
+            let mut frame = vec![0u8; FRAME_HEADER_LEN];
+            Message::Done.encode(&mut frame);
+            writer.send_frame(&mut frame, deadlines.idle).await?;
+            Ok(Offered::Text(text))
+        }
         Ok(other) => Err(unexpected(other, "Offer")),
         Err(e) => {
             send_abort(&mut writer, &e, Path::new("")).await;

@@ -252,6 +252,24 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     }
 }
 
+/// Send a text message instead of files, and wait for the receiver's `Done`.
+pub async fn send_text<W: FrameSink, R: FrameSource>(
+    text: &str,
+    mut writer: W,
+    mut reader: R,
+    deadlines: &Deadlines,
+) -> Result<(), TransferError> {
+    let mut frame = vec![0u8; FRAME_HEADER_LEN];
+    Message::Text { text }.encode(&mut frame);
+    writer.send_frame(&mut frame, deadlines.idle).await?;
+    let mut buf = Vec::new();
+    reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
+    match decode(&buf)? {
+        Message::Done => Ok(()),
+        other => Err(unexpected(other, "Done")),
+    }
+}
+
 /// Read the receiver's messages until `Done` (`Ok`) or a failure.
 async fn read_replies<R: FrameSource>(
     mut reader: R,

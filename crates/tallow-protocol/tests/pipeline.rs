@@ -10,7 +10,7 @@ use tallow_crypto::FRAME_HEADER_LEN;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::manifest::{FileEntry, Manifest, Timestamp};
 use tallow_protocol::message::{ChunkHeader, Message};
-use tallow_protocol::receive::{receive_offer, ReceiveOptions};
+use tallow_protocol::receive::{receive_offer, IncomingOffer, Offered, ReceiveOptions};
 use tallow_protocol::send::{send_transfer, SendOptions};
 use tallow_protocol::source::SourceTree;
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
@@ -50,6 +50,14 @@ impl FrameSource for MemSource {
         buf.clear();
         buf.extend_from_slice(&frame);
         Ok(())
+    }
+}
+
+/// The offer of files (tests here never send text).
+fn files<W, R>(offered: Offered<W, R>) -> IncomingOffer<W, R> {
+    match offered {
+        Offered::Files(offer) => offer,
+        Offered::Text(text) => panic!("expected files, got text {text:?}"),
     }
 }
 
@@ -124,7 +132,7 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
         .await;
         (r, last)
     });
-    let offer = receive_offer(r_sink, r_source, &d).await.unwrap();
+    let offer = files(receive_offer(r_sink, r_source, &d).await.unwrap());
     assert_eq!(offer.manifest().files.len(), 3);
     let options = ReceiveOptions {
         out_dir: out.path().to_path_buf(),
@@ -207,7 +215,7 @@ async fn hostile_sender(
         overwrite: false,
         resume: true,
     };
-    let result = match receive_offer(r_sink, r_source, &d).await {
+    let result = match receive_offer(r_sink, r_source, &d).await.map(files) {
         Ok(offer) => {
             offer
                 .accept(&options, Default::default(), &d, &mut |_| {})
@@ -367,7 +375,7 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
         .send_frame(&mut f, Duration::from_secs(1))
         .await
         .unwrap();
-    let offer = receive_offer(r_sink, r_source, &d).await.unwrap();
+    let offer = files(receive_offer(r_sink, r_source, &d).await.unwrap());
     let options = ReceiveOptions {
         out_dir: out.path().to_path_buf(),
         overwrite: false,

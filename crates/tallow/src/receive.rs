@@ -1,7 +1,7 @@
 //! `tallow receive`.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -10,10 +10,11 @@ use tallow_crypto::CodePhrase;
 use tallow_net::session::open_as_receiver;
 use tallow_protocol::checkpoint::{self, RecordedProgress};
 use tallow_protocol::path::PARTIAL_SUFFIX;
-use tallow_protocol::receive::{peer_detail, receive_offer, ReceiveOptions};
+use tallow_protocol::receive::{peer_detail, receive_offer, Offered, ReceiveOptions};
 use tallow_protocol::Role;
 
 use crate::events::Event;
+use crate::exit::UsageError;
 use crate::progress::{display_name, human_bytes, ProgressLine};
 use crate::{ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
 
@@ -28,7 +29,8 @@ pub struct ReceiveArgs {
     #[arg(value_name = "CODE")]
     code: Option<String>,
     /// Folder to write into (created if missing; default: `out` from
-    /// `tallow config`, else the current folder).
+    /// `tallow config`, else the current folder). `-` writes a single-file
+    /// transfer to standard output, once it has verified.
     #[arg(long, short, value_name = "DIR", env = "TALLOW_OUT")]
     out: Option<PathBuf>,
     /// Accept the offer without asking.
@@ -92,8 +94,40 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     .await?;
     confirm_connected(&mut channel, args.client.verify, Role::Receiver, &deadlines).await?;
 
-    let offer = receive_offer(channel.writer, channel.reader, &deadlines).await?;
+    let offer = match receive_offer(channel.writer, channel.reader, &deadlines).await? {
+        Offered::Files(offer) => offer,
+        Offered::Text(text) => {
+            show_text(&text);
+            Event::new("done")
+                .num("files", 0)
+                .num("bytes", text.len() as u64)
+                .emit();
+            return Ok(());
+        }
+    };
     let manifest = offer.manifest().clone();
+    // `--out -`: a single file, written to stdout once it has verified.
+    let to_stdout = out == Path::new("-");
+    let mut _staging = None;
+    let out = if to_stdout {
+        if manifest.files.len() != 1 || !manifest.dirs.is_empty() {
+            let reason = "the receiver asked for a single file (--out -)";
+            let _ = offer.decline(reason, &deadlines).await;
+            return Err(UsageError(
+                "--out - takes a single file, and this offer is not one; pass --out DIR",
+            )
+            .into());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("tallow-stdout-")
+            .tempdir()
+            .context("cannot create a temporary folder to verify the file in")?;
+        let path = dir.path().to_path_buf();
+        _staging = Some(dir);
+        path
+    } else {
+        out
+    };
     let count = manifest.files.len();
     let total = manifest.total_size();
     let top = manifest.top_level_names();
@@ -146,7 +180,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
                     &deadlines,
                 )
                 .await;
-            return Err(crate::exit::UsageError(
+            return Err(UsageError(
                 "no terminal to confirm the offer: pass --yes to accept without asking",
             )
             .into());
@@ -168,15 +202,47 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         .num("bytes", total)
         .secs("seconds", line.elapsed().as_secs_f64())
         .emit();
+    if to_stdout {
+        let path = out.join(&manifest.files[0].path);
+        let mut file = std::fs::File::open(&path).context("cannot reopen the verified file")?;
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut file, &mut stdout).context("cannot write to standard output")?;
+        stdout.flush().context("cannot write to standard output")?;
+    }
     eprintln!(
         "Received {count} file{} ({}) into {} in {:.1} s ({}/s); verified: Merkle root and BLAKE3 match.",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
-        out.display(),
+        if to_stdout { "standard output".to_owned() } else { out.display().to_string() },
         line.elapsed().as_secs_f64(),
         human_bytes(line.rate()),
     );
     Ok(())
+}
+
+/// Print a text message. On a terminal, control characters other than
+/// newlines and tabs are shown escaped (the text comes from the peer); into
+/// a pipe it goes as sent.
+fn show_text(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let shown = if stdout.is_terminal() {
+        text.split('\n')
+            .map(|line| {
+                line.split('\t')
+                    .map(display_name)
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        text.to_owned()
+    };
+    let _ = stdout.write_all(shown.as_bytes());
+    if !shown.ends_with('\n') {
+        let _ = stdout.write_all(b"\n");
+    }
+    let _ = stdout.flush();
 }
 
 /// `--list-partial` and `--clean-partial-older-than`.

@@ -1,6 +1,6 @@
 //! `tallow send`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -9,11 +9,13 @@ use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::open_as_sender;
 use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
-use tallow_protocol::send::{send_transfer, Compression, SendOptions};
+use tallow_protocol::message::MAX_TEXT_LEN;
+use tallow_protocol::send::{send_text, send_transfer, Compression, SendOptions};
 use tallow_protocol::source::SourceTree;
 use tallow_protocol::Role;
 
 use crate::events::Event;
+use crate::exit::UsageError;
 use crate::progress::{display_name, human_bytes, ProgressLine};
 use crate::{confirm_connected, warn_route_failed, ClientArgs};
 
@@ -21,8 +23,12 @@ use crate::{confirm_connected, warn_route_failed, ClientArgs};
 pub struct SendArgs {
     /// Files and folders to send (folders with everything inside, keeping
     /// permissions and modification times; symlinks inside are skipped).
-    #[arg(required = true, value_name = "PATH")]
+    /// `-` sends standard input as a file named `stdin`.
+    #[arg(required_unless_present = "text", value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Send this text instead of files; the receiver prints it.
+    #[arg(long, value_name = "TEXT", conflicts_with = "paths")]
+    text: Option<String>,
     /// Compress chunks with zstd: `auto` tries and backs off on data that
     /// does not shrink, `zstd` tries every chunk, `none` never compresses.
     /// Default: `compress` from `tallow config`, else auto.
@@ -67,8 +73,23 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     };
     let route = args.client.route()?;
     let deadlines = args.client.deadlines();
+    if args.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_LEN) {
+        return Err(UsageError("--text takes at most 64 KiB; send longer text as a file").into());
+    }
+    // Standard input is copied to a private temporary file first: the
+    // offer needs its size, and hashing and resume need to read it again.
+    let mut _stdin_copy = None;
+    let mut paths = args.paths.clone();
+    if paths.len() == 1 && paths[0] == Path::new("-") {
+        let (dir, path) = spool_stdin()?;
+        _stdin_copy = Some(dir);
+        paths = vec![path];
+    }
     // Check every file before anything touches the network.
-    let transfer = SourceTree::scan(&args.paths, DEFAULT_CHUNK_SIZE)?;
+    let transfer = match &args.text {
+        Some(_) => SourceTree::scan(&[], DEFAULT_CHUNK_SIZE)?,
+        None => SourceTree::scan(&paths, DEFAULT_CHUNK_SIZE)?,
+    };
     if !transfer.skipped().is_empty() {
         let list: Vec<String> = transfer
             .skipped()
@@ -104,13 +125,19 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .into_iter()
         .map(display_name)
         .collect();
-    eprintln!(
-        "Sending {} file{} ({}): {}",
-        manifest.files.len(),
-        if manifest.files.len() == 1 { "" } else { "s" },
-        human_bytes(manifest.total_size()),
-        names.join(", ")
-    );
+    match &args.text {
+        Some(text) => eprintln!(
+            "Sending a text message ({}).",
+            human_bytes(text.len() as u64)
+        ),
+        None => eprintln!(
+            "Sending {} file{} ({}): {}",
+            manifest.files.len(),
+            if manifest.files.len() == 1 { "" } else { "s" },
+            human_bytes(manifest.total_size()),
+            names.join(", ")
+        ),
+    }
     // The code is shown once the relay has us, so a dead relay is reported
     // before anyone is told to type anything.
     let show_code = || {
@@ -156,6 +183,15 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         show_code();
     }
     confirm_connected(&mut channel, args.client.verify, Role::Sender, &deadlines).await?;
+    if let Some(text) = &args.text {
+        send_text(text, channel.writer, channel.reader, &deadlines).await?;
+        Event::new("done")
+            .num("files", 0)
+            .num("bytes", text.len() as u64)
+            .emit();
+        eprintln!("Text delivered.");
+        return Ok(());
+    }
 
     let mut line = ProgressLine::new(args.client.quiet);
     let total = manifest.total_size();
@@ -192,4 +228,17 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         human_bytes(line.rate()),
     );
     Ok(())
+}
+
+/// Copy standard input into `stdin` in a new private temporary folder.
+fn spool_stdin() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("tallow-stdin-")
+        .tempdir()
+        .context("cannot create a temporary folder for standard input")?;
+    let path = dir.path().join("stdin");
+    let mut file = std::fs::File::create(&path)
+        .context("cannot create a temporary file for standard input")?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut file).context("cannot read standard input")?;
+    Ok((dir, path))
 }

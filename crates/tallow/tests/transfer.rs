@@ -773,3 +773,86 @@ fn json_error_events_name_every_kind() {
         .unwrap();
     assert_eq!(kind(&String::from_utf8_lossy(&usage.stdout)), "usage");
 }
+
+#[test]
+fn text_messages_and_pipes_in_and_out() {
+    let relay = Relay::start(&[]);
+    // --text: printed by the receiver, nothing written.
+    let out = tempfile::tempdir().unwrap();
+    let s = tallow()
+        .args([
+            "send",
+            "--no-lan",
+            "--relay",
+            &relay.addr,
+            "--code",
+            CODE,
+            "--text",
+            "meet at 6\nbring the keys",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r = tallow()
+        .args(["receive", "--no-lan", "--relay", &relay.addr, "--out"])
+        .arg(out.path())
+        .arg(CODE)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let s = s.wait_with_output().unwrap();
+    assert!(
+        s.status.success() && r.status.success(),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "meet at 6\nbring the keys\n"
+    );
+    assert!(list_dir(out.path()).is_empty());
+
+    // `cmd | tallow send -` and `tallow receive --out - > file`.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut s = tallow()
+        .args([
+            "send",
+            "--no-lan",
+            "--relay",
+            &relay.addr,
+            "--code",
+            CODE,
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = s.stdin.take().unwrap();
+        stdin.write_all(&data).unwrap();
+    }
+    let r = tallow()
+        .args([
+            "receive",
+            "--no-lan",
+            "--yes",
+            "--relay",
+            &relay.addr,
+            "--out",
+            "-",
+            CODE,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let s = s.wait_with_output().unwrap();
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(r.stdout == data, "stdout carries exactly the piped bytes");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("into standard output"));
+}
