@@ -1,10 +1,12 @@
-//! The progress bar on stderr (indicatif): percent, bytes done of total,
-//! current speed, average speed and time left. Drawn only when stderr is a
-//! terminal (and not with `--quiet`); at most five times a second.
+//! The progress display on stderr (indicatif): a bar with percent, bytes
+//! done of total, current speed, average speed and time left, and under it
+//! the file in progress. Drawn only when stderr is a terminal (and not with
+//! `--quiet` or `--json`); at most five times a second.
 
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tallow_protocol::manifest::Manifest;
 use tallow_protocol::Progress;
 
 use crate::events::{self, Event};
@@ -15,9 +17,12 @@ const JSON_PROGRESS_EVERY: Duration = Duration::from_millis(250);
 const TEMPLATE: &str =
     "{percent:>3}% [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} (avg {msg}) ETA {eta}";
 
-/// Tracks bytes and time, and draws the bar.
+/// Tracks bytes and time, and draws the bar and the current file.
 pub struct ProgressLine {
     bar: ProgressBar,
+    file_line: ProgressBar,
+    /// Where each file ends in the stream of bytes, and its name.
+    files: Vec<(u64, String)>,
     started: Instant,
     done: u64,
     /// Bytes that were already there; not counted in the speed.
@@ -26,17 +31,35 @@ pub struct ProgressLine {
 }
 
 impl ProgressLine {
-    pub fn new(quiet: bool) -> Self {
-        let bar = if quiet || events::enabled() {
-            ProgressBar::hidden()
+    /// `manifest`: what is being transferred, to name the current file.
+    pub fn new(quiet: bool, manifest: &Manifest) -> Self {
+        let target = if quiet || events::enabled() {
+            ProgressDrawTarget::hidden()
         } else {
-            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5))
+            ProgressDrawTarget::stderr_with_hz(5)
         };
+        let lines = MultiProgress::with_draw_target(target);
+        let bar = lines.add(ProgressBar::no_length());
         if let Ok(style) = ProgressStyle::with_template(TEMPLATE) {
             bar.set_style(style.progress_chars("=> "));
         }
+        let file_line = lines.add(ProgressBar::no_length());
+        if let Ok(style) = ProgressStyle::with_template("  {msg}") {
+            file_line.set_style(style);
+        }
+        let mut end = 0;
+        let files = manifest
+            .files
+            .iter()
+            .map(|f| {
+                end += f.size;
+                (end, display_name(&f.path))
+            })
+            .collect();
         ProgressLine {
             bar,
+            file_line,
+            files,
             started: Instant::now(),
             done: 0,
             resumed: 0,
@@ -60,6 +83,12 @@ impl ProgressLine {
                 self.bar.set_position(done);
                 self.bar
                     .set_message(format!("{}/s", human_bytes(self.rate())));
+                // The first file not yet complete at this byte count.
+                let i = self.files.partition_point(|(end, _)| *end <= done);
+                if let Some((_, name)) = self.files.get(i) {
+                    self.file_line
+                        .set_message(format!("{name} ({} of {})", i + 1, self.files.len()));
+                }
                 let now = Instant::now();
                 let due = self
                     .last_event
@@ -109,8 +138,9 @@ impl ProgressLine {
         self.started.elapsed()
     }
 
-    /// Remove the bar so the summary stands alone.
+    /// Remove the lines so the summary stands alone.
     pub fn finish(&self) {
+        self.file_line.finish_and_clear();
         self.bar.finish_and_clear();
     }
 }

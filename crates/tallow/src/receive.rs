@@ -191,7 +191,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut line = ProgressLine::new(args.client.quiet).resuming_from(plan.bytes);
+    let mut line = ProgressLine::new(args.client.quiet, &manifest).resuming_from(plan.bytes);
     let result = offer
         .accept(&options, plan, &deadlines, &mut |p| line.update(p))
         .await;

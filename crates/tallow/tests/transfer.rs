@@ -475,6 +475,7 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
         shown.contains("% [") && shown.contains("ETA") && shown.contains("MiB/s"),
         "{shown}"
     );
+    assert!(shown.contains("bar.bin (1 of 1)"), "the current file: {shown}");
     assert!(
         shown.contains("verified: Merkle root and BLAKE3 match"),
         "{shown}"
