@@ -193,7 +193,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let mut line = ProgressLine::new(args.client.quiet, &manifest);
+    let mut line = ProgressLine::new(args.client.quiet, manifest);
     let total = manifest.total_size();
     let count = manifest.files.len();
     let options = SendOptions {
