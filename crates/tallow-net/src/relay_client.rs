@@ -23,6 +23,18 @@ pub async fn connect_to_relay(
     deadlines: &Deadlines,
     on_waiting: impl FnOnce(),
 ) -> Result<TcpStream, NetError> {
+    connect_with_password(addr, role, room, b"", deadlines, on_waiting).await
+}
+
+/// [`connect_to_relay`] for a relay that requires a password.
+pub async fn connect_with_password(
+    addr: &str,
+    role: Role,
+    room: RoomId,
+    password: &[u8],
+    deadlines: &Deadlines,
+    on_waiting: impl FnOnce(),
+) -> Result<TcpStream, NetError> {
     let mut stream = tokio::time::timeout(deadlines.connect, TcpStream::connect(addr))
         .await
         .map_err(|_| NetError::ConnectTimeout {
@@ -35,7 +47,7 @@ pub async fn connect_to_relay(
         })?;
     // Handshake messages are small and latency-bound.
     let _ = stream.set_nodelay(true);
-    let hello = RelayHello { role, room }.encode();
+    let hello = RelayHello { role, room }.encode_with_password(password);
     let peer = role.peer();
     stream
         .write_all(&hello)

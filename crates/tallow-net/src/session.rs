@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::channel::PeerChannel;
 use crate::handshake_io::{handshake_as_receiver, handshake_as_sender};
 use crate::lan::{announce, discover};
-use crate::relay_client::connect_to_relay;
+use crate::relay_client::{connect_to_relay, connect_with_password};
 use crate::NetError;
 
 /// Longest a receiver listens for a sender on the local network.
@@ -36,6 +36,8 @@ pub const LAN_WAIT: Duration = Duration::from_secs(30);
 pub struct Route {
     /// A relay to join, `HOST:PORT`.
     pub relay: Option<String>,
+    /// The relay's password, if it requires one.
+    pub relay_password: Option<String>,
     /// Announce (sender) or discover (receiver) on the local network.
     pub lan: bool,
     /// UDP port for announcements.
@@ -100,9 +102,16 @@ pub async fn open_as_sender(
     } else {
         None
     };
+    let password = route
+        .relay_password
+        .as_deref()
+        .unwrap_or_default()
+        .as_bytes();
     let remote = route.relay.as_ref().map(|addr| {
         let addr = addr.clone();
-        async move { connect_to_relay(&addr, Role::Sender, room, deadlines, notify).await }
+        async move {
+            connect_with_password(&addr, Role::Sender, room, password, deadlines, notify).await
+        }
     });
     let stream = first_ok(local, remote, on_route_failed).await;
     // Paired (or failed): stop announcing either way.
@@ -136,8 +145,14 @@ pub async fn open_as_receiver(
             connect_to_relay(&addr.to_string(), Role::Receiver, room, deadlines, || {}).await?;
         handshake_as_receiver(stream, code, deadlines).await
     });
+    let password = route
+        .relay_password
+        .as_deref()
+        .unwrap_or_default()
+        .as_bytes();
     let relay = route.relay.as_ref().map(|addr| async move {
-        let stream = connect_to_relay(addr, Role::Receiver, room, deadlines, notify).await?;
+        let stream =
+            connect_with_password(addr, Role::Receiver, room, password, deadlines, notify).await?;
         handshake_as_receiver(stream, code, deadlines).await
     });
     first_ok(lan, relay, on_route_failed).await

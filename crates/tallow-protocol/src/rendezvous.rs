@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! client -> relay   "TLWR" | version u8 | role u8 | room id [32]     (38 bytes)
+//!                   | password length u8 | password                  (0-128 bytes)
 //! relay  -> client  status u8 ('W' waiting, 'P' paired, 'E' refused) | u16 len | text
 //! ```
+//!
+//! The password (empty unless the relay requires one) is an access token
+//! for the relay, sent in the clear like the hello: it keeps strangers from
+//! using a private relay, it protects nothing of the transfer.
 //!
 //! After `P` the relay copies bytes both ways and parses nothing more.
 
@@ -19,6 +24,8 @@ pub const RELAY_MAGIC: [u8; 4] = *b"TLWR";
 pub const RELAY_PROTOCOL_VERSION: u8 = 1;
 /// Exact length of a hello.
 pub const RELAY_HELLO_LEN: usize = 4 + 1 + 1 + 32;
+/// Longest relay password.
+pub const MAX_PASSWORD_LEN: usize = 128;
 /// Longest status text.
 pub const MAX_STATUS_TEXT: usize = 512;
 /// Bytes before a status text.
@@ -44,6 +51,16 @@ impl RelayHello {
             Role::Receiver => 2,
         };
         out[6..].copy_from_slice(&self.room.0);
+        out
+    }
+
+    /// The wire form followed by the password block (cut at
+    /// [`MAX_PASSWORD_LEN`] bytes).
+    pub fn encode_with_password(&self, password: &[u8]) -> Vec<u8> {
+        let password = &password[..password.len().min(MAX_PASSWORD_LEN)];
+        let mut out = self.encode().to_vec();
+        out.push(password.len() as u8);
+        out.extend_from_slice(password);
         out
     }
 

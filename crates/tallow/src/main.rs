@@ -69,6 +69,14 @@ struct ClientArgs {
     /// on the local network.
     #[arg(long, env = "TALLOW_RELAY", value_name = "HOST:PORT")]
     relay: Option<String>,
+    /// Password of a relay that requires one.
+    #[arg(
+        long,
+        env = "TALLOW_RELAY_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    relay_password: Option<String>,
     /// Do not announce or look for the other side on the local network.
     #[arg(long, conflicts_with = "lan_only")]
     no_lan: bool,
@@ -115,6 +123,7 @@ impl ClientArgs {
         }
         Ok(Route {
             relay,
+            relay_password: self.relay_password.clone(),
             lan: !self.no_lan,
             discovery_port: self.discovery_port,
         })

@@ -86,8 +86,11 @@ impl ProgressLine {
                 // The first file not yet complete at this byte count.
                 let i = self.files.partition_point(|(end, _)| *end <= done);
                 if let Some((_, name)) = self.files.get(i) {
-                    self.file_line
-                        .set_message(format!("{name} ({} of {})", i + 1, self.files.len()));
+                    self.file_line.set_message(format!(
+                        "{name} ({} of {})",
+                        i + 1,
+                        self.files.len()
+                    ));
                 }
                 let now = Instant::now();
                 let due = self

@@ -23,6 +23,29 @@ pub struct RelayArgs {
     /// Refuse a client that has not sent its hello after this long.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     hello_timeout: u64,
+    /// Most transfers (rooms, waiting or active) at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_rooms: usize,
+    /// Most connections at once from one IP address (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_conns_per_ip: usize,
+    /// Require clients to present this password (they pass
+    /// --relay-password or set TALLOW_RELAY_PASSWORD).
+    #[arg(
+        long,
+        env = "TALLOW_RELAY_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at
+    /// http://ADDR/healthz.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// On SIGTERM or Ctrl-C, stop accepting and let active transfers run
+    /// this long before exiting.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    shutdown_grace: u64,
 }
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
@@ -35,16 +58,58 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         hello_timeout: Duration::from_secs(args.hello_timeout),
         pair_timeout: Duration::from_secs(args.pair_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_rooms: args.max_rooms,
+        max_conns_per_ip: args.max_conns_per_ip,
+        password: args.password.map(String::into_bytes),
     };
     let server = RelayServer::bind(args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {} (is the port in use?)", args.listen))?;
     let addr = server.local_addr()?;
+    let metrics_listener = match args.metrics {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot serve metrics on {at} (is the port in use?)"))?,
+        ),
+        None => None,
+    };
+    // Both are listening before either is announced.
     println!("tallow relay listening on {addr}");
+    let _metrics = match metrics_listener {
+        Some(listener) => {
+            println!(
+                "tallow relay metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            let (metrics, rooms) = (server.metrics(), server.rooms_gauge());
+            Some(AbortOnDrop(tokio::spawn(RelayServer::serve_metrics(
+                listener, metrics, rooms,
+            ))))
+        }
+        None => None,
+    };
     std::io::stdout().flush()?;
-    tokio::select! {
-        result = server.run() => result?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
-    }
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        tracing::info!("shutting down: no new clients");
+    };
+    server
+        .run_until(shutdown, Duration::from_secs(args.shutdown_grace))
+        .await?;
     Ok(())
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

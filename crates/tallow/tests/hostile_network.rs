@@ -105,10 +105,10 @@ fn a_connection_reset_is_detected() {
 
 #[test]
 fn a_downgraded_version_byte_is_refused_on_both_sides() {
-    // Relay hello (38 bytes), then the SenderHello's length (4): its first
+    // Relay hello (38 bytes), no password (1), then the SenderHello's length (4): its first
     // byte is the version.
     let (s_err, _) = tampered(
-        Tamper::Set { at: 42, value: 0 },
+        Tamper::Set { at: 43, value: 0 },
         &["speaks tallow protocol version 0"],
     );
     assert!(
@@ -134,6 +134,8 @@ fn a_machine_in_the_middle_fails_confirmation_on_both_sides() {
             let mut conn = conn.unwrap();
             let mut hello = [0u8; RELAY_HELLO_LEN];
             conn.read_exact(&mut hello).unwrap();
+            let mut no_password = [0u8; 1];
+            conn.read_exact(&mut no_password).unwrap();
             let hello = RelayHello::decode(&hello).unwrap();
             conn.write_all(&RelayStatus::Paired.encode()).unwrap();
             conn.set_nonblocking(true).unwrap();

@@ -32,7 +32,7 @@ fn join(addr: &str, role: Role, nameplate: &str) -> TcpStream {
         role,
         room: RoomId::for_nameplate(nameplate),
     };
-    s.write_all(&hello.encode()).unwrap();
+    s.write_all(&hello.encode_with_password(b"")).unwrap();
     s
 }
 
@@ -168,4 +168,145 @@ fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
         // Only the nameplate's hash reaches the relay, not the nameplate itself.
         assert!(contains(&RoomId::for_nameplate("8086").0));
     }
+}
+
+fn refused_with(stream: &mut TcpStream) -> String {
+    match read_status(stream) {
+        RelayStatus::Refused(text) => text,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn limits_on_connections_per_address_and_rooms() {
+    let relay = Relay::start(&["--max-conns-per-ip", "2", "--max-rooms", "1"]);
+    let mut a = join(&relay.addr, Role::Sender, "1");
+    assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+    // A second room while one is open: the relay is full.
+    let mut b = join(&relay.addr, Role::Sender, "2");
+    assert!(refused_with(&mut b).contains("relay is full"));
+    drop(b);
+    thread::sleep(Duration::from_millis(100));
+    // Two connections from 127.0.0.1 are open (a, c); a third is refused.
+    let mut c = join(&relay.addr, Role::Receiver, "1");
+    assert_eq!(read_status(&mut c), RelayStatus::Paired);
+    let mut d = join(&relay.addr, Role::Sender, "3");
+    assert!(refused_with(&mut d).contains("too many connections from your address"));
+}
+
+#[test]
+fn a_relay_password_is_required_and_checked() {
+    let relay = Relay::start(&["--password", "open sesame"]);
+    let mut wrong = TcpStream::connect(&relay.addr).unwrap();
+    let hello = RelayHello {
+        role: Role::Sender,
+        room: RoomId::for_nameplate("9"),
+    };
+    wrong
+        .write_all(&hello.encode_with_password(b"guess"))
+        .unwrap();
+    assert!(refused_with(&mut wrong).contains("needs a password"));
+
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "p.bin", 1000, 1);
+    let code = "9090-abacus-zoom-yodel";
+    let pw = ["--relay-password", "open sesame"];
+    let s = sender(&relay.addr, code, std::slice::from_ref(&file), &pw);
+    let r = receiver(&relay.addr, code, out.path(), &["--yes", pw[0], pw[1]]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    assert_same_file(&file, &out.path().join("p.bin"));
+}
+
+/// GET a path from the metrics endpoint.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn metrics_and_health_are_served_and_count_transfers() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = metrics.local_addr().unwrap().to_string();
+    drop(metrics);
+    let relay = Relay::start(&["--metrics", &at]);
+    assert!(http_get(&at, "/healthz").contains("200 OK"));
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "m.bin", 200_000, 1);
+    let ((s, _), (r, _)) = transfer(
+        &relay.addr,
+        "8181-abacus-zoom-yodel",
+        &[file],
+        out.path(),
+        &["--yes"],
+    );
+    assert!(s.success() && r.success());
+    let mut bad = TcpStream::connect(&relay.addr).unwrap();
+    bad.write_all(&[0u8; 64]).unwrap();
+    let _ = read_status(&mut bad);
+    thread::sleep(Duration::from_millis(300));
+    let text = http_get(&at, "/metrics");
+    assert!(text.contains("tallow_relay_pairs_total 1"), "{text}");
+    assert!(text.contains("tallow_relay_pairs_active 0"), "{text}");
+    assert!(
+        text.contains("tallow_relay_refusals_total{reason=\"malformed\"} 1"),
+        "{text}"
+    );
+    let forwarded: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tallow_relay_bytes_forwarded_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(forwarded > 200_000, "{forwarded}");
+    // Counts, never payloads or room ids.
+    assert!(!text.contains("8181"));
+}
+
+#[test]
+fn sigterm_lets_the_active_transfer_finish_and_refuses_new_ones() {
+    let relay = Relay::start(&["--shutdown-grace", "60"]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "g.bin", 64 << 20, 1);
+    // A slow link keeps the transfer going while the relay is told to stop.
+    let hop = Hop::start(
+        &relay.addr,
+        HopBehaviour {
+            delay: Duration::from_millis(200),
+            ..HopBehaviour::default()
+        },
+    );
+    let s = sender(
+        &hop.addr,
+        "7272-abacus-zoom-yodel",
+        std::slice::from_ref(&file),
+        &["--compress", "none"],
+    );
+    let r = receiver(
+        &relay.addr,
+        "7272-abacus-zoom-yodel",
+        out.path(),
+        &["--yes"],
+    );
+    wait_until(Duration::from_secs(30), "the transfer to start", || {
+        std::fs::metadata(out.path().join("g.bin.tallow-partial")).is_ok()
+    });
+    relay.terminate();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        TcpStream::connect(&relay.addr).is_err(),
+        "no new clients after SIGTERM"
+    );
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    assert_same_file(&file, &out.path().join("g.bin"));
 }

@@ -475,7 +475,10 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
         shown.contains("% [") && shown.contains("ETA") && shown.contains("MiB/s"),
         "{shown}"
     );
-    assert!(shown.contains("bar.bin (1 of 1)"), "the current file: {shown}");
+    assert!(
+        shown.contains("bar.bin (1 of 1)"),
+        "the current file: {shown}"
+    );
     assert!(
         shown.contains("verified: Merkle root and BLAKE3 match"),
         "{shown}"
@@ -737,7 +740,7 @@ fn json_error_events_name_every_kind() {
     let downgrade = Hop::start(
         &relay.addr,
         HopBehaviour {
-            tamper: Some(Tamper::Set { at: 42, value: 0 }),
+            tamper: Some(Tamper::Set { at: 43, value: 0 }),
             ..HopBehaviour::default()
         },
     );

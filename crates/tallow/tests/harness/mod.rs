@@ -65,6 +65,13 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Send SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        signal(self.child.id(), "-TERM");
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();
