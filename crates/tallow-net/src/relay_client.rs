@@ -58,20 +58,26 @@ pub async fn connect_with_password(
     // The first status comes at once; "paired" may take as long as the
     // other person takes to start, but no longer than `pairing` in all
     // (a relay repeating "waiting" cannot hold us forever).
-    let mut deadline = Instant::now() + deadlines.connect;
+    let later = |d| Instant::now().checked_add(d).unwrap_or_else(far_future);
+    let mut deadline = later(deadlines.connect);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match read_status(&mut stream, addr, peer, left, deadlines.pairing).await? {
             RelayStatus::Waiting => {
                 if let Some(f) = on_waiting.take() {
                     f();
-                    deadline = Instant::now() + deadlines.pairing;
+                    deadline = later(deadlines.pairing);
                 }
             }
             RelayStatus::Paired => return Ok(stream),
             RelayStatus::Refused(reason) => return Err(NetError::Refused(reason)),
         }
     }
+}
+
+/// A deadline that never comes in practice (a year away).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 86_400)
 }
 
 async fn read_status(

@@ -49,6 +49,24 @@ pub struct Route {
 #[derive(Default)]
 pub struct SessionGuard {
     tasks: Vec<JoinHandle<()>>,
+    relay: Option<std::sync::Arc<tallow_relay::Metrics>>,
+}
+
+impl SessionGuard {
+    /// Let the in-process relay forward what is still in flight (a last
+    /// `Abort`, say) before the process exits, for at most `max`.
+    pub async fn drain(&self, max: Duration) {
+        let Some(metrics) = &self.relay else { return };
+        let deadline = tokio::time::Instant::now() + max;
+        while metrics
+            .pairs_active
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for SessionGuard {
@@ -81,6 +99,9 @@ pub async fn open_as_sender(
     let local = if route.lan {
         let config = RelayConfig {
             pair_timeout: deadlines.pairing,
+            // Only this transfer's room: the sender's machine is not a
+            // relay for anyone else on the network.
+            only_room: Some(room),
             ..RelayConfig::default()
         };
         let server = RelayServer::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), config)
@@ -90,6 +111,7 @@ pub async fn open_as_sender(
             .local_addr()
             .map_err(|source| NetError::HostRelay { source })?
             .port();
+        guard.relay = Some(server.metrics());
         guard.tasks.push(tokio::spawn(async move {
             let _ = server.run().await;
         }));
@@ -183,6 +205,14 @@ async fn first_ok<T>(
                         Ok(v) => return Ok(v),
                         Err(e) => b_err = Some(e),
                     },
+                }
+                // A handshake verdict (wrong code) is final: the sender
+                // allows one attempt per session, so the other route cannot
+                // succeed either.
+                for e in [&mut a_err, &mut b_err] {
+                    if matches!(e, Some(NetError::Handshake(_))) {
+                        return Err(e.take().unwrap_or(NetError::NoRoute));
+                    }
                 }
                 match (&a_err, &b_err) {
                     (Some(x), Some(y)) => {

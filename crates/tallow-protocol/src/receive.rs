@@ -126,7 +126,10 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
     deadlines: &Deadlines,
 ) -> Result<Offered<W, R>, TransferError> {
     let mut buf = Vec::new();
-    reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
+    // The sender's user may be comparing verification strings first.
+    reader
+        .recv_frame(&mut buf, Some(deadlines.decision))
+        .await?;
     match decode(&buf) {
         Ok(Message::Offer(manifest)) => Ok(Offered::Files(IncomingOffer {
             manifest,

@@ -127,8 +127,13 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool) -> ResumePlan {
     while k < manifest.files.len() {
         let entry = &manifest.files[k];
         let target = out_dir.join(&entry.path);
+        // Still the file we wrote: its size, and the mtime we gave it.
         let in_place = fs::symlink_metadata(&target)
-            .map(|m| m.is_file() && m.len() == entry.size)
+            .map(|m| {
+                m.is_file()
+                    && m.len() == entry.size
+                    && m.modified().ok() == entry.mtime.to_system_time()
+            })
             .unwrap_or(false);
         // Done, or renamed into place just before an interruption kept the
         // "done" record from being written: every chunk durable, no partial
@@ -208,6 +213,28 @@ mod tests {
             .collect()
     }
 
+    /// Give a file the manifest's mtime, as the receiver does.
+    fn set_epoch(path: &Path) {
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_finished_file_touched_since_is_fetched_again() {
+        let (dir, m, _) = setup();
+        fs::File::options()
+            .write(true)
+            .open(dir.path().join("a"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        assert_eq!(plan(&m, dir.path(), true).point, ResumePoint::default());
+    }
+
     /// A checkpoint where file `a` is done and 3 of 4 chunks of `b` are durable.
     fn setup() -> (tempfile::TempDir, Manifest, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
@@ -219,6 +246,7 @@ mod tests {
         let a = data(5000, 1);
         let b = data(4 * 4096, 2);
         fs::write(dir.path().join("a"), &a).unwrap();
+        set_epoch(&dir.path().join("a"));
         fs::write(dir.path().join("b.tallow-partial"), &b[..3 * 4096]).unwrap();
         let mut records = vec![
             Record::Chunk {
@@ -292,6 +320,7 @@ mod tests {
         let (dir, m, b) = setup();
         // All four chunks of b durable and b renamed, but no "done" record.
         fs::write(dir.path().join("b"), &b).unwrap();
+        set_epoch(&dir.path().join("b"));
         fs::remove_file(dir.path().join("b.tallow-partial")).unwrap();
         let path = checkpoint_path(dir.path(), &m.identity());
         let mut log = checkpoint::load(&path).unwrap().records;
@@ -306,6 +335,7 @@ mod tests {
         assert!(p.is_ours("b"));
         // Not if the file there is something else.
         fs::write(dir.path().join("b"), vec![0u8; b.len()]).unwrap();
+        set_epoch(&dir.path().join("b"));
         let p = plan(&m, dir.path(), true);
         assert_eq!(p.point.files_done, 1);
         assert!(!p.is_ours("b"));

@@ -43,6 +43,8 @@ pub struct RelayConfig {
     pub max_conns_per_ip: usize,
     /// Clients must present this password, if set.
     pub password: Option<Vec<u8>>,
+    /// Serve this room only (the sender's in-process relay).
+    pub only_room: Option<RoomId>,
 }
 
 impl Default for RelayConfig {
@@ -54,6 +56,7 @@ impl Default for RelayConfig {
             max_rooms: 10_000,
             max_conns_per_ip: 32,
             password: None,
+            only_room: None,
         }
     }
 }
@@ -468,6 +471,15 @@ impl Connection {
             }
         }
         let room = hello.room;
+        if self.config.only_room.is_some_and(|only| only != room) {
+            self.refuse(
+                &mut stream,
+                Refusal::RoomLimit,
+                "this relay serves one transfer only",
+            )
+            .await;
+            return;
+        }
         match self.join(hello) {
             Joined::Refuse(why, reason) => {
                 tracing::info!(room = %room.short(), role = %hello.role, "refused: {reason}");

@@ -48,10 +48,25 @@ pub fn kind_name(code: u8) -> &'static str {
     }
 }
 
+/// This side's user said no.
+#[derive(Debug)]
+pub struct Refused(pub &'static str);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// The status for an error.
 pub fn code_for(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {
         return USAGE;
+    }
+    if e.downcast_ref::<Refused>().is_some() {
+        return REFUSED;
     }
     if let Some(e) = e.downcast_ref::<NetError>() {
         return match e {

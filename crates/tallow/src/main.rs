@@ -98,10 +98,11 @@ struct ClientArgs {
     #[arg(long)]
     json: bool,
     /// Give up when the other side sends or takes nothing for this long.
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     idle_timeout: u64,
-    /// Give up when the other side has not joined the relay after this long.
-    #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Give up when the other side has not joined after this long (a
+    /// receiver searches the local network for at most 30 s of it).
+    #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     wait_timeout: u64,
 }
 
@@ -243,7 +244,10 @@ async fn confirm_connected(
     }
     .encode(&mut frame);
     let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
-    anyhow::bail!("verification strings differ: someone may be intercepting the connection; nothing was transferred")
+    Err(exit::Refused(
+        "verification strings differ: someone may be intercepting the connection; nothing was transferred",
+    )
+    .into())
 }
 
 /// One route to the other side failed while another is still being tried.

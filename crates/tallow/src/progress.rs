@@ -28,6 +28,8 @@ pub struct ProgressLine {
     /// Bytes that were already there; not counted in the speed.
     resumed: u64,
     last_event: Option<Instant>,
+    /// The 100 % event was printed.
+    reported_total: bool,
 }
 
 impl ProgressLine {
@@ -64,6 +66,7 @@ impl ProgressLine {
             done: 0,
             resumed: 0,
             last_event: None,
+            reported_total: false,
         }
     }
 
@@ -96,7 +99,9 @@ impl ProgressLine {
                 let due = self
                     .last_event
                     .is_none_or(|t| now.duration_since(t) >= JSON_PROGRESS_EVERY);
-                if due || done == total {
+                let finished = done == total && !self.reported_total;
+                if due || finished {
+                    self.reported_total |= done == total;
                     self.last_event = Some(now);
                     Event::new("progress")
                         .num("bytes", done)

@@ -44,7 +44,7 @@ pub struct ReceiveArgs {
     #[arg(long)]
     no_resume: bool,
     /// List interrupted transfers in the output folder, then exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     list_partial: bool,
     /// Delete interrupted transfers (checkpoint and partial files) in the
     /// output folder not touched for this many days (0: all), then exit.
@@ -156,7 +156,14 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         overwrite: args.overwrite,
         resume: !args.no_resume,
     };
-    let plan = offer.plan(&options);
+    // Reading back a partial file can take a while: not on the reactor.
+    let plan = tokio::task::block_in_place(|| offer.plan(&options));
+    if plan.bytes > 0 {
+        Event::new("resumed")
+            .num("bytes", plan.bytes)
+            .num("total", total)
+            .emit();
+    }
     if plan.source_changed {
         eprintln!("The files changed since the interrupted transfer (size or modification time): starting over.");
     }
@@ -187,7 +194,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         }
         if !ask_yes_no("Accept?", deadlines.decision).await? {
             offer.decline("the receiver declined", &deadlines).await?;
-            anyhow::bail!("offer declined; nothing was written");
+            return Err(crate::exit::Refused("offer declined; nothing was written").into());
         }
     }
 
@@ -274,7 +281,7 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     if let Some(days) = args.clean_partial_older_than {
-        let limit = Duration::from_secs(days * 86_400);
+        let limit = Duration::from_secs(days.saturating_mul(86_400));
         let mut cleaned = 0;
         for cp in found.iter().filter(|cp| age(cp.modified) >= limit) {
             for f in &cp.manifest.files {

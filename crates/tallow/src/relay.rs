@@ -61,6 +61,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         max_rooms: args.max_rooms,
         max_conns_per_ip: args.max_conns_per_ip,
         password: args.password.map(String::into_bytes),
+        only_room: None,
     };
     let server = RelayServer::bind(args.listen, config)
         .await

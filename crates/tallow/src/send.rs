@@ -1,6 +1,7 @@
 //! `tallow send`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -140,18 +141,23 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     }
     // The code is shown once the relay has us, so a dead relay is reported
     // before anyone is told to type anything.
+    // What the receiver must type, with the route options it needs too.
+    let mut receive_command = String::from("tallow receive ");
+    if let Some(relay) = &route.relay {
+        receive_command.push_str(&format!("--relay {relay} "));
+    }
+    if route.lan && route.discovery_port != tallow_net::lan::DEFAULT_DISCOVERY_PORT {
+        receive_command.push_str(&format!("--discovery-port {} ", route.discovery_port));
+    }
+    receive_command.push_str(code.as_str());
     let show_code = || {
         Event::new("code")
             .str("code", code.as_str())
-            .str(
-                "receive_command",
-                &format!("tallow receive {}", code.as_str()),
-            )
+            .str("receive_command", &receive_command)
             .emit();
         eprintln!("Code: {}", code.as_str());
         if args.qr {
-            let command = format!("tallow receive {}", code.as_str());
-            match qrcode::QrCode::new(command.as_bytes()) {
+            match qrcode::QrCode::new(receive_command.as_bytes()) {
                 Ok(qr) => eprintln!(
                     "{}",
                     qr.render::<qrcode::render::unicode::Dense1x2>()
@@ -161,13 +167,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
                 Err(e) => eprintln!("warning: cannot draw the QR code ({e})"),
             }
         }
-        eprintln!(
-            "On the other machine run:\n  tallow receive {}",
-            code.as_str()
-        );
+        eprintln!("On the other machine run:\n  {receive_command}");
     };
     let shown = std::sync::atomic::AtomicBool::new(false);
-    let (mut channel, _relay) = open_as_sender(
+    let (mut channel, relay_guard) = open_as_sender(
         &route,
         &code,
         &deadlines,
@@ -214,6 +217,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     )
     .await;
     line.finish();
+    // Through our own relay, a last message (an Abort) may still be in
+    // flight to the receiver.
+    relay_guard.drain(Duration::from_secs(2)).await;
     result?;
     Event::new("done")
         .num("files", count as u64)
