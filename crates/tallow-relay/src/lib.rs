@@ -80,13 +80,11 @@ pub enum Refusal {
     RoomFull,
     /// The peer did not come in time.
     PairTimeout,
-    /// The relay is shutting down.
-    ShuttingDown,
 }
 
 impl Refusal {
     /// Every reason, in a fixed order (for metrics).
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::HelloTimeout,
         Refusal::Malformed,
         Refusal::Password,
@@ -95,7 +93,6 @@ impl Refusal {
         Refusal::RoomBusy,
         Refusal::RoomFull,
         Refusal::PairTimeout,
-        Refusal::ShuttingDown,
     ];
 
     /// The label used in metrics.
@@ -109,7 +106,6 @@ impl Refusal {
             Refusal::RoomBusy => "room_busy",
             Refusal::RoomFull => "room_full",
             Refusal::PairTimeout => "pair_timeout",
-            Refusal::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -125,7 +121,7 @@ pub struct Metrics {
     pub pairs_active: AtomicU64,
     /// Bytes forwarded, both ways, all pairs.
     pub bytes_forwarded_total: AtomicU64,
-    refusals: [AtomicU64; 9],
+    refusals: [AtomicU64; 8],
 }
 
 impl Metrics {
