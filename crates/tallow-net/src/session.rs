@@ -28,6 +28,9 @@ use crate::lan::{announce, discover};
 use crate::relay_client::{connect_to_relay, connect_with_password};
 use crate::NetError;
 
+/// Longest the in-process relay is kept to deliver a last message.
+pub const ABORT_DRAIN: Duration = Duration::from_secs(2);
+
 /// Longest a receiver listens for a sender on the local network.
 pub const LAN_WAIT: Duration = Duration::from_secs(30);
 
@@ -140,8 +143,15 @@ pub async fn open_as_sender(
     if let Some(a) = announcer {
         a.abort();
     }
-    let channel = handshake_as_sender(stream?, code, deadlines).await?;
-    Ok((channel, guard))
+    match handshake_as_sender(stream?, code, deadlines).await {
+        Ok(channel) => Ok((channel, guard)),
+        Err(e) => {
+            // Our Abort (wrong code, bad version) may still be on its way
+            // through the in-process relay.
+            guard.drain(ABORT_DRAIN).await;
+            Err(e)
+        }
+    }
 }
 
 /// The receiver's side: returns the authenticated channel of the first

@@ -1,14 +1,13 @@
 //! `tallow send`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use rand_core::OsRng;
 use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
-use tallow_net::session::open_as_sender;
+use tallow_net::session::{open_as_sender, ABORT_DRAIN};
 use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
 use tallow_protocol::message::MAX_TEXT_LEN;
 use tallow_protocol::send::{send_text, send_transfer, Compression, SendOptions};
@@ -185,7 +184,13 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     if !shown.load(std::sync::atomic::Ordering::Relaxed) {
         show_code();
     }
-    confirm_connected(&mut channel, args.client.verify, Role::Sender, &deadlines).await?;
+    if let Err(e) =
+        confirm_connected(&mut channel, args.client.verify, Role::Sender, &deadlines).await
+    {
+        drop(channel);
+        relay_guard.drain(ABORT_DRAIN).await;
+        return Err(e);
+    }
     if let Some(text) = &args.text {
         send_text(text, channel.writer, channel.reader, &deadlines).await?;
         Event::new("done")
@@ -219,7 +224,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     line.finish();
     // Through our own relay, a last message (an Abort) may still be in
     // flight to the receiver.
-    relay_guard.drain(Duration::from_secs(2)).await;
+    relay_guard.drain(ABORT_DRAIN).await;
     result?;
     Event::new("done")
         .num("files", count as u64)

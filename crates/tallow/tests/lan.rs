@@ -192,3 +192,19 @@ fn two_hosts_on_one_network_find_each_other() {
     );
     assert_same_file(&file, &out.path().join("across.bin"));
 }
+
+#[test]
+fn a_wrong_code_over_the_lan_is_reported_as_such_on_both_sides() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "x.bin", 1000, 5);
+    let port = discovery_port(3);
+    let s = lan_sender(&[], "6164-abacus-zoom-yodel", &file, &port);
+    let r = lan_receiver(&[], "6164-abacus-zoom-zebra", out.path(), &port, &[]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert_eq!(s_status.code(), Some(3), "{s_err}");
+    assert_eq!(r_status.code(), Some(3), "{r_err}");
+    // The sender's verdict crossed its own in-process relay before it exited.
+    assert!(r_err.contains("rejected our key confirmation"), "{r_err}");
+}
