@@ -310,3 +310,73 @@ fn sigterm_lets_the_active_transfer_finish_and_refuses_new_ones() {
     assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
     assert_same_file(&file, &out.path().join("g.bin"));
 }
+
+/// `n` pairs connected to one relay at once, each moving `bytes` both ways;
+/// returns the relay's resident memory while all of them are open.
+fn concurrent_pairs(n: usize, bytes: usize) -> (u64, u64) {
+    let relay = Relay::start(&["--max-conns-per-ip", "0"]);
+    let idle_rss = rss_of(relay.pid());
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n + 1));
+    let workers: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, barrier) = (relay.addr.clone(), barrier.clone());
+            thread::spawn(move || {
+                let nameplate = format!("{}", 100_000 + i);
+                let mut a = join(&addr, Role::Sender, &nameplate);
+                assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+                let mut b = join(&addr, Role::Receiver, &nameplate);
+                assert_eq!(read_status(&mut a), RelayStatus::Paired);
+                assert_eq!(read_status(&mut b), RelayStatus::Paired);
+                let data = vec![i as u8; bytes];
+                a.write_all(&data).unwrap();
+                let mut got = vec![0u8; bytes];
+                b.read_exact(&mut got).unwrap();
+                assert_eq!(got, data);
+                b.write_all(&data).unwrap();
+                a.read_exact(&mut got).unwrap();
+                // Hold the pair open until every pair is up.
+                barrier.wait();
+                barrier.wait();
+            })
+        })
+        .collect();
+    barrier.wait();
+    let busy_rss = rss_of(relay.pid());
+    barrier.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    (idle_rss, busy_rss)
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+#[test]
+fn fifty_concurrent_pairs_with_bounded_memory() {
+    let (idle, busy) = concurrent_pairs(50, 256 * 1024);
+    let per_pair = busy.saturating_sub(idle) / 50;
+    eprintln!("relay RSS: idle {idle} B, 50 pairs {busy} B, ~{per_pair} B per pair");
+    assert!(busy > 0);
+    assert!(per_pair < 512 * 1024, "{per_pair} bytes per pair");
+}
+
+/// The full-size load: `cargo test --release -p tallow --test relay -- --ignored`.
+#[test]
+#[ignore]
+fn a_thousand_concurrent_pairs() {
+    let (idle, busy) = concurrent_pairs(1000, 64 * 1024);
+    eprintln!(
+        "relay RSS: idle {idle} B, 1000 pairs {busy} B, ~{} B per pair",
+        busy.saturating_sub(idle) / 1000
+    );
+}

@@ -66,6 +66,11 @@ impl Relay {
 }
 
 impl Relay {
+    /// The relay's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send SIGTERM (a graceful stop).
     pub fn terminate(&self) {
         signal(self.child.id(), "-TERM");
