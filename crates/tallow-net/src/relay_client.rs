@@ -1,4 +1,4 @@
-//! Joining a relay room and waiting for the other side.
+//! Choosing a relay, joining a room on it, and waiting for the other side.
 
 use std::time::Duration;
 
@@ -12,6 +12,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::NetError;
+
+/// Pick one relay from a comma-separated list by rendezvous hashing of the
+/// room: every client with the same list (in any order) and the same code
+/// picks the same relay, and rooms spread evenly over the list, so a fleet
+/// of relays serves one population without coordination. A list of one is
+/// that relay.
+pub fn pick_relay(list: &str, room: &RoomId) -> String {
+    list.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .max_by_key(|relay| {
+            let mut h = blake3::Hasher::new_derive_key("tallow 2026-11 relay choice v1");
+            h.update(&room.0);
+            h.update(relay.as_bytes());
+            *h.finalize().as_bytes()
+        })
+        .unwrap_or(list)
+        .to_owned()
+}
 
 /// Connect to the relay at `addr`, join `room` as `role`, and return the
 /// stream once the other side has joined. `on_waiting` runs when the relay
@@ -111,4 +130,25 @@ async fn read_status(
             peer,
             waited: pairing,
         })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_choice_ignores_list_order_and_spreads_rooms() {
+        let list = "a.example:9009, b.example:9009,c.example:9009";
+        let reordered = "c.example:9009,a.example:9009,b.example:9009";
+        let mut counts = std::collections::HashMap::new();
+        for n in 0..300 {
+            let room = RoomId::for_nameplate(&n.to_string());
+            let pick = pick_relay(list, &room);
+            assert_eq!(pick, pick_relay(reordered, &room));
+            *counts.entry(pick).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!(counts.values().all(|&c| c > 50), "{counts:?}");
+        assert_eq!(pick_relay("solo:1", &RoomId([0; 32])), "solo:1");
+    }
 }

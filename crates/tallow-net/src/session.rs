@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::channel::PeerChannel;
 use crate::handshake_io::{handshake_as_receiver, handshake_as_sender};
 use crate::lan::{announce, discover};
-use crate::relay_client::{connect_to_relay, connect_with_password};
+use crate::relay_client::{connect_to_relay, connect_with_password, pick_relay};
 use crate::NetError;
 
 /// Longest the in-process relay is kept to deliver a last message.
@@ -37,7 +37,8 @@ pub const LAN_WAIT: Duration = Duration::from_secs(30);
 /// Which ways to reach the other side.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// A relay to join, `HOST:PORT`.
+    /// A relay to join, `HOST:PORT`, or a comma-separated list of relays
+    /// of which [`pick_relay`] chooses one per room.
     pub relay: Option<String>,
     /// The relay's password, if it requires one.
     pub relay_password: Option<String>,
@@ -132,8 +133,8 @@ pub async fn open_as_sender(
         .as_deref()
         .unwrap_or_default()
         .as_bytes();
-    let remote = route.relay.as_ref().map(|addr| {
-        let addr = addr.clone();
+    let remote = route.relay.as_ref().map(|list| {
+        let addr = pick_relay(list, &room);
         async move {
             connect_with_password(&addr, Role::Sender, room, password, deadlines, notify).await
         }
@@ -182,9 +183,10 @@ pub async fn open_as_receiver(
         .as_deref()
         .unwrap_or_default()
         .as_bytes();
-    let relay = route.relay.as_ref().map(|addr| async move {
+    let relay = route.relay.as_ref().map(|list| async move {
+        let addr = pick_relay(list, &room);
         let stream =
-            connect_with_password(addr, Role::Receiver, room, password, deadlines, notify).await?;
+            connect_with_password(&addr, Role::Receiver, room, password, deadlines, notify).await?;
         handshake_as_receiver(stream, code, deadlines).await
     });
     first_ok(lan, relay, on_route_failed).await

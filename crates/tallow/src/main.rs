@@ -65,8 +65,9 @@ enum Command {
 /// Options shared by `send` and `receive`.
 #[derive(Args, Debug, Clone)]
 struct ClientArgs {
-    /// Relay address, HOST:PORT. Without one, the two sides find each other
-    /// on the local network.
+    /// Relay address, HOST:PORT, or a comma-separated list of relays (both
+    /// sides then pick the same one for the code). Without one, the two
+    /// sides find each other on the local network.
     #[arg(long, env = "TALLOW_RELAY", value_name = "HOST:PORT")]
     relay: Option<String>,
     /// Password of a relay that requires one.

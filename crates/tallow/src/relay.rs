@@ -76,10 +76,13 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         None => None,
     };
     // Both are listening before either is announced.
-    println!("tallow relay listening on {addr}");
+    // stdout may be closed by whoever read the address: never fail on it.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "tallow relay listening on {addr}");
     let _metrics = match metrics_listener {
         Some(listener) => {
-            println!(
+            let _ = writeln!(
+                out,
                 "tallow relay metrics on http://{}/metrics",
                 listener.local_addr()?
             );
@@ -90,7 +93,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    std::io::stdout().flush()?;
+    let _ = out.flush();
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

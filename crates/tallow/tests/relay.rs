@@ -380,3 +380,43 @@ fn a_thousand_concurrent_pairs() {
         busy.saturating_sub(idle) / 1000
     );
 }
+
+#[test]
+fn a_fleet_of_relays_both_sides_pick_the_same_one() {
+    let metrics: Vec<String> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let a = Relay::start(&["--metrics", &metrics[0]]);
+    let b = Relay::start(&["--metrics", &metrics[1]]);
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "f.bin", 10_000, 1);
+    // Lists in different orders: the choice depends on the code only.
+    let forward = format!("{},{}", a.addr, b.addr);
+    let backward = format!("{},{}", b.addr, a.addr);
+    for n in 0..6 {
+        let out = tempfile::tempdir().unwrap();
+        let code = format!("{}-abacus-zoom-yodel", 300 + n);
+        let s = sender(&forward, &code, std::slice::from_ref(&file), &[]);
+        let r = receiver(&backward, &code, out.path(), &["--yes"]);
+        let (r_status, r_err) = r.finish();
+        let (s_status, s_err) = s.finish();
+        assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    }
+    let pairs = |at: &str| -> u64 {
+        http_get(at, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("tallow_relay_pairs_total "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (on_a, on_b) = (pairs(&metrics[0]), pairs(&metrics[1]));
+    assert_eq!(on_a + on_b, 6);
+    assert!(
+        on_a > 0 && on_b > 0,
+        "rooms spread over both relays: {on_a} / {on_b}"
+    );
+}

@@ -47,9 +47,12 @@ impl Relay {
         let stdout = child.stdout.take().expect("relay stdout");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = reader.read_line(&mut line);
             let _ = tx.send(line);
+            // Keep draining, so the relay never writes into a closed pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
         let line = rx
             .recv_timeout(Duration::from_secs(20))
