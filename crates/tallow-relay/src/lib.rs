@@ -45,6 +45,8 @@ pub struct RelayConfig {
     pub password: Option<Vec<u8>>,
     /// Serve this room only (the sender's in-process relay).
     pub only_room: Option<RoomId>,
+    /// Most bytes per second each transfer may move, each way.
+    pub max_rate: Option<u64>,
 }
 
 impl Default for RelayConfig {
@@ -57,6 +59,7 @@ impl Default for RelayConfig {
             max_conns_per_ip: 32,
             password: None,
             only_room: None,
+            max_rate: None,
         }
     }
 }
@@ -617,7 +620,13 @@ impl Connection {
         let started = Instant::now();
         self.metrics.pairs_total.fetch_add(1, Ordering::Relaxed);
         self.metrics.pairs_active.fetch_add(1, Ordering::Relaxed);
-        let (a_to_b, b_to_a, outcome) = forward(stream, other, self.config.idle_timeout).await;
+        let (a_to_b, b_to_a, outcome) = forward(
+            stream,
+            other,
+            self.config.idle_timeout,
+            self.config.max_rate,
+        )
+        .await;
         self.metrics.pairs_active.fetch_sub(1, Ordering::Relaxed);
         self.metrics
             .bytes_forwarded_total
@@ -671,7 +680,12 @@ async fn refuse(stream: &mut TcpStream, reason: &str) {
 
 /// Copy both ways until both sides finish, one fails, or all is idle.
 /// Returns the bytes copied each way and how it ended.
-async fn forward(a: TcpStream, b: TcpStream, idle: Duration) -> (u64, u64, &'static str) {
+async fn forward(
+    a: TcpStream,
+    b: TcpStream,
+    idle: Duration,
+    max_rate: Option<u64>,
+) -> (u64, u64, &'static str) {
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
     let a_to_b = AtomicU64::new(0);
@@ -680,8 +694,8 @@ async fn forward(a: TcpStream, b: TcpStream, idle: Duration) -> (u64, u64, &'sta
     let (br, bw) = b.into_split();
     let pumps = async {
         tokio::try_join!(
-            pump(ar, bw, &a_to_b, &last_activity, start),
-            pump(br, aw, &b_to_a, &last_activity, start)
+            pump(ar, bw, &a_to_b, &last_activity, start, max_rate),
+            pump(br, aw, &b_to_a, &last_activity, start, max_rate)
         )
     };
     let watchdog = async {
@@ -711,8 +725,10 @@ async fn pump(
     counter: &AtomicU64,
     last_activity: &AtomicU64,
     start: Instant,
+    max_rate: Option<u64>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; FORWARD_BUFFER];
+    let mut moved = 0u64;
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
@@ -722,5 +738,13 @@ async fn pump(
         to.write_all(&buf[..n]).await?;
         counter.fetch_add(n as u64, Ordering::Relaxed);
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        moved += n as u64;
+        if let Some(rate) = max_rate.filter(|r| *r > 0) {
+            // Ahead of the cap: wait until the bytes moved fit it.
+            let due = Duration::from_secs_f64(moved as f64 / rate as f64);
+            if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(ahead).await;
+            }
+        }
     }
 }

@@ -38,6 +38,9 @@ pub struct RelayArgs {
         hide_env_values = true
     )]
     password: Option<String>,
+    /// Most bytes per second each transfer may move, each way (0: no cap).
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 0)]
+    max_rate: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics and a health check at
     /// http://ADDR/healthz.
     #[arg(long, value_name = "ADDR")]
@@ -62,6 +65,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         max_conns_per_ip: args.max_conns_per_ip,
         password: args.password.map(String::into_bytes),
         only_room: None,
+        max_rate: (args.max_rate > 0).then_some(args.max_rate),
     };
     let server = RelayServer::bind(args.listen, config)
         .await

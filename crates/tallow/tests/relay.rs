@@ -420,3 +420,35 @@ fn a_fleet_of_relays_both_sides_pick_the_same_one() {
         "rooms spread over both relays: {on_a} / {on_b}"
     );
 }
+
+#[test]
+fn a_bandwidth_cap_holds_each_transfer_to_its_rate() {
+    // 4 MiB at 8 MiB/s cannot take less than half a second (a lower
+    // bound: a loaded machine only makes it longer).
+    let relay = Relay::start(&["--max-rate", &(8u64 << 20).to_string()]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "r.bin", 4 << 20, 1);
+    let started = std::time::Instant::now();
+    let s = sender(
+        &relay.addr,
+        "5656-abacus-zoom-yodel",
+        std::slice::from_ref(&file),
+        &["--compress", "none"],
+    );
+    let r = receiver(
+        &relay.addr,
+        "5656-abacus-zoom-yodel",
+        out.path(),
+        &["--yes"],
+    );
+    let (r_status, r_err) = r.finish();
+    let (s_status, _) = s.finish();
+    assert!(r_status.success() && s_status.success(), "{r_err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_same_file(&file, &out.path().join("r.bin"));
+}
