@@ -452,3 +452,17 @@ fn a_bandwidth_cap_holds_each_transfer_to_its_rate() {
     );
     assert_same_file(&file, &out.path().join("r.bin"));
 }
+
+#[test]
+fn an_idle_pair_is_cut_after_the_idle_timeout() {
+    let relay = Relay::start(&["--idle-timeout", "1"]);
+    let mut a = join(&relay.addr, Role::Sender, "42");
+    assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+    let mut b = join(&relay.addr, Role::Receiver, "42");
+    assert_eq!(read_status(&mut a), RelayStatus::Paired);
+    assert_eq!(read_status(&mut b), RelayStatus::Paired);
+    // Nothing moves: the relay ends the pair, and both see the end.
+    a.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(matches!(a.read(&mut byte), Ok(0) | Err(_)));
+}
