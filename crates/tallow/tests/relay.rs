@@ -464,5 +464,9 @@ fn an_idle_pair_is_cut_after_the_idle_timeout() {
     // Nothing moves: the relay ends the pair, and both see the end.
     a.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut byte = [0u8; 1];
-    assert!(matches!(a.read(&mut byte), Ok(0) | Err(_)));
+    match a.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the relay to close the idle pair, got {other:?}"),
+    }
 }
