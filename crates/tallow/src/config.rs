@@ -122,11 +122,11 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     match args.action.unwrap_or(ConfigAction::Show) {
         ConfigAction::Show => {
             let map = load()?;
-            println!("# {}", path()?.display());
+            out!("# {}", path()?.display());
             for (key, what) in KEYS {
                 match map.get(key) {
-                    Some(v) => println!("{key} = {v}"),
-                    None => println!("# {key}: not set ({what})"),
+                    Some(v) => out!("{key} = {v}"),
+                    None => out!("# {key}: not set ({what})"),
                 }
             }
         }
@@ -145,7 +145,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             map.remove(&key);
             save(&map)?;
         }
-        ConfigAction::Path => println!("{}", path()?.display()),
+        ConfigAction::Path => out!("{}", path()?.display()),
     }
     Ok(())
 }

@@ -2,6 +2,23 @@
 //! progress and turns errors into one sentence and an exit status. The
 //! protocol itself lives in the library crates.
 
+/// `eprintln!` that never panics: stderr may be a closed pipe
+/// (`tallow … 2>&1 | head -1`), and a message is not worth a crash.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics (stdout may be a closed pipe).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod config;
 mod events;
 mod exit;
@@ -159,7 +176,7 @@ fn main() -> ExitCode {
             return match page.render(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("tallow: cannot write the manual page: {e}");
+                    say!("tallow: cannot write the manual page: {e}");
                     ExitCode::FAILURE
                 }
             };
@@ -179,7 +196,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tallow: cannot start the async runtime: {e}");
+            say!("tallow: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -200,7 +217,7 @@ fn main() -> ExitCode {
             // Messages can quote a peer or a relay: never let them drive
             // the terminal.
             let message = format!("{e:#}");
-            eprintln!("tallow: {}", progress::display_name(&message));
+            say!("tallow: {}", progress::display_name(&message));
             let code = exit::code_for(&e);
             events::Event::new("error")
                 .str("kind", exit::kind_name(code))
@@ -225,11 +242,11 @@ async fn confirm_connected(
     events::Event::new("connected")
         .str("verification", &channel.short_authentication_string)
         .emit();
-    eprintln!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
+    say!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
     if !verify {
         return Ok(());
     }
-    eprintln!(
+    say!(
         "Verification string: {}",
         channel.short_authentication_string
     );
@@ -253,7 +270,7 @@ async fn confirm_connected(
 
 /// One route to the other side failed while another is still being tried.
 fn warn_route_failed(e: &tallow_net::NetError) {
-    eprintln!(
+    say!(
         "warning: {}; still trying the other route",
         progress::display_name(&e.to_string())
     );
@@ -263,7 +280,7 @@ fn warn_route_failed(e: &tallow_net::NetError) {
 /// `deadline`. Anything but `y`/`yes` is a no.
 async fn ask_yes_no(question: &str, deadline: Duration) -> anyhow::Result<bool> {
     use std::io::Write;
-    eprint!("{question} [y/N] ");
+    let _ = write!(std::io::stderr(), "{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let read = tokio::task::spawn_blocking(|| {
         let mut line = String::new();

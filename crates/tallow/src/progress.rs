@@ -119,7 +119,7 @@ impl ProgressLine {
                 self.bar.set_position(bytes);
                 self.bar.reset_eta();
                 self.bar.suspend(|| {
-                    eprintln!(
+                    say!(
                         "Resuming: {} of {} already at the receiver.",
                         human_bytes(bytes),
                         human_bytes(total)

@@ -78,17 +78,17 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     };
     let code = CodePhrase::parse(&typed).context("invalid code")?;
     for (typo, word) in code.suggestions() {
-        eprintln!("warning: {typo:?} is not in the word list; did you mean {word:?}? (trying the code as typed)");
+        say!("warning: {typo:?} is not in the word list; did you mean {word:?}? (trying the code as typed)");
     }
 
     if route.lan {
-        eprintln!("Looking for the sender…");
+        say!("Looking for the sender…");
     }
     let mut channel = open_as_receiver(
         &route,
         &code,
         &deadlines,
-        || eprintln!("Waiting for the sender…"),
+        || say!("Waiting for the sender…"),
         &warn_route_failed,
     )
     .await?;
@@ -139,7 +139,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     if top.len() > NAMES_SHOWN {
         names.push(format!("and {} more", top.len() - NAMES_SHOWN));
     }
-    eprintln!(
+    say!(
         "Offer: {count} file{} ({}): {}",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
@@ -165,10 +165,10 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
             .emit();
     }
     if plan.source_changed {
-        eprintln!("The files changed since the interrupted transfer (size or modification time): starting over.");
+        say!("The files changed since the interrupted transfer (size or modification time): starting over.");
     }
     if plan.bytes > 0 {
-        eprintln!(
+        say!(
             "Resuming: {} of {} already here.",
             human_bytes(plan.bytes),
             human_bytes(total)
@@ -216,7 +216,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         std::io::copy(&mut file, &mut stdout).context("cannot write to standard output")?;
         stdout.flush().context("cannot write to standard output")?;
     }
-    eprintln!(
+    say!(
         "Received {count} file{} ({}) into {} in {:.1} s ({}/s); verified: Merkle root and BLAKE3 match.",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
@@ -259,7 +259,7 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
     let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
     if args.list_partial {
         if found.is_empty() {
-            eprintln!("No interrupted transfers in {}.", out.display());
+            say!("No interrupted transfers in {}.", out.display());
         }
         for cp in &found {
             let done =
@@ -270,7 +270,7 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
                 .into_iter()
                 .map(display_name)
                 .collect();
-            println!(
+            out!(
                 "{}  {} of {}  last written {} h ago  {}",
                 names.join(", "),
                 human_bytes(done),
@@ -293,7 +293,7 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot remove {}", cp.path.display()))?;
             cleaned += 1;
         }
-        eprintln!(
+        say!(
             "Removed {cleaned} interrupted transfer{} older than {days} day{} from {}.",
             if cleaned == 1 { "" } else { "s" },
             if days == 1 { "" } else { "s" },
@@ -312,12 +312,12 @@ fn read_hidden(prompt: &str) -> anyhow::Result<String> {
     let mut quiet = original.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     tcsetattr(&stdin, OptionalActions::Now, &quiet).context("cannot turn off echo")?;
-    eprint!("{prompt}");
+    let _ = write!(std::io::stderr(), "{prompt}");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     let read = stdin.read_line(&mut line);
     let _ = tcsetattr(&stdin, OptionalActions::Now, &original);
-    eprintln!();
+    say!();
     read.context("cannot read the code")?;
     Ok(line.trim().to_owned())
 }

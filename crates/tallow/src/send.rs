@@ -96,7 +96,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             .iter()
             .map(|p| display_name(&p.to_string_lossy()))
             .collect();
-        eprintln!(
+        say!(
             "warning: skipping {} symbolic link{} or special file{} (never followed): {}",
             list.len(),
             if list.len() == 1 { "" } else { "s" },
@@ -108,7 +108,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         Some(given) => {
             let code = CodePhrase::parse(given).context("invalid --code")?;
             if code.is_weaker_than_generated() {
-                eprintln!(
+                say!(
                     "warning: this code is easier to guess than a generated one (about {:.0} bits instead of {:.0}); anyone who guesses it during the transfer could receive your files",
                     code.strength_bits(),
                     CodePhrase::generate(&mut OsRng, DEFAULT_WORDS).strength_bits()
@@ -126,11 +126,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .map(display_name)
         .collect();
     match &args.text {
-        Some(text) => eprintln!(
+        Some(text) => say!(
             "Sending a text message ({}).",
             human_bytes(text.len() as u64)
         ),
-        None => eprintln!(
+        None => say!(
             "Sending {} file{} ({}): {}",
             manifest.files.len(),
             if manifest.files.len() == 1 { "" } else { "s" },
@@ -154,19 +154,19 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             .str("code", code.as_str())
             .str("receive_command", &receive_command)
             .emit();
-        eprintln!("Code: {}", code.as_str());
+        say!("Code: {}", code.as_str());
         if args.qr {
             match qrcode::QrCode::new(receive_command.as_bytes()) {
-                Ok(qr) => eprintln!(
+                Ok(qr) => say!(
                     "{}",
                     qr.render::<qrcode::render::unicode::Dense1x2>()
                         .quiet_zone(true)
                         .build()
                 ),
-                Err(e) => eprintln!("warning: cannot draw the QR code ({e})"),
+                Err(e) => say!("warning: cannot draw the QR code ({e})"),
             }
         }
-        eprintln!("On the other machine run:\n  {receive_command}");
+        say!("On the other machine run:\n  {receive_command}");
     };
     let shown = std::sync::atomic::AtomicBool::new(false);
     let (mut channel, relay_guard) = open_as_sender(
@@ -176,7 +176,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         || {
             show_code();
             shown.store(true, std::sync::atomic::Ordering::Relaxed);
-            eprintln!("Waiting for the receiver…");
+            say!("Waiting for the receiver…");
         },
         &warn_route_failed,
     )
@@ -197,7 +197,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             .num("files", 0)
             .num("bytes", text.len() as u64)
             .emit();
-        eprintln!("Text delivered.");
+        say!("Text delivered.");
         return Ok(());
     }
 
@@ -231,7 +231,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .num("bytes", total)
         .secs("seconds", line.elapsed().as_secs_f64())
         .emit();
-    eprintln!(
+    say!(
         "Sent {count} file{} ({}) in {:.1} s ({}/s); the receiver verified every byte (BLAKE3 and Merkle root).",
         if count == 1 { "" } else { "s" },
         human_bytes(total),

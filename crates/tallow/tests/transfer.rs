@@ -860,3 +860,20 @@ fn text_messages_and_pipes_in_and_out() {
     assert!(r.stdout == data, "stdout carries exactly the piped bytes");
     assert!(String::from_utf8_lossy(&r.stderr).contains("into standard output"));
 }
+
+#[test]
+fn a_closed_stderr_does_not_turn_an_error_into_a_crash() {
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "c.bin", 10, 1);
+    let mut child = tallow()
+        .args(["send", "--no-lan", "--relay", "127.0.0.1:1"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `2>&1 | head -0`: nobody reads, the pipe is gone.
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "a panic would exit 101");
+}
