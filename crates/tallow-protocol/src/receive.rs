@@ -388,6 +388,7 @@ async fn send_acks<W: FrameSink>(
     let mut frame = Vec::new();
     let mut last = 0u64;
     let mut last_sent = tokio::time::Instant::now();
+    let mut last_change = last_sent;
     let mut tick = tokio::time::interval(ACK_INTERVAL);
     loop {
         tokio::select! {
@@ -414,7 +415,14 @@ async fn send_acks<W: FrameSink>(
             }
             _ = tick.tick() => {
                 let now = counters.bytes.load(Ordering::Relaxed);
-                if now != last || last_sent.elapsed() >= KEEPALIVE_INTERVAL {
+                if now != last {
+                    last_change = tokio::time::Instant::now();
+                }
+                // Keepalives cover a long sync, not a hung disk: they stop
+                // once nothing was written for `disk_stall_limit`.
+                let keepalive = last_sent.elapsed() >= KEEPALIVE_INTERVAL
+                    && last_change.elapsed() < disk_stall_limit(idle);
+                if now != last || keepalive {
                     last = now;
                     last_sent = tokio::time::Instant::now();
                     frame.clear();
@@ -513,11 +521,21 @@ async fn stream<R: FrameSource>(
             Message::KeepAlive => continue,
             other => return Err(unexpected(other, "Chunk, FileEnd or TransferComplete")),
         };
-        if work.send(item).await.is_err() {
+        let limit = disk_stall_limit(deadlines.idle);
+        match tokio::time::timeout(limit, work.send(item)).await {
+            Ok(Ok(())) => {}
             // The writer failed; its error is reported by the caller.
-            return Ok(());
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => return Err(TransferError::DiskStalled { waited: limit }),
         }
     }
+}
+
+/// How long the disk may take nothing before the transfer gives up on it:
+/// ten idle periods, so a long sync of a large file is not mistaken for a
+/// hung disk (a hard-mounted network share that went away).
+fn disk_stall_limit(idle: Duration) -> Duration {
+    idle.saturating_mul(10)
 }
 
 fn protocol(detail: String) -> TransferError {

@@ -77,6 +77,12 @@ pub enum TransferError {
         /// What was being written.
         path: PathBuf,
     },
+    /// The output disk took nothing for a long time.
+    #[error("the output disk accepted nothing for {} s: it may be hung (a network share that went away?); what was written is kept for resume", .waited.as_secs())]
+    DiskStalled {
+        /// How long it took nothing.
+        waited: std::time::Duration,
+    },
     /// The offer does not fit in the free space of the output folder.
     #[error("the offer needs {} but only {} is free in {}; free some space or choose another folder with --out", crate::human_bytes(*.needed), crate::human_bytes(*.available), .dir.display())]
     NoSpace {

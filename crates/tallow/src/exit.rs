@@ -95,6 +95,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             | TransferError::SourceChanged { .. }
             | TransferError::WriteOutput { .. }
             | TransferError::DiskFull { .. }
+            | TransferError::DiskStalled { .. }
             | TransferError::NoSpace { .. }
             | TransferError::DestinationExists { .. }
             | TransferError::UnsafeDestination { .. } => IO,
