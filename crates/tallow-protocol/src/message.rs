@@ -6,7 +6,7 @@
 
 use crate::limits::{CHUNK_HEADER_LEN, MAX_REASON_LEN};
 use crate::manifest::{Manifest, ManifestError};
-use crate::wire::{DecodeError, WireReader, WireWrite};
+use crate::wire::{floor_char_boundary, DecodeError, WireReader, WireWrite};
 
 const OFFER: u8 = 1;
 const ACCEPT: u8 = 2;
@@ -267,14 +267,6 @@ impl<'a> Message<'a> {
 /// Longest text message, in bytes.
 pub const MAX_TEXT_LEN: usize = 64 * 1024;
 
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    end
-}
-
 /// How much of the transfer the receiver already has: files `0..files_done`
 /// complete, and chunks `0..chunks_done` of file `files_done`. The receiver
 /// writes in stream order, so its progress is always this one range; it is
@@ -400,6 +392,27 @@ mod tests {
                 detail: "hash mismatch",
             },
         ]
+    }
+
+    #[test]
+    fn reasons_and_texts_hold_their_limits_at_the_boundary() {
+        let mut at_limit = vec![DECLINE];
+        at_limit.extend_from_slice(&(MAX_REASON_LEN as u16).to_be_bytes());
+        at_limit.extend_from_slice(&vec![b'x'; MAX_REASON_LEN]);
+        assert!(Message::decode(&at_limit).is_ok());
+        let mut over = vec![DECLINE];
+        over.extend_from_slice(&(MAX_REASON_LEN as u16 + 1).to_be_bytes());
+        over.extend_from_slice(&vec![b'x'; MAX_REASON_LEN + 1]);
+        assert!(matches!(
+            Message::decode(&over),
+            Err(MessageError::Decode(DecodeError::TooLarge { .. }))
+        ));
+        let mut text = vec![TEXT];
+        text.extend_from_slice(&(MAX_TEXT_LEN as u32 + 1).to_be_bytes());
+        assert!(matches!(
+            Message::decode(&text),
+            Err(MessageError::Decode(DecodeError::TooLarge { .. }))
+        ));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use tallow_crypto::RoomId;
 
-use crate::wire::{DecodeError, WireReader};
+use crate::wire::{DecodeError, WireReader, WireWrite};
 use crate::Role;
 
 /// First four bytes of a hello.
@@ -102,13 +102,8 @@ impl RelayStatus {
             RelayStatus::Paired => (b'P', ""),
             RelayStatus::Refused(t) => (b'E', t.as_str()),
         };
-        let mut end = text.len().min(MAX_STATUS_TEXT);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
         let mut out = vec![code];
-        out.extend_from_slice(&(end as u16).to_be_bytes());
-        out.extend_from_slice(&text.as_bytes()[..end]);
+        out.put_string(text, MAX_STATUS_TEXT);
         out
     }
 

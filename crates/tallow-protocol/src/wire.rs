@@ -121,13 +121,20 @@ pub trait WireWrite {
 
 impl WireWrite for Vec<u8> {
     fn put_string(&mut self, s: &str, max: usize) {
-        let mut end = s.len().min(max).min(u16::MAX as usize);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = floor_char_boundary(s, max.min(u16::MAX as usize));
         self.extend_from_slice(&(end as u16).to_be_bytes());
         self.extend_from_slice(&s.as_bytes()[..end]);
     }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary, as a length.
+pub fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 #[cfg(test)]
