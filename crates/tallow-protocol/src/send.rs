@@ -442,7 +442,9 @@ fn produce(
     for (index, entry) in manifest.files.iter().enumerate() {
         let file_index = index as u32;
         let source = tree.source(index);
-        let mut file = open_regular(source, entry.size)?;
+        // Only the file that was listed: a link, FIFO or other file put in
+        // its place since the scan, or a change to it, stops here.
+        let mut file = tree.open(index)?;
         let mut hasher = blake3::Hasher::new();
         let chunks = manifest.chunk_count(entry.size);
         // What the receiver already has is read and hashed (the root and
@@ -662,25 +664,6 @@ impl CompressionWorkers {
     }
 }
 
-/// Open a source file, refusing anything that is no longer the regular file
-/// of the offered size (a FIFO swapped in would block the reader forever;
-/// `O_NONBLOCK` makes opening one return at once).
-fn open_regular(path: &Path, size: u64) -> Result<File, TransferError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-        .map_err(|e| read_error(path, e))?;
-    let meta = file.metadata().map_err(|e| read_error(path, e))?;
-    if !meta.is_file() || meta.len() != size {
-        return Err(TransferError::SourceChanged {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(file)
-}
-
 fn read_error(path: &Path, source: std::io::Error) -> TransferError {
     TransferError::ReadSource {
         path: path.to_path_buf(),
@@ -698,6 +681,49 @@ fn unsendable_io(what: &str, e: std::io::Error) -> TransferError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_file_that_grows_or_shrinks_while_it_is_sent_is_reported_as_changed() {
+        // Opened as listed, then written to by someone else (same inode):
+        // the reader notices at the end of the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"12345678").unwrap();
+        let tree = SourceTree::scan(std::slice::from_ref(&path), 4096).unwrap();
+
+        let mut file = tree.open(0).unwrap();
+        let mut buf = [0u8; 8];
+        file.read_exact(&mut buf).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"more")
+            .unwrap();
+        let err = ensure_ended(&mut file, &path).unwrap_err();
+        assert!(
+            matches!(err, TransferError::SourceChanged { path: ref p } if *p == path),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("changed while it was being sent"));
+
+        std::fs::write(&path, b"12345678").unwrap();
+        let tree = SourceTree::scan(std::slice::from_ref(&path), 4096).unwrap();
+        let mut file = tree.open(0).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        let short = file.read_exact(&mut buf).unwrap_err();
+        let err = chunk_read_error(&path, short);
+        assert!(
+            matches!(err, TransferError::SourceChanged { path: ref p } if *p == path),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn auto_compression_backs_off_on_incompressible_data() {

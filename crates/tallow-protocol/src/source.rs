@@ -9,9 +9,16 @@
 //! because the user asked for it by name. Every name must be UTF-8 and pass
 //! the same checks the receiver applies, so a bad name is reported before
 //! anything is sent.
+//!
+//! The scan remembers which file each entry was (device, inode, size,
+//! modification time), and [`SourceTree::open`] sends only that file: it
+//! opens without following a link and compares the open file with the scan,
+//! so a file swapped between listing and sending (for a link to a secret, or
+//! by renaming another file over it) stops the transfer instead of being
+//! sent under the listed name.
 
-use std::fs::{self, Metadata};
-use std::os::unix::fs::PermissionsExt;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
@@ -25,8 +32,40 @@ use crate::TransferError;
 #[derive(Debug)]
 pub struct SourceTree {
     manifest: Manifest,
-    sources: Vec<PathBuf>,
+    /// One per manifest file, in the same order; never sent.
+    sources: Vec<SourceFile>,
     skipped: Vec<PathBuf>,
+}
+
+/// Where a listed file is, and which file it was when listed.
+#[derive(Debug, Clone)]
+struct SourceFile {
+    /// As named on the command line or found in a folder: for messages.
+    path: PathBuf,
+    /// What is opened: `path`, or for a link named on the command line, the
+    /// file it led to when listed (opening never follows a link).
+    open_path: PathBuf,
+    identity: FileIdentity,
+}
+
+/// What must still hold when a listed file is opened to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(meta: &Metadata) -> Self {
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
 }
 
 impl SourceTree {
@@ -51,7 +90,18 @@ impl SourceTree {
                 tree.add_dir(name.clone(), &meta);
                 tree.walk(path, &name)?;
             } else if meta.is_file() {
-                tree.add_file(name, path.clone(), &meta);
+                // A link named on the command line is followed once, here;
+                // its target is what will be opened and checked.
+                let open_path = match fs::symlink_metadata(path) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        fs::canonicalize(path).map_err(|source| TransferError::ReadSource {
+                            path: path.clone(),
+                            source,
+                        })?
+                    }
+                    _ => path.clone(),
+                };
+                tree.add_file(name, path.clone(), open_path, &meta);
             } else {
                 return Err(unsendable(path, "it is not a regular file or a folder"));
             }
@@ -84,9 +134,31 @@ impl SourceTree {
         &self.manifest
     }
 
-    /// Where file `index` of the manifest is on disk.
+    /// Where file `index` of the manifest is on disk, as named by the user
+    /// or found in a folder.
     pub fn source(&self, index: usize) -> &Path {
-        &self.sources[index]
+        &self.sources[index].path
+    }
+
+    /// Open file `index` of the manifest for reading, if it is still the
+    /// file that was listed.
+    ///
+    /// The last component is opened with `O_NOFOLLOW` (a link put in its
+    /// place is refused, not followed) and `O_NONBLOCK` (a FIFO put in its
+    /// place returns at once instead of waiting for a writer); then the open
+    /// file must be a regular file with the device, inode, size and
+    /// modification time the scan saw. Whatever else is at the path now,
+    /// even reached through a swapped parent folder, fails with
+    /// [`TransferError::SourceReplaced`] naming the file.
+    pub fn open(&self, index: usize) -> Result<File, TransferError> {
+        let source = self
+            .sources
+            .get(index)
+            .ok_or_else(|| TransferError::Unsendable {
+                path: PathBuf::new(),
+                reason: format!("file {index} is not in the list"),
+            })?;
+        open_listed(source)
     }
 
     /// Links and special files that were left out.
@@ -102,14 +174,18 @@ impl SourceTree {
         });
     }
 
-    fn add_file(&mut self, path: String, source: PathBuf, meta: &Metadata) {
+    fn add_file(&mut self, path: String, source: PathBuf, open_path: PathBuf, meta: &Metadata) {
         self.manifest.files.push(FileEntry {
             path,
             size: meta.len(),
             mode: meta.permissions().mode() & MODE_MASK,
             mtime: mtime(meta),
         });
-        self.sources.push(source);
+        self.sources.push(SourceFile {
+            path: source,
+            open_path,
+            identity: FileIdentity::of(meta),
+        });
     }
 
     fn walk(&mut self, root: &Path, root_name: &str) -> Result<(), TransferError> {
@@ -142,10 +218,85 @@ impl SourceTree {
             if file_type.is_dir() {
                 self.add_dir(rel, &meta);
             } else {
-                self.add_file(rel, entry.path().to_path_buf(), &meta);
+                let path = entry.path().to_path_buf();
+                self.add_file(rel, path.clone(), path, &meta);
             }
         }
         Ok(())
+    }
+}
+
+fn open_listed(source: &SourceFile) -> Result<File, TransferError> {
+    let replaced = |detail: String| TransferError::SourceReplaced {
+        path: source.path.clone(),
+        detail,
+    };
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(&source.open_path)
+    {
+        Ok(file) => file,
+        Err(e) => {
+            // ELOOP: the last component is a link now. ENXIO: a socket.
+            let errno = rustix::io::Errno::from_io_error(&e);
+            if matches!(
+                errno,
+                Some(rustix::io::Errno::LOOP | rustix::io::Errno::NXIO)
+            ) {
+                let now = fs::symlink_metadata(&source.open_path)
+                    .map(|m| kind(&m))
+                    .unwrap_or("something else");
+                return Err(replaced(format!("it is now {now}")));
+            }
+            return Err(TransferError::ReadSource {
+                path: source.path.clone(),
+                source: e,
+            });
+        }
+    };
+    let meta = file.metadata().map_err(|e| TransferError::ReadSource {
+        path: source.path.clone(),
+        source: e,
+    })?;
+    let now = FileIdentity::of(&meta);
+    let was = source.identity;
+    if !meta.is_file() {
+        return Err(replaced(format!("it is now {}", kind(&meta))));
+    }
+    if (now.dev, now.ino) != (was.dev, was.ino) {
+        return Err(replaced(
+            "another file is in its place now (a different inode)".to_owned(),
+        ));
+    }
+    if now.size != was.size {
+        return Err(replaced(format!(
+            "its size went from {} to {} bytes",
+            was.size, now.size
+        )));
+    }
+    if now.mtime != was.mtime {
+        return Err(replaced("it was modified".to_owned()));
+    }
+    Ok(file)
+}
+
+/// What a non-regular file is, for a message.
+fn kind(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symbolic link, which is never followed"
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "something else"
     }
 }
 
@@ -247,6 +398,175 @@ mod tests {
         fs::create_dir_all(b.join("same")).unwrap();
         let err = SourceTree::scan(&[a.join("same"), b.join("same")], 4096).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    /// A folder `share` with `a.txt` and `b.txt` (same size, different
+    /// bytes), and `secret` of the same size outside it.
+    fn share() -> (tempfile::TempDir, PathBuf, SourceTree) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("a.txt"), b"aaaaaaaa").unwrap();
+        fs::write(root.join("b.txt"), b"bbbbbbbb").unwrap();
+        fs::write(dir.path().join("secret"), b"SECRET!!").unwrap();
+        let tree = SourceTree::scan(std::slice::from_ref(&root), 4096).unwrap();
+        assert_eq!(tree.source(1), root.join("b.txt"));
+        (dir, root, tree)
+    }
+
+    fn read_all(mut file: File) -> Vec<u8> {
+        use std::io::Read;
+        let mut v = Vec::new();
+        file.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    /// The error for `tree.open(1)`: it must name `b.txt`; returns the detail.
+    fn refused(tree: &SourceTree, root: &Path) -> String {
+        match tree.open(1) {
+            Err(TransferError::SourceReplaced { path, detail }) => {
+                assert_eq!(path, root.join("b.txt"));
+                let shown = TransferError::SourceReplaced {
+                    path,
+                    detail: detail.clone(),
+                }
+                .to_string();
+                assert!(
+                    shown.contains("b.txt was replaced or changed after it was listed")
+                        && shown.contains("send again"),
+                    "{shown}"
+                );
+                detail
+            }
+            other => panic!("expected SourceReplaced for b.txt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_listed_file_opens_while_unchanged_and_a_link_named_by_the_user_is_followed_once() {
+        let (dir, root, tree) = share();
+        assert_eq!(read_all(tree.open(0).unwrap()), b"aaaaaaaa");
+        assert_eq!(read_all(tree.open(1).unwrap()), b"bbbbbbbb");
+        assert!(tree.open(2).is_err(), "no such entry");
+
+        let link = dir.path().join("named-link");
+        std::os::unix::fs::symlink(root.join("a.txt"), &link).unwrap();
+        let tree = SourceTree::scan(std::slice::from_ref(&link), 4096).unwrap();
+        assert_eq!(tree.manifest().files[0].path, "named-link");
+        assert_eq!(tree.source(0), link);
+        assert_eq!(read_all(tree.open(0).unwrap()), b"aaaaaaaa");
+        // Pointed elsewhere after the scan: what was listed is still sent.
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(root.join("b.txt"), &link).unwrap();
+        assert_eq!(read_all(tree.open(0).unwrap()), b"aaaaaaaa");
+        // The file it led to, swapped for a link: refused like any swap.
+        fs::remove_file(root.join("a.txt")).unwrap();
+        std::os::unix::fs::symlink(root.join("b.txt"), root.join("a.txt")).unwrap();
+        assert!(
+            matches!(tree.open(0), Err(TransferError::SourceReplaced { ref path, .. }) if *path == link)
+        );
+    }
+
+    #[test]
+    fn a_link_swapped_in_after_the_scan_is_refused_not_followed() {
+        let (dir, root, tree) = share();
+        let b = root.join("b.txt");
+        fs::remove_file(&b).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), &b).unwrap();
+        let detail = refused(&tree, &root);
+        assert!(detail.contains("symbolic link"), "{detail}");
+        // The file before it is still fine.
+        assert_eq!(read_all(tree.open(0).unwrap()), b"aaaaaaaa");
+    }
+
+    #[test]
+    fn another_file_renamed_over_a_listed_one_is_refused() {
+        let (dir, root, tree) = share();
+        let b = root.join("b.txt");
+        let secret = dir.path().join("secret");
+        // Same size and the same modification time: only the inode differs.
+        let mtime = fs::metadata(&b).unwrap().modified().unwrap();
+        File::options()
+            .write(true)
+            .open(&secret)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        fs::rename(&secret, &b).unwrap();
+        let detail = refused(&tree, &root);
+        assert!(detail.contains("different inode"), "{detail}");
+    }
+
+    #[test]
+    fn a_parent_folder_swapped_for_a_link_is_refused() {
+        // O_NOFOLLOW guards only the last component; the inode check
+        // catches a file reached through a swapped folder.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        fs::create_dir_all(root.join("keys")).unwrap();
+        fs::write(root.join("keys/id"), b"public").unwrap();
+        fs::create_dir(dir.path().join("private")).unwrap();
+        fs::write(dir.path().join("private/id"), b"SECRET").unwrap();
+        let tree = SourceTree::scan(std::slice::from_ref(&root), 4096).unwrap();
+        fs::rename(root.join("keys"), dir.path().join("old-keys")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("private"), root.join("keys")).unwrap();
+        match tree.open(0) {
+            Err(TransferError::SourceReplaced { path, detail }) => {
+                assert_eq!(path, root.join("keys/id"));
+                assert!(detail.contains("different inode"), "{detail}");
+            }
+            other => panic!("expected SourceReplaced, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_is_refused_without_waiting_for_a_writer() {
+        let (_dir, root, tree) = share();
+        let b = root.join("b.txt");
+        fs::remove_file(&b).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &b,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let detail = refused(&tree, &root);
+            let _ = tx.send(detail);
+        });
+        let detail = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("open returned instead of waiting for a writer");
+        assert!(detail.contains("named pipe"), "{detail}");
+    }
+
+    #[test]
+    fn a_file_modified_or_resized_after_the_scan_is_refused() {
+        let (_dir, root, tree) = share();
+        let b = root.join("b.txt");
+        // Same size, same inode, new bytes and a new modification time.
+        fs::write(&b, b"BBBBBBBB").unwrap();
+        File::options()
+            .write(true)
+            .open(&b)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
+        let detail = refused(&tree, &root);
+        assert!(detail.contains("modified"), "{detail}");
+
+        fs::write(&b, b"longer than before").unwrap();
+        let detail = refused(&tree, &root);
+        assert!(detail.contains("size went from 8 to 18 bytes"), "{detail}");
+
+        fs::remove_file(&b).unwrap();
+        assert!(
+            matches!(tree.open(1), Err(TransferError::ReadSource { ref path, .. }) if *path == b),
+            "a removed file cannot be read"
+        );
     }
 
     #[test]

@@ -63,6 +63,16 @@ pub enum TransferError {
         /// The file.
         path: PathBuf,
     },
+    /// A listed file is not the same file when opened to be sent: a link,
+    /// another file or something else was put in its place, or it was
+    /// modified, after the scan.
+    #[error("{} was replaced or changed after it was listed for sending ({detail}); it was not sent: check the file and send again", .path.display())]
+    SourceReplaced {
+        /// The file, as named or found when listed.
+        path: PathBuf,
+        /// What is different.
+        detail: String,
+    },
     /// The output could not be written.
     #[error("cannot write {}: {source}", .path.display())]
     WriteOutput {

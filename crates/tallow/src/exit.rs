@@ -93,6 +93,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             TransferError::ReadSource { .. }
             | TransferError::Unsendable { .. }
             | TransferError::SourceChanged { .. }
+            | TransferError::SourceReplaced { .. }
             | TransferError::WriteOutput { .. }
             | TransferError::DiskFull { .. }
             | TransferError::DiskStalled { .. }

@@ -1,0 +1,242 @@
+//! Real processes on 127.0.0.1: the sender sends only the files it listed.
+//!
+//! `tallow send` lists its files at startup, before it shows the code, and
+//! opens each one only after the receiver has accepted. These tests swap a
+//! listed file in that gap, deterministically: they wait for the sender's
+//! `Code:` line, swap, and only then start the receiver.
+
+mod harness;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+const CODE: &str = "4711-abacus-zoom-yodel";
+/// Big enough for several frames' worth of pattern, small enough to be quick.
+const SIZE: u64 = 64 * 1024;
+/// `exit::IO`: a local file could not be read.
+const EXIT_IO: i32 = 6;
+
+/// `tallow send` whose stderr lines can be waited for while it runs.
+struct WatchedSender {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl WatchedSender {
+    fn start(relay: &str, paths: &[PathBuf]) -> WatchedSender {
+        let mut child = tallow()
+            .args(["send", "--relay", relay, "--no-lan", "--code", CODE])
+            .args(paths)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tallow send");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        WatchedSender {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a stderr line containing `what` (the sender has then done
+    /// everything it does before printing it).
+    fn wait_for_line(&mut self, what: &str) {
+        let start = Instant::now();
+        loop {
+            let left = Duration::from_secs(30).saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(what);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("the sender never printed {what:?}; stderr: {:?}", self.seen);
+                }
+            }
+        }
+    }
+
+    /// Wait for exit; the status and all of stderr.
+    fn finish(mut self) -> (ExitStatus, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if start.elapsed() > PROCESS_DEADLINE {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the sender did not exit; stderr: {:?}", self.seen);
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        // The reader ends at end of file, which follows the exit.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for WatchedSender {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every file under `dir`, partial files and checkpoints included.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let kind = entry.file_type().expect("file type");
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Assert no file under `out` holds any 64-byte stretch of `secret`.
+fn assert_nothing_of(secret: &Path, out: &Path) {
+    let secret = fs::read(secret).expect("read secret");
+    const W: usize = 64;
+    let pieces: HashSet<&[u8]> = secret.chunks_exact(W).collect();
+    for file in all_files(out) {
+        let bytes = fs::read(&file).expect("read output");
+        assert!(
+            !bytes.windows(W).any(|w| pieces.contains(w)),
+            "{} holds bytes of the secret",
+            file.display()
+        );
+    }
+}
+
+/// A folder `share` with `a.bin` and `b.bin`, and `outside` (same size as
+/// `b.bin`) next to it; the sender has listed `share` when this returns.
+fn listed_share(relay: &Relay) -> (tempfile::TempDir, PathBuf, PathBuf, WatchedSender) {
+    let src = tempfile::tempdir().unwrap();
+    let share = src.path().join("share");
+    fs::create_dir(&share).unwrap();
+    random_file(&share, "a.bin", SIZE, 1);
+    random_file(&share, "b.bin", SIZE, 2);
+    let outside = random_file(src.path(), "outside.key", SIZE, 3);
+    let mut s = WatchedSender::start(&relay.addr, std::slice::from_ref(&share));
+    // The scan comes before the code is shown.
+    s.wait_for_line("Code:");
+    (src, share, outside, s)
+}
+
+/// Run the receiver, then check both sides: the sender stops naming b.bin
+/// with `detail`, and nothing of `outside` reaches the output folder.
+fn receive_and_check(relay: &Relay, s: WatchedSender, share: &Path, outside: &Path, detail: &str) {
+    let out = tempfile::tempdir().unwrap();
+    let (r, r_err) = receiver(&relay.addr, CODE, out.path(), &["--yes"]).finish();
+    let (s, s_err) = s.finish();
+    assert_eq!(
+        s.code(),
+        Some(EXIT_IO),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
+    let named = format!(
+        "{} was replaced or changed after it was listed",
+        share.join("b.bin").display()
+    );
+    assert!(
+        s_err.contains(&named) && s_err.contains(detail) && s_err.contains("send again"),
+        "{s_err}"
+    );
+    assert!(!r.success(), "receiver: {r_err}");
+    assert!(r_err.contains("b.bin"), "the receiver is told why: {r_err}");
+    assert!(
+        !out.path().join("share/b.bin").exists(),
+        "b.bin never appears under its final name"
+    );
+    assert_nothing_of(outside, out.path());
+}
+
+#[test]
+fn a_file_swapped_for_a_link_to_a_secret_after_listing_is_refused_and_the_secret_not_sent() {
+    let relay = Relay::start(&[]);
+    let (_src, share, secret, s) = listed_share(&relay);
+    // Atomically, as an attacker with write access to the folder would.
+    let tmp = share.join(".swap");
+    std::os::unix::fs::symlink(&secret, &tmp).unwrap();
+    fs::rename(&tmp, share.join("b.bin")).unwrap();
+    receive_and_check(&relay, s, &share, &secret, "symbolic link");
+}
+
+#[test]
+fn another_file_renamed_over_a_listed_one_after_listing_is_refused() {
+    let relay = Relay::start(&[]);
+    let (src, share, other, s) = listed_share(&relay);
+    // Same size and modification time as the listed file: only the inode
+    // tells them apart.
+    let b = share.join("b.bin");
+    let mtime = fs::metadata(&b).unwrap().modified().unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&other)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let copy = src.path().join("other-copy.key");
+    fs::copy(&other, &copy).unwrap();
+    fs::rename(&other, &b).unwrap();
+    receive_and_check(&relay, s, &share, &copy, "different inode");
+}
+
+#[test]
+fn a_link_named_on_the_command_line_is_still_sent() {
+    // Opening never follows a link; one named by the user is resolved when
+    // listed, so it still works.
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = random_file(src.path(), "target.bin", SIZE, 4);
+    let link = src.path().join("named.bin");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let ((s, s_err), (r, r_err)) = transfer(
+        &relay.addr,
+        CODE,
+        std::slice::from_ref(&link),
+        out.path(),
+        &["--yes"],
+    );
+    assert!(
+        s.success() && r.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
+    assert_same_file(&target, &out.path().join("named.bin"));
+}
