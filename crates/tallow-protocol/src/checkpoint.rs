@@ -6,34 +6,48 @@
 //! same unchanged files (with a new code) finds it. Layout:
 //!
 //! ```text
-//! header  "TALLOWCK" | version 1 | identity [32] | manifest length u32 | manifest | check [8]
-//! record  kind u8 (1 chunk, 2 file done) | file u32 | chunk u64 | hash [32] | check [8]
+//! header  "TALLOWCK" | version 2 | identity [32] | manifest length u32 | manifest | check [8]
+//! record  kind u8 | file u32 | chunk u64 | hash [32] | check [8]
+//!   kind 1 chunk:       file, chunk index, the chunk's Merkle leaf
+//!   kind 2 file done:   file, inode, then size u64 | ctime s i64 | ctime ns u32 | 0 [12]
+//!   kind 3 folder made: folder index (in `file`), zeros
 //! ```
 //!
-//! `check` is the first 8 bytes of BLAKE3 keyed by the identity over the
-//! bytes before it, so a torn or corrupt record (or header) is detected;
-//! reading stops there and what follows is fetched again. The header is
-//! written to a temporary file and renamed into place; records are appended
-//! only after the data they describe has been made durable, and the log is
-//! synced after each batch of records. A chunk record's hash is the chunk's
-//! Merkle leaf (as the sender computed it and the receiver checked it); a
-//! file-done record is written once the file is verified and renamed.
+//! `check` is the first 8 bytes of BLAKE3 keyed with a key derived from the
+//! user's own [`LocalKey`] (a secret kept 0600 in the user's data folder)
+//! and the identity, over the bytes before it. A torn or corrupt record (or
+//! header) is detected; reading stops there and what follows is fetched
+//! again. And a sender cannot forge a checkpoint: the identity is public
+//! (it is a hash of the offer), the local key is not, so a file a peer
+//! managed to place under a checkpoint's name (on a case-insensitive disk,
+//! say) is just ignored. The header is written to a new private (0600) file
+//! created with `O_EXCL | O_NOFOLLOW` and renamed into place; records are
+//! appended only after the data they describe has been made durable, and the
+//! log is synced after each batch of records. A file-done record holds what
+//! identifies the file we put in place, so a file the user changed or
+//! replaced afterwards is theirs again (and needs `--overwrite`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
 use crate::manifest::Manifest;
+use crate::placement::{FileStamp, OutputDir};
 use crate::wire::WireReader;
 
 const MAGIC: &[u8; 8] = b"TALLOWCK";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const CHECK_LEN: usize = 8;
 /// Bytes of one record.
 pub const RECORD_LEN: usize = 1 + 4 + 8 + 32 + CHECK_LEN;
 const KIND_CHUNK: u8 = 1;
 const KIND_FILE_DONE: u8 = 2;
+const KIND_FOLDER_MADE: u8 = 3;
+/// Bytes of the fixed header before the manifest.
+const HEADER_LEN: usize = 8 + 1 + 32 + 4;
 /// File-name prefix and suffix of checkpoints.
 const PREFIX: &str = ".tallow-";
 const SUFFIX: &str = ".checkpoint";
@@ -50,10 +64,17 @@ pub enum Record {
         /// Merkle leaf of the chunk's plaintext.
         leaf: [u8; 32],
     },
-    /// File `file` is verified and in place under its final name.
+    /// File `file` is verified and in place under its final name, as `stamp`.
     FileDone {
         /// Index into the manifest's files.
         file: u32,
+        /// What identified the file right after it took its name.
+        stamp: FileStamp,
+    },
+    /// This transfer made folder `dir` (it did not exist before).
+    FolderMade {
+        /// Index into the manifest's folders.
+        dir: u32,
     },
 }
 
@@ -62,7 +83,14 @@ impl Record {
         let mut out = [0u8; RECORD_LEN];
         let (kind, file, chunk, hash) = match *self {
             Record::Chunk { file, chunk, leaf } => (KIND_CHUNK, file, chunk, leaf),
-            Record::FileDone { file } => (KIND_FILE_DONE, file, 0, [0; 32]),
+            Record::FileDone { file, stamp } => {
+                let mut hash = [0u8; 32];
+                hash[..8].copy_from_slice(&stamp.size.to_be_bytes());
+                hash[8..16].copy_from_slice(&stamp.ctime_secs.to_be_bytes());
+                hash[16..20].copy_from_slice(&stamp.ctime_nanos.to_be_bytes());
+                (KIND_FILE_DONE, file, stamp.ino, hash)
+            }
+            Record::FolderMade { dir } => (KIND_FOLDER_MADE, dir, 0, [0; 32]),
         };
         out[0] = kind;
         out[1..5].copy_from_slice(&file.to_be_bytes());
@@ -85,7 +113,16 @@ impl Record {
                 chunk,
                 leaf: bytes[13..45].try_into().ok()?,
             }),
-            KIND_FILE_DONE => Some(Record::FileDone { file }),
+            KIND_FILE_DONE => Some(Record::FileDone {
+                file,
+                stamp: FileStamp {
+                    ino: chunk,
+                    size: u64::from_be_bytes(bytes[13..21].try_into().ok()?),
+                    ctime_secs: i64::from_be_bytes(bytes[21..29].try_into().ok()?),
+                    ctime_nanos: u32::from_be_bytes(bytes[29..33].try_into().ok()?),
+                },
+            }),
+            KIND_FOLDER_MADE => Some(Record::FolderMade { dir: file }),
             _ => None,
         }
     }
@@ -101,34 +138,129 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A secret of the local user's that authenticates checkpoints, so that no
+/// peer can forge one. Kept in a 0600 file in the user's data folder.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct LocalKey([u8; 32]);
+
+impl std::fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalKey(..)")
+    }
+}
+
+impl LocalKey {
+    /// A key from its bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> LocalKey {
+        LocalKey(bytes)
+    }
+
+    /// Read the key at `path`, or make a new one there (folder 0700, file
+    /// 0600, created exclusively, never through a symlink).
+    pub fn load_or_create(path: &Path) -> std::io::Result<LocalKey> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+        let read = || -> std::io::Result<LocalKey> {
+            let mut file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nofollow | rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(path)?;
+            let mut key = [0u8; 32];
+            let mut extra = [0u8; 1];
+            if !file.metadata()?.is_file()
+                || file.read_exact(&mut key).is_err()
+                || file.read(&mut extra)? != 0
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a 32-byte key file", path.display()),
+                ));
+            }
+            Ok(LocalKey(key))
+        };
+        match read() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+        }
+        let mut key = LocalKey([0u8; 32]);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key.0);
+        let made = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::placement::PRIVATE_FILE_MODE)
+            .custom_flags(nofollow)
+            .open(path);
+        match made {
+            Ok(mut file) => {
+                file.write_all(&key.0)?;
+                file.sync_all()?;
+                Ok(key)
+            }
+            // Another tallow made it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The key that checks one checkpoint's bytes.
+    fn for_identity(&self, identity: &[u8; 32]) -> [u8; 32] {
+        let mut material = [0u8; 64];
+        material[..32].copy_from_slice(&self.0);
+        material[32..].copy_from_slice(identity);
+        let key = blake3::derive_key("tallow 2026-12 checkpoint record key v2", &material);
+        material.zeroize();
+        key
+    }
+}
+
+/// The file name of the checkpoint of a transfer with this identity.
+pub fn checkpoint_name(identity: &[u8; 32]) -> String {
+    format!("{PREFIX}{}{SUFFIX}", hex(&identity[..16]))
+}
+
 /// Where the checkpoint of a transfer with this identity lives.
 pub fn checkpoint_path(out_dir: &Path, identity: &[u8; 32]) -> PathBuf {
-    out_dir.join(format!("{PREFIX}{}{SUFFIX}", hex(&identity[..16])))
+    out_dir.join(checkpoint_name(identity))
 }
 
 /// An open checkpoint, appended to as the transfer goes.
 pub struct CheckpointLog {
-    path: PathBuf,
+    out: OutputDir,
+    name: String,
     file: File,
     key: [u8; 32],
 }
 
+impl Drop for CheckpointLog {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
 impl CheckpointLog {
     /// Write a new checkpoint for `manifest` holding `records` (atomically:
-    /// temporary file, sync, rename, sync the folder) and open it for
+    /// new private file, sync, rename, sync the folder) and open it for
     /// appending.
     pub fn create(
-        out_dir: &Path,
+        out: &OutputDir,
         manifest: &Manifest,
         records: &[Record],
+        local: &LocalKey,
     ) -> std::io::Result<Self> {
-        let key = manifest.identity();
-        let path = checkpoint_path(out_dir, &key);
-        let tmp = path.with_extension("checkpoint-new");
+        let identity = manifest.identity();
+        let key = local.for_identity(&identity);
+        let name = checkpoint_name(&identity);
+        let tmp = format!("{name}-new");
         let mut header = Vec::new();
         header.extend_from_slice(MAGIC);
         header.push(VERSION);
-        header.extend_from_slice(&key);
+        header.extend_from_slice(&identity);
         let mut encoded = Vec::new();
         manifest.encode(&mut encoded);
         let len = u32::try_from(encoded.len()).map_err(std::io::Error::other)?;
@@ -139,15 +271,24 @@ impl CheckpointLog {
         for r in records {
             header.extend_from_slice(&r.encode(&key));
         }
+        let root = out.root();
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = root.create_private(&tmp)?;
             f.write_all(&header)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, &path)?;
-        File::open(out_dir)?.sync_all()?;
-        let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(CheckpointLog { path, file, key })
+        root.rename(&tmp, &name, true)?;
+        root.sync()?;
+        let file = root.open_regular(&name, true)?;
+        use std::io::{Seek, SeekFrom};
+        let mut file = file;
+        file.seek(SeekFrom::End(0))?;
+        Ok(CheckpointLog {
+            out: out.clone(),
+            name,
+            file,
+            key,
+        })
     }
 
     /// Append records and make them durable. Call only once the data they
@@ -166,8 +307,7 @@ impl CheckpointLog {
 
     /// The transfer is complete: the checkpoint has no more use.
     pub fn remove(self) -> std::io::Result<()> {
-        drop(self.file);
-        fs::remove_file(&self.path)
+        self.out.root().remove(&self.name)
     }
 }
 
@@ -181,34 +321,62 @@ pub struct Loaded {
     pub records: Vec<Record>,
     /// When it was last written.
     pub modified: SystemTime,
-    /// The file.
+    /// The file (for messages and removal; removing a path never follows a
+    /// link).
     pub path: PathBuf,
 }
 
-/// Read a checkpoint. `None` if it is missing, or its header is torn,
-/// corrupt or of another version: the transfer then starts over.
-pub fn load(path: &Path) -> Option<Loaded> {
-    let mut file = File::open(path).ok()?;
+/// Read the checkpoint called `name` in the output folder. `None` if it is
+/// missing, not a regular file, not made with this user's key, or its header
+/// is torn, corrupt or of another version: the transfer then starts over.
+/// Reads at most what the manifest's chunks and files can need, whatever
+/// the file's size.
+pub fn load(out: &OutputDir, name: &str, local: &LocalKey) -> Option<Loaded> {
+    let mut file = out.root().open_regular(name, false).ok()?;
     let modified = file.metadata().and_then(|m| m.modified()).ok()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
-    let (manifest, records) = parse(&bytes)?;
+    let mut header = vec![0u8; HEADER_LEN];
+    file.read_exact(&mut header).ok()?;
+    let manifest_len = u32::from_be_bytes(header[HEADER_LEN - 4..].try_into().ok()?) as usize;
+    if manifest_len > crate::limits::MAX_FRAME_LEN {
+        return None;
+    }
+    let mut bytes = header;
+    (&mut file)
+        .take((manifest_len + CHECK_LEN) as u64)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let (manifest, _) = parse(&bytes, local)?;
+    // Each chunk and file recorded at most about twice (a resumed run
+    // re-records what it re-fetches), plus one per folder.
+    let chunks: u64 = manifest
+        .files
+        .iter()
+        .map(|f| manifest.chunk_count(f.size) + 1)
+        .sum();
+    let most = chunks
+        .saturating_add(manifest.dirs.len() as u64)
+        .saturating_add(16)
+        .saturating_mul(2 * RECORD_LEN as u64);
+    file.take(most).read_to_end(&mut bytes).ok()?;
+    let (manifest, records) = parse(&bytes, local)?;
     Some(Loaded {
         manifest,
         records,
         modified,
-        path: path.to_path_buf(),
+        path: out.path().join(name),
     })
 }
 
 /// Parse checkpoint bytes: the manifest and every intact record before the
-/// first torn or corrupt one. `None` if the header does not check out.
-pub fn parse(bytes: &[u8]) -> Option<(Manifest, Vec<Record>)> {
+/// first torn or corrupt one. `None` if the header does not check out
+/// under `local`.
+pub fn parse(bytes: &[u8], local: &LocalKey) -> Option<(Manifest, Vec<Record>)> {
     let mut r = WireReader::new(bytes);
     if r.bytes(8, "magic").ok()? != MAGIC || r.u8("version").ok()? != VERSION {
         return None;
     }
-    let key: [u8; 32] = r.array("identity").ok()?;
+    let identity: [u8; 32] = r.array("identity").ok()?;
+    let key = local.for_identity(&identity);
     let len = r.u32("manifest length").ok()? as usize;
     if len > crate::limits::MAX_FRAME_LEN {
         return None;
@@ -216,11 +384,14 @@ pub fn parse(bytes: &[u8]) -> Option<(Manifest, Vec<Record>)> {
     let encoded = r.bytes(len, "manifest").ok()?;
     let header_len = bytes.len() - r.remaining();
     let stored_check = r.bytes(CHECK_LEN, "header check").ok()?;
-    if check(&key, &bytes[..header_len]) != stored_check {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &check(&key, &bytes[..header_len])[..],
+        stored_check,
+    )) {
         return None;
     }
     let manifest = Manifest::decode(&mut WireReader::new(encoded)).ok()?;
-    if manifest.identity() != key {
+    if manifest.identity() != identity {
         return None;
     }
     let records = r
@@ -234,19 +405,18 @@ pub fn parse(bytes: &[u8]) -> Option<(Manifest, Vec<Record>)> {
     Some((manifest, records))
 }
 
-/// Every readable checkpoint in `out_dir`.
-pub fn list(out_dir: &Path) -> Vec<Loaded> {
-    let Ok(entries) = fs::read_dir(out_dir) else {
+/// Every checkpoint of this user's in the output folder.
+pub fn list(out: &OutputDir, local: &LocalKey) -> Vec<Loaded> {
+    let Ok(entries) = fs::read_dir(out.path()) else {
         return Vec::new();
     };
     let mut found: Vec<Loaded> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with(PREFIX) && name.ends_with(SUFFIX)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            (name.starts_with(PREFIX) && name.ends_with(SUFFIX)).then_some(name)
         })
-        .filter_map(|e| load(&e.path()))
+        .filter_map(|name| load(out, &name, local))
         .collect();
     found.sort_by_key(|l| l.modified);
     found
@@ -259,8 +429,10 @@ pub fn list(out_dir: &Path) -> Vec<Loaded> {
 pub struct RecordedProgress {
     /// Per file of the manifest: leaves of chunks 0, 1, … recorded.
     pub leaves: Vec<Vec<[u8; 32]>>,
-    /// Per file: verified and renamed.
-    pub done: Vec<bool>,
+    /// Per file: verified and renamed, and what identified it then.
+    pub done: Vec<Option<FileStamp>>,
+    /// Per folder of the manifest: this transfer made it.
+    pub folders_made: Vec<bool>,
 }
 
 impl RecordedProgress {
@@ -270,7 +442,8 @@ impl RecordedProgress {
         let n = manifest.files.len();
         let mut p = RecordedProgress {
             leaves: vec![Vec::new(); n],
-            done: vec![false; n],
+            done: vec![None; n],
+            folders_made: vec![false; manifest.dirs.len()],
         };
         for r in records {
             match *r {
@@ -284,12 +457,17 @@ impl RecordedProgress {
                         p.leaves[f].push(leaf);
                     }
                 }
-                Record::FileDone { file } => {
+                Record::FileDone { file, stamp } => {
                     let f = file as usize;
                     if let Some(entry) = manifest.files.get(f) {
                         if p.leaves[f].len() as u64 == manifest.chunk_count(entry.size) {
-                            p.done[f] = true;
+                            p.done[f] = Some(stamp);
                         }
+                    }
+                }
+                Record::FolderMade { dir } => {
+                    if let Some(made) = p.folders_made.get_mut(dir as usize) {
+                        *made = true;
                     }
                 }
             }
@@ -316,6 +494,22 @@ impl RecordedProgress {
 mod tests {
     use super::*;
     use crate::manifest::{FileEntry, Timestamp};
+
+    fn key() -> LocalKey {
+        LocalKey::from_bytes([7; 32])
+    }
+
+    fn done(file: u32) -> Record {
+        Record::FileDone {
+            file,
+            stamp: FileStamp {
+                ino: 99,
+                size: 5000,
+                ctime_secs: -3,
+                ctime_nanos: 12,
+            },
+        }
+    }
 
     fn manifest() -> Manifest {
         Manifest {
@@ -349,54 +543,89 @@ mod tests {
     #[test]
     fn records_round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path(), false).unwrap();
         let m = manifest();
-        let mut log = CheckpointLog::create(dir.path(), &m, &[chunk(0, 0)]).unwrap();
-        log.append(&[
-            chunk(0, 1),
-            Record::FileDone { file: 0 },
-            Record::FileDone { file: 1 },
-        ])
-        .unwrap();
-        let loaded = load(&checkpoint_path(dir.path(), &m.identity())).unwrap();
+        let mut log = CheckpointLog::create(&out, &m, &[chunk(0, 0)], &key()).unwrap();
+        log.append(&[chunk(0, 1), done(0), done(1), Record::FolderMade { dir: 0 }])
+            .unwrap();
+        let name = checkpoint_name(&m.identity());
+        let loaded = load(&out, &name, &key()).unwrap();
         assert_eq!(loaded.manifest, m);
         assert_eq!(
             loaded.records,
             [
                 chunk(0, 0),
                 chunk(0, 1),
-                Record::FileDone { file: 0 },
-                Record::FileDone { file: 1 }
+                done(0),
+                done(1),
+                Record::FolderMade { dir: 0 }
             ]
         );
         let p = RecordedProgress::from_records(&m, &loaded.records);
-        assert_eq!(p.done, [true, true]);
+        assert_eq!(p.done, [done_stamp(), done_stamp()]);
         assert_eq!(p.bytes(&m), 5000);
-        assert_eq!(list(dir.path()).len(), 1);
+        assert_eq!(list(&out, &key()).len(), 1);
+        // Private to the user.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join(&name)).unwrap().permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600);
+        // Another user's key (or a forger without one) gets nothing.
+        let other = LocalKey::from_bytes([8; 32]);
+        assert!(load(&out, &name, &other).is_none());
+        assert!(list(&out, &other).is_empty());
         log.remove().unwrap();
-        assert!(list(dir.path()).is_empty());
+        assert!(list(&out, &key()).is_empty());
+    }
+
+    fn done_stamp() -> Option<FileStamp> {
+        match done(0) {
+            Record::FileDone { stamp, .. } => Some(stamp),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_is_never_read_through_a_link_or_past_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path(), false).unwrap();
+        let m = manifest();
+        CheckpointLog::create(&out, &m, &[chunk(0, 0)], &key()).unwrap();
+        let name = checkpoint_name(&m.identity());
+        let path = dir.path().join(&name);
+        // Gigabytes of trailing garbage: read up to the bound, not all.
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.set_len(1 << 40).unwrap();
+        let loaded = load(&out, &name, &key()).unwrap();
+        assert_eq!(loaded.records, [chunk(0, 0)]);
+        // A symlink under the name is not followed.
+        fs::rename(&path, dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), &path).unwrap();
+        assert!(load(&out, &name, &key()).is_none());
     }
 
     #[test]
     fn a_torn_or_flipped_record_ends_the_log_there() {
         let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path(), false).unwrap();
         let m = manifest();
-        let mut log = CheckpointLog::create(dir.path(), &m, &[]).unwrap();
+        let mut log = CheckpointLog::create(&out, &m, &[], &key()).unwrap();
         log.append(&[chunk(0, 0), chunk(0, 1)]).unwrap();
-        let path = checkpoint_path(dir.path(), &m.identity());
+        let name = checkpoint_name(&m.identity());
+        let path = dir.path().join(&name);
         let mut bytes = fs::read(&path).unwrap();
         // Torn: half a record at the end.
         let torn = bytes.len() - RECORD_LEN / 2;
         fs::write(&path, &bytes[..torn]).unwrap();
-        assert_eq!(load(&path).unwrap().records, [chunk(0, 0)]);
+        assert_eq!(load(&out, &name, &key()).unwrap().records, [chunk(0, 0)]);
         // Flipped: a bit inside the first record.
         let first = bytes.len() - 2 * RECORD_LEN;
         bytes[first + 20] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        assert!(load(&path).unwrap().records.is_empty());
+        assert!(load(&out, &name, &key()).unwrap().records.is_empty());
         // A corrupt header: no checkpoint at all.
         bytes[12] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        assert!(load(&path).is_none());
+        assert!(load(&out, &name, &key()).is_none());
     }
 
     #[test]
@@ -404,17 +633,11 @@ mod tests {
         let m = manifest();
         let p = RecordedProgress::from_records(
             &m,
-            &[
-                chunk(0, 1),
-                chunk(0, 0),
-                chunk(0, 0),
-                chunk(0, 7),
-                Record::FileDone { file: 0 },
-            ],
+            &[chunk(0, 1), chunk(0, 0), chunk(0, 0), chunk(0, 7), done(0)],
         );
         // Chunk 1 before 0 is a gap; the repeat of 0 is ignored; 7 is past
         // the file; the file is not done with only one of two chunks.
         assert_eq!(p.leaves[0].len(), 1);
-        assert_eq!(p.done, [false, false]);
+        assert_eq!(p.done, [None, None]);
     }
 }

@@ -4,6 +4,7 @@
 //! * [`rendezvous`]: the relay hello and status, the only bytes a relay reads.
 //! * [`message`] and [`manifest`]: what travels inside the encrypted channel.
 //! * [`path`]: rejecting unsafe names from a peer.
+//! * [`placement`]: reaching the output folder's contents through handles.
 //! * [`source`]: turning the sender's paths into a manifest.
 //! * [`send`] and [`receive`]: the pipelines that stream files through any
 //!   [`transport::FrameSink`] / [`transport::FrameSource`] pair.
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod manifest;
 pub mod message;
 pub mod path;
+pub mod placement;
 pub mod receive;
 pub mod rendezvous;
 pub mod resume;

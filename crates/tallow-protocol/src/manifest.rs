@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::limits::{MAX_CHUNK_SIZE, MAX_MANIFEST_ENTRIES, MAX_PATH_LEN, MIN_CHUNK_SIZE};
-use crate::path::{validate_relative_path, PathError};
+use crate::path::{comparison_key, validate_relative_path, PathError};
 use crate::wire::{DecodeError, WireReader, WireWrite};
 
 /// Permission bits a manifest may carry (rwx for user, group, other, plus
@@ -112,8 +112,9 @@ pub enum ManifestError {
         /// What is wrong with it.
         reason: PathError,
     },
-    /// Two entries with one path, or a file where another entry needs a folder.
-    #[error("the offer names {0:?} twice (or as both a file and a folder)")]
+    /// Two entries with one path (compared without case and after Unicode
+    /// normalisation), or a file where another entry needs a folder.
+    #[error("the offer names {0:?} twice (or as both a file and a folder; names that differ only in case or Unicode form count as one, as on macOS and Windows)")]
     Duplicate(String),
     /// Chunk size outside the allowed range.
     #[error("the offer's chunk size {0} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}")]
@@ -185,7 +186,6 @@ impl Manifest {
             .into());
         }
         let mut total: u64 = 0;
-        let mut paths = HashSet::with_capacity(count);
         let entries = self
             .dirs
             .iter()
@@ -206,31 +206,37 @@ impl Manifest {
             if mtime.nanos >= 1_000_000_000 {
                 return Err(ManifestError::Metadata("modification time", path.clone()));
             }
-            if !paths.insert(path.as_str()) {
-                return Err(ManifestError::Duplicate(path.clone()));
-            }
             if let Some(size) = size {
                 total = total
                     .checked_add(size)
                     .ok_or(ManifestError::TotalOverflow)?;
             }
         }
-        // No file may be a folder of another entry. Sorted with '/' as the
-        // lowest byte, everything under `a/` directly follows `a`, so one
-        // look at each file's successor finds any clash in O(n log n).
-        let mut sorted: Vec<(Vec<u8>, bool)> = self
-            .dirs
-            .iter()
-            .map(|d| (sort_key(&d.path), false))
-            .chain(self.files.iter().map(|f| (sort_key(&f.path), true)))
+        // Names are compared as a case-insensitive, normalising file system
+        // would store them, so an offer means the same everywhere. Two equal
+        // keys are one name twice; and no file may be a folder of another
+        // entry: sorted with '/' as the lowest byte, everything under `a/`
+        // directly follows `a`, so one look at each successor finds any
+        // clash in O(n log n).
+        let paths = || {
+            self.dirs
+                .iter()
+                .map(|d| (&d.path, false))
+                .chain(self.files.iter().map(|f| (&f.path, true)))
+        };
+        let mut sorted: Vec<(Vec<u8>, bool, usize)> = paths()
+            .enumerate()
+            .map(|(i, (path, is_file))| (sort_key(&comparison_key(path)), is_file, i))
             .collect();
         sorted.sort_unstable();
+        let name = |i: usize| paths().nth(i).map(|(p, _)| p.clone()).unwrap_or_default();
         for pair in sorted.windows(2) {
-            let ((a, a_is_file), (b, _)) = (&pair[0], &pair[1]);
+            let ((a, a_is_file, a_index), (b, _, b_index)) = (&pair[0], &pair[1]);
+            if a == b {
+                return Err(ManifestError::Duplicate(name(*b_index)));
+            }
             if *a_is_file && b.len() > a.len() && b.starts_with(a) && b[a.len()] == 0 {
-                return Err(ManifestError::Duplicate(
-                    String::from_utf8_lossy(a).replace('\0', "/"),
-                ));
+                return Err(ManifestError::Duplicate(name(*a_index)));
             }
         }
         Ok(())
@@ -395,6 +401,31 @@ mod tests {
             mtime: Timestamp::default(),
         });
         assert_eq!(m.validate(), Err(ManifestError::Duplicate("a/b".into())));
+    }
+
+    #[test]
+    fn names_one_disk_would_merge_are_rejected_on_every_disk() {
+        // Case: one file on APFS, exFAT or casefold ext4.
+        assert!(matches!(
+            manifest(&["README.md", "readme.md"]).validate(),
+            Err(ManifestError::Duplicate(_))
+        ));
+        // A file and a folder that differ in case.
+        assert!(matches!(
+            manifest(&["Docs", "docs/a"]).validate(),
+            Err(ManifestError::Duplicate(_))
+        ));
+        // Unicode forms: precomposed and decomposed "é" (macOS stores NFD).
+        assert!(matches!(
+            manifest(&["caf\u{e9}.txt", "cafe\u{301}.txt"]).validate(),
+            Err(ManifestError::Duplicate(_))
+        ));
+        // Tallow's own names in another case.
+        assert!(matches!(
+            manifest(&[".TALLOW-00.checkpoint"]).validate(),
+            Err(ManifestError::UnsafePath { .. })
+        ));
+        assert!(manifest(&["a", "b", "A b"]).validate().is_ok());
     }
 
     #[test]

@@ -5,6 +5,14 @@
 //! Tallow's own partial files is rejected before a byte is written. The
 //! symlink half of the check (an existing link inside the output folder)
 //! happens on disk, in the receive pipeline.
+//!
+//! Names are compared the way the most forgiving file system would compare
+//! them ([`comparison_key`]: Unicode NFC, then lower case), so an offer means
+//! the same on ext4 as on APFS, exFAT or casefold ext4: two entries that one
+//! of those would store under one name are refused everywhere, and so is a
+//! name that such a file system would confuse with Tallow's own files.
+
+use unicode_normalization::UnicodeNormalization;
 
 use crate::limits::MAX_PATH_LEN;
 
@@ -83,13 +91,26 @@ pub fn validate_relative_path(path: &str) -> Result<(), PathError> {
             return Err(PathError::TooLong);
         }
     }
-    if path.ends_with(PARTIAL_SUFFIX) {
+    // `X.TALLOW-PARTIAL` is `x.tallow-partial` on a case-insensitive disk.
+    let key = comparison_key(path);
+    if key.ends_with(PARTIAL_SUFFIX) {
         return Err(PathError::ReservedSuffix);
     }
-    if path.split('/').any(|c| c.starts_with(RESERVED_PREFIX)) {
+    if key.split('/').any(|c| c.starts_with(RESERVED_PREFIX)) {
         return Err(PathError::ReservedPrefix);
     }
     Ok(())
+}
+
+/// The form under which a case-insensitive, normalising file system
+/// (APFS, exFAT, vfat, casefold ext4) stores a name: NFC, lower-cased, NFC
+/// again. Two names with the same key may land on one file there.
+pub fn comparison_key(path: &str) -> String {
+    path.nfc()
+        .collect::<String>()
+        .to_lowercase()
+        .nfc()
+        .collect()
 }
 
 #[cfg(test)]
@@ -130,6 +151,10 @@ mod tests {
             ("x.tallow-partial", PathError::ReservedSuffix),
             (".tallow-0123.checkpoint", PathError::ReservedPrefix),
             ("a/.tallow-x", PathError::ReservedPrefix),
+            // What a case-insensitive disk would take for Tallow's own files.
+            (".TALLOW-0123.checkpoint", PathError::ReservedPrefix),
+            ("a/.Tallow-x", PathError::ReservedPrefix),
+            ("x.Tallow-Partial", PathError::ReservedSuffix),
         ];
         for (path, want) in cases {
             assert_eq!(validate_relative_path(path), Err(want), "{path:?}");
@@ -146,6 +171,15 @@ mod tests {
             validate_relative_path(&"a/".repeat(MAX_PATH_LEN)),
             Err(PathError::TooLong)
         );
+    }
+
+    #[test]
+    fn comparison_keys_fold_case_and_normalisation() {
+        assert_eq!(comparison_key("README.md"), comparison_key("readme.MD"));
+        // "é" precomposed and as "e" + combining acute accent.
+        assert_eq!(comparison_key("caf\u{e9}"), comparison_key("cafe\u{301}"));
+        assert_eq!(comparison_key("CAFE\u{301}"), comparison_key("caf\u{e9}"));
+        assert_ne!(comparison_key("a"), comparison_key("b"));
     }
 
     mod properties {

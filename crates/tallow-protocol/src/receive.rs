@@ -12,9 +12,13 @@
 //! ```
 //!
 //! A file appears under its final name only after its hash matched, and
-//! never over an existing file unless the user allowed it. Folders are
-//! created one component at a time and an existing symlink on the way is
-//! refused, so nothing lands outside the output folder. Small files are made
+//! never over an existing file unless the user allowed it. Everything is
+//! reached through handles from the output folder ([`crate::placement`]):
+//! a symlink below it is refused, never followed, so nothing lands outside
+//! it. Partial files are private (0600) until verified; the sender's modes,
+//! masked by the receiver's umask and without setuid, setgid or sticky bits,
+//! are applied when a verified file takes its name, and to folders only if
+//! this transfer made them: what existed before keeps its mode and times. Small files are made
 //! durable in batches (one `syncfs` per batch instead of one `fsync` per
 //! file) before they are renamed, so 10,000 small files do not cost 10,000
 //! disk flushes; large files are synced one by one. Every 16 MiB, and
@@ -23,10 +27,11 @@
 //! the transfer fails, verified files stay, the file in progress stays as a
 //! partial file, and a partial that failed verification is deleted.
 
-use std::fs::{self, File, OpenOptions};
+use std::collections::HashSet;
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -37,12 +42,13 @@ use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::FRAME_HEADER_LEN;
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{self, CheckpointLog, Record};
+use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
 use crate::limits::{Deadlines, SEND_QUEUE_FRAMES};
 use crate::manifest::{Manifest, Timestamp};
 use crate::message::{AbortKind, ChunkHeader, Message, ResumePoint};
 use crate::path::PARTIAL_SUFFIX;
-use crate::resume::{self, open_partial_nofollow, ResumePlan};
+use crate::placement::{split_parent, Existing, Folder, OutputDir};
+use crate::resume::{self, ResumePlan};
 use crate::transport::{FrameSink, FrameSource};
 use crate::{Progress, Role, TransferError};
 
@@ -88,8 +94,10 @@ fn report(
 const BATCH_FILE_LIMIT: u64 = 8 * 1024 * 1024;
 /// A batch is flushed when it holds this many bytes…
 const BATCH_BYTES: u64 = 64 * 1024 * 1024;
-/// …or this many files.
+/// …or this many files…
 const BATCH_FILES: usize = 1024;
+/// …or its files are in this many folders (each held open until then).
+const BATCH_FOLDERS: usize = 64;
 
 /// Where and how to write.
 #[derive(Debug, Clone)]
@@ -101,6 +109,52 @@ pub struct ReceiveOptions {
     /// Continue an interrupted transfer of the same files (default); false
     /// starts over.
     pub resume: bool,
+    /// The receiving user's umask: permission bits it clears from the
+    /// sender's modes (as tar does for a user who is not root).
+    pub umask: u32,
+    /// The user's secret that authenticates checkpoints.
+    pub local_key: LocalKey,
+}
+
+impl ReceiveOptions {
+    /// The permission bits a received file or folder gets: the sender's
+    /// rwx bits less the umask; never setuid, setgid or sticky.
+    pub fn mode_for(&self, sent: u32) -> u32 {
+        sent & 0o777 & !self.umask
+    }
+}
+
+/// Where an offer would put things that the user should see before saying
+/// yes, however long the offer is: entries that would go into folders that
+/// already exist here, and hidden (dot) names at the top level.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Top-level folders of the offer that exist in the output folder and
+    /// were not made by an earlier run of this transfer.
+    pub existing_folders: Vec<ExistingFolder>,
+    /// Top-level names starting with `.`.
+    pub hidden: Vec<String>,
+}
+
+/// One existing folder an offer would add to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingFolder {
+    /// The folder's name (top level of the output folder).
+    pub name: String,
+    /// Files and folders the offer would put inside it.
+    pub entries: usize,
+    /// The first few of them, relative to the output folder.
+    pub examples: Vec<String>,
+}
+
+/// Names listed per existing folder in a [`Placement`].
+const PLACEMENT_EXAMPLES: usize = 5;
+
+impl Placement {
+    /// Nothing that needs the user's explicit consent.
+    pub fn is_plain(&self) -> bool {
+        self.existing_folders.is_empty() && self.hidden.is_empty()
+    }
 }
 
 /// An offer received and not yet answered.
@@ -145,7 +199,7 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
         }
         Ok(other) => Err(unexpected(other, "Offer")),
         Err(e) => {
-            send_abort(&mut writer, &e, Path::new("")).await;
+            send_abort(&mut writer, &e).await;
             Err(e)
         }
     }
@@ -160,7 +214,18 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
     /// How much of the offer is already here from an interrupted transfer
     /// (reads the checkpoint and the partial file; writes nothing).
     pub fn plan(&self, options: &ReceiveOptions) -> ResumePlan {
-        resume::plan(&self.manifest, &options.out_dir, options.resume)
+        resume::plan(
+            &self.manifest,
+            &options.out_dir,
+            options.resume,
+            &options.local_key,
+        )
+    }
+
+    /// What in this offer needs the user's explicit consent (see
+    /// [`Placement`]). Folders earlier runs of this transfer made do not.
+    pub fn placement(&self, options: &ReceiveOptions, plan: &ResumePlan) -> Placement {
+        placement(&self.manifest, options, plan)
     }
 
     /// Refuse if a file would replace an existing one (without `overwrite`),
@@ -201,9 +266,16 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         } = self;
         let prepared = prepare(&manifest, options, &plan);
         let disk = match prepared {
-            Ok(log) => FileWriter::new(Arc::new(manifest.clone()), options.clone(), plan, log),
+            Ok((out, log, made)) => FileWriter::new(
+                Arc::new(manifest.clone()),
+                options.clone(),
+                out,
+                plan,
+                log,
+                made,
+            ),
             Err(e) => {
-                send_abort(&mut writer, &e, &options.out_dir).await;
+                send_abort(&mut writer, &e).await;
                 return Err(e);
             }
         };
@@ -281,9 +353,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         });
         let _ = outcome_tx.send(match &result {
             Ok(()) => None,
-            Err(e) if e.should_notify_peer() => {
-                Some((e.abort_kind(), peer_detail(e, &options.out_dir)))
-            }
+            Err(e) if e.should_notify_peer() => Some((e.abort_kind(), peer_detail(e))),
             Err(_) => Some((AbortKind::Io, String::new())),
         });
         let told = acks.await.unwrap_or(Ok(()));
@@ -292,43 +362,54 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
     }
 }
 
-/// Create the output folder and every folder of the offer, checking the
-/// destination first, and start the checkpoint from what is already here.
+/// Create the output folder and every folder of the offer (through
+/// handles), checking the destination first, and start the checkpoint from
+/// what is already here. Returns the open output folder, the checkpoint and
+/// which of the offer's folders this transfer made (now or earlier).
 fn prepare(
     manifest: &Manifest,
     options: &ReceiveOptions,
     plan: &ResumePlan,
-) -> Result<CheckpointLog, TransferError> {
-    fs::create_dir_all(&options.out_dir).map_err(|source| TransferError::WriteOutput {
-        path: options.out_dir.clone(),
-        source,
-    })?;
+) -> Result<(OutputDir, CheckpointLog, HashSet<u32>), TransferError> {
+    let out =
+        OutputDir::open(&options.out_dir, true).map_err(|source| TransferError::WriteOutput {
+            path: options.out_dir.clone(),
+            source,
+        })?;
     check_destination(manifest, options, plan)?;
+    let index: std::collections::HashMap<&str, u32> = manifest
+        .dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.path.as_str(), i as u32))
+        .collect();
+    let mut made: HashSet<u32> = manifest
+        .dirs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| plan.made_folder(&d.path))
+        .map(|(i, _)| i as u32)
+        .collect();
     for dir in &manifest.dirs {
-        check_parents(&options.out_dir, &dir.path, true)?;
-        let path = options.out_dir.join(&dir.path);
-        match fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if !fs::symlink_metadata(&path)
-                    .map(|m| m.is_dir())
-                    .unwrap_or(false)
-                {
-                    return Err(TransferError::UnsafeDestination { path });
-                }
+        out.folder(&dir.path, true, &mut |created| {
+            if let Some(i) = index.get(created) {
+                made.insert(*i);
             }
-            Err(source) => return Err(TransferError::WriteOutput { path, source }),
-        }
+        })?;
     }
     for obsolete in &plan.obsolete {
-        let _ = fs::remove_file(obsolete);
+        let _ = out.root().remove(obsolete);
     }
-    CheckpointLog::create(&options.out_dir, manifest, &plan.records(manifest)).map_err(|source| {
-        TransferError::WriteOutput {
-            path: checkpoint::checkpoint_path(&options.out_dir, &manifest.identity()),
-            source,
-        }
-    })
+    let mut records = plan.records(manifest);
+    records.extend(made.iter().map(|&dir| Record::FolderMade { dir }));
+    let log =
+        CheckpointLog::create(&out, manifest, &records, &options.local_key).map_err(|source| {
+            TransferError::WriteOutput {
+                path: checkpoint::checkpoint_path(&options.out_dir, &manifest.identity()),
+                source,
+            }
+        })?;
+    Ok((out, log, made))
 }
 
 /// Refuse if a file would replace an existing one (without `overwrite`),
@@ -338,20 +419,30 @@ fn check_destination(
     options: &ReceiveOptions,
     plan: &ResumePlan,
 ) -> Result<(), TransferError> {
-    for dir in &manifest.dirs {
-        check_parents(&options.out_dir, &dir.path, false)?;
-        let target = options.out_dir.join(&dir.path);
-        if let Ok(meta) = fs::symlink_metadata(&target) {
-            if !meta.is_dir() {
-                return Err(TransferError::UnsafeDestination { path: target });
-            }
+    // Nothing there yet: nothing to replace, and the free space is that of
+    // the folder it will be made in.
+    let out = match OutputDir::open(&options.out_dir, false) {
+        Ok(out) => Some(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(TransferError::WriteOutput {
+                path: options.out_dir.clone(),
+                source,
+            })
         }
-    }
+    };
     // Bytes still to come must fit (an offer of 2^63 bytes is refused here,
     // before anything is written).
     let needed = manifest.total_size().saturating_sub(plan.bytes);
-    if let Ok(stat) = rustix::fs::statvfs(&options.out_dir) {
-        let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let available = match &out {
+        Some(out) => rustix::fs::fstatvfs(out.root().fd()).ok(),
+        None => options
+            .out_dir
+            .ancestors()
+            .find_map(|a| rustix::fs::statvfs(a).ok()),
+    }
+    .map(|stat| stat.f_bavail.saturating_mul(stat.f_frsize));
+    if let Some(available) = available {
         if needed > available {
             return Err(TransferError::NoSpace {
                 needed,
@@ -360,21 +451,87 @@ fn check_destination(
             });
         }
     }
+    let Some(out) = out else { return Ok(()) };
+    let mut last: Option<(String, Option<Folder>)> = None;
+    let mut at = |rel: &str| -> Result<Existing, TransferError> {
+        let (dir, name) = split_parent(rel);
+        let folder = match &last {
+            Some((d, f)) if d == dir => f.clone(),
+            _ => {
+                let f = out.folder(dir, false, &mut |_| {})?;
+                last = Some((dir.to_owned(), f.clone()));
+                f
+            }
+        };
+        let Some(folder) = folder else {
+            return Ok(Existing::Nothing);
+        };
+        folder
+            .existing(name)
+            .map_err(|source| TransferError::WriteOutput {
+                path: folder.path().join(name),
+                source,
+            })
+    };
+    for dir in &manifest.dirs {
+        if !matches!(at(&dir.path)?, Existing::Nothing | Existing::Folder) {
+            return Err(TransferError::UnsafeDestination {
+                path: options.out_dir.join(&dir.path),
+            });
+        }
+    }
     for entry in &manifest.files {
-        check_parents(&options.out_dir, &entry.path, false)?;
-        let target = options.out_dir.join(&entry.path);
-        match fs::symlink_metadata(&target) {
-            Ok(meta) if meta.is_dir() => {
-                return Err(TransferError::UnsafeDestination { path: target })
+        let target = || options.out_dir.join(&entry.path);
+        match at(&entry.path)? {
+            Existing::Nothing => {}
+            Existing::Folder | Existing::Other => {
+                return Err(TransferError::UnsafeDestination { path: target() })
             }
-            // Our own output from an interrupted run is not the user's file.
-            Ok(_) if !options.overwrite && !plan.is_ours(&entry.path) => {
-                return Err(TransferError::DestinationExists { path: target })
-            }
-            _ => {}
+            // Our own unchanged output from an interrupted run is not the
+            // user's file.
+            Existing::File(_) if options.overwrite || plan.is_ours(&entry.path) => {}
+            Existing::File(_) => return Err(TransferError::DestinationExists { path: target() }),
         }
     }
     Ok(())
+}
+
+/// See [`IncomingOffer::placement`].
+fn placement(manifest: &Manifest, options: &ReceiveOptions, plan: &ResumePlan) -> Placement {
+    let mut placement = Placement::default();
+    let top = manifest.top_level_names();
+    placement.hidden = top
+        .iter()
+        .filter(|n| n.starts_with('.'))
+        .map(|n| n.to_string())
+        .collect();
+    let Ok(out) = OutputDir::open(&options.out_dir, false) else {
+        return placement;
+    };
+    let root = out.root();
+    for name in top {
+        let prefix = format!("{name}/");
+        let inside = manifest
+            .dirs
+            .iter()
+            .map(|d| &d.path)
+            .chain(manifest.files.iter().map(|f| &f.path))
+            .filter(|p| p.starts_with(&prefix));
+        // A top-level file that exists is refused by check_destination.
+        let is_folder =
+            manifest.dirs.iter().any(|d| d.path == name) || inside.clone().next().is_some();
+        if !is_folder || plan.made_folder(name) {
+            continue;
+        }
+        if root.existing(name).ok() == Some(Existing::Folder) {
+            placement.existing_folders.push(ExistingFolder {
+                name: name.to_owned(),
+                entries: inside.clone().count(),
+                examples: inside.take(PLACEMENT_EXAMPLES).cloned().collect(),
+            });
+        }
+    }
+    placement
 }
 
 /// The ack task: owns the channel's writing half. Sends the bytes written
@@ -566,24 +723,30 @@ fn unexpected(msg: Message<'_>, expected: &str) -> TransferError {
     }
 }
 
-/// The error as a sentence for the sender's user: paths are shown relative
-/// to the output folder, so the receiver's folder layout does not leak.
-pub fn peer_detail(error: &TransferError, out_dir: &Path) -> String {
-    let text = error.to_string();
-    let dir = out_dir.display().to_string();
-    if dir.is_empty() {
-        return text;
+/// What the sender's user is told when the receiver stops: never the
+/// receiver's paths, folder layout or what exists there. Problems with the
+/// sender's data or messages are told as they are (they are the sender's);
+/// anything about the receiver's disk is one generic sentence.
+pub fn peer_detail(error: &TransferError) -> String {
+    match error {
+        TransferError::NoSpace { .. } => "it has no space for this transfer".to_owned(),
+        TransferError::DiskFull { .. } => "its disk is full".to_owned(),
+        TransferError::WriteOutput { .. }
+        | TransferError::DestinationExists { .. }
+        | TransferError::UnsafeDestination { .. }
+        | TransferError::DiskStalled { .. } => {
+            "it could not write the files where it was asked to".to_owned()
+        }
+        other => other.to_string(),
     }
-    text.replace(&format!("{dir}/"), "")
-        .replace(&dir, "the output folder")
 }
 
-async fn send_abort<W: FrameSink>(writer: &mut W, error: &TransferError, out_dir: &Path) {
+async fn send_abort<W: FrameSink>(writer: &mut W, error: &TransferError) {
     if !error.should_notify_peer() {
         return;
     }
     let mut frame = vec![0u8; FRAME_HEADER_LEN];
-    let detail = peer_detail(error, out_dir);
+    let detail = peer_detail(error);
     Message::Abort {
         kind: error.abort_kind(),
         detail: &detail,
@@ -610,6 +773,10 @@ enum Work {
 
 struct OpenPartial {
     file: File,
+    /// The folder it is in, and its name there.
+    folder: Folder,
+    name: String,
+    /// Its path, for messages.
     partial: PathBuf,
     hasher: blake3::Hasher,
 }
@@ -617,8 +784,10 @@ struct OpenPartial {
 /// A verified file waiting for its batch to become durable.
 struct Verified {
     index: u32,
-    partial: PathBuf,
-    target: PathBuf,
+    folder: Folder,
+    /// Partial and final names in `folder`.
+    partial: String,
+    name: String,
 }
 
 /// Data written since the last checkpoint is synced and recorded once it
@@ -630,6 +799,12 @@ const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 struct FileWriter {
     manifest: Arc<Manifest>,
     options: ReceiveOptions,
+    out: OutputDir,
+    /// The folder of the file being written, kept open for the next file.
+    folder: Option<(String, Folder)>,
+    /// Folders of the manifest this transfer made: only these get the
+    /// sender's mode and time.
+    made: HashSet<u32>,
     counters: Arc<Counters>,
     /// Where this run starts.
     point: ResumePoint,
@@ -642,19 +817,22 @@ struct FileWriter {
     plain: Vec<u8>,
     batch: Vec<Verified>,
     batch_bytes: u64,
+    batch_folders: usize,
     log: Option<CheckpointLog>,
     /// Facts not yet in the checkpoint, in stream order.
     records: Vec<Record>,
     unsynced: u64,
-    ours: std::collections::HashSet<String>,
+    ours: HashSet<String>,
 }
 
 impl FileWriter {
     fn new(
         manifest: Arc<Manifest>,
         options: ReceiveOptions,
+        out: OutputDir,
         plan: ResumePlan,
         log: CheckpointLog,
+        made: HashSet<u32>,
     ) -> Self {
         let mut merkle = MerkleBuilder::new();
         plan.leaves.iter().for_each(|l| merkle.push(*l));
@@ -678,6 +856,9 @@ impl FileWriter {
         FileWriter {
             manifest,
             options,
+            out,
+            folder: None,
+            made,
             counters,
             point,
             resumed,
@@ -688,6 +869,7 @@ impl FileWriter {
             plain: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_folders: 0,
             log: Some(log),
             records: Vec::new(),
             unsynced: 0,
@@ -791,9 +973,9 @@ impl FileWriter {
         let open = open_partial(
             &mut self.current,
             &mut self.resumed,
-            &self.manifest,
-            &self.options,
-            self.index,
+            &mut self.folder,
+            &self.out,
+            &self.manifest.files[self.index].path,
         )?;
         open.file
             .write_all(plain)
@@ -821,9 +1003,9 @@ impl FileWriter {
         open_partial(
             &mut self.current,
             &mut self.resumed,
-            &self.manifest,
-            &self.options,
-            self.index,
+            &mut self.folder,
+            &self.out,
+            &self.manifest.files[self.index].path,
         )
         .map(|_| ())
     }
@@ -835,7 +1017,7 @@ impl FileWriter {
     /// run can trust.
     fn checkpoint(&mut self) -> Result<(), TransferError> {
         if !self.batch.is_empty() {
-            sync_filesystem(&self.options.out_dir, &self.batch)?;
+            sync_filesystem(&self.out, &self.batch)?;
         }
         if let Some(open) = &self.current {
             open.file
@@ -848,6 +1030,7 @@ impl FileWriter {
         self.append_records()?;
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
+        self.batch_folders = 0;
         self.place(&batch)?;
         self.append_records()?;
         self.unsynced = 0;
@@ -883,7 +1066,7 @@ impl FileWriter {
         let actual = open.hasher.finalize();
         if !bool::from(actual.as_bytes().ct_eq(expected)) {
             drop(open.file);
-            let _ = fs::remove_file(&open.partial);
+            let _ = open.folder.remove(&open.name);
             return Err(TransferError::Integrity { path: entry.path });
         }
         let write_err = |source| TransferError::WriteOutput {
@@ -891,16 +1074,19 @@ impl FileWriter {
             source,
         };
         open.file
-            .set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))
+            .set_permissions(fs::Permissions::from_mode(
+                self.options.mode_for(entry.mode),
+            ))
             .map_err(write_err)?;
         if let Some(t) = entry.mtime.to_system_time() {
             open.file.set_modified(t).map_err(write_err)?;
         }
-        let target = self.options.out_dir.join(&entry.path);
+        let (_, final_name) = split_parent(&entry.path);
         let verified = Verified {
             index: (self.index - 1) as u32,
-            partial: open.partial.clone(),
-            target,
+            folder: open.folder.clone(),
+            partial: open.name.clone(),
+            name: final_name.to_owned(),
         };
         if entry.size >= BATCH_FILE_LIMIT {
             open.file.sync_all().map_err(write_err)?;
@@ -911,9 +1097,19 @@ impl FileWriter {
         } else {
             // Small files are made durable together, by the next checkpoint.
             drop(open.file);
+            let new_folder = self
+                .batch
+                .last()
+                .is_none_or(|v| !v.folder.same_handle(&verified.folder));
             self.batch.push(verified);
             self.batch_bytes += entry.size;
-            if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            if new_folder {
+                self.batch_folders += 1;
+            }
+            if self.batch.len() >= BATCH_FILES
+                || self.batch_bytes >= BATCH_BYTES
+                || self.batch_folders >= BATCH_FOLDERS
+            {
                 self.checkpoint()?;
             }
         }
@@ -922,53 +1118,83 @@ impl FileWriter {
 
     /// Rename durable, verified partials into place and sync their folders.
     fn place(&mut self, files: &[Verified]) -> Result<(), TransferError> {
-        let mut parents: Vec<&Path> = Vec::new();
+        let mut folders: Vec<&Folder> = Vec::new();
         for v in files {
             let path = &self.manifest.files[v.index as usize].path;
             let replace = self.options.overwrite || self.ours.contains(path);
-            rename_into_place(&v.partial, &v.target, replace)?;
-            if let Some(parent) = v.target.parent() {
-                if !parents.contains(&parent) {
-                    parents.push(parent);
+            let failed = |source| TransferError::WriteOutput {
+                path: v.folder.path().join(&v.name),
+                source,
+            };
+            match v.folder.rename(&v.partial, &v.name, replace) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(TransferError::DestinationExists {
+                        path: v.folder.path().join(&v.name),
+                    })
                 }
+                Err(e) => return Err(failed(e)),
+            }
+            // What identifies the file now that it has its name: if it
+            // changes, it is no longer ours to replace.
+            let stamp = match v.folder.existing(&v.name).map_err(failed)? {
+                Existing::File(stamp) => stamp,
+                _ => {
+                    return Err(TransferError::UnsafeDestination {
+                        path: v.folder.path().join(&v.name),
+                    })
+                }
+            };
+            self.records.push(Record::FileDone {
+                file: v.index,
+                stamp,
+            });
+            if !folders.iter().any(|f| f.same_handle(&v.folder)) {
+                folders.push(&v.folder);
             }
             self.counters.files.fetch_add(1, Ordering::Relaxed);
         }
-        for parent in parents {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(|source| TransferError::WriteOutput {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
+        for folder in folders {
+            folder.sync().map_err(|source| TransferError::WriteOutput {
+                path: folder.path().to_path_buf(),
+                source,
+            })?;
         }
-        self.records
-            .extend(files.iter().map(|v| Record::FileDone { file: v.index }));
         Ok(())
     }
 
     /// All files verified: check the root, put the last batch in place, and
-    /// give folders their modes and times (deepest first, after their
-    /// contents, so writing into them does not change the times again).
+    /// give the folders this transfer made their modes and times (deepest
+    /// first, after their contents, so writing into them does not change
+    /// the times again). Folders that existed before are left as they are.
     fn complete(&mut self, merkle_root: &[u8; 32]) -> Result<(), TransferError> {
         self.checkpoint()?;
         if !bool::from(self.merkle.root().ct_eq(merkle_root)) {
             return Err(TransferError::MerkleRoot);
         }
-        let mut dirs: Vec<_> = self.manifest.dirs.iter().collect();
+        self.folder = None;
+        let mut dirs: Vec<_> = self
+            .manifest
+            .dirs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.made.contains(&(*i as u32)))
+            .map(|(_, d)| d)
+            .collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.path.matches('/').count()));
         for dir in dirs {
-            let path = self.options.out_dir.join(&dir.path);
-            let set = || -> std::io::Result<()> {
-                if let Some(t) = Timestamp::to_system_time(dir.mtime) {
-                    File::open(&path)?.set_modified(t)?;
-                }
-                fs::set_permissions(&path, fs::Permissions::from_mode(dir.mode & 0o777))
+            let Some(folder) = self.out.folder(&dir.path, false, &mut |_| {})? else {
+                continue;
             };
-            set().map_err(|source| TransferError::WriteOutput {
-                path: path.clone(),
-                source,
-            })?;
+            folder
+                .set_mode_and_time(
+                    self.options.mode_for(dir.mode),
+                    Timestamp::to_system_time(dir.mtime),
+                )
+                .map_err(|source| TransferError::WriteOutput {
+                    path: folder.path().to_path_buf(),
+                    source,
+                })?;
         }
         // Everything is in place: nothing is left to resume.
         if let Some(log) = self.log.take() {
@@ -978,145 +1204,81 @@ impl FileWriter {
     }
 }
 
-/// Rename a verified partial to its final name. Without `overwrite` the
-/// rename itself refuses an existing target (`RENAME_NOREPLACE`), so a file
-/// that appears in the meantime is never replaced.
-fn rename_into_place(partial: &Path, target: &Path, overwrite: bool) -> Result<(), TransferError> {
-    let failed = |source| TransferError::WriteOutput {
-        path: target.to_path_buf(),
-        source,
-    };
-    if overwrite {
-        return fs::rename(partial, target).map_err(failed);
-    }
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::fs::{renameat_with, RenameFlags, CWD};
-        match renameat_with(CWD, partial, CWD, target, RenameFlags::NOREPLACE) {
-            Ok(()) => return Ok(()),
-            Err(rustix::io::Errno::EXIST) => {
-                return Err(TransferError::DestinationExists {
-                    path: target.to_path_buf(),
-                })
-            }
-            // Filesystems without renameat2 flags fall through to check-then-rename.
-            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {}
-            Err(e) => return Err(failed(e.into())),
-        }
-    }
-    if fs::symlink_metadata(target).is_ok() {
-        return Err(TransferError::DestinationExists {
-            path: target.to_path_buf(),
-        });
-    }
-    fs::rename(partial, target).map_err(failed)
-}
-
-/// The partial file for entry `index`, created on first use, or reopened
-/// at the end of its durable prefix when this run resumes it.
+/// The partial file for `rel`, created (0600) on first use, or reopened at
+/// the end of its durable prefix when this run resumes it. Its folder is
+/// reached through handles, and kept open for the next file in it.
 fn open_partial<'a>(
     current: &'a mut Option<OpenPartial>,
     resumed: &mut Option<(u64, blake3::Hasher)>,
-    manifest: &Manifest,
-    options: &ReceiveOptions,
-    index: usize,
+    folder_cache: &mut Option<(String, Folder)>,
+    out: &OutputDir,
+    rel: &str,
 ) -> Result<&'a mut OpenPartial, TransferError> {
     if let Some(open) = current {
         return Ok(open);
     }
-    let rel = &manifest.files[index].path;
-    check_parents(&options.out_dir, rel, true)?;
-    let partial = options.out_dir.join(format!("{rel}{PARTIAL_SUFFIX}"));
-    if let Some((len, hasher)) = resumed.take() {
-        use std::io::{Seek, SeekFrom};
-        let reopen = || -> std::io::Result<File> {
-            let mut file = open_partial_nofollow(&partial, true)?;
-            // Anything past the durable prefix was never recorded.
-            file.set_len(len)?;
-            file.seek(SeekFrom::Start(len))?;
-            Ok(file)
-        };
-        let file = reopen().map_err(|source| TransferError::WriteOutput {
-            path: partial.clone(),
-            source,
-        })?;
-        return Ok(current.insert(OpenPartial {
-            file,
-            partial,
-            hasher,
-        }));
-    }
-    // A stale partial (or a symlink planted under its name) is removed, and
-    // create_new never follows a symlink.
-    match fs::remove_file(&partial) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(TransferError::WriteOutput {
-                path: partial,
-                source,
-            })
+    let (dir, name) = split_parent(rel);
+    let folder = match folder_cache {
+        Some((d, f)) if d == dir => f.clone(),
+        _ => {
+            let f = out.folder(dir, true, &mut |_| {})?.ok_or_else(|| {
+                TransferError::UnsafeDestination {
+                    path: out.path().join(dir),
+                }
+            })?;
+            *folder_cache = Some((dir.to_owned(), f.clone()));
+            f
         }
-    }
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&partial)
-        .map_err(|source| TransferError::WriteOutput {
-            path: partial.clone(),
-            source,
-        })?;
+    };
+    let name = format!("{name}{PARTIAL_SUFFIX}");
+    let partial = folder.path().join(&name);
+    let failed = |source| TransferError::WriteOutput {
+        path: partial.clone(),
+        source,
+    };
+    let (file, hasher) = match resumed.take() {
+        Some((len, hasher)) => {
+            use std::io::{Seek, SeekFrom};
+            let mut file = folder.open_regular(&name, true).map_err(failed)?;
+            // Anything past the durable prefix was never recorded.
+            file.set_len(len).map_err(failed)?;
+            file.seek(SeekFrom::Start(len)).map_err(failed)?;
+            (file, hasher)
+        }
+        // A stale partial (or a symlink planted under its name) is removed;
+        // the new one is made exclusively, never through a link.
+        None => (
+            folder.create_private(&name).map_err(failed)?,
+            blake3::Hasher::new(),
+        ),
+    };
     Ok(current.insert(OpenPartial {
         file,
+        folder,
+        name,
         partial,
-        hasher: blake3::Hasher::new(),
+        hasher,
     }))
 }
 
-/// Flush everything written to the filesystem holding `out_dir` with one
-/// `syncfs`; elsewhere than Linux, fsync each file.
-fn sync_filesystem(out_dir: &Path, files: &[Verified]) -> Result<(), TransferError> {
-    let err = |path: &Path, source| TransferError::WriteOutput {
-        path: path.to_path_buf(),
-        source,
-    };
-    if cfg!(target_os = "linux") {
-        let dir = File::open(out_dir).map_err(|e| err(out_dir, e))?;
-        #[cfg(target_os = "linux")]
-        rustix::fs::syncfs(&dir).map_err(|e| err(out_dir, e.into()))?;
-        drop(dir);
-    } else {
+/// Flush everything written to the filesystem holding the output folder
+/// with one `syncfs`; elsewhere than Linux, fsync each file.
+fn sync_filesystem(out: &OutputDir, files: &[Verified]) -> Result<(), TransferError> {
+    let failed = |path: PathBuf, source| TransferError::WriteOutput { path, source };
+    #[cfg(target_os = "linux")]
+    {
+        let _ = files;
+        rustix::fs::syncfs(out.root().fd()).map_err(|e| failed(out.path().to_path_buf(), e.into()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = out;
         for v in files {
-            File::open(&v.partial)
+            v.folder
+                .open_regular(&v.partial, false)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| err(&v.partial, e))?;
+                .map_err(|e| failed(v.folder.path().join(&v.partial), e))?;
         }
+        Ok(())
     }
-    Ok(())
-}
-
-/// Check (and with `create`, make) each folder between `out_dir` and the
-/// entry. A symlink or a non-folder on the way is refused.
-fn check_parents(out_dir: &Path, rel: &str, create: bool) -> Result<(), TransferError> {
-    let mut dir = out_dir.to_path_buf();
-    let mut components: Vec<&str> = rel.split('/').collect();
-    components.pop();
-    for component in components {
-        dir.push(component);
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(TransferError::UnsafeDestination { path: dir }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !create {
-                    return Ok(());
-                }
-                fs::create_dir(&dir).map_err(|source| TransferError::WriteOutput {
-                    path: dir.clone(),
-                    source,
-                })?;
-            }
-            Err(source) => return Err(TransferError::WriteOutput { path: dir, source }),
-        }
-    }
-    Ok(())
 }

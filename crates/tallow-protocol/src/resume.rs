@@ -15,17 +15,17 @@
 //! older version finished still need `--overwrite`.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tallow_crypto::merkle::leaf_hash;
 
-use crate::checkpoint::{self, checkpoint_path, Record, RecordedProgress};
+use crate::checkpoint::{self, checkpoint_name, LocalKey, Record, RecordedProgress};
 use crate::manifest::Manifest;
 use crate::message::ResumePoint;
 use crate::path::PARTIAL_SUFFIX;
+use crate::placement::{split_parent, Existing, FileStamp, Folder, OutputDir};
 
 /// How much of an offer is already here, and what that allows.
 #[derive(Debug, Default)]
@@ -41,22 +41,39 @@ pub struct ResumePlan {
     pub(crate) leaves: Vec<[u8; 32]>,
     /// BLAKE3 state over the durable prefix of file `point.files_done`.
     pub(crate) hasher: Option<blake3::Hasher>,
-    /// Paths an earlier run of ours finished: replacing them is not
-    /// overwriting the user's files.
+    /// Paths an earlier run of ours finished and nobody changed since:
+    /// replacing them is not overwriting the user's files.
     pub(crate) ours: HashSet<String>,
-    /// Checkpoints to delete when the transfer starts.
-    pub(crate) obsolete: Vec<PathBuf>,
+    /// Folders an earlier run of a transfer of these names made: they are
+    /// its own, not the user's.
+    pub(crate) folders_made: HashSet<String>,
+    /// What identifies each file before the point, as it is now.
+    pub(crate) stamps: Vec<FileStamp>,
+    /// Checkpoints (names in the output folder) to delete when the
+    /// transfer starts.
+    pub(crate) obsolete: Vec<String>,
 }
 
 impl ResumePlan {
-    /// Whether the earlier run of ours wrote `path`.
+    /// Whether the earlier run of ours wrote `path` (and it is unchanged).
     pub(crate) fn is_ours(&self, path: &str) -> bool {
         self.ours.contains(path)
     }
 
-    /// The records a fresh checkpoint starts with: everything before the point.
+    /// Whether an earlier run of this transfer made the folder `path`.
+    pub fn made_folder(&self, path: &str) -> bool {
+        self.folders_made.contains(path)
+    }
+
+    /// The records a fresh checkpoint starts with: everything before the
+    /// point, and the folders earlier runs made.
     pub(crate) fn records(&self, manifest: &Manifest) -> Vec<Record> {
         let mut records = Vec::with_capacity(self.leaves.len() + self.point.files_done as usize);
+        for (index, dir) in manifest.dirs.iter().enumerate() {
+            if self.folders_made.contains(&dir.path) {
+                records.push(Record::FolderMade { dir: index as u32 });
+            }
+        }
         let mut leaves = self.leaves.iter();
         for (index, entry) in manifest.files.iter().enumerate() {
             let file = index as u32;
@@ -74,99 +91,153 @@ impl ResumePlan {
                     });
                 }
             }
-            if file < self.point.files_done {
-                records.push(Record::FileDone { file });
+            if let Some(stamp) = self.stamps.get(index) {
+                records.push(Record::FileDone {
+                    file,
+                    stamp: *stamp,
+                });
             }
         }
         records
     }
 }
 
-/// Open a partial file without following a symlink planted under its name.
-/// Only a regular file is accepted: a FIFO planted under the name would
-/// block the open (`O_NONBLOCK` keeps it from doing so) or the reads.
-pub(crate) fn open_partial_nofollow(path: &Path, write: bool) -> std::io::Result<File> {
-    use rustix::fs::OFlags;
-    let file = OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+/// Looks up names below the output folder through handles, keeping the
+/// last folder open (entries come folder by folder).
+pub(crate) struct Lookup<'a> {
+    out: &'a OutputDir,
+    last: Option<(String, Option<Folder>)>,
+}
+
+impl<'a> Lookup<'a> {
+    pub(crate) fn new(out: &'a OutputDir) -> Self {
+        Lookup { out, last: None }
     }
-    Ok(file)
+
+    /// The folder holding `rel` and the name in it; `None` if a folder on
+    /// the way is missing or unsafe.
+    pub(crate) fn parent<'p>(&mut self, rel: &'p str) -> Option<(Folder, &'p str)> {
+        let (dir, name) = split_parent(rel);
+        if self.last.as_ref().is_none_or(|(d, _)| d != dir) {
+            let folder = self.out.folder(dir, false, &mut |_| {}).ok().flatten();
+            self.last = Some((dir.to_owned(), folder));
+        }
+        let folder = self.last.as_ref()?.1.clone()?;
+        Some((folder, name))
+    }
+
+    /// What is at `rel` now.
+    pub(crate) fn existing(&mut self, rel: &str) -> Existing {
+        match self.parent(rel) {
+            Some((folder, name)) => folder.existing(name).unwrap_or(Existing::Other),
+            None => Existing::Nothing,
+        }
+    }
+
+    /// Open the regular file at `rel` for reading, never through a link.
+    pub(crate) fn open(&mut self, rel: &str) -> Option<File> {
+        let (folder, name) = self.parent(rel)?;
+        folder.open_regular(name, false).ok()
+    }
 }
 
 /// Work out what is already in `out_dir` for `manifest`. With `resume`
-/// false, nothing counts (but our earlier output may still be replaced).
-pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool) -> ResumePlan {
-    let identity = manifest.identity();
+/// false, nothing counts (but our earlier, unchanged output may still be
+/// replaced). Only checkpoints made with `local` are believed.
+pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool, local: &LocalKey) -> ResumePlan {
     let mut plan = ResumePlan::default();
+    let Ok(out) = OutputDir::open(out_dir, false) else {
+        return plan;
+    };
+    let identity = manifest.identity();
     let top = manifest.top_level_names();
-    for other in checkpoint::list(out_dir) {
+    let mut lookup = Lookup::new(&out);
+    for other in checkpoint::list(&out, local) {
         if other.manifest.identity() == identity || other.manifest.top_level_names() != top {
             continue;
         }
         // Files it finished stay protected: they may be someone else's
         // transfer under the same names, so replacing them needs --overwrite.
+        // Folders it made are still ours.
         plan.source_changed = true;
-        plan.obsolete.push(other.path);
+        let progress = RecordedProgress::from_records(&other.manifest, &other.records);
+        plan.folders_made.extend(
+            other
+                .manifest
+                .dirs
+                .iter()
+                .zip(&progress.folders_made)
+                .filter(|(_, made)| **made)
+                .map(|(d, _)| d.path.clone()),
+        );
+        if let Some(name) = other.path.file_name().and_then(|n| n.to_str()) {
+            plan.obsolete.push(name.to_owned());
+        }
     }
-    let path = checkpoint_path(out_dir, &identity);
-    let Some(loaded) = checkpoint::load(&path) else {
+    let name = checkpoint_name(&identity);
+    let Some(loaded) = checkpoint::load(&out, &name, local) else {
         return plan;
     };
     let progress = RecordedProgress::from_records(manifest, &loaded.records);
+    plan.folders_made.extend(
+        manifest
+            .dirs
+            .iter()
+            .zip(&progress.folders_made)
+            .filter(|(_, made)| **made)
+            .map(|(d, _)| d.path.clone()),
+    );
+    // Ours only while unchanged since we put it there: same inode, size
+    // and status-change time (any write, chmod or replacement moves it).
+    let unchanged: Vec<bool> = manifest
+        .files
+        .iter()
+        .zip(&progress.done)
+        .map(|(f, done)| {
+            done.is_some_and(|stamp| lookup.existing(&f.path) == Existing::File(stamp))
+        })
+        .collect();
     plan.ours.extend(
         manifest
             .files
             .iter()
-            .zip(&progress.done)
-            .filter(|(_, done)| **done)
+            .zip(&unchanged)
+            .filter(|(_, yes)| **yes)
             .map(|(f, _)| f.path.clone()),
     );
     if !resume {
-        plan.obsolete.push(path);
+        plan.obsolete.push(name);
         return plan;
     }
     let mut k = 0;
     while k < manifest.files.len() {
         let entry = &manifest.files[k];
-        let target = out_dir.join(&entry.path);
-        // Still the file we wrote: its size, and the mtime we gave it.
-        let in_place = fs::symlink_metadata(&target)
-            .map(|m| {
-                m.is_file()
-                    && m.len() == entry.size
-                    && m.modified().ok() == entry.mtime.to_system_time()
-            })
-            .unwrap_or(false);
         // Done, or renamed into place just before an interruption kept the
         // "done" record from being written: every chunk durable, no partial
         // left, and the file under its final name holds exactly those chunks.
-        let finished = in_place
-            && (progress.done[k]
-                || (progress.leaves[k].len() as u64 == manifest.chunk_count(entry.size)
-                    && fs::symlink_metadata(
-                        out_dir.join(format!("{}{PARTIAL_SUFFIX}", entry.path)),
-                    )
-                    .is_err()
-                    && matches_leaves(&target, manifest, k, &progress.leaves[k])));
-        if !finished {
-            break;
-        }
+        let stamp = match (unchanged[k], progress.done[k], lookup.existing(&entry.path)) {
+            (true, Some(stamp), _) => stamp,
+            (false, None, Existing::File(now))
+                if now.size == entry.size
+                    && progress.leaves[k].len() as u64 == manifest.chunk_count(entry.size)
+                    && lookup.existing(&format!("{}{PARTIAL_SUFFIX}", entry.path))
+                        == Existing::Nothing
+                    && lookup
+                        .open(&entry.path)
+                        .is_some_and(|f| matches_leaves(f, manifest, k, &progress.leaves[k])) =>
+            {
+                now
+            }
+            _ => break,
+        };
+        plan.stamps.push(stamp);
         plan.ours.insert(entry.path.clone());
         plan.leaves.extend_from_slice(&progress.leaves[k]);
         k += 1;
     }
     plan.point.files_done = k as u32;
     if let Some(entry) = manifest.files.get(k) {
-        let partial = out_dir.join(format!("{}{PARTIAL_SUFFIX}", entry.path));
-        if let Ok(mut file) = open_partial_nofollow(&partial, false) {
+        if let Some(mut file) = lookup.open(&format!("{}{PARTIAL_SUFFIX}", entry.path)) {
             let mut hasher = blake3::Hasher::new();
             let mut buf = Vec::new();
             for (chunk, recorded) in progress.leaves[k].iter().enumerate() {
@@ -188,11 +259,8 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool) -> ResumePlan {
     plan
 }
 
-/// Whether the file at `path` consists of chunks with exactly these leaves.
-fn matches_leaves(path: &Path, manifest: &Manifest, index: usize, leaves: &[[u8; 32]]) -> bool {
-    let Ok(mut file) = open_partial_nofollow(path, false) else {
-        return false;
-    };
+/// Whether `file` consists of chunks with exactly these leaves.
+fn matches_leaves(mut file: File, manifest: &Manifest, index: usize, leaves: &[[u8; 32]]) -> bool {
     let size = manifest.files[index].size;
     let mut buf = Vec::new();
     leaves.iter().enumerate().all(|(chunk, leaf)| {
@@ -207,6 +275,22 @@ mod tests {
     use super::*;
     use crate::checkpoint::CheckpointLog;
     use crate::manifest::{FileEntry, Timestamp};
+    use std::fs;
+
+    fn key() -> LocalKey {
+        LocalKey::from_bytes([7; 32])
+    }
+
+    fn out(dir: &tempfile::TempDir) -> OutputDir {
+        OutputDir::open(dir.path(), false).unwrap()
+    }
+
+    fn stamp(dir: &tempfile::TempDir, name: &str) -> FileStamp {
+        match out(dir).root().existing(name).unwrap() {
+            Existing::File(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn entry(path: &str, size: u64) -> FileEntry {
         FileEntry {
@@ -242,7 +326,10 @@ mod tests {
             .unwrap()
             .set_modified(std::time::SystemTime::now())
             .unwrap();
-        assert_eq!(plan(&m, dir.path(), true).point, ResumePoint::default());
+        assert_eq!(
+            plan(&m, dir.path(), true, &key()).point,
+            ResumePoint::default()
+        );
     }
 
     /// A checkpoint where file `a` is done and 3 of 4 chunks of `b` are durable.
@@ -269,7 +356,10 @@ mod tests {
                 chunk: 1,
                 leaf: leaf_hash(0, 1, &a[4096..]),
             },
-            Record::FileDone { file: 0 },
+            Record::FileDone {
+                file: 0,
+                stamp: stamp(&dir, "a"),
+            },
         ];
         for c in 0..3u64 {
             let s = c as usize * 4096;
@@ -279,14 +369,14 @@ mod tests {
                 leaf: leaf_hash(1, c, &b[s..s + 4096]),
             });
         }
-        CheckpointLog::create(dir.path(), &m, &records).unwrap();
+        CheckpointLog::create(&out(&dir), &m, &records, &key()).unwrap();
         (dir, m, b)
     }
 
     #[test]
     fn resumes_after_the_last_durable_chunk() {
         let (dir, m, b) = setup();
-        let p = plan(&m, dir.path(), true);
+        let p = plan(&m, dir.path(), true, &key());
         assert_eq!(
             p.point,
             ResumePoint {
@@ -309,7 +399,7 @@ mod tests {
         let mut bytes = fs::read(&partial).unwrap();
         bytes[4096 + 10] ^= 1; // inside chunk 1
         fs::write(&partial, bytes).unwrap();
-        let p = plan(&m, dir.path(), true);
+        let p = plan(&m, dir.path(), true, &key());
         assert_eq!(p.point.files_done, 1);
         assert_eq!(p.point.chunks_done, 1);
     }
@@ -317,11 +407,11 @@ mod tests {
     #[test]
     fn a_missing_finished_file_is_sent_again_and_no_resume_means_from_zero() {
         let (dir, m, _) = setup();
-        let p = plan(&m, dir.path(), false);
+        let p = plan(&m, dir.path(), false, &key());
         assert_eq!(p.point, ResumePoint::default());
         assert!(p.is_ours("a"), "our own output may be replaced");
         fs::remove_file(dir.path().join("a")).unwrap();
-        let p = plan(&m, dir.path(), true);
+        let p = plan(&m, dir.path(), true, &key());
         assert_eq!(p.point, ResumePoint::default());
     }
 
@@ -332,21 +422,21 @@ mod tests {
         fs::write(dir.path().join("b"), &b).unwrap();
         set_epoch(&dir.path().join("b"));
         fs::remove_file(dir.path().join("b.tallow-partial")).unwrap();
-        let path = checkpoint_path(dir.path(), &m.identity());
-        let mut log = checkpoint::load(&path).unwrap().records;
+        let name = checkpoint_name(&m.identity());
+        let mut log = checkpoint::load(&out(&dir), &name, &key()).unwrap().records;
         log.push(Record::Chunk {
             file: 1,
             chunk: 3,
             leaf: leaf_hash(1, 3, &b[3 * 4096..]),
         });
-        CheckpointLog::create(dir.path(), &m, &log).unwrap();
-        let p = plan(&m, dir.path(), true);
+        CheckpointLog::create(&out(&dir), &m, &log, &key()).unwrap();
+        let p = plan(&m, dir.path(), true, &key());
         assert_eq!(p.point.files_done, 2);
         assert!(p.is_ours("b"));
         // Not if the file there is something else.
         fs::write(dir.path().join("b"), vec![0u8; b.len()]).unwrap();
         set_epoch(&dir.path().join("b"));
-        let p = plan(&m, dir.path(), true);
+        let p = plan(&m, dir.path(), true, &key());
         assert_eq!(p.point.files_done, 1);
         assert!(!p.is_ours("b"));
     }
@@ -365,7 +455,7 @@ mod tests {
         )
         .unwrap();
         // Returns (instead of blocking in open) and trusts nothing of b.
-        let p = plan(&m, dir.path(), true);
+        let p = plan(&m, dir.path(), true, &key());
         assert_eq!(p.point.files_done, 1);
         assert_eq!(p.point.chunks_done, 0);
     }
@@ -374,7 +464,7 @@ mod tests {
     fn changed_sources_start_over_and_say_so() {
         let (dir, mut m, _) = setup();
         m.files[1].mtime.secs += 1;
-        let p = plan(&m, dir.path(), true);
+        let p = plan(&m, dir.path(), true, &key());
         assert_eq!(p.point, ResumePoint::default());
         assert!(p.source_changed);
         assert!(!p.is_ours("a"), "another version's output stays protected");
@@ -382,11 +472,38 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_file_edited_since_is_the_users() {
+        // Same size, and the modification time put back: still not ours.
+        let (dir, m, _) = setup();
+        let path = dir.path().join("a");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[0] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        set_epoch(&path);
+        let p = plan(&m, dir.path(), true, &key());
+        assert!(!p.is_ours("a"));
+        assert_eq!(p.point, ResumePoint::default());
+        let p = plan(&m, dir.path(), false, &key());
+        assert!(!p.is_ours("a"));
+    }
+
+    #[test]
+    fn a_checkpoint_made_with_another_key_is_not_believed() {
+        let (dir, m, _) = setup();
+        let p = plan(&m, dir.path(), true, &LocalKey::from_bytes([8; 32]));
+        assert_eq!(p.point, ResumePoint::default());
+        assert!(!p.is_ours("a"));
+    }
+
+    #[test]
     fn records_rebuild_the_same_progress() {
         let (dir, m, _) = setup();
-        let p = plan(&m, dir.path(), true);
+        let p = plan(&m, dir.path(), true, &key());
         let rebuilt = RecordedProgress::from_records(&m, &p.records(&m));
-        assert_eq!(rebuilt.done, [true, false]);
+        assert_eq!(
+            rebuilt.done.iter().map(Option::is_some).collect::<Vec<_>>(),
+            [true, false]
+        );
         assert_eq!(rebuilt.leaves[1].len(), 3);
     }
 }

@@ -138,6 +138,8 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
         out_dir: out.path().to_path_buf(),
         overwrite: false,
         resume: true,
+        umask: 0o022,
+        local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
     };
     let mut completed = Vec::new();
     offer
@@ -214,6 +216,8 @@ async fn hostile_sender(
         out_dir: out.to_path_buf(),
         overwrite: false,
         resume: true,
+        umask: 0o022,
+        local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
     };
     let result = match receive_offer(r_sink, r_source, &d).await.map(files) {
         Ok(offer) => {
@@ -380,6 +384,8 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
         out_dir: out.path().to_path_buf(),
         overwrite: false,
         resume: true,
+        umask: 0o022,
+        local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
     };
     let result = offer
         .accept(&options, Default::default(), &d, &mut |_| {})

@@ -50,11 +50,11 @@ pub fn kind_name(code: u8) -> &'static str {
 
 /// This side's user said no.
 #[derive(Debug)]
-pub struct Refused(pub &'static str);
+pub struct Refused(pub String);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(&self.0)
     }
 }
 

@@ -190,6 +190,8 @@ fn main() -> ExitCode {
             events::enable();
         }
     }
+    // Before any thread exists: reading the umask means setting it.
+    receive::init_umask();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -263,7 +265,7 @@ async fn confirm_connected(
     .encode(&mut frame);
     let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
     Err(exit::Refused(
-        "verification strings differ: someone may be intercepting the connection; nothing was transferred",
+        "verification strings differ: someone may be intercepting the connection; nothing was transferred".into(),
     )
     .into())
 }

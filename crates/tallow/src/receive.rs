@@ -2,16 +2,18 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::open_as_receiver;
-use tallow_protocol::checkpoint::{self, RecordedProgress};
+use tallow_protocol::checkpoint::{self, LocalKey, RecordedProgress};
 use tallow_protocol::path::PARTIAL_SUFFIX;
-use tallow_protocol::receive::{peer_detail, receive_offer, Offered, ReceiveOptions};
-use tallow_protocol::Role;
+use tallow_protocol::placement::OutputDir;
+use tallow_protocol::receive::{receive_offer, Offered, Placement, ReceiveOptions};
+use tallow_protocol::{Role, TransferError};
 
 use crate::events::Event;
 use crate::exit::UsageError;
@@ -39,6 +41,16 @@ pub struct ReceiveArgs {
     /// Replace files that already exist in the output folder.
     #[arg(long)]
     overwrite: bool,
+    /// With --yes: accept an offer that adds files to folders that already
+    /// exist in the output folder (without --yes they are listed and you
+    /// are asked).
+    #[arg(long)]
+    merge: bool,
+    /// With --yes: accept an offer with hidden (dot) names at its top
+    /// level, such as .ssh or .bashrc (without --yes they are listed and
+    /// you are asked).
+    #[arg(long)]
+    allow_hidden: bool,
     /// Start over instead of continuing an interrupted transfer of the
     /// same files (by default what is already here is kept and not sent again).
     #[arg(long)]
@@ -61,6 +73,13 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     };
     if args.list_partial || args.clean_partial_older_than.is_some() {
         return partials(&args, &out);
+    }
+    // Caught before connecting, so the sender's one try is not spent.
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(UsageError(
+            "no terminal to confirm the offer: pass --yes to accept without asking",
+        )
+        .into());
     }
     let route = args.client.route()?;
     let deadlines = args.client.deadlines();
@@ -150,11 +169,14 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         .num("files", count as u64)
         .num("bytes", total)
         .strs("names", top.iter().copied())
+        .str("out", &out.display().to_string())
         .emit();
     let options = ReceiveOptions {
         out_dir: out.clone(),
         overwrite: args.overwrite,
         resume: !args.no_resume,
+        umask: umask(),
+        local_key: local_key(),
     };
     // Reading back a partial file can take a while: not on the reactor.
     let plan = tokio::task::block_in_place(|| offer.plan(&options));
@@ -174,28 +196,40 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
             human_bytes(total)
         );
     }
+    if !to_stdout {
+        say!("Into: {}{}", out.display(), free_space(&out));
+    }
     if let Err(e) = offer.check_destination(&options, &plan) {
-        let reason = format!("the receiver cannot accept: {}", peer_detail(&e, &out));
-        let _ = offer.decline(&reason, &deadlines).await;
+        // The sender learns that we cannot accept, never what is here.
+        let reason = match e {
+            TransferError::NoSpace { .. } => "the receiver cannot accept (no space)",
+            _ => "the receiver declined",
+        };
+        let _ = offer.decline(reason, &deadlines).await;
         return Err(e.into());
     }
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            let _ = offer
-                .decline(
-                    "the receiver has no terminal to confirm and did not pass --yes",
-                    &deadlines,
-                )
-                .await;
-            return Err(UsageError(
-                "no terminal to confirm the offer: pass --yes to accept without asking",
-            )
+    let placement = offer.placement(&options, &plan);
+    show_placement(&placement);
+    if args.yes {
+        let mut flags = Vec::new();
+        if !placement.existing_folders.is_empty() && !args.merge {
+            flags.push("--merge");
+        }
+        if !placement.hidden.is_empty() && !args.allow_hidden {
+            flags.push("--allow-hidden");
+        }
+        if !flags.is_empty() {
+            let _ = offer.decline("the receiver declined", &deadlines).await;
+            return Err(crate::exit::Refused(format!(
+                "not accepted with --yes alone: {}; nothing was written. Check the list above, then pass {} to accept it, or receive into an empty folder with --out",
+                placement_summary(&placement),
+                flags.join(" and ")
+            ))
             .into());
         }
-        if !ask_yes_no("Accept?", deadlines.decision).await? {
-            offer.decline("the receiver declined", &deadlines).await?;
-            return Err(crate::exit::Refused("offer declined; nothing was written").into());
-        }
+    } else if !ask_yes_no("Accept?", deadlines.decision).await? {
+        offer.decline("the receiver declined", &deadlines).await?;
+        return Err(crate::exit::Refused("offer declined; nothing was written".into()).into());
     }
 
     let mut line = ProgressLine::new(args.client.quiet, &manifest).resuming_from(plan.bytes);
@@ -227,6 +261,112 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Before asking, however long the offer: everything that would go into a
+/// folder that already exists here, and every hidden top-level name
+/// (escaped: the names come from the peer). Also as a JSON event.
+fn show_placement(placement: &Placement) {
+    if placement.is_plain() {
+        return;
+    }
+    if !placement.existing_folders.is_empty() {
+        say!("Adds to folders you already have:");
+        for folder in &placement.existing_folders {
+            let mut shown: Vec<String> = folder.examples.iter().map(|e| display_name(e)).collect();
+            if folder.entries > shown.len() {
+                shown.push(format!("and {} more", folder.entries - shown.len()));
+            }
+            say!(
+                "  {}/ ({} new entr{}: {})",
+                display_name(&folder.name),
+                folder.entries,
+                if folder.entries == 1 { "y" } else { "ies" },
+                shown.join(", ")
+            );
+        }
+    }
+    if !placement.hidden.is_empty() {
+        let names: Vec<String> = placement.hidden.iter().map(|n| display_name(n)).collect();
+        say!("Hidden names: {}", names.join(", "));
+    }
+    Event::new("placement")
+        .strs(
+            "existing_folders",
+            placement.existing_folders.iter().map(|f| f.name.as_str()),
+        )
+        .strs("hidden", placement.hidden.iter().map(String::as_str))
+        .emit();
+}
+
+/// One clause naming what needs consent.
+fn placement_summary(placement: &Placement) -> String {
+    let names = |it: &mut dyn Iterator<Item = &str>| {
+        it.map(|n| display_name(n)).collect::<Vec<_>>().join(", ")
+    };
+    let mut parts = Vec::new();
+    if !placement.existing_folders.is_empty() {
+        parts.push(format!(
+            "it adds files to folders that already exist here ({})",
+            names(&mut placement.existing_folders.iter().map(|f| f.name.as_str()))
+        ));
+    }
+    if !placement.hidden.is_empty() {
+        parts.push(format!(
+            "it has hidden names ({})",
+            names(&mut placement.hidden.iter().map(String::as_str))
+        ));
+    }
+    parts.join(" and ")
+}
+
+/// ` (12.0 GiB free)` for the folder, or its nearest existing parent.
+fn free_space(out: &Path) -> String {
+    out.ancestors()
+        .find_map(|a| rustix::fs::statvfs(a).ok())
+        .map(|s| {
+            format!(
+                " ({} free)",
+                human_bytes(s.f_bavail.saturating_mul(s.f_frsize))
+            )
+        })
+        .unwrap_or_default()
+}
+
+static UMASK: OnceLock<u32> = OnceLock::new();
+
+/// Read the process's umask (by setting it and putting it back). Call
+/// before any other thread starts.
+pub fn init_umask() {
+    use rustix::fs::Mode;
+    let old = rustix::process::umask(Mode::from_raw_mode(0o077));
+    rustix::process::umask(old);
+    let _ = UMASK.set(old.bits());
+}
+
+/// The umask read at start (0o022 if it was not).
+fn umask() -> u32 {
+    UMASK.get().copied().unwrap_or(0o022)
+}
+
+/// The user's checkpoint key (`~/.local/share/tallow/checkpoint.key`),
+/// made on first use. Without a data folder, a key for this run only: the
+/// transfer works, but an interruption starts over next time.
+fn local_key() -> LocalKey {
+    let path = directories::ProjectDirs::from("", "", "tallow")
+        .map(|d| d.data_dir().join("checkpoint.key"));
+    let loaded = match &path {
+        Some(path) => {
+            LocalKey::load_or_create(path).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => Err("no home folder (is HOME set?)".to_owned()),
+    };
+    loaded.unwrap_or_else(|why| {
+        say!("warning: cannot keep resume state ({why}); if this transfer is interrupted it will start over");
+        let mut bytes = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+        LocalKey::from_bytes(bytes)
+    })
+}
+
 /// Print a text message. On a terminal, control characters other than
 /// newlines and tabs are shown escaped (the text comes from the peer); into
 /// a pipe it goes as sent.
@@ -254,7 +394,10 @@ fn show_text(text: &str) {
 
 /// `--list-partial` and `--clean-partial-older-than`.
 fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
-    let found = checkpoint::list(out);
+    let found = match OutputDir::open(out, false) {
+        Ok(dir) => checkpoint::list(&dir, &local_key()),
+        Err(_) => Vec::new(),
+    };
     let now = SystemTime::now();
     let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
     if args.list_partial {

@@ -162,11 +162,10 @@ impl Drop for TwoHosts {
 }
 
 #[test]
+#[ignore = "needs root and `ip netns` (iproute2); .ci/run runs it"]
 fn two_hosts_on_one_network_find_each_other() {
-    let Some(hosts) = TwoHosts::create() else {
-        eprintln!("SKIPPED two_hosts_on_one_network_find_each_other: needs root and `ip netns` (iproute2)");
-        return;
-    };
+    let hosts =
+        TwoHosts::create().expect("two network namespaces: this test needs root and iproute2");
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "across.bin", 5 << 20, 9);

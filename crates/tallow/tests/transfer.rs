@@ -442,10 +442,10 @@ fn longer_codes_completions_and_the_manual_page() {
 
 #[test]
 fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED a_progress_bar_on_a_terminal…: needs script(1) from util-linux");
-        return;
-    }
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "this test needs script(1) from util-linux (Debian: bsdutils)"
+    );
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();

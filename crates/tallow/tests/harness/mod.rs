@@ -26,7 +26,14 @@ pub fn tallow() -> Command {
     cmd.env_remove("TALLOW_COMPRESS");
     // Never read the developer's own `tallow config`.
     cmd.env("XDG_CONFIG_HOME", "/nonexistent/tallow-test-config");
+    // The receiving user's checkpoint key: one per test binary, as one user.
+    cmd.env("XDG_DATA_HOME", test_data_home());
     cmd
+}
+
+/// This test binary's data folder (the receiving user's checkpoint key).
+pub fn test_data_home() -> PathBuf {
+    std::env::temp_dir().join(format!("tallow-test-data-{}", std::process::id()))
 }
 
 /// A relay process; killed on drop.
