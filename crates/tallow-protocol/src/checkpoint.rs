@@ -593,7 +593,7 @@ mod tests {
         let name = checkpoint_name(&m.identity());
         let path = dir.path().join(&name);
         // Gigabytes of trailing garbage: read up to the bound, not all.
-        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let f = fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.set_len(1 << 40).unwrap();
         let loaded = load(&out, &name, &key()).unwrap();
         assert_eq!(loaded.records, [chunk(0, 0)]);

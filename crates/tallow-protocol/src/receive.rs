@@ -527,7 +527,10 @@ fn placement(manifest: &Manifest, options: &ReceiveOptions, plan: &ResumePlan) -
             placement.existing_folders.push(ExistingFolder {
                 name: name.to_owned(),
                 entries: inside.clone().count(),
-                examples: inside.take(PLACEMENT_EXAMPLES).cloned().collect(),
+                examples: inside
+                    .take(PLACEMENT_EXAMPLES)
+                    .map(|p| p[prefix.len()..].to_owned())
+                    .collect(),
             });
         }
     }

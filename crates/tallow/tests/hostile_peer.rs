@@ -239,6 +239,49 @@ fn manifest_with_duplicate_names() {
 }
 
 #[test]
+fn manifest_with_names_equal_after_case_folding() {
+    // One file on APFS, exFAT or casefold ext4: refused on every disk.
+    against_receiver(
+        offer(vec![entry("Readme.txt", 1), entry("README.TXT", 1)]),
+        vec![],
+        &[],
+        |_, _| {},
+    )
+    .refused("twice");
+}
+
+#[test]
+fn manifest_with_names_equal_after_unicode_normalisation() {
+    // "café" precomposed and with a combining accent.
+    against_receiver(
+        offer(vec![entry("caf\u{e9}.txt", 1), entry("cafe\u{301}.txt", 1)]),
+        vec![],
+        &[],
+        |_, _| {},
+    )
+    .refused("twice");
+}
+
+#[test]
+fn manifest_with_a_reserved_name_in_another_case() {
+    // Would be the receiver's own partial file on a case-insensitive disk.
+    against_receiver(
+        offer(vec![entry("x.bin", 1), entry("x.bin.TALLOW-PARTIAL", 1)]),
+        vec![],
+        &[],
+        |_, _| {},
+    )
+    .refused("reserved suffix");
+    against_receiver(
+        offer(vec![entry(".Tallow-0123.checkpoint", 1)]),
+        vec![],
+        &[],
+        |_, _| {},
+    )
+    .refused("reserved prefix");
+}
+
+#[test]
 fn manifest_with_an_absurd_size() {
     against_receiver(offer(vec![entry("huge", 1 << 63)]), vec![], &[], |_, _| {}).refused("only");
 }
