@@ -35,7 +35,8 @@ pub struct ReceiveArgs {
     /// transfer to standard output, once it has verified.
     #[arg(long, short, value_name = "DIR", env = "TALLOW_OUT")]
     out: Option<PathBuf>,
-    /// Accept the offer without asking.
+    /// Accept the offer without asking (one that adds to folders you
+    /// already have or has hidden names also needs --merge / --allow-hidden).
     #[arg(long, short)]
     yes: bool,
     /// Replace files that already exist in the output folder.
