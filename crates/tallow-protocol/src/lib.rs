@@ -62,6 +62,9 @@ impl std::fmt::Display for Role {
 /// Progress reported by the pipelines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
+    /// The receiver accepted the offer: the transfer's clock starts here,
+    /// not while the receiver was reading the offer.
+    Accepted,
     /// `done` of `total` plaintext bytes have been sent / written.
     Bytes {
         /// Bytes so far.

@@ -126,6 +126,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         other => return Err(unexpected(other, "Accept or Decline")),
     };
 
+    progress(Progress::Accepted);
     let total = tree.manifest().total_size();
     let resumed = resume.bytes(tree.manifest());
     if resumed > 0 || resume.files_done > 0 {

@@ -126,6 +126,12 @@ impl ProgressLine {
                     )
                 });
             }
+            Progress::Accepted => {
+                Event::new("accepted").emit();
+                self.started = Instant::now();
+                self.bar.reset_elapsed();
+                self.bar.reset_eta();
+            }
             Progress::FileComplete { index } => {
                 Event::new("file_done").num("index", index as u64).emit();
             }

@@ -201,6 +201,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    say!("Offer sent; waiting for the receiver to accept…");
     let mut line = ProgressLine::new(args.client.quiet, manifest);
     let total = manifest.total_size();
     let count = manifest.files.len();

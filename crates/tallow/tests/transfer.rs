@@ -3,8 +3,10 @@
 mod harness;
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use harness::*;
 
@@ -161,7 +163,6 @@ fn verify_shows_the_same_string_on_both_sides() {
         let mut cmd = tallow();
         cmd.args(&args).stdin(Stdio::piped());
         let mut running = Running::spawn(cmd);
-        use std::io::Write;
         let mut stdin = running.child.stdin.take().unwrap();
         stdin.write_all(b"y\n").unwrap();
         running
@@ -490,6 +491,81 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
     assert!(
         !s_err.contains("ETA") && s_err.contains("Sent 1 file"),
         "{s_err}"
+    );
+}
+
+/// The receiver takes its time to answer; the sender's duration and speed
+/// count from the acceptance, not from the offer.
+#[test]
+fn the_senders_clock_starts_when_the_receiver_accepts() {
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "this test needs script(1) from util-linux (Debian: bsdutils)"
+    );
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "slow-answer.bin", 1 << 20, 3);
+    let s = tallow()
+        .args([
+            "send",
+            "--json",
+            "--no-lan",
+            "--relay",
+            &relay.addr,
+            "--code",
+            CODE,
+        ])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let command = format!(
+        "{} receive --no-lan --relay {} --out {} {CODE}",
+        env!("CARGO_BIN_EXE_tallow"),
+        relay.addr,
+        out.path().display()
+    );
+    let mut tty = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let think = Duration::from_secs(4);
+    std::thread::sleep(think);
+    tty.stdin.take().unwrap().write_all(b"y\n").unwrap();
+    let shown = tty.wait_with_output().unwrap();
+    let s = s.wait_with_output().unwrap();
+    let (events, said) = (
+        String::from_utf8_lossy(&s.stdout),
+        String::from_utf8_lossy(&s.stderr),
+    );
+    assert!(
+        shown.status.success() && s.status.success(),
+        "{}\n{said}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    assert!(
+        said.contains("waiting for the receiver to accept"),
+        "{said}"
+    );
+    let accepted = events
+        .find("\"event\":\"accepted\"")
+        .expect("accepted event");
+    let first_progress = events.find("\"event\":\"progress\"").expect("progress");
+    assert!(accepted < first_progress, "{events}");
+    let seconds: f64 = events
+        .split("\"seconds\":")
+        .nth(1)
+        .and_then(|t| t.split(|c| c == ',' || c == '}').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {events}"));
+    assert!(
+        seconds < think.as_secs_f64(),
+        "the {think:?} the receiver spent deciding counted: {seconds} s"
     );
 }
 
@@ -839,7 +915,6 @@ fn text_messages_and_pipes_in_and_out() {
         .spawn()
         .unwrap();
     {
-        use std::io::Write;
         let mut stdin = s.stdin.take().unwrap();
         stdin.write_all(&data).unwrap();
     }
