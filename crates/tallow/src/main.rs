@@ -27,6 +27,8 @@ mod receive;
 mod relay;
 mod send;
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -74,9 +76,19 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff).
-    #[command(after_help = "Example:\n  tallow man > tallow.1 && man ./tallow.1")]
-    Man,
+    /// Print a manual page (roff), or write every page into a folder.
+    #[command(
+        after_help = "Examples:\n  tallow man receive > tallow-receive.1 && man ./tallow-receive.1\n  tallow man --dir ~/.local/share/man/man1"
+    )]
+    Man {
+        /// The command whose page to print (default: tallow's own page).
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+        /// Write the pages of tallow and of every command (tallow.1,
+        /// tallow-send.1, …) into this folder instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Options shared by `send` and `receive`.
@@ -163,24 +175,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "tallow",
-                &mut std::io::stdout(),
-            );
-            return ExitCode::SUCCESS;
-        }
-        Command::Man => {
-            let page = clap_mangen::Man::new(Cli::command());
-            return match page.render(&mut std::io::stdout()) {
+            // Into memory first: clap_complete panics on a closed stdout
+            // (`tallow completions bash | head`); a closed pipe is not an error.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "tallow", &mut script);
+            let mut stdout = std::io::stdout().lock();
+            return match stdout.write_all(&script).and_then(|()| stdout.flush()) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {
-                    say!("tallow: cannot write the manual page: {e}");
-                    ExitCode::FAILURE
+                    say!("tallow: cannot write the completion script: {e}");
+                    ExitCode::from(exit::IO)
                 }
             };
         }
+        Command::Man { command, dir } => return manual_pages(command.as_deref(), dir.as_deref()),
         _ => {}
     }
     if let Command::Send(send::SendArgs { client, .. })
@@ -208,7 +217,7 @@ fn main() -> ExitCode {
             Command::Receive(args) => receive::run(args).await,
             Command::Relay(args) => relay::run(args).await,
             Command::Config(args) => config::run(args),
-            Command::Completions { .. } | Command::Man => Ok(()),
+            Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     });
     // Blocking reader threads may still sit on stdin; don't wait for them.
@@ -276,6 +285,42 @@ fn warn_route_failed(e: &tallow_net::NetError) {
         "warning: {}; still trying the other route",
         progress::display_name(&e.to_string())
     );
+}
+
+/// `tallow man`: one page to stdout, or every page into `dir`.
+fn manual_pages(command: Option<&str>, dir: Option<&Path>) -> ExitCode {
+    let mut cli = Cli::command().disable_help_subcommand(true);
+    cli.build();
+    let written = if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(cli, dir))
+            .map(|()| {
+                say!("Wrote the manual pages into {}.", dir.display());
+            })
+    } else {
+        let page = match command {
+            None => cli,
+            Some(name) => match cli.find_subcommand(name) {
+                Some(sub) => sub.clone(),
+                None => {
+                    let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+                    say!(
+                        "tallow: there is no command {name:?}; pages exist for: {}",
+                        names.join(", ")
+                    );
+                    return ExitCode::from(exit::USAGE);
+                }
+            },
+        };
+        clap_mangen::Man::new(page).render(&mut std::io::stdout())
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say!("tallow: cannot write the manual page: {e}");
+            ExitCode::from(exit::IO)
+        }
+    }
 }
 
 /// Ask a yes/no question on stderr and read the answer from stdin, within

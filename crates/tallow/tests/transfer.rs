@@ -437,8 +437,40 @@ fn longer_codes_completions_and_the_manual_page() {
         let out = tallow().args(["completions", shell]).output().unwrap();
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("receive"));
     }
+    // A reader that stops early (`| head`) is not an error, and no panic.
+    let mut early = tallow()
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(early.stdout.take());
+    let early = early.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(early.status.success() && !err.contains("panicked"), "{err}");
+
     let man = tallow().arg("man").output().unwrap();
     assert!(man.status.success() && String::from_utf8_lossy(&man.stdout).contains(".TH tallow"));
+    // Every page the top page points to exists.
+    let pages = tempfile::tempdir().unwrap();
+    let wrote = tallow()
+        .args(["man", "--dir"])
+        .arg(pages.path())
+        .output()
+        .unwrap();
+    assert!(wrote.status.success());
+    let top = String::from_utf8_lossy(&man.stdout);
+    for command in ["send", "receive", "relay", "config"] {
+        assert!(top.contains(&format!("tallow\\-{command}(1)")), "{top}");
+        let page = fs::read_to_string(pages.path().join(format!("tallow-{command}.1"))).unwrap();
+        assert!(page.contains(&format!(".TH tallow-{command}")), "{page}");
+    }
+    let receive = tallow().args(["man", "receive"]).output().unwrap();
+    let receive = String::from_utf8_lossy(&receive.stdout);
+    assert!(
+        receive.contains("\\-\\-merge") && receive.contains("\\-\\-allow\\-hidden"),
+        "{receive}"
+    );
 }
 
 #[test]
