@@ -16,8 +16,10 @@ use tallow_protocol::wire::DecodeError;
 use tallow_protocol::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::channel::{ChannelReader, ChannelWriter, PeerChannel};
+use crate::relay_client::far_future;
 use crate::{io_to_transport, NetError};
 
 /// How long to spend telling the peer why we give up.
@@ -97,6 +99,22 @@ async fn with_deadline<T>(
         })?
 }
 
+/// [`with_deadline`] for the part of a handshake that started earlier:
+/// `at` is when the whole handshake's `deadline` runs out.
+async fn with_deadline_at<T>(
+    at: Instant,
+    deadline: Duration,
+    peer: Role,
+    fut: impl std::future::Future<Output = Result<T, NetError>>,
+) -> Result<T, NetError> {
+    tokio::time::timeout_at(at, fut)
+        .await
+        .map_err(|_| NetError::HandshakeTimeout {
+            peer,
+            waited: deadline,
+        })?
+}
+
 /// Run the sender's side on a stream paired with a receiver.
 pub async fn handshake_as_sender(
     mut stream: TcpStream,
@@ -124,24 +142,96 @@ pub async fn handshake_as_sender(
 
 /// Run the receiver's side on a stream paired with a sender.
 pub async fn handshake_as_receiver(
-    mut stream: TcpStream,
+    stream: TcpStream,
     code: &CodePhrase,
     deadlines: &Deadlines,
 ) -> Result<PeerChannel, NetError> {
+    read_sender_hello(stream, deadlines)
+        .await?
+        .respond(code, deadlines)
+        .await
+}
+
+/// The receiver's side up to the sender's hello. Nothing that depends on
+/// the code has been sent yet: dropping it (closing the stream) costs no
+/// guess at the code. [`respond`](Self::respond) sends the PAKE message.
+pub struct SenderHelloRead {
+    stream: TcpStream,
+    hello: Vec<u8>,
+    /// When the whole handshake's deadline runs out (it started with the
+    /// read of the hello).
+    until: Instant,
+}
+
+impl std::fmt::Debug for SenderHelloRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderHelloRead")
+            .field("hello_len", &self.hello.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// First half of [`handshake_as_receiver`]: read the sender's hello on a
+/// paired stream, within the handshake deadline, and send nothing. Several
+/// routes can each get this far; only one should go on to
+/// [`SenderHelloRead::respond`], so that a run answers one guess at most.
+pub async fn read_sender_hello(
+    mut stream: TcpStream,
+    deadlines: &Deadlines,
+) -> Result<SenderHelloRead, NetError> {
     let peer = Role::Sender;
-    let result = with_deadline(deadlines.handshake, peer, async {
-        let hello = read_message(&mut stream, peer).await?;
-        let (state, reply) = ReceiverHandshake::respond(code, &hello, &mut OsRng)?;
-        write_message(&mut stream, &reply, peer).await?;
-        let confirm = read_message(&mut stream, peer).await?;
-        Ok(state.finish(&confirm)?)
-    })
-    .await;
-    match result {
-        Ok(keys) => Ok(into_channel(stream, keys, peer, deadlines)),
+    let until = Instant::now()
+        .checked_add(deadlines.handshake)
+        .unwrap_or_else(far_future);
+    match with_deadline_at(
+        until,
+        deadlines.handshake,
+        peer,
+        read_message(&mut stream, peer),
+    )
+    .await
+    {
+        Ok(hello) => Ok(SenderHelloRead {
+            stream,
+            hello,
+            until,
+        }),
         Err(e) => {
             send_abort(&mut stream, &e, peer).await;
             Err(e)
+        }
+    }
+}
+
+impl SenderHelloRead {
+    /// Second half of [`handshake_as_receiver`]: answer the hello with the
+    /// receiver's PAKE message (one guess at the code for whoever sent the
+    /// hello) and check the sender's confirmation, within what is left of
+    /// the handshake deadline.
+    pub async fn respond(
+        self,
+        code: &CodePhrase,
+        deadlines: &Deadlines,
+    ) -> Result<PeerChannel, NetError> {
+        let peer = Role::Sender;
+        let SenderHelloRead {
+            mut stream,
+            hello,
+            until,
+        } = self;
+        let result = with_deadline_at(until, deadlines.handshake, peer, async {
+            let (state, reply) = ReceiverHandshake::respond(code, &hello, &mut OsRng)?;
+            write_message(&mut stream, &reply, peer).await?;
+            let confirm = read_message(&mut stream, peer).await?;
+            Ok(state.finish(&confirm)?)
+        })
+        .await;
+        match result {
+            Ok(keys) => Ok(into_channel(stream, keys, peer, deadlines)),
+            Err(e) => {
+                send_abort(&mut stream, &e, peer).await;
+                Err(e)
+            }
         }
     }
 }
@@ -206,6 +296,30 @@ mod tests {
             r.err(),
             Some(NetError::Handshake(HandshakeError::PeerRejectedCode))
         ));
+    }
+
+    #[tokio::test]
+    async fn reading_the_hello_sends_nothing_and_responding_completes() {
+        let d = Deadlines::default();
+        let c = code("5-a-b-c");
+        // Read the hello, then drop: the sender hears nothing but the close
+        // (no PAKE message, so no guess answered).
+        let (mut a, b) = connected().await;
+        let (_state, hello) = SenderHandshake::start(&c, &mut OsRng);
+        write_message(&mut a, &hello, Role::Receiver).await.unwrap();
+        let read = read_sender_hello(b, &d).await.unwrap();
+        drop(read);
+        let mut rest = Vec::new();
+        let _ = a.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{} bytes answered", rest.len());
+        // Kept: responding finishes the handshake as one piece would.
+        let (a, b) = connected().await;
+        let receiver = async { read_sender_hello(b, &d).await?.respond(&c, &d).await };
+        let (s, r) = tokio::join!(handshake_as_sender(a, &c, &d), receiver);
+        assert_eq!(
+            s.unwrap().short_authentication_string,
+            r.unwrap().short_authentication_string
+        );
     }
 
     #[tokio::test]

@@ -16,7 +16,9 @@ pub mod relay_client;
 pub mod session;
 
 pub use channel::{ChannelReader, ChannelWriter, PeerChannel};
-pub use handshake_io::{handshake_as_receiver, handshake_as_sender};
+pub use handshake_io::{
+    handshake_as_receiver, handshake_as_sender, read_sender_hello, SenderHelloRead,
+};
 pub use relay_client::connect_to_relay;
 
 use std::time::Duration;

@@ -95,7 +95,7 @@ pub async fn connect_with_password(
 }
 
 /// A deadline that never comes in practice (a year away).
-fn far_future() -> Instant {
+pub(crate) fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 86_400)
 }
 

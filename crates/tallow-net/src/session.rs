@@ -8,8 +8,14 @@
 //!   dropped. With no relay configured this is the whole story: `tallow
 //!   send` works on a fresh machine with nothing set up.
 //! * Receiver: listens for the sender's announcement and, with a relay
-//!   configured, joins the relay at the same time; the first route whose
-//!   handshake completes is used.
+//!   configured, joins the relay at the same time; the first route on which
+//!   the sender's hello arrives is used, and the other is closed before the
+//!   receiver answers it (one guess at the code per run, however many
+//!   routes).
+//!
+//! Either way exactly one handshake runs, on one stream: the sender sends
+//! its hello only after [`first_ok`] has picked a paired route and dropped
+//! the other, and the receiver answers only on the route it kept.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,7 +29,7 @@ use tallow_relay::{RelayConfig, RelayServer};
 use tokio::task::JoinHandle;
 
 use crate::channel::PeerChannel;
-use crate::handshake_io::{handshake_as_receiver, handshake_as_sender};
+use crate::handshake_io::{handshake_as_sender, read_sender_hello};
 use crate::lan::{announce, discover};
 use crate::relay_client::{connect_to_relay, connect_with_password, pick_relay};
 use crate::NetError;
@@ -139,6 +145,8 @@ pub async fn open_as_sender(
             connect_with_password(&addr, Role::Sender, room, password, deadlines, notify).await
         }
     });
+    // Pair first: the route not kept is closed inside `first_ok`, so the
+    // one hello below is the only one this run sends.
     let stream = first_ok(local, remote, on_route_failed).await;
     // Paired (or failed): stop announcing either way.
     if let Some(a) = announcer {
@@ -156,7 +164,14 @@ pub async fn open_as_sender(
 }
 
 /// The receiver's side: returns the authenticated channel of the first
-/// route whose handshake completes.
+/// route on which a sender's hello arrives.
+///
+/// One guess per run: each route pairs and reads the sender's hello, and
+/// sends nothing that depends on the code. The first route to get a hello
+/// is kept; the other is closed (dropped inside [`first_ok`]) before the
+/// receiver's PAKE message goes out on the one kept. So someone on both
+/// routes (a forged LAN announcement and the relay room) gets one reply, one
+/// guess at the code, not two.
 pub async fn open_as_receiver(
     route: &Route,
     code: &CodePhrase,
@@ -176,7 +191,7 @@ pub async fn open_as_receiver(
         let addr = discover(room, route.discovery_port, wait).await?;
         let stream =
             connect_to_relay(&addr.to_string(), Role::Receiver, room, deadlines, || {}).await?;
-        handshake_as_receiver(stream, code, deadlines).await
+        read_sender_hello(stream, deadlines).await
     });
     let password = route
         .relay_password
@@ -187,14 +202,17 @@ pub async fn open_as_receiver(
         let addr = pick_relay(list, &room);
         let stream =
             connect_with_password(&addr, Role::Receiver, room, password, deadlines, notify).await?;
-        handshake_as_receiver(stream, code, deadlines).await
+        read_sender_hello(stream, deadlines).await
     });
-    first_ok(lan, relay, on_route_failed).await
+    // The losing route is closed when `first_ok` returns, before `respond`.
+    let hello = first_ok(lan, relay, on_route_failed).await?;
+    hello.respond(code, deadlines).await
 }
 
 /// The first of up to two attempts to succeed; if both fail, the error that
 /// tells the user most. `on_failed` hears of a failure while the other
-/// attempt goes on.
+/// attempt goes on. The attempt still running when one succeeds is dropped
+/// (its connection closed) before this returns.
 async fn first_ok<T>(
     a: Option<impl Future<Output = Result<T, NetError>>>,
     b: Option<impl Future<Output = Result<T, NetError>>>,
@@ -218,9 +236,8 @@ async fn first_ok<T>(
                         Err(e) => b_err = Some(e),
                     },
                 }
-                // A handshake verdict (wrong code) is final: the sender
-                // allows one attempt per session, so the other route cannot
-                // succeed either.
+                // A handshake verdict (a malformed hello) is final, as it
+                // is once a route has been kept: one attempt per run.
                 for e in [&mut a_err, &mut b_err] {
                     if matches!(e, Some(NetError::Handshake(_))) {
                         return Err(e.take().unwrap_or(NetError::NoRoute));
@@ -236,5 +253,72 @@ async fn first_ok<T>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tallow_protocol::rendezvous::{RelayStatus, RELAY_HELLO_LEN};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// The first handshake message on `stream`, or `None` if it ends first.
+    async fn first_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await.ok()?;
+        let mut msg = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut msg).await.ok()?;
+        Some(msg)
+    }
+
+    #[tokio::test]
+    async fn a_sender_paired_on_both_routes_sends_one_hello() {
+        let code = CodePhrase::parse("4242-abacus-zoom-yodel").unwrap();
+        let room = code.room_id();
+        let port = 46_000 + (std::process::id() % 1000) as u16;
+        // A remote relay that says "paired" only once the LAN route has
+        // paired too, so both routes are paired.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = listener.local_addr().unwrap().to_string();
+        let (lan_paired, pair_now) = tokio::sync::oneshot::channel::<()>();
+        let remote = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut hello = [0u8; RELAY_HELLO_LEN + 1];
+            s.read_exact(&mut hello).await.unwrap();
+            s.write_all(&RelayStatus::Waiting.encode()).await.unwrap();
+            let _ = pair_now.await;
+            // The sender may have dropped this route already.
+            s.write_all(&RelayStatus::Paired.encode()).await.ok()?;
+            first_message(&mut s).await
+        });
+        // A receiver that finds the sender on the LAN.
+        let lan = tokio::spawn(async move {
+            let d = Deadlines::default();
+            let addr = discover(room, port, Duration::from_secs(60)).await.unwrap();
+            let mut s = connect_to_relay(&addr.to_string(), Role::Receiver, room, &d, || {})
+                .await
+                .unwrap();
+            let _ = lan_paired.send(());
+            first_message(&mut s).await
+        });
+        let route = Route {
+            relay: Some(relay_addr),
+            relay_password: None,
+            lan: true,
+            discovery_port: port,
+        };
+        let deadlines = Deadlines::default();
+        let sender = open_as_sender(&route, &code, &deadlines, || {}, &|_| {});
+        let (sent, remote, lan) = tokio::join!(sender, remote, lan);
+        // Each fake receiver leaves after the hello, so the sender fails.
+        assert!(sent.is_err());
+        let hellos: Vec<Vec<u8>> = [remote.unwrap(), lan.unwrap()]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(hellos.len(), 1, "one hello in all, on one route");
+        // Version 1, SenderHello.
+        assert_eq!(hellos[0][..2], [1, 1]);
     }
 }

@@ -19,6 +19,7 @@ macro_rules! out {
     }};
 }
 
+mod argv;
 mod config;
 mod events;
 mod exit;
@@ -99,7 +100,9 @@ struct ClientArgs {
     /// sides find each other on the local network.
     #[arg(long, env = "TALLOW_RELAY", value_name = "HOST:PORT")]
     relay: Option<String>,
-    /// Password of a relay that requires one.
+    /// Password of a relay that requires one. Given here it is hidden from
+    /// the process list once tallow starts (Linux), not before;
+    /// TALLOW_RELAY_PASSWORD keeps it out entirely.
     #[arg(
         long,
         env = "TALLOW_RELAY_PASSWORD",
@@ -172,7 +175,11 @@ impl ClientArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Parsed from this copy, so the secrets are found exactly as parsed.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&args);
+    // At once, while this is the only thread (see `argv`).
+    hide_secrets(&args, &cli);
     match &cli.command {
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a closed stdout
@@ -237,6 +244,24 @@ fn main() -> ExitCode {
                 .emit();
             ExitCode::from(code)
         }
+    }
+}
+
+/// Overwrite the code and passwords given on the command line in this
+/// process's argument memory, so other local users cannot read them in the
+/// process list; warn if that fails, and go on.
+fn hide_secrets(args: &[std::ffi::OsString], cli: &Cli) {
+    let (flags, values): (&[&str], Vec<&str>) = match &cli.command {
+        Command::Send(_) => (&["--code", "--relay-password"], Vec::new()),
+        Command::Receive(r) => (
+            &["--relay-password"],
+            r.code.iter().map(String::as_str).collect(),
+        ),
+        Command::Relay(_) => (&["--password"], Vec::new()),
+        _ => return,
+    };
+    if let Err(e) = argv::scrub(args, flags, &values) {
+        say!("warning: cannot hide the code or password given on the command line from the process list ({e}); other users of this machine may be able to read it (TALLOW_CODE, TALLOW_RELAY_PASSWORD or typing the code when asked keep it out)");
     }
 }
 

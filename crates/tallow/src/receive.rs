@@ -26,10 +26,12 @@ const NAMES_SHOWN: usize = 10;
 #[derive(Args)]
 pub struct ReceiveArgs {
     /// The code phrase the sender shows, e.g. 4821-alpha-bravo-charlie
-    /// (dashes or spaces, any case). Left out: read from TALLOW_CODE, or
-    /// asked for without echo, so it stays out of the process list.
+    /// (dashes or spaces, any case). Given here it is hidden from the
+    /// process list once tallow starts (Linux), not before, and the shell
+    /// may keep it in its history; left out, it is read from TALLOW_CODE or
+    /// asked for without echo, which keeps it out entirely.
     #[arg(value_name = "CODE")]
-    code: Option<String>,
+    pub(crate) code: Option<String>,
     /// Folder to write into (created if missing; default: `out` from
     /// `tallow config`, else the current folder). `-` writes a single-file
     /// transfer to standard output, once it has verified.

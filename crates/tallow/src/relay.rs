@@ -30,7 +30,9 @@ pub struct RelayArgs {
     #[arg(long, value_name = "N", default_value_t = 32)]
     max_conns_per_ip: usize,
     /// Require clients to present this password (they pass
-    /// --relay-password or set TALLOW_RELAY_PASSWORD).
+    /// --relay-password or set TALLOW_RELAY_PASSWORD). Given here it is
+    /// hidden from the process list once the relay starts (Linux), not
+    /// before; TALLOW_RELAY_PASSWORD keeps it out entirely.
     #[arg(
         long,
         env = "TALLOW_RELAY_PASSWORD",

@@ -35,8 +35,9 @@ pub struct SendArgs {
     #[arg(long, value_name = "MODE", env = "TALLOW_COMPRESS")]
     compress: Option<CompressArg>,
     /// Use this code phrase instead of a random one: digits, then words
-    /// (e.g. 4821-alpha-bravo-charlie). Weak phrases get a warning. Also
-    /// read from TALLOW_CODE, which keeps it out of the process list.
+    /// (e.g. 4821-alpha-bravo-charlie). Weak phrases get a warning. Given
+    /// here it is hidden from the process list once tallow starts (Linux),
+    /// not before; TALLOW_CODE keeps it out entirely.
     #[arg(long, value_name = "CODE", env = "TALLOW_CODE", hide_env_values = true)]
     code: Option<String>,
     /// Also show the receive command as a QR code, for a phone's camera.

@@ -1,0 +1,189 @@
+//! Secrets given on the command line do not stay in the process list: a
+//! waiting `tallow receive CODE`, `tallow send --code CODE` and `tallow
+//! relay --password PW` show `x`s in `/proc/PID/cmdline` where the secret
+//! was, and every other argument as typed.
+
+#![cfg(target_os = "linux")]
+
+mod harness;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use harness::*;
+
+/// How long a process may take to reach the line we wait for.
+const READY: Duration = Duration::from_secs(30);
+
+/// A process whose stderr lines arrive on a channel; killed on drop.
+struct Watched {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watched {
+    fn spawn(mut cmd: Command) -> Watched {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tallow");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watched {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a stderr line containing `needle`; fail the test if the
+    /// process ends or says nothing of the kind within [`READY`].
+    fn wait_for(&mut self, needle: &str) {
+        loop {
+            match self.lines.recv_timeout(READY) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!("no {needle:?} on stderr ({e}); saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// The process's arguments as other users see them.
+    fn cmdline(&self) -> Vec<String> {
+        cmdline(self.child.id())
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// `args` with each secret replaced by as many `x`s.
+fn masked(args: &[String], secrets: &[&str]) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            let mut a = a.clone();
+            for s in secrets {
+                a = a.replace(s, &"x".repeat(s.len()));
+            }
+            a
+        })
+        .collect()
+}
+
+/// The arguments after the program path, as strings.
+fn typed(cmd: &Command) -> Vec<String> {
+    cmd.get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// No secret in `shown`, and every other argument as `typed`.
+fn assert_hidden(shown: &[String], typed: &[String], secrets: &[&str]) {
+    let joined = shown.join(" ");
+    for s in secrets {
+        assert!(!joined.contains(s), "{s:?} in the process list: {joined}");
+    }
+    assert_eq!(
+        shown.get(1..),
+        Some(&masked(typed, secrets)[..]),
+        "{joined}"
+    );
+}
+
+#[test]
+fn a_waiting_receiver_shows_no_code_in_the_process_list() {
+    let relay = Relay::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let code = "4711-abacus-zoom-yodel";
+    let mut cmd = tallow();
+    cmd.args([
+        "receive",
+        "--yes",
+        "--no-lan",
+        "--relay",
+        &relay.addr,
+        "--out",
+    ])
+    .arg(out.path())
+    .arg(code);
+    let typed = typed(&cmd);
+    let mut r = Watched::spawn(cmd);
+    r.wait_for("Waiting for the sender");
+    let shown = r.cmdline();
+    assert_hidden(&shown, &typed, &[code]);
+    assert!(shown.contains(&"receive".to_owned()));
+    assert!(shown.contains(&"x".repeat(code.len())));
+}
+
+#[test]
+fn relay_passwords_and_send_codes_are_hidden_in_both_forms() {
+    let password = "correct-horse-battery";
+    let relay = Relay::start(&["--password", password]);
+    // The relay's own `--password`.
+    let relay_args = cmdline(relay.pid());
+    assert!(
+        !relay_args.join(" ").contains(password),
+        "relay: {relay_args:?}"
+    );
+    assert!(
+        relay_args.contains(&"--listen".to_owned()),
+        "{relay_args:?}"
+    );
+
+    // `--relay-password=PW` on a waiting receiver.
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = tallow();
+    cmd.args(["receive", "--yes", "--no-lan", "--relay", &relay.addr])
+        .arg(format!("--relay-password={password}"))
+        .arg("--out")
+        .arg(out.path())
+        .arg("4712-abacus-zoom-yodel");
+    let typed_receive = typed(&cmd);
+    let mut r = Watched::spawn(cmd);
+    // Only a correct password gets this far.
+    r.wait_for("Waiting for the sender");
+    assert_hidden(
+        &r.cmdline(),
+        &typed_receive,
+        &[password, "4712-abacus-zoom-yodel"],
+    );
+
+    // `--code CODE` and `--relay-password PW` on a waiting sender.
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "f.bin", 10, 1);
+    let code = "4713-abacus-zoom-yodel";
+    let mut cmd = tallow();
+    cmd.args(["send", "--no-lan", "--relay", &relay.addr])
+        .args(["--relay-password", password, "--code", code])
+        .arg(&file);
+    let typed_send = typed(&cmd);
+    let mut s = Watched::spawn(cmd);
+    s.wait_for(code); // "Code: …" once the relay has it
+    assert_hidden(&s.cmdline(), &typed_send, &[password, code]);
+}
