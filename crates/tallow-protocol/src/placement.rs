@@ -168,6 +168,8 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
+    // `st_ctime` is 32 bits on some 32-bit targets; the cast is for them.
+    #[allow(clippy::unnecessary_cast)]
     fn of(stat: &rustix::fs::Stat) -> FileStamp {
         FileStamp {
             ino: stat.st_ino,

@@ -77,13 +77,6 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     if args.list_partial || args.clean_partial_older_than.is_some() {
         return partials(&args, &out);
     }
-    // Caught before connecting, so the sender's one try is not spent.
-    if !args.yes && !std::io::stdin().is_terminal() {
-        return Err(UsageError(
-            "no terminal to confirm the offer: pass --yes to accept without asking",
-        )
-        .into());
-    }
     let route = args.client.route()?;
     let deadlines = args.client.deadlines();
     let typed = match args
@@ -98,9 +91,31 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         )
         .into()),
     };
-    let code = CodePhrase::parse(&typed).context("invalid code")?;
+    let mut code = CodePhrase::parse(&typed).context("invalid code")?;
+    let terminal = std::io::stdin().is_terminal();
+    // Everything that would end the sender's one try is caught before
+    // connecting: a mistyped word, and no way to answer the offer.
     for (typo, word) in code.suggestions() {
-        say!("warning: {typo:?} is not in the word list; did you mean {word:?}? (trying the code as typed)");
+        if terminal {
+            let question = format!("{typo:?} is not in the word list. Use {word:?} instead?");
+            if ask_yes_no(&question, deadlines.decision).await? {
+                let fixed = code
+                    .as_str()
+                    .split('-')
+                    .map(|w| if w == typo { word } else { w })
+                    .collect::<Vec<_>>()
+                    .join("-");
+                code = CodePhrase::parse(&fixed).context("invalid code")?;
+            }
+        } else {
+            say!("warning: {typo:?} is not in the word list; did you mean {word:?}? (trying the code as typed)");
+        }
+    }
+    if !args.yes && !terminal {
+        return Err(UsageError(
+            "no terminal to confirm the offer: pass --yes to accept without asking",
+        )
+        .into());
     }
 
     if route.lan {
@@ -302,9 +317,8 @@ fn show_placement(placement: &Placement) {
 
 /// One clause naming what needs consent.
 fn placement_summary(placement: &Placement) -> String {
-    let names = |it: &mut dyn Iterator<Item = &str>| {
-        it.map(|n| display_name(n)).collect::<Vec<_>>().join(", ")
-    };
+    let names =
+        |it: &mut dyn Iterator<Item = &str>| it.map(display_name).collect::<Vec<_>>().join(", ");
     let mut parts = Vec::new();
     if !placement.existing_folders.is_empty() {
         parts.push(format!(

@@ -381,7 +381,12 @@ fn a_finished_file_edited_after_an_interruption_is_not_replaced_on_resume() {
     write(&set.join("a-notes.txt"), &notes_text);
     random_file(&set, "b-big.bin", 200 * MIB, 9);
     let code = "4244-acid-acorn-acre";
-    let s = sender(&relay.addr, code, &[set.clone()], &["--compress", "none"]);
+    let s = sender(
+        &relay.addr,
+        code,
+        std::slice::from_ref(&set),
+        &["--compress", "none"],
+    );
     let r = receiver(&relay.addr, code, out.path(), &["--yes"]);
     let partial = out.path().join("set/b-big.bin.tallow-partial");
     wait_until(

@@ -120,8 +120,9 @@ fn existing_file_is_kept_without_overwrite_and_replaced_with_it() {
         "{r_err}"
     );
     assert!(!s.success(), "sender must learn of the refusal");
+    // The sender hears that it was declined, not what the receiver has.
     assert!(
-        s_err.contains("declined") && s_err.contains("already exists"),
+        s_err.contains("declined") && !s_err.contains("already exists"),
         "{s_err}"
     );
     assert_eq!(fs::read(&existing).unwrap(), b"precious local version");
@@ -142,15 +143,25 @@ fn existing_file_is_kept_without_overwrite_and_replaced_with_it() {
 }
 
 #[test]
-fn receiver_without_a_terminal_or_yes_declines_instead_of_hanging() {
+fn receiver_without_a_terminal_or_yes_stops_before_spending_the_senders_try() {
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let files = vec![random_file(src.path(), "a.bin", 100, 5)];
-    let ((s, s_err), (r, r_err)) = transfer(&relay.addr, CODE, &files, out.path(), &[]);
-    assert!(!r.success() && r_err.contains("--yes"), "{r_err}");
-    assert!(!s.success() && s_err.contains("declined"), "{s_err}");
+    let s = sender(&relay.addr, CODE, &files, &[]);
+    let (r, r_err) = receiver(&relay.addr, CODE, out.path(), &[]).finish();
+    assert_eq!(r.code(), Some(2), "a usage error: {r_err}");
+    assert!(
+        r_err.contains("--yes") && !r_err.contains("Connected"),
+        "{r_err}"
+    );
     assert!(list_dir(out.path()).is_empty());
+    // It never connected: the sender is still waiting, and a second try
+    // with --yes gets the file.
+    let (r, r_err) = receiver(&relay.addr, CODE, out.path(), &["--yes"]).finish();
+    let (s, s_err) = s.finish();
+    assert!(r.success() && s.success(), "{r_err}\n{s_err}");
+    assert_same_file(&files[0], &out.path().join("a.bin"));
 }
 
 #[test]
@@ -592,13 +603,56 @@ fn the_senders_clock_starts_when_the_receiver_accepts() {
     let seconds: f64 = events
         .split("\"seconds\":")
         .nth(1)
-        .and_then(|t| t.split(|c| c == ',' || c == '}').next())
+        .and_then(|t| t.split([',', '}']).next())
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("no duration in {events}"));
     assert!(
         seconds < think.as_secs_f64(),
         "the {think:?} the receiver spent deciding counted: {seconds} s"
     );
+}
+
+/// On a terminal, a word that looks mistyped is offered corrected before
+/// anything connects, so the sender's one try is not spent on a typo.
+#[test]
+fn a_mistyped_word_is_corrected_on_a_terminal_before_connecting() {
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "this test needs script(1) from util-linux (Debian: bsdutils)"
+    );
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "typo.bin", 1000, 4);
+    let s = sender(
+        &relay.addr,
+        "6789-abacus-zoom-yodel",
+        std::slice::from_ref(&file),
+        &[],
+    );
+    let command = format!(
+        "{} receive --no-lan --relay {} --out {} 6789-abacsu-zoom-yodel",
+        env!("CARGO_BIN_EXE_tallow"),
+        relay.addr,
+        out.path().display()
+    );
+    let mut tty = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "y": use the suggested word; "y": accept the offer.
+    tty.stdin.take().unwrap().write_all(b"y\ny\n").unwrap();
+    let shown = tty.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success(), "{shown}\n{s_err}");
+    assert!(
+        shown.contains("\"abacsu\" is not in the word list. Use \"abacus\" instead?"),
+        "{shown}"
+    );
+    assert_same_file(&file, &out.path().join("typo.bin"));
 }
 
 #[test]
@@ -819,16 +873,23 @@ fn json_error_events_name_every_kind() {
     );
     assert_eq!((kind(&s), kind(&r)), ("refused".into(), "io".into()));
 
+    // No terminal and no --yes: a usage error before connecting.
     let out = fresh();
-    let (s, r) = json_pair(
-        &relay.addr,
-        &relay.addr,
-        (CODE, CODE),
-        &file,
-        out.path(),
-        &[],
-    );
-    assert_eq!((kind(&s), kind(&r)), ("refused".into(), "usage".into()));
+    let usage = tallow()
+        .args([
+            "receive",
+            "--json",
+            "--no-lan",
+            "--relay",
+            &relay.addr,
+            "--out",
+        ])
+        .arg(out.path())
+        .arg(CODE)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(kind(&String::from_utf8_lossy(&usage.stdout)), "usage");
 
     let flip = Hop::start(
         &relay.addr,
@@ -911,7 +972,14 @@ fn text_messages_and_pipes_in_and_out() {
         .spawn()
         .unwrap();
     let r = tallow()
-        .args(["receive", "--no-lan", "--relay", &relay.addr, "--out"])
+        .args([
+            "receive",
+            "--no-lan",
+            "--yes",
+            "--relay",
+            &relay.addr,
+            "--out",
+        ])
         .arg(out.path())
         .arg(CODE)
         .stdin(Stdio::null())
