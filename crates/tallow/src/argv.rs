@@ -6,8 +6,9 @@
 //! secret ones in its own argument memory with `x`s of the same length
 //! (keeping the NULs between arguments, so the rest still shows), as
 //! database clients do with passwords: the code (`tallow receive CODE`,
-//! `tallow send --code CODE`), `--relay-password` and the relay's
-//! `--password`, in both the `--flag VALUE` and `--flag=VALUE` forms.
+//! `tallow send --code CODE`), `--relay-password`, the relay's
+//! `--password` and a `tallow send --text` message, in both the `--flag
+//! VALUE` and `--flag=VALUE` forms.
 //!
 //! How: `/proc/self/stat` gives where the argument memory starts and ends
 //! (fields 48 and 49); the bytes there are read through `/proc/self/mem`,

@@ -252,7 +252,8 @@ fn main() -> ExitCode {
 /// process list; warn if that fails, and go on.
 fn hide_secrets(args: &[std::ffi::OsString], cli: &Cli) {
     let (flags, values): (&[&str], Vec<&str>) = match &cli.command {
-        Command::Send(_) => (&["--code", "--relay-password"], Vec::new()),
+        // A `--text` message is as private as a file's contents.
+        Command::Send(_) => (&["--code", "--relay-password", "--text"], Vec::new()),
         Command::Receive(r) => (
             &["--relay-password"],
             r.code.iter().map(String::as_str).collect(),

@@ -186,4 +186,24 @@ fn relay_passwords_and_send_codes_are_hidden_in_both_forms() {
     let mut s = Watched::spawn(cmd);
     s.wait_for(code); // "Code: …" once the relay has it
     assert_hidden(&s.cmdline(), &typed_send, &[password, code]);
+
+    // A `--text` message, in both forms.
+    for form in [
+        vec!["--text", "the safe is 4 8 15"],
+        vec!["--text=the safe is 4 8 15"],
+    ] {
+        let code = "4714-abacus-zoom-yodel";
+        let mut cmd = tallow();
+        cmd.args(["send", "--no-lan", "--relay", &relay.addr])
+            .args(["--relay-password", password, "--code", code])
+            .args(&form);
+        let typed_text = typed(&cmd);
+        let mut t = Watched::spawn(cmd);
+        t.wait_for(code);
+        assert_hidden(
+            &t.cmdline(),
+            &typed_text,
+            &[password, code, "the safe is 4 8 15"],
+        );
+    }
 }
