@@ -27,6 +27,9 @@ use tokio::sync::oneshot;
 const FORWARD_BUFFER: usize = 64 * 1024;
 /// Deadline for writing a status reply to a client.
 const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one direction of a pair may go on delivering after the other
+/// failed.
+const ERROR_GRACE: Duration = Duration::from_secs(2);
 
 /// Limits and deadlines of a relay.
 #[derive(Debug, Clone)]
@@ -693,10 +696,13 @@ async fn forward(
     let (ar, aw) = a.into_split();
     let (br, bw) = b.into_split();
     let pumps = async {
-        tokio::try_join!(
-            pump(ar, bw, &a_to_b, &last_activity, start, max_rate),
-            pump(br, aw, &b_to_a, &last_activity, start, max_rate)
-        )
+        let there = pump(ar, bw, &a_to_b, &last_activity, start, max_rate);
+        let back = pump(br, aw, &b_to_a, &last_activity, start, max_rate);
+        tokio::pin!(there, back);
+        tokio::select! {
+            r = &mut there => then_the_other(r, back).await,
+            r = &mut back => then_the_other(r, there).await,
+        }
     };
     let watchdog = async {
         loop {
@@ -717,6 +723,25 @@ async fn forward(
         b_to_a.load(Ordering::Relaxed),
         outcome,
     )
+}
+
+/// After one direction of a pair ended with `first`, the other.
+async fn then_the_other(
+    first: std::io::Result<()>,
+    rest: std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
+) -> std::io::Result<()> {
+    match first {
+        // A half-close: the other direction may go on as long as it likes.
+        Ok(()) => rest.await,
+        // One side is gone (a peer that stops with unread data resets the
+        // connection). What it sent just before, often its last message
+        // saying why, may still be on its way the other way: let that
+        // direction finish, for a moment.
+        Err(e) => {
+            let _ = tokio::time::timeout(ERROR_GRACE, rest).await;
+            Err(e)
+        }
+    }
 }
 
 async fn pump(

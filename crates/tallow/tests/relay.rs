@@ -104,6 +104,37 @@ fn rooms_pair_one_sender_with_one_receiver_and_refuse_a_third() {
     assert_eq!(read_status(&mut again), RelayStatus::Waiting);
 }
 
+/// A receiver that stops (disk full) sends its reason and closes with the
+/// sender's data still unread, which resets its connection: the relay still
+/// delivers the reason to the sender, which is busy sending.
+#[test]
+fn a_last_message_before_a_reset_still_reaches_the_other_side() {
+    let relay = Relay::start(&[]);
+    for round in 0..5 {
+        let nameplate = format!("79{round}");
+        let mut a = join(&relay.addr, Role::Sender, &nameplate);
+        assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+        let mut b = join(&relay.addr, Role::Receiver, &nameplate);
+        assert_eq!(read_status(&mut a), RelayStatus::Paired);
+        assert_eq!(read_status(&mut b), RelayStatus::Paired);
+        let mut flood = a.try_clone().unwrap();
+        let flooding = thread::spawn(move || {
+            let block = vec![7u8; 64 * 1024];
+            while flood.write_all(&block).is_ok() {}
+        });
+        // Let the sender's data pile up unread at the receiver.
+        thread::sleep(Duration::from_millis(100));
+        b.write_all(b"the disk is full").unwrap();
+        drop(b); // unread data: a reset, not a clean close
+        let mut got = [0u8; 16];
+        a.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("round {round}: the last message was lost: {e}"));
+        assert_eq!(&got, b"the disk is full");
+        let _ = a.shutdown(std::net::Shutdown::Both);
+        flooding.join().unwrap();
+    }
+}
+
 #[test]
 fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
     let relay = Relay::start(&[]);
