@@ -126,6 +126,19 @@ impl SourceTree {
                 &e.to_string(),
             )
         })?;
+        // One locked file would end the transfer after the receiver said
+        // yes: find them now, before a code is shown.
+        let unreadable: Vec<(PathBuf, std::io::Error)> = tree
+            .sources
+            .iter()
+            .filter_map(|s| match open_listed(s) {
+                Err(TransferError::ReadSource { path, source }) => Some((path, source)),
+                _ => None,
+            })
+            .collect();
+        if !unreadable.is_empty() {
+            return Err(TransferError::Unreadable { files: unreadable });
+        }
         Ok(tree)
     }
 

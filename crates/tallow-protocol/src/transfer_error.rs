@@ -49,6 +49,17 @@ pub enum TransferError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Files to send that cannot be read, found when listing them, before
+    /// anything is offered.
+    #[error(
+        "cannot read {} of the files to send: {}; fix their permissions or leave them out (nothing was offered)",
+        .files.len(),
+        list_unreadable(.files)
+    )]
+    Unreadable {
+        /// Each file and why.
+        files: Vec<(PathBuf, std::io::Error)>,
+    },
     /// A file to send is not a regular file or has no usable name.
     #[error("cannot send {}: {reason}", .path.display())]
     Unsendable {
@@ -156,5 +167,28 @@ impl TransferError {
                 | TransferError::PeerAborted { .. }
                 | TransferError::Declined(_)
         )
+    }
+}
+
+/// The first few unreadable files, with their reasons.
+fn list_unreadable(files: &[(PathBuf, std::io::Error)]) -> String {
+    const SHOWN: usize = 5;
+    let mut out: Vec<String> = files
+        .iter()
+        .take(SHOWN)
+        .map(|(path, e)| format!("{} ({})", path.display(), plain_io_error(e)))
+        .collect();
+    if files.len() > SHOWN {
+        out.push(format!("and {} more", files.len() - SHOWN));
+    }
+    out.join(", ")
+}
+
+/// "Permission denied", without the " (os error 13)" tail.
+fn plain_io_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
     }
 }

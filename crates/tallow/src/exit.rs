@@ -91,6 +91,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             },
             TransferError::BadMessage { .. } | TransferError::Protocol { .. } => OTHER,
             TransferError::ReadSource { .. }
+            | TransferError::Unreadable { .. }
             | TransferError::Unsendable { .. }
             | TransferError::SourceChanged { .. }
             | TransferError::SourceReplaced { .. }

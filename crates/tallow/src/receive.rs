@@ -26,12 +26,13 @@ const NAMES_SHOWN: usize = 10;
 #[derive(Args)]
 pub struct ReceiveArgs {
     /// The code phrase the sender shows, e.g. 4821-alpha-bravo-charlie
-    /// (dashes or spaces, any case). Given here it is hidden from the
-    /// process list once tallow starts (Linux), not before, and the shell
-    /// may keep it in its history; left out, it is read from TALLOW_CODE or
-    /// asked for without echo, which keeps it out entirely.
-    #[arg(value_name = "CODE")]
-    pub(crate) code: Option<String>,
+    /// (dashes or spaces, any case, no quotes needed: `4821 alpha bravo
+    /// charlie` works). Given here it is hidden from the process list once
+    /// tallow starts (Linux), not before, and the shell may keep it in its
+    /// history; left out, it is read from TALLOW_CODE or asked for without
+    /// echo, which keeps it out entirely.
+    #[arg(value_name = "CODE", num_args = 0..)]
+    pub(crate) code: Vec<String>,
     /// Folder to write into (created if missing; default: `out` from
     /// `tallow config`, else the current folder). `-` writes a single-file
     /// transfer to standard output, once it has verified.
@@ -79,11 +80,8 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     }
     let route = args.client.route()?;
     let deadlines = args.client.deadlines();
-    let typed = match args
-        .code
-        .clone()
-        .or_else(|| std::env::var("TALLOW_CODE").ok())
-    {
+    let given = (!args.code.is_empty()).then(|| args.code.join("-"));
+    let typed = match given.or_else(|| std::env::var("TALLOW_CODE").ok()) {
         Some(code) => code,
         None if std::io::stdin().is_terminal() => read_hidden("Code: ")?,
         None => return Err(crate::exit::UsageError(

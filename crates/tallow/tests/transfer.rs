@@ -399,6 +399,36 @@ fn the_code_can_come_from_the_environment_and_typos_are_pointed_out() {
     );
     assert_same_file(&file, &out.path().join("env.bin"));
 
+    // The words as separate arguments (no quotes) are one code.
+    let s = sender(
+        &relay.addr,
+        "6790-abacus-zoom-yodel",
+        std::slice::from_ref(&file),
+        &[],
+    );
+    let unquoted = tempfile::tempdir().unwrap();
+    let r = tallow()
+        .args([
+            "receive",
+            "--no-lan",
+            "--yes",
+            "--relay",
+            &relay.addr,
+            "--out",
+        ])
+        .arg(unquoted.path())
+        .args(["6790", "abacus", "zoom", "yodel"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (s_status, s_err) = s.finish();
+    assert!(
+        r.status.success() && s_status.success(),
+        "{}\n{s_err}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_same_file(&file, &unquoted.path().join("env.bin"));
+
     let typo = tallow()
         .args([
             "receive",
@@ -653,6 +683,63 @@ fn a_mistyped_word_is_corrected_on_a_terminal_before_connecting() {
         "{shown}"
     );
     assert_same_file(&file, &out.path().join("typo.bin"));
+}
+
+/// A file the sender cannot read is named before any code is shown, not
+/// found after the receiver accepted. (Root reads everything, so as root
+/// the sender runs as `nobody` through setpriv(1).)
+#[test]
+fn unreadable_files_are_named_before_a_code_is_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("folder");
+    fs::create_dir(&tree).unwrap();
+    random_file(&tree, "fine.txt", 100, 1);
+    let locked = random_file(&tree, "locked.txt", 100, 2);
+    for (path, mode) in [(src.path(), 0o755), (tree.as_path(), 0o755)] {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(tree.join("fine.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout)
+        .trim()
+        == "0";
+    let mut cmd = if root {
+        assert!(
+            Command::new("setpriv").arg("--version").output().is_ok(),
+            "as root this test needs setpriv(1) (util-linux) to run the sender as nobody"
+        );
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_tallow"));
+        for (k, v) in tallow().get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    } else {
+        tallow()
+    };
+    let out = cmd
+        .args(["send", "--no-lan", "--relay", "127.0.0.1:9"])
+        .arg(&tree)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("cannot read 1 of the files to send")
+            && err.contains("locked.txt (Permission denied)")
+            && !err.contains("os error"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Code:"),
+        "no code for a transfer that cannot work: {err}"
+    );
 }
 
 #[test]
