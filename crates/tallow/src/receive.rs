@@ -187,7 +187,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         .strs("names", top.iter().copied())
         .str("out", &out.display().to_string())
         .emit();
-    let options = ReceiveOptions {
+    let mut options = ReceiveOptions {
         out_dir: out.clone(),
         overwrite: args.overwrite,
         resume: !args.no_resume,
@@ -215,7 +215,20 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     if !to_stdout {
         say!("Into: {}{}", out.display(), free_space(&out));
     }
-    if let Err(e) = offer.check_destination(&options, &plan) {
+    while let Err(e) = offer.check_destination(&options, &plan) {
+        // On a terminal, a file that is in the way can be replaced.
+        if let TransferError::DestinationExists { path } = &e {
+            if !args.yes && !options.overwrite {
+                let question = format!(
+                    "{} already exists here. Replace it, and any other file of this offer that exists?",
+                    display_name(&path.display().to_string())
+                );
+                if ask_yes_no(&question, deadlines.decision).await? {
+                    options.overwrite = true;
+                    continue;
+                }
+            }
+        }
         // The sender learns that we cannot accept, never what is here.
         let reason = match e {
             TransferError::NoSpace { .. } => "the receiver cannot accept (no space)",

@@ -742,6 +742,58 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
     );
 }
 
+/// On a terminal, a file in the way is not a dead end: the receiver is
+/// asked whether to replace it.
+#[test]
+fn an_existing_file_can_be_replaced_when_asked_on_a_terminal() {
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "this test needs script(1) from util-linux (Debian: bsdutils)"
+    );
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "report.pdf", 5000, 6);
+    for (answers, replaced) in [("n\n", false), ("y\ny\n", true)] {
+        let out = tempfile::tempdir().unwrap();
+        fs::write(out.path().join("report.pdf"), b"mine").unwrap();
+        let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
+        let command = format!(
+            "{} receive --no-lan --relay {} --out {} {CODE}",
+            env!("CARGO_BIN_EXE_tallow"),
+            relay.addr,
+            out.path().display()
+        );
+        let mut tty = Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tty.stdin
+            .take()
+            .unwrap()
+            .write_all(answers.as_bytes())
+            .unwrap();
+        let shown = tty.wait_with_output().unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        let (s_status, s_err) = s.finish();
+        assert!(
+            shown.contains("report.pdf already exists here. Replace it"),
+            "{shown}"
+        );
+        assert_eq!(s_status.success(), replaced, "{shown}\n{s_err}");
+        if replaced {
+            assert_same_file(&file, &out.path().join("report.pdf"));
+        } else {
+            assert_eq!(fs::read(out.path().join("report.pdf")).unwrap(), b"mine");
+            assert!(
+                s_err.contains("declined") && !s_err.contains("exists"),
+                "{s_err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn json_events_for_scripts() {
     let relay = Relay::start(&[]);
