@@ -234,7 +234,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Messages can quote a peer or a relay: never let them drive
             // the terminal.
-            let message = format!("{e:#}");
+            let message = one_clause_per_cause(&e);
             say!("tallow: {}", progress::display_name(&message));
             let code = exit::code_for(&e);
             events::Event::new("error")
@@ -245,6 +245,24 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose
+/// text the message before already says (an error that prints its source
+/// would otherwise read "Permission denied: Permission denied").
+fn one_clause_per_cause(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// Overwrite the code and passwords given on the command line in this

@@ -152,6 +152,19 @@ impl ProgressLine {
         self.started.elapsed()
     }
 
+    /// `in 2.5 s (80.0 MiB/s)` for the summary line; no speed for a
+    /// transfer too short to measure or with nothing left to move.
+    pub fn took(&self) -> String {
+        let secs = self.elapsed().as_secs_f64();
+        if secs < 0.1 {
+            return "in under 0.1 s".to_owned();
+        }
+        if self.done <= self.resumed {
+            return format!("in {secs:.1} s");
+        }
+        format!("in {secs:.1} s ({}/s)", human_bytes(self.rate()))
+    }
+
     /// Remove the lines so the summary stands alone.
     pub fn finish(&self) {
         self.file_line.finish_and_clear();
@@ -160,6 +173,33 @@ impl ProgressLine {
 }
 
 pub use tallow_protocol::human_bytes;
+
+/// Top-level names listed before "and N more", by sender and receiver alike.
+pub const NAMES_SHOWN: usize = 10;
+
+/// `a, b, c, and 4 more`: the first [`NAMES_SHOWN`] names, escaped.
+pub fn names_summary(names: &[&str]) -> String {
+    let mut shown: Vec<String> = names
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|n| display_name(n))
+        .collect();
+    if names.len() > NAMES_SHOWN {
+        shown.push(format!("and {} more", names.len() - NAMES_SHOWN));
+    }
+    shown.join(", ")
+}
+
+/// `5 min ago`, `3 h ago`, `2 days ago`.
+pub fn human_age(age: Duration) -> String {
+    let minutes = age.as_secs() / 60;
+    match minutes {
+        0 => "less than a minute ago".to_owned(),
+        1..=59 => format!("{minutes} min ago"),
+        60..=2879 => format!("{} h ago", minutes / 60),
+        _ => format!("{} days ago", minutes / 1440),
+    }
+}
 
 /// A name from a peer, safe to print: anything that is not a visible
 /// character (controls, bidirectional overrides, zero-width marks) is shown
@@ -182,6 +222,21 @@ pub fn display_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_and_name_lists_read_naturally() {
+        assert_eq!(human_age(Duration::from_secs(20)), "less than a minute ago");
+        assert_eq!(human_age(Duration::from_secs(5 * 60)), "5 min ago");
+        assert_eq!(human_age(Duration::from_secs(3 * 3600)), "3 h ago");
+        assert_eq!(human_age(Duration::from_secs(3 * 86_400)), "3 days ago");
+        let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(
+            names_summary(&names),
+            "n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, and 2 more"
+        );
+        assert_eq!(names_summary(&["a\u{1b}b"]), "a\\u{1b}b");
+    }
 
     #[test]
     fn names_with_bidi_or_escapes_are_shown_escaped() {

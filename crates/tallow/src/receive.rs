@@ -17,11 +17,8 @@ use tallow_protocol::{Role, TransferError};
 
 use crate::events::Event;
 use crate::exit::UsageError;
-use crate::progress::{display_name, human_bytes, ProgressLine};
+use crate::progress::{display_name, human_age, human_bytes, names_summary, ProgressLine};
 use crate::{ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
-
-/// Names listed in the offer summary before "and N more".
-const NAMES_SHOWN: usize = 10;
 
 #[derive(Args)]
 pub struct ReceiveArgs {
@@ -166,19 +163,11 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     let count = manifest.files.len();
     let total = manifest.total_size();
     let top = manifest.top_level_names();
-    let mut names: Vec<String> = top
-        .iter()
-        .take(NAMES_SHOWN)
-        .map(|n| display_name(n))
-        .collect();
-    if top.len() > NAMES_SHOWN {
-        names.push(format!("and {} more", top.len() - NAMES_SHOWN));
-    }
     say!(
         "Offer: {count} file{} ({}): {}",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
-        names.join(", ")
+        names_summary(&top)
     );
 
     Event::new("offer")
@@ -280,12 +269,15 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         stdout.flush().context("cannot write to standard output")?;
     }
     say!(
-        "Received {count} file{} ({}) into {} in {:.1} s ({}/s); verified: Merkle root and BLAKE3 match.",
+        "Received {count} file{} ({}) into {} {}; verified: Merkle root and BLAKE3 match.",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
-        if to_stdout { "standard output".to_owned() } else { out.display().to_string() },
-        line.elapsed().as_secs_f64(),
-        human_bytes(line.rate()),
+        if to_stdout {
+            "standard output".to_owned()
+        } else {
+            out.display().to_string()
+        },
+        line.took(),
     );
     Ok(())
 }
@@ -442,11 +434,11 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
                 .map(display_name)
                 .collect();
             out!(
-                "{}  {} of {}  last written {} h ago  {}",
+                "{}  {} of {}  last written {}  {}",
                 names.join(", "),
                 human_bytes(done),
                 human_bytes(cp.manifest.total_size()),
-                age(cp.modified).as_secs() / 3600,
+                human_age(age(cp.modified)),
                 cp.path.display()
             );
         }
@@ -464,10 +456,14 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot remove {}", cp.path.display()))?;
             cleaned += 1;
         }
+        let older = match days {
+            0 => String::new(),
+            1 => " older than a day".to_owned(),
+            _ => format!(" older than {days} days"),
+        };
         say!(
-            "Removed {cleaned} interrupted transfer{} older than {days} day{} from {}.",
+            "Removed {cleaned} interrupted transfer{}{older} from {}.",
             if cleaned == 1 { "" } else { "s" },
-            if days == 1 { "" } else { "s" },
             out.display()
         );
     }

@@ -16,7 +16,7 @@ use tallow_protocol::Role;
 
 use crate::events::Event;
 use crate::exit::UsageError;
-use crate::progress::{display_name, human_bytes, ProgressLine};
+use crate::progress::{display_name, human_bytes, names_summary, ProgressLine};
 use crate::{confirm_connected, warn_route_failed, ClientArgs};
 
 #[derive(Args)]
@@ -121,11 +121,6 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     };
 
     let manifest = transfer.manifest();
-    let names: Vec<String> = manifest
-        .top_level_names()
-        .into_iter()
-        .map(display_name)
-        .collect();
     match &args.text {
         Some(text) => say!(
             "Sending a text message ({}).",
@@ -136,7 +131,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             manifest.files.len(),
             if manifest.files.len() == 1 { "" } else { "s" },
             human_bytes(manifest.total_size()),
-            names.join(", ")
+            names_summary(&manifest.top_level_names())
         ),
     }
     // The code is shown once the relay has us, so a dead relay is reported
@@ -234,11 +229,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .secs("seconds", line.elapsed().as_secs_f64())
         .emit();
     say!(
-        "Sent {count} file{} ({}) in {:.1} s ({}/s); the receiver verified every byte (BLAKE3 and Merkle root).",
+        "Sent {count} file{} ({}) {}; the receiver verified every byte (BLAKE3 and Merkle root).",
         if count == 1 { "" } else { "s" },
         human_bytes(total),
-        line.elapsed().as_secs_f64(),
-        human_bytes(line.rate()),
+        line.took(),
     );
     Ok(())
 }

@@ -167,7 +167,10 @@ fn no_resume_starts_over_and_partials_can_be_listed_and_cleaned() {
         .unwrap();
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(
-        listed.status.success() && text.contains("big.bin") && text.contains("of 200.0 MiB"),
+        listed.status.success()
+            && text.contains("big.bin")
+            && text.contains("of 200.0 MiB")
+            && text.contains("last written less than a minute ago"),
         "{text}"
     );
 
@@ -176,10 +179,10 @@ fn no_resume_starts_over_and_partials_can_be_listed_and_cleaned() {
         .arg(out.path())
         .output()
         .unwrap();
+    let said = String::from_utf8_lossy(&cleaned.stderr);
     assert!(
-        cleaned.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cleaned.stderr)
+        cleaned.status.success() && said.contains("Removed 1 interrupted transfer from"),
+        "{said}"
     );
     assert!(
         list_dir(out.path()).is_empty(),

@@ -128,6 +128,8 @@ fn an_offer_adding_to_ssh_is_refused_with_yes_alone() {
         assert!(r_err.contains(needle), "{needle:?} in: {r_err}");
     }
     offer.assert_untouched();
+    // Both sides list the same ten names and "and 1 more".
+    assert!(s_err.contains("holiday-08.txt, and 1 more"), "{s_err}");
     // The sender hears "declined", not what the receiver has.
     assert!(s_err.contains("declined"), "{s_err}");
     let home = offer.home.path().display().to_string();

@@ -272,6 +272,10 @@ fn missing_or_unreachable_relay_and_bad_input_get_one_clear_sentence() {
         );
         assert_eq!(err.matches("tallow: ").count(), 1, "one error line: {err}");
         assert!(!err.contains("panicked") && !err.contains("Os {"), "{err}");
+        assert!(
+            err.matches("(os error").count() <= 1,
+            "each cause said once: {err}"
+        );
     }
 }
 
@@ -287,6 +291,25 @@ fn weak_custom_code_gets_a_warning() {
         s_err.contains("warning: this code is easier to guess"),
         "{s_err}"
     );
+    // Ten bytes take no measurable time: no "in 0.0 s (0 B/s)".
+    assert!(
+        !s_err.contains("0 B/s") && !s_err.contains("in 0.0 s"),
+        "{s_err}"
+    );
+}
+
+#[test]
+fn help_wraps_at_words_to_the_terminal_width() {
+    let out = tallow()
+        .args(["receive", "--help"])
+        .env("COLUMNS", "60")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("--allow-hidden"));
+    for line in text.lines() {
+        assert!(line.chars().count() <= 60, "wider than 60: {line:?}");
+    }
 }
 
 #[test]
