@@ -24,6 +24,44 @@ pub struct PeerChannel<R = OwnedReadHalf, W = OwnedWriteHalf> {
     pub writer: ChannelWriter<W>,
     /// Equal on both sides iff both hold the same keys (`--verify`).
     pub short_authentication_string: String,
+    /// Which way the bytes go, to tell the user.
+    pub via: Via,
+}
+
+/// The route a channel took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A stream handed to the handshake directly (tests, embedding).
+    Direct,
+    /// The sender's in-process relay on the local network; the receiver
+    /// knows its address.
+    LocalNetwork(Option<std::net::SocketAddr>),
+    /// A relay, `HOST:PORT`.
+    Relay(String),
+}
+
+impl Via {
+    /// `lan`, `relay` or `direct`, for scripts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Via::Direct => "direct",
+            Via::LocalNetwork(_) => "lan",
+            Via::Relay(_) => "relay",
+        }
+    }
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Direct => write!(f, "directly"),
+            Via::LocalNetwork(None) => write!(f, "on the local network"),
+            Via::LocalNetwork(Some(addr)) => {
+                write!(f, "on the local network (sender at {})", addr.ip())
+            }
+            Via::Relay(addr) => write!(f, "through the relay {addr}"),
+        }
+    }
 }
 
 /// The receiving half.

@@ -83,6 +83,7 @@ fn into_channel(
         reader: ChannelReader::new(read, keys.opener, peer, deadlines.idle),
         writer: ChannelWriter::new(write, keys.sealer, peer),
         short_authentication_string: keys.short_authentication_string,
+        via: crate::channel::Via::Direct,
     }
 }
 

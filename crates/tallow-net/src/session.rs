@@ -28,7 +28,7 @@ use tallow_protocol::Role;
 use tallow_relay::{RelayConfig, RelayServer};
 use tokio::task::JoinHandle;
 
-use crate::channel::PeerChannel;
+use crate::channel::{PeerChannel, Via};
 use crate::handshake_io::{handshake_as_sender, read_sender_hello};
 use crate::lan::{announce, discover};
 use crate::relay_client::{connect_to_relay, connect_with_password, pick_relay};
@@ -130,7 +130,10 @@ pub async fn open_as_sender(
             let _ = announce(room, port, discovery_port).await;
         }));
         let addr = format!("127.0.0.1:{port}");
-        Some(async move { connect_to_relay(&addr, Role::Sender, room, deadlines, notify).await })
+        Some(async move {
+            let stream = connect_to_relay(&addr, Role::Sender, room, deadlines, notify).await?;
+            Ok((stream, Via::LocalNetwork(None)))
+        })
     } else {
         None
     };
@@ -142,7 +145,10 @@ pub async fn open_as_sender(
     let remote = route.relay.as_ref().map(|list| {
         let addr = pick_relay(list, &room);
         async move {
-            connect_with_password(&addr, Role::Sender, room, password, deadlines, notify).await
+            let stream =
+                connect_with_password(&addr, Role::Sender, room, password, deadlines, notify)
+                    .await?;
+            Ok((stream, Via::Relay(addr)))
         }
     });
     // Pair first: the route not kept is closed inside `first_ok`, so the
@@ -152,8 +158,12 @@ pub async fn open_as_sender(
     if let Some(a) = announcer {
         a.abort();
     }
-    match handshake_as_sender(stream?, code, deadlines).await {
-        Ok(channel) => Ok((channel, guard)),
+    let (stream, via) = stream?;
+    match handshake_as_sender(stream, code, deadlines).await {
+        Ok(mut channel) => {
+            channel.via = via;
+            Ok((channel, guard))
+        }
         Err(e) => {
             // Our Abort (wrong code, bad version) may still be on its way
             // through the in-process relay.
@@ -191,7 +201,10 @@ pub async fn open_as_receiver(
         let addr = discover(room, route.discovery_port, wait).await?;
         let stream =
             connect_to_relay(&addr.to_string(), Role::Receiver, room, deadlines, || {}).await?;
-        read_sender_hello(stream, deadlines).await
+        Ok((
+            read_sender_hello(stream, deadlines).await?,
+            Via::LocalNetwork(Some(addr)),
+        ))
     });
     let password = route
         .relay_password
@@ -202,11 +215,16 @@ pub async fn open_as_receiver(
         let addr = pick_relay(list, &room);
         let stream =
             connect_with_password(&addr, Role::Receiver, room, password, deadlines, notify).await?;
-        read_sender_hello(stream, deadlines).await
+        Ok((
+            read_sender_hello(stream, deadlines).await?,
+            Via::Relay(addr),
+        ))
     });
     // The losing route is closed when `first_ok` returns, before `respond`.
-    let hello = first_ok(lan, relay, on_route_failed).await?;
-    hello.respond(code, deadlines).await
+    let (hello, via) = first_ok(lan, relay, on_route_failed).await?;
+    let mut channel = hello.respond(code, deadlines).await?;
+    channel.via = via;
+    Ok(channel)
 }
 
 /// The first of up to two attempts to succeed; if both fail, the error that

@@ -247,6 +247,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// `15 min` or `30 s`: how long a wait may last.
+fn wait_limit(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 120 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 /// The error and its causes, `: `-separated, leaving out a cause whose
 /// text the message before already says (an error that prints its source
 /// would otherwise read "Permission denied: Permission denied").
@@ -296,8 +304,12 @@ async fn confirm_connected(
     use tallow_protocol::transport::FrameSink;
     events::Event::new("connected")
         .str("verification", &channel.short_authentication_string)
+        .str("route", channel.via.kind())
         .emit();
-    say!("Connected; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).");
+    say!(
+        "Connected {}; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).",
+        channel.via
+    );
     if !verify {
         return Ok(());
     }

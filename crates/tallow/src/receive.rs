@@ -114,13 +114,21 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     }
 
     if route.lan {
-        say!("Looking for the sender…");
+        say!(
+            "Looking for the sender on the local network (up to {})…",
+            crate::wait_limit(tallow_net::session::LAN_WAIT.min(deadlines.pairing))
+        );
     }
     let mut channel = open_as_receiver(
         &route,
         &code,
         &deadlines,
-        || say!("Waiting for the sender…"),
+        || {
+            say!(
+                "Waiting for the sender… (up to {})",
+                crate::wait_limit(deadlines.pairing)
+            )
+        },
         &warn_route_failed,
     )
     .await?;

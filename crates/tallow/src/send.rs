@@ -172,7 +172,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         || {
             show_code();
             shown.store(true, std::sync::atomic::Ordering::Relaxed);
-            say!("Waiting for the receiver…");
+            say!(
+                "Waiting for the receiver… (the code works for {})",
+                crate::wait_limit(deadlines.pairing)
+            );
         },
         &warn_route_failed,
     )

@@ -75,6 +75,17 @@ fn same_host_transfer_with_nothing_configured() {
         "sender: {s_err}\nreceiver: {r_err}"
     );
     assert_same_file(&file, &out.path().join("photo.jpg"));
+    // Each side says which way the bytes went.
+    assert!(
+        r_err.contains("Connected on the local network (sender at ")
+            && r_err.contains("Looking for the sender on the local network (up to 30 s)"),
+        "{r_err}"
+    );
+    assert!(
+        s_err.contains("Connected on the local network;")
+            && s_err.contains("Waiting for the receiver… (the code works for "),
+        "{s_err}"
+    );
 }
 
 #[test]

@@ -128,6 +128,10 @@ fn an_offer_adding_to_ssh_is_refused_with_yes_alone() {
         assert!(r_err.contains(needle), "{needle:?} in: {r_err}");
     }
     offer.assert_untouched();
+    assert!(
+        r_err.contains(&format!("Connected through the relay {};", relay.addr)),
+        "{r_err}"
+    );
     // Both sides list the same ten names and "and 1 more".
     assert!(s_err.contains("holiday-08.txt, and 1 more"), "{s_err}");
     // The sender hears "declined", not what the receiver has.

@@ -877,6 +877,7 @@ fn json_events_for_scripts() {
     assert_eq!(re.last().map(String::as_str), Some("done"), "{re:?}");
     let offer = String::from_utf8_lossy(&r.stdout);
     assert!(offer.contains("\"names\":[\"j.bin\"]"), "{offer}");
+    assert!(offer.contains("\"route\":\"relay\""), "{offer}");
 
     // An error is an event too, with a stable kind.
     let failed = tallow()
