@@ -32,7 +32,7 @@ use tallow_protocol::Role;
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// TCP connect to the relay failed.
-    #[error("could not reach the relay at {addr} ({source}): is `tallow relay` running there? check --relay or TALLOW_RELAY")]
+    #[error("could not reach the relay at {addr} ({source}): is `tallow relay` running there, and is the address right?")]
     Connect {
         /// The address as given.
         addr: String,
@@ -100,7 +100,7 @@ pub enum NetError {
         source: std::io::Error,
     },
     /// No announcement for our room arrived in time.
-    #[error("no sender for this code found on the local network within {} s: is the sender running? on another network? pass --relay", .waited.as_secs())]
+    #[error("no sender for this code found on the local network within {} s: is the sender running, with this code? (a sender on another network is reached through a relay both sides name with --relay)", .waited.as_secs())]
     NotOnLan {
         /// How long we listened.
         waited: Duration,

@@ -135,17 +135,42 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             if key == "compress" && !["auto", "zstd", "none"].contains(&value.as_str()) {
                 return Err(crate::exit::UsageError("compress must be auto, zstd or none").into());
             }
+            if key == "relay" && !value.split(',').all(is_host_port) {
+                return Err(crate::exit::UsageError(
+                    "relay must be HOST:PORT (e.g. relay.example.org:9009), or several separated by commas",
+                )
+                .into());
+            }
             let mut map = load()?;
-            map.insert(key, value);
+            map.insert(key.clone(), value.clone());
             save(&map)?;
+            say!("Set {key} = {value} in {}.", path()?.display());
         }
         ConfigAction::Unset { key } => {
             check_key(&key)?;
             let mut map = load()?;
-            map.remove(&key);
+            let had = map.remove(&key).is_some();
             save(&map)?;
+            if had {
+                say!("Removed {key} from {}.", path()?.display());
+            } else {
+                say!("{key} was not set in {}.", path()?.display());
+            }
         }
         ConfigAction::Path => out!("{}", path()?.display()),
     }
     Ok(())
+}
+
+/// `host:port` with a host and a port number (IPv6 in brackets).
+fn is_host_port(entry: &str) -> bool {
+    let entry = entry.trim();
+    match entry.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
 }

@@ -163,6 +163,36 @@ impl ClientArgs {
         })
     }
 
+    /// Where the relay address came from, for advice about it.
+    fn relay_origin(&self) -> String {
+        let typed = std::env::args_os().any(|a| {
+            let a = a.to_string_lossy();
+            a == "--relay" || a.starts_with("--relay=")
+        });
+        match &self.relay {
+            Some(_) if typed => "--relay".to_owned(),
+            Some(_) => "TALLOW_RELAY".to_owned(),
+            None => match config::path() {
+                Ok(path) => format!(
+                    "{} (change it with `tallow config set relay HOST:PORT`)",
+                    path.display()
+                ),
+                Err(_) => "the config file".to_owned(),
+            },
+        }
+    }
+
+    /// Name where an unreachable relay's address came from.
+    fn explain(&self, e: tallow_net::NetError) -> anyhow::Error {
+        match e {
+            tallow_net::NetError::Connect { .. } => {
+                let origin = self.relay_origin();
+                anyhow::Error::new(e).context(format!("the relay address comes from {origin}"))
+            }
+            other => other.into(),
+        }
+    }
+
     fn deadlines(&self) -> Deadlines {
         let idle = Duration::from_secs(self.idle_timeout);
         Deadlines {

@@ -131,7 +131,8 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         },
         &warn_route_failed,
     )
-    .await?;
+    .await
+    .map_err(|e| args.client.explain(e))?;
     confirm_connected(&mut channel, args.client.verify, Role::Receiver, &deadlines).await?;
 
     let offer = match receive_offer(channel.writer, channel.reader, &deadlines).await? {

@@ -179,7 +179,8 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         },
         &warn_route_failed,
     )
-    .await?;
+    .await
+    .map_err(|e| args.client.explain(e))?;
     if !shown.load(std::sync::atomic::Ordering::Relaxed) {
         show_code();
     }

@@ -236,7 +236,10 @@ fn missing_or_unreachable_relay_and_bad_input_get_one_clear_sentence() {
         (&["send", "--no-lan", f], &["--relay", "TALLOW_RELAY"]),
         (
             &["send", "--no-lan", "--relay", "127.0.0.1:1", f],
-            &["could not reach the relay"],
+            &[
+                "could not reach the relay",
+                "the relay address comes from --relay",
+            ],
         ),
         (
             &[
@@ -914,15 +917,32 @@ fn config_defaults_with_flag_over_environment_over_file() {
     );
     let shown = cfg(&["config"]).output().unwrap();
     assert!(String::from_utf8_lossy(&shown.stdout).contains("relay = 127.0.0.1:1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Set relay = 127.0.0.1:1 in"));
     let bad = cfg(&["config", "set", "colour", "blue"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
+    // A relay that is not HOST:PORT is refused when set, not when used.
+    let bad = cfg(&["config", "set", "relay", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("relay must be HOST:PORT"));
 
     let f = file.to_str().unwrap();
     // The file's relay is used: unreachable, so a network error (7), not a
     // missing-relay usage error (2).
     let from_file = cfg(&["send", "--no-lan", f]).output().unwrap();
     assert_eq!(from_file.status.code(), Some(7));
-    assert!(String::from_utf8_lossy(&from_file.stderr).contains("127.0.0.1:1"));
+    let said = String::from_utf8_lossy(&from_file.stderr);
+    // The advice names where the address came from: here, the file.
+    assert!(
+        said.contains("127.0.0.1:1")
+            && said.contains(&format!(
+                "the relay address comes from {}",
+                home.path().join("tallow/config").display()
+            ))
+            && !said.contains("--relay or TALLOW_RELAY"),
+        "{said}"
+    );
     // The environment beats the file, and a flag beats both.
     let from_env = cfg(&["send", "--no-lan", f])
         .env("TALLOW_RELAY", "127.0.0.1:2")
