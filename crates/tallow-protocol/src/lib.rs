@@ -12,6 +12,7 @@
 //!   and how much of an offer is already here.
 //! * [`limits`]: every bound and deadline.
 
+pub mod cancel;
 pub mod checkpoint;
 pub mod handshake;
 pub mod limits;

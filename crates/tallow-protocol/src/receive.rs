@@ -114,6 +114,9 @@ pub struct ReceiveOptions {
     pub umask: u32,
     /// The user's secret that authenticates checkpoints.
     pub local_key: LocalKey,
+    /// A person stopping the transfer: the sender is told, then it ends;
+    /// what is durable stays for the next run.
+    pub cancel: crate::cancel::CancelSignal,
 }
 
 impl ReceiveOptions {
@@ -331,6 +334,11 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
                     streamed = Some(r);
                 }
                 _ = tick.tick() => {}
+                _ = options.cancel.cancelled() => {
+                    // Like an interruption: what is durable stays.
+                    streaming.abort();
+                    break Err(TransferError::Cancelled);
+                }
             }
             report(&counters, &mut reported_files, total, progress);
             match (&streamed, &written_result) {
@@ -726,6 +734,9 @@ fn unexpected(msg: Message<'_>, expected: &str) -> TransferError {
     }
 }
 
+/// What the peer is told when the user stops the transfer.
+pub const CANCELLED_DETAIL: &str = "it was cancelled (Ctrl-C)";
+
 /// What the sender's user is told when the receiver stops: never the
 /// receiver's paths, folder layout or what exists there. Problems with the
 /// sender's data or messages are told as they are (they are the sender's);
@@ -734,6 +745,7 @@ pub fn peer_detail(error: &TransferError) -> String {
     match error {
         TransferError::NoSpace { .. } => "it has no space for this transfer".to_owned(),
         TransferError::DiskFull { .. } => "its disk is full".to_owned(),
+        TransferError::Cancelled => CANCELLED_DETAIL.to_owned(),
         TransferError::WriteOutput { .. }
         | TransferError::DestinationExists { .. }
         | TransferError::UnsafeDestination { .. }

@@ -56,12 +56,14 @@ pub enum Compression {
 }
 
 /// How to send.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SendOptions {
     /// Chunk compression policy.
     pub compression: Compression,
     /// Most plaintext bytes sent but not yet acknowledged.
     pub window: u64,
+    /// A person stopping the transfer: the receiver is told, then it ends.
+    pub cancel: crate::cancel::CancelSignal,
 }
 
 impl Default for SendOptions {
@@ -69,6 +71,7 @@ impl Default for SendOptions {
         SendOptions {
             compression: Compression::Auto,
             window: crate::limits::DEFAULT_WINDOW,
+            cancel: Default::default(),
         }
     }
 }
@@ -111,9 +114,10 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     writer.send_frame(&mut frame, deadlines.idle).await?;
 
     let mut buf = Vec::new();
-    reader
-        .recv_frame(&mut buf, Some(deadlines.decision))
-        .await?;
+    tokio::select! {
+        got = reader.recv_frame(&mut buf, Some(deadlines.decision)) => got?,
+        _ = options.cancel.cancelled() => return Err(tell_cancelled(&mut writer).await),
+    }
     let resume = match decode(&buf)? {
         Message::Accept { resume } if resume.fits(tree.manifest()) => resume,
         Message::Accept { resume } => {
@@ -207,6 +211,9 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
             _ = tokio::time::sleep(deadlines.idle), if !window_open => {
                 break Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
             }
+            _ = options.cancel.cancelled() => {
+                break Err(tell_cancelled(&mut writer).await);
+            }
         }
     };
     drop(queue_rx);
@@ -249,8 +256,24 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                 replies.abort();
                 return Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
             }
+            _ = options.cancel.cancelled() => {
+                replies.abort();
+                return Err(tell_cancelled(&mut writer).await);
+            }
         }
     }
+}
+
+/// Tell the receiver that the user stopped the transfer.
+async fn tell_cancelled<W: FrameSink>(writer: &mut W) -> TransferError {
+    let mut frame = vec![0u8; FRAME_HEADER_LEN];
+    Message::Abort {
+        kind: AbortKind::Cancelled,
+        detail: crate::receive::CANCELLED_DETAIL,
+    }
+    .encode(&mut frame);
+    let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
+    TransferError::Cancelled
 }
 
 /// Send a text message instead of files, and wait for the receiver's `Done`.

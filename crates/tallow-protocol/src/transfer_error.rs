@@ -60,6 +60,9 @@ pub enum TransferError {
         /// Each file and why.
         files: Vec<(PathBuf, std::io::Error)>,
     },
+    /// The user stopped the transfer (Ctrl-C); the peer was told.
+    #[error("cancelled (Ctrl-C); what arrived so far is kept, and running the same transfer again resumes it")]
+    Cancelled,
     /// A file to send is not a regular file or has no usable name.
     #[error("cannot send {}: {reason}", .path.display())]
     Unsendable {
@@ -155,6 +158,7 @@ impl TransferError {
             TransferError::BadMessage { .. } | TransferError::Protocol { .. } => {
                 AbortKind::Protocol
             }
+            TransferError::Cancelled => AbortKind::Cancelled,
             _ => AbortKind::Io,
         }
     }

@@ -140,6 +140,7 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
         resume: true,
         umask: 0o022,
         local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
+        cancel: Default::default(),
     };
     let mut completed = Vec::new();
     offer
@@ -218,6 +219,7 @@ async fn hostile_sender(
         resume: true,
         umask: 0o022,
         local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
+        cancel: Default::default(),
     };
     let result = match receive_offer(r_sink, r_source, &d).await.map(files) {
         Ok(offer) => {
@@ -386,6 +388,7 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
         resume: true,
         umask: 0o022,
         local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
+        cancel: Default::default(),
     };
     let result = offer
         .accept(&options, Default::default(), &d, &mut |_| {})

@@ -22,6 +22,8 @@ pub const REFUSED: u8 = 5;
 pub const IO: u8 = 6;
 /// The relay, the network, or the other side could not be reached or went away.
 pub const NETWORK: u8 = 7;
+/// This side's user pressed Ctrl-C (128 + SIGINT, as shells report it).
+pub const CANCELLED: u8 = 130;
 
 /// A mistake in how tallow was called, with what to do instead.
 #[derive(Debug)]
@@ -44,6 +46,7 @@ pub fn kind_name(code: u8) -> &'static str {
         REFUSED => "refused",
         IO => "io",
         NETWORK => "network",
+        CANCELLED => "cancelled",
         _ => "other",
     }
 }
@@ -60,8 +63,23 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// Ctrl-C before any transfer began.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cancelled (Ctrl-C) before the transfer began; nothing was transferred")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// The status for an error.
 pub fn code_for(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<Interrupted>().is_some() {
+        return CANCELLED;
+    }
     if e.downcast_ref::<UsageError>().is_some() {
         return USAGE;
     }
@@ -101,6 +119,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             | TransferError::NoSpace { .. }
             | TransferError::DestinationExists { .. }
             | TransferError::UnsafeDestination { .. } => IO,
+            TransferError::Cancelled => CANCELLED,
         };
     }
     if e.downcast_ref::<tallow_crypto::CodeError>().is_some() {

@@ -248,10 +248,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (cancel_trigger, cancel) = tallow_protocol::cancel::CancelSignal::new();
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Send(args) => send::run(args).await,
-            Command::Receive(args) => receive::run(args).await,
+            Command::Send(args) => until_cancelled(send::run(args, cancel), cancel_trigger).await,
+            Command::Receive(args) => {
+                until_cancelled(receive::run(args, cancel), cancel_trigger).await
+            }
             Command::Relay(args) => relay::run(args).await,
             Command::Config(args) => config::run(args),
             Command::Completions { .. } | Command::Man { .. } => Ok(()),
@@ -274,6 +277,45 @@ fn main() -> ExitCode {
                 .emit();
             ExitCode::from(code)
         }
+    }
+}
+
+/// Set while a transfer pipeline runs: on Ctrl-C it tells the other side
+/// and stops by itself; before or after, there is nobody to tell.
+pub static TRANSFERRING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long a cancelled pipeline may take to tell the other side.
+const CANCEL_GRACE: Duration = Duration::from_secs(3);
+
+/// Run `work`; on Ctrl-C, cancel it. A running transfer then tells the
+/// other side "cancelled" and returns; otherwise (waiting, asking), or on a
+/// second Ctrl-C, or after [`CANCEL_GRACE`], stop at once.
+async fn until_cancelled(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+    trigger: tallow_protocol::cancel::CancelTrigger,
+) -> anyhow::Result<()> {
+    let interrupted = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handling here: never interrupted.
+            std::future::pending::<()>().await;
+        }
+        trigger.cancel();
+        let transferring = TRANSFERRING.load(std::sync::atomic::Ordering::SeqCst);
+        if transferring {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = tokio::time::sleep(CANCEL_GRACE) => {}
+            }
+        }
+        transferring
+    };
+    tokio::select! {
+        done = work => done,
+        transferring = interrupted => Err(if transferring {
+            tallow_protocol::TransferError::Cancelled.into()
+        } else {
+            exit::Interrupted.into()
+        }),
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::open_as_receiver;
+use tallow_protocol::cancel::CancelSignal;
 use tallow_protocol::checkpoint::{self, LocalKey, RecordedProgress};
 use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::placement::OutputDir;
@@ -67,7 +68,7 @@ pub struct ReceiveArgs {
     pub(crate) client: ClientArgs,
 }
 
-pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
+pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     let out = match &args.out {
         Some(dir) => dir.clone(),
         None => crate::config::get("out")?.map_or_else(|| PathBuf::from("."), PathBuf::from),
@@ -191,6 +192,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         resume: !args.no_resume,
         umask: umask(),
         local_key: local_key(),
+        cancel,
     };
     // Reading back a partial file can take a while: not on the reactor.
     let plan = tokio::task::block_in_place(|| offer.plan(&options));
@@ -260,6 +262,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     }
 
     let mut line = ProgressLine::new(args.client.quiet, &manifest).resuming_from(plan.bytes);
+    crate::TRANSFERRING.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = offer
         .accept(&options, plan, &deadlines, &mut |p| line.update(p))
         .await;

@@ -8,6 +8,7 @@ use rand_core::OsRng;
 use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::{open_as_sender, ABORT_DRAIN};
+use tallow_protocol::cancel::CancelSignal;
 use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
 use tallow_protocol::message::MAX_TEXT_LEN;
 use tallow_protocol::send::{send_text, send_transfer, Compression, SendOptions};
@@ -57,7 +58,7 @@ enum CompressArg {
     None,
 }
 
-pub async fn run(args: SendArgs) -> anyhow::Result<()> {
+pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     let compress = match args.compress {
         Some(c) => c,
         None => match crate::config::get("compress")?.as_deref() {
@@ -211,8 +212,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             CompressArg::Zstd => Compression::Zstd,
             CompressArg::None => Compression::None,
         },
+        cancel,
         ..SendOptions::default()
     };
+    crate::TRANSFERRING.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = send_transfer(
         transfer,
         channel.writer,

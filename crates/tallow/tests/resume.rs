@@ -111,6 +111,63 @@ fn check_resumed(kill: &str) {
     );
 }
 
+/// Ctrl-C (SIGINT) on either side mid-transfer: that side says it was
+/// cancelled and that the rerun resumes (exit 130); the other side hears
+/// "cancelled", not "the connection closed"; the partial file stays.
+#[test]
+fn ctrl_c_on_either_side_tells_the_other_and_keeps_the_partial() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "big.bin", 200 * MIB, 11);
+    for side in ["receiver", "sender"] {
+        let out = tempfile::tempdir().unwrap();
+        let code = "9912-acid-acorn-acre";
+        let s = sender(
+            &relay.addr,
+            code,
+            std::slice::from_ref(&file),
+            &["--compress", "none"],
+        );
+        let r = receiver(&relay.addr, code, out.path(), &["--yes"]);
+        wait_until(Duration::from_secs(120), "part of the file", || {
+            partial_len(out.path(), "big.bin") >= 8 * MIB
+        });
+        let (stopped, other) = if side == "receiver" { (r, s) } else { (s, r) };
+        signal(stopped.pid(), "-INT");
+        let (status, said, _) = stopped.finish_within(Duration::from_secs(30));
+        let (other_status, other_said, _) = other.finish_within(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(130), "{side}: {said}");
+        assert!(
+            said.contains("cancelled (Ctrl-C)") && said.contains("resumes"),
+            "{side}: {said}"
+        );
+        assert!(!other_status.success());
+        assert!(
+            other_said.contains(&format!(
+                "the {side} stopped the transfer: it was cancelled (Ctrl-C)"
+            )),
+            "the other side of the {side}: {other_said}"
+        );
+        assert!(partial_len(out.path(), "big.bin") > 0, "the partial stays");
+    }
+    // Before anything moved (the sender waiting): at once, and it says so.
+    let s = sender(
+        &relay.addr,
+        "9913-acid-acorn-acre",
+        std::slice::from_ref(&file),
+        &[],
+    );
+    // Time to start and install its handler (before that, SIGINT just kills).
+    std::thread::sleep(Duration::from_secs(2));
+    signal(s.pid(), "-INT");
+    let (status, said, _) = s.finish_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("before the transfer began; nothing was transferred"),
+        "{said}"
+    );
+}
+
 #[test]
 fn killing_the_receiver_at_half_then_rerunning_sends_only_the_rest() {
     check_resumed("receiver");
