@@ -92,12 +92,7 @@ async fn with_deadline<T>(
     peer: Role,
     fut: impl std::future::Future<Output = Result<T, NetError>>,
 ) -> Result<T, NetError> {
-    tokio::time::timeout(deadline, fut)
-        .await
-        .map_err(|_| NetError::HandshakeTimeout {
-            peer,
-            waited: deadline,
-        })?
+    with_deadline_at(Instant::now() + deadline, deadline, peer, fut).await
 }
 
 /// [`with_deadline`] for the part of a handshake that started earlier:

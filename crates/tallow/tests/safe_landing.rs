@@ -8,7 +8,6 @@
 mod harness;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,15 +49,6 @@ fn write(path: &Path, text: &str) {
         fs::create_dir_all(parent).unwrap();
     }
     fs::write(path, text).unwrap();
-}
-
-/// The `tallow receive` command line, for running under a shell or script(1).
-fn receive_command(relay: &str, code: &str, out: &Path, extra: &str) -> String {
-    format!(
-        "{} receive --no-lan --relay {relay} --out '{}' {extra} {code}",
-        env!("CARGO_BIN_EXE_tallow"),
-        out.display()
-    )
 }
 
 /// A home folder holding `.ssh/` (0700, with `known_hosts`), and an offer of
@@ -148,25 +138,12 @@ fn an_offer_adding_to_ssh_is_refused_with_yes_alone() {
 
 #[test]
 fn an_offer_adding_to_ssh_is_listed_before_the_question() {
-    assert!(
-        Command::new("script").arg("--version").output().is_ok(),
-        "this test needs script(1) from util-linux (Debian: bsdutils)"
-    );
     let relay = Relay::start(&[]);
     let offer = SshOffer::new();
     let s = sender(&relay.addr, CODE, &offer.paths, &[]);
     // Under script(1) the receiver has a terminal; it answers "n".
-    let command = receive_command(&relay.addr, CODE, offer.home.path(), "");
-    let mut tty = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tty.stdin.take().unwrap().write_all(b"n\n").unwrap();
-    let shown = tty.wait_with_output().unwrap();
-    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let line = receive_line(&relay.addr, CODE, offer.home.path(), "");
+    let (_, shown) = on_terminal(&line, b"n\n", Duration::ZERO);
     let _ = s.finish();
     let question = shown.find("Accept?").expect("the question was asked");
     // Eleven names: the offer line shows ten and "and 1 more" …
@@ -254,7 +231,7 @@ fn received_modes_follow_the_umask_and_never_carry_setuid() {
     chmod(&tree, 0o1777);
     assert_eq!(mode(&tree.join("run")), 0o4777, "setuid set on the source");
     let s = sender(&relay.addr, CODE, std::slice::from_ref(&tree), &[]);
-    let command = receive_command(&relay.addr, CODE, out.path(), "--yes");
+    let command = receive_line(&relay.addr, CODE, out.path(), "--yes");
     // Through sh for the umask, with the environment tallow() sets up.
     let mut sh = Command::new("sh");
     sh.args(["-c", &format!("umask 027; exec {command}")]);

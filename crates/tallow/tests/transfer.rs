@@ -542,10 +542,6 @@ fn longer_codes_completions_and_the_manual_page() {
 
 #[test]
 fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
-    assert!(
-        Command::new("script").arg("--version").output().is_ok(),
-        "this test needs script(1) from util-linux (Debian: bsdutils)"
-    );
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -557,23 +553,10 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
         &["--compress", "none"],
     );
     // Under script(1) the receiver's stderr is a terminal.
-    let command = format!(
-        "{} receive --no-lan --yes --relay {} --out {} {CODE}",
-        env!("CARGO_BIN_EXE_tallow"),
-        relay.addr,
-        out.path().display()
-    );
-    let tty = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&tty.stdout);
+    let line = receive_line(&relay.addr, CODE, out.path(), "--yes");
+    let (status, shown) = on_terminal(&line, b"", Duration::ZERO);
     let (s_status, s_err) = s.finish();
-    assert!(
-        tty.status.success() && s_status.success(),
-        "{shown}\n{s_err}"
-    );
+    assert!(status.success() && s_status.success(), "{shown}\n{s_err}");
     assert!(
         shown.contains("% [") && shown.contains("ETA") && shown.contains("MiB/s"),
         "{shown}"
@@ -597,10 +580,6 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
 /// count from the acceptance, not from the offer.
 #[test]
 fn the_senders_clock_starts_when_the_receiver_accepts() {
-    assert!(
-        Command::new("script").arg("--version").output().is_ok(),
-        "this test needs script(1) from util-linux (Debian: bsdutils)"
-    );
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -621,32 +600,15 @@ fn the_senders_clock_starts_when_the_receiver_accepts() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let command = format!(
-        "{} receive --no-lan --relay {} --out {} {CODE}",
-        env!("CARGO_BIN_EXE_tallow"),
-        relay.addr,
-        out.path().display()
-    );
-    let mut tty = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let think = Duration::from_secs(4);
-    std::thread::sleep(think);
-    tty.stdin.take().unwrap().write_all(b"y\n").unwrap();
-    let shown = tty.wait_with_output().unwrap();
+    let line = receive_line(&relay.addr, CODE, out.path(), "");
+    let (status, shown) = on_terminal(&line, b"y\n", think);
     let s = s.wait_with_output().unwrap();
     let (events, said) = (
         String::from_utf8_lossy(&s.stdout),
         String::from_utf8_lossy(&s.stderr),
     );
-    assert!(
-        shown.status.success() && s.status.success(),
-        "{}\n{said}",
-        String::from_utf8_lossy(&shown.stdout)
-    );
+    assert!(status.success() && s.status.success(), "{shown}\n{said}");
     assert!(
         said.contains("waiting for the receiver to accept"),
         "{said}"
@@ -672,10 +634,6 @@ fn the_senders_clock_starts_when_the_receiver_accepts() {
 /// anything connects, so the sender's one try is not spent on a typo.
 #[test]
 fn a_mistyped_word_is_corrected_on_a_terminal_before_connecting() {
-    assert!(
-        Command::new("script").arg("--version").output().is_ok(),
-        "this test needs script(1) from util-linux (Debian: bsdutils)"
-    );
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -686,22 +644,9 @@ fn a_mistyped_word_is_corrected_on_a_terminal_before_connecting() {
         std::slice::from_ref(&file),
         &[],
     );
-    let command = format!(
-        "{} receive --no-lan --relay {} --out {} 6789-abacsu-zoom-yodel",
-        env!("CARGO_BIN_EXE_tallow"),
-        relay.addr,
-        out.path().display()
-    );
-    let mut tty = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let line = receive_line(&relay.addr, "6789-abacsu-zoom-yodel", out.path(), "");
     // "y": use the suggested word; "y": accept the offer.
-    tty.stdin.take().unwrap().write_all(b"y\ny\n").unwrap();
-    let shown = tty.wait_with_output().unwrap();
-    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let (_, shown) = on_terminal(&line, b"y\ny\n", Duration::ZERO);
     let (s_status, s_err) = s.finish();
     assert!(s_status.success(), "{shown}\n{s_err}");
     assert!(
@@ -772,10 +717,6 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
 /// asked whether to replace it.
 #[test]
 fn an_existing_file_can_be_replaced_when_asked_on_a_terminal() {
-    assert!(
-        Command::new("script").arg("--version").output().is_ok(),
-        "this test needs script(1) from util-linux (Debian: bsdutils)"
-    );
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "report.pdf", 5000, 6);
@@ -783,25 +724,8 @@ fn an_existing_file_can_be_replaced_when_asked_on_a_terminal() {
         let out = tempfile::tempdir().unwrap();
         fs::write(out.path().join("report.pdf"), b"mine").unwrap();
         let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
-        let command = format!(
-            "{} receive --no-lan --relay {} --out {} {CODE}",
-            env!("CARGO_BIN_EXE_tallow"),
-            relay.addr,
-            out.path().display()
-        );
-        let mut tty = Command::new("script")
-            .args(["-q", "-e", "-c", &command, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        tty.stdin
-            .take()
-            .unwrap()
-            .write_all(answers.as_bytes())
-            .unwrap();
-        let shown = tty.wait_with_output().unwrap();
-        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        let line = receive_line(&relay.addr, CODE, out.path(), "");
+        let (_, shown) = on_terminal(&line, answers.as_bytes(), Duration::ZERO);
         let (s_status, s_err) = s.finish();
         assert!(
             shown.contains("report.pdf already exists here. Replace it"),

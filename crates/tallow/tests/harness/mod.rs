@@ -185,6 +185,49 @@ pub fn receiver(relay: &str, code: &str, out: &Path, extra: &[&str]) -> Running 
     Running::spawn(cmd)
 }
 
+/// The shell command line of `tallow receive --no-lan --relay RELAY --out
+/// OUT EXTRA CODE`, for running under script(1) or a shell.
+pub fn receive_line(relay: &str, code: &str, out: &Path, extra: &str) -> String {
+    format!(
+        "{} receive --no-lan --relay {relay} --out '{}' {extra} {code}",
+        env!("CARGO_BIN_EXE_tallow"),
+        out.display()
+    )
+}
+
+/// Run the shell command `line` under script(1), so it has a terminal,
+/// typing `input` after `delay`; returns its exit status and everything it
+/// showed on the terminal.
+pub fn on_terminal(line: &str, input: &[u8], delay: Duration) -> (ExitStatus, String) {
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "this test needs script(1) from util-linux (Debian: bsdutils)"
+    );
+    let mut script = Command::new("script");
+    // The environment tallow() sets up.
+    for (key, value) in tallow().get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let mut tty = script
+        .args(["-q", "-e", "-c", line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut typing = tty.stdin.take().expect("script's stdin");
+    thread::sleep(delay);
+    let _ = typing.write_all(input);
+    drop(typing);
+    let shown = tty.wait_with_output().expect("script ran");
+    (
+        shown.status,
+        String::from_utf8_lossy(&shown.stdout).into_owned(),
+    )
+}
+
 /// Run a sender and a receiver to completion; returns both results.
 pub fn transfer(
     relay: &str,
