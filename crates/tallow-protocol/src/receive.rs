@@ -316,6 +316,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
         let mut streamed = None;
         let mut written_result = None;
+        let mut finished_log = None;
         let result = loop {
             tokio::select! {
                 joined = &mut writer_thread, if written_result.is_none() => {
@@ -323,11 +324,16 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
                         path: options.out_dir.clone(),
                         source: std::io::Error::other(format!("the file writer stopped ({e})")),
                     }));
-                    if r.is_err() {
-                        streaming.abort();
-                        break r;
+                    match r {
+                        Err(e) => {
+                            streaming.abort();
+                            break Err(e);
+                        }
+                        Ok(log) => {
+                            finished_log = log;
+                            written_result = Some(());
+                        }
                     }
-                    written_result = Some(r);
                 }
                 joined = &mut streaming, if streamed.is_none() => {
                     let r = joined.unwrap_or_else(|e| Err(protocol(format!("the reader stopped ({e})"))));
@@ -366,7 +372,12 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         });
         let told = acks.await.unwrap_or(Ok(()));
         result?;
-        told.map_err(TransferError::from)
+        told.map_err(TransferError::from)?;
+        // The sender knows: nothing is left to resume.
+        if let Some(log) = finished_log {
+            let _ = log.remove();
+        }
+        Ok(())
     }
 }
 
@@ -896,7 +907,7 @@ impl FileWriter {
         mut self,
         mut work: mpsc::Receiver<Work>,
         pool: &std_mpsc::Sender<Vec<u8>>,
-    ) -> Result<(), TransferError> {
+    ) -> Result<Option<CheckpointLog>, TransferError> {
         let result = self.write_all(&mut work, pool);
         // Anything but a completed transfer (an error here, or the stream
         // ending early because the network or the sender failed):
@@ -906,7 +917,9 @@ impl FileWriter {
         if !matches!(result, Ok(true)) {
             let _ = self.checkpoint();
         }
-        result.map(|_| ())
+        // Completed: the checkpoint, for the caller to remove once the
+        // sender knows.
+        result.map(|completed| if completed { self.log.take() } else { None })
     }
 
     /// `Ok(true)` once the transfer completed, `Ok(false)` if the stream
@@ -1211,10 +1224,10 @@ impl FileWriter {
                     source,
                 })?;
         }
-        // Everything is in place: nothing is left to resume.
-        if let Some(log) = self.log.take() {
-            let _ = log.remove();
-        }
+        // Everything is in place. The checkpoint goes once the sender has
+        // been told (`accept`): killed before that, the next run finds
+        // every file recorded as done and finishes at once, instead of
+        // finding files it cannot tell from the user's.
         Ok(())
     }
 }
