@@ -87,16 +87,15 @@ fn into_channel(
     }
 }
 
-async fn with_deadline<T>(
-    deadline: Duration,
-    peer: Role,
-    fut: impl std::future::Future<Output = Result<T, NetError>>,
-) -> Result<T, NetError> {
-    with_deadline_at(Instant::now() + deadline, deadline, peer, fut).await
+/// When a handshake that starts now must be over.
+fn handshake_ends(deadlines: &Deadlines) -> Instant {
+    Instant::now()
+        .checked_add(deadlines.handshake)
+        .unwrap_or_else(far_future)
 }
 
-/// [`with_deadline`] for the part of a handshake that started earlier:
-/// `at` is when the whole handshake's `deadline` runs out.
+/// Run `fut` until `at`, when the handshake's `deadline` (started earlier)
+/// runs out.
 async fn with_deadline_at<T>(
     at: Instant,
     deadline: Duration,
@@ -111,6 +110,19 @@ async fn with_deadline_at<T>(
         })?
 }
 
+/// `result` of a handshake step on `stream`: the value, or, on a failure,
+/// the peer told why (if there is something to tell) and the error.
+async fn or_abort<T>(
+    stream: &mut TcpStream,
+    result: Result<T, NetError>,
+    peer: Role,
+) -> Result<T, NetError> {
+    if let Err(e) = &result {
+        send_abort(stream, e, peer).await;
+    }
+    result
+}
+
 /// Run the sender's side on a stream paired with a receiver.
 pub async fn handshake_as_sender(
     mut stream: TcpStream,
@@ -118,22 +130,22 @@ pub async fn handshake_as_sender(
     deadlines: &Deadlines,
 ) -> Result<PeerChannel, NetError> {
     let peer = Role::Receiver;
-    let result = with_deadline(deadlines.handshake, peer, async {
-        let (state, hello) = SenderHandshake::start(code, &mut OsRng);
-        write_message(&mut stream, &hello, peer).await?;
-        let reply = read_message(&mut stream, peer).await?;
-        let (keys, confirm) = state.finish(&reply)?;
-        write_message(&mut stream, &confirm, peer).await?;
-        Ok(keys)
-    })
+    let result = with_deadline_at(
+        handshake_ends(deadlines),
+        deadlines.handshake,
+        peer,
+        async {
+            let (state, hello) = SenderHandshake::start(code, &mut OsRng);
+            write_message(&mut stream, &hello, peer).await?;
+            let reply = read_message(&mut stream, peer).await?;
+            let (keys, confirm) = state.finish(&reply)?;
+            write_message(&mut stream, &confirm, peer).await?;
+            Ok(keys)
+        },
+    )
     .await;
-    match result {
-        Ok(keys) => Ok(into_channel(stream, keys, peer, deadlines)),
-        Err(e) => {
-            send_abort(&mut stream, &e, peer).await;
-            Err(e)
-        }
-    }
+    let keys = or_abort(&mut stream, result, peer).await?;
+    Ok(into_channel(stream, keys, peer, deadlines))
 }
 
 /// Run the receiver's side on a stream paired with a sender.
@@ -176,27 +188,20 @@ pub async fn read_sender_hello(
     deadlines: &Deadlines,
 ) -> Result<SenderHelloRead, NetError> {
     let peer = Role::Sender;
-    let until = Instant::now()
-        .checked_add(deadlines.handshake)
-        .unwrap_or_else(far_future);
-    match with_deadline_at(
+    let until = handshake_ends(deadlines);
+    let result = with_deadline_at(
         until,
         deadlines.handshake,
         peer,
         read_message(&mut stream, peer),
     )
-    .await
-    {
-        Ok(hello) => Ok(SenderHelloRead {
-            stream,
-            hello,
-            until,
-        }),
-        Err(e) => {
-            send_abort(&mut stream, &e, peer).await;
-            Err(e)
-        }
-    }
+    .await;
+    let hello = or_abort(&mut stream, result, peer).await?;
+    Ok(SenderHelloRead {
+        stream,
+        hello,
+        until,
+    })
 }
 
 impl SenderHelloRead {
@@ -222,13 +227,8 @@ impl SenderHelloRead {
             Ok(state.finish(&confirm)?)
         })
         .await;
-        match result {
-            Ok(keys) => Ok(into_channel(stream, keys, peer, deadlines)),
-            Err(e) => {
-                send_abort(&mut stream, &e, peer).await;
-                Err(e)
-            }
-        }
+        let keys = or_abort(&mut stream, result, peer).await?;
+        Ok(into_channel(stream, keys, peer, deadlines))
     }
 }
 

@@ -7,73 +7,9 @@
 
 mod harness;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
+use std::process::Command;
 
 use harness::*;
-
-/// How long a process may take to reach the line we wait for.
-const READY: Duration = Duration::from_secs(30);
-
-/// A process whose stderr lines arrive on a channel; killed on drop.
-struct Watched {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Watched {
-    fn spawn(mut cmd: Command) -> Watched {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tallow");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Watched {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait for a stderr line containing `needle`; fail the test if the
-    /// process ends or says nothing of the kind within [`READY`].
-    fn wait_for(&mut self, needle: &str) {
-        loop {
-            match self.lines.recv_timeout(READY) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(line) => self.seen.push(line),
-                Err(e) => panic!("no {needle:?} on stderr ({e}); saw {:?}", self.seen),
-            }
-        }
-    }
-
-    /// The process's arguments as other users see them.
-    fn cmdline(&self) -> Vec<String> {
-        cmdline(self.child.id())
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn cmdline(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
@@ -135,7 +71,7 @@ fn a_waiting_receiver_shows_no_code_in_the_process_list() {
     let typed = typed(&cmd);
     let mut r = Watched::spawn(cmd);
     r.wait_for("Waiting for the sender");
-    let shown = r.cmdline();
+    let shown = cmdline(r.pid());
     assert_hidden(&shown, &typed, &[code]);
     assert!(shown.contains(&"receive".to_owned()));
     assert!(shown.contains(&"x".repeat(code.len())));
@@ -169,7 +105,7 @@ fn relay_passwords_and_send_codes_are_hidden_in_both_forms() {
     // Only a correct password gets this far.
     r.wait_for("Waiting for the sender");
     assert_hidden(
-        &r.cmdline(),
+        &cmdline(r.pid()),
         &typed_receive,
         &[password, "4712-abacus-zoom-yodel"],
     );
@@ -185,7 +121,7 @@ fn relay_passwords_and_send_codes_are_hidden_in_both_forms() {
     let typed_send = typed(&cmd);
     let mut s = Watched::spawn(cmd);
     s.wait_for(code); // "Code: …" once the relay has it
-    assert_hidden(&s.cmdline(), &typed_send, &[password, code]);
+    assert_hidden(&cmdline(s.pid()), &typed_send, &[password, code]);
 
     // A `--text` message, in both forms.
     for form in [
@@ -201,7 +137,7 @@ fn relay_passwords_and_send_codes_are_hidden_in_both_forms() {
         let mut t = Watched::spawn(cmd);
         t.wait_for(code);
         assert_hidden(
-            &t.cmdline(),
+            &cmdline(t.pid()),
             &typed_text,
             &[password, code, "the safe is 4 8 15"],
         );

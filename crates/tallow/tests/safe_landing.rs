@@ -251,21 +251,20 @@ fn received_modes_follow_the_umask_and_never_carry_setuid() {
     assert_eq!(mode(&got), 0o750, "a folder it made: masked, no sticky bit");
 }
 
-/// Start sending `file` (200 MiB) and SIGKILL the receiver once half of it
-/// is on disk; returns the partial file's path.
-fn interrupt_receiver(relay: &Relay, file: &Path, out: &Path) -> PathBuf {
-    let name = file.file_name().unwrap().to_string_lossy().into_owned();
-    let partial = out.join(format!("{name}.tallow-partial"));
+/// Start sending `path` and SIGKILL the receiver once the partial file
+/// `partial` (relative to `out`) holds `at` bytes; returns its path.
+fn interrupt_receiver(relay: &Relay, path: &Path, out: &Path, partial: &str, at: u64) -> PathBuf {
+    let partial = out.join(partial);
+    let code = "4243-acid-acorn-acre";
     let s = sender(
         &relay.addr,
-        "4243-acid-acorn-acre",
-        &[file.to_path_buf()],
+        code,
+        &[path.to_path_buf()],
         &["--compress", "none"],
     );
-    let r = receiver(&relay.addr, "4243-acid-acorn-acre", out, &["--yes"]);
-    // Half, as in resume.rs: by then the checkpoint records progress.
-    wait_until(Duration::from_secs(120), "half the file", || {
-        fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) >= 100 * MIB
+    let r = receiver(&relay.addr, code, out, &["--yes"]);
+    wait_until(Duration::from_secs(120), "the partial file to grow", || {
+        fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) >= at
     });
     signal(r.pid(), "-KILL");
     let _ = r.finish_within(Duration::from_secs(30));
@@ -288,7 +287,14 @@ fn a_private_file_stays_private_while_partial_and_after_a_kill() {
     let out = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "private.bin", 200 * MIB, 7);
     chmod(&file, 0o600);
-    let partial = interrupt_receiver(&relay, &file, out.path());
+    // Half, as in resume.rs: by then the checkpoint records progress.
+    let partial = interrupt_receiver(
+        &relay,
+        &file,
+        out.path(),
+        "private.bin.tallow-partial",
+        100 * MIB,
+    );
     assert_eq!(mode(&partial), 0o600, "the partial file after SIGKILL");
     let logs = checkpoints(out.path());
     assert_eq!(logs.len(), 1, "{:?}", list_dir(out.path()));
@@ -322,7 +328,13 @@ fn a_checkpoint_made_under_another_users_key_is_not_believed() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "big.bin", 200 * MIB, 8);
-    interrupt_receiver(&relay, &file, out.path());
+    interrupt_receiver(
+        &relay,
+        &file,
+        out.path(),
+        "big.bin.tallow-partial",
+        100 * MIB,
+    );
     assert_eq!(checkpoints(out.path()).len(), 1);
     // Another user (another local key) receives into the same folder: the
     // checkpoint is not theirs, so nothing in it is trusted.
@@ -363,23 +375,14 @@ fn a_finished_file_edited_after_an_interruption_is_not_replaced_on_resume() {
     let notes_text = "from the sender\n".repeat(600_000);
     write(&set.join("a-notes.txt"), &notes_text);
     random_file(&set, "b-big.bin", 200 * MIB, 9);
-    let code = "4244-acid-acorn-acre";
-    let s = sender(
-        &relay.addr,
-        code,
-        std::slice::from_ref(&set),
-        &["--compress", "none"],
+    // Killed with the second file under way.
+    interrupt_receiver(
+        &relay,
+        &set,
+        out.path(),
+        "set/b-big.bin.tallow-partial",
+        8 * MIB,
     );
-    let r = receiver(&relay.addr, code, out.path(), &["--yes"]);
-    let partial = out.path().join("set/b-big.bin.tallow-partial");
-    wait_until(
-        Duration::from_secs(120),
-        "the second file under way",
-        || fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) >= 8 * MIB,
-    );
-    signal(r.pid(), "-KILL");
-    let _ = r.finish_within(Duration::from_secs(30));
-    let _ = s.finish_within(Duration::from_secs(60));
     let notes = out.path().join("set/a-notes.txt");
     assert_eq!(fs::read_to_string(&notes).unwrap(), notes_text);
     // The user edits the finished file: from now on it is theirs.

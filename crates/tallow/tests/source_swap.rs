@@ -9,12 +9,7 @@ mod harness;
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use harness::*;
 
@@ -24,90 +19,12 @@ const SIZE: u64 = 64 * 1024;
 /// `exit::IO`: a local file could not be read.
 const EXIT_IO: i32 = 6;
 
-/// `tallow send` whose stderr lines can be waited for while it runs.
-struct WatchedSender {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl WatchedSender {
-    fn start(relay: &str, paths: &[PathBuf]) -> WatchedSender {
-        let mut child = tallow()
-            .args(["send", "--relay", relay, "--no-lan", "--code", CODE])
-            .args(paths)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tallow send");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        WatchedSender {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait for a stderr line containing `what` (the sender has then done
-    /// everything it does before printing it).
-    fn wait_for_line(&mut self, what: &str) {
-        let start = Instant::now();
-        loop {
-            let left = Duration::from_secs(30).saturating_sub(start.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(what);
-                    self.seen.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    panic!("the sender never printed {what:?}; stderr: {:?}", self.seen);
-                }
-            }
-        }
-    }
-
-    /// Wait for exit; the status and all of stderr.
-    fn finish(mut self) -> (ExitStatus, String) {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if start.elapsed() > PROCESS_DEADLINE {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("the sender did not exit; stderr: {:?}", self.seen);
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        // The reader ends at end of file, which follows the exit.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
-            self.seen.push(line);
-        }
-        (status, self.seen.join("\n"))
-    }
-}
-
-impl Drop for WatchedSender {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `tallow send` of `paths`, watched.
+fn start_sender(relay: &str, paths: &[PathBuf]) -> Watched {
+    let mut cmd = tallow();
+    cmd.args(["send", "--relay", relay, "--no-lan", "--code", CODE])
+        .args(paths);
+    Watched::spawn(cmd)
 }
 
 /// Every file under `dir`, partial files and checkpoints included.
@@ -145,22 +62,22 @@ fn assert_nothing_of(secret: &Path, out: &Path) {
 
 /// A folder `share` with `a.bin` and `b.bin`, and `outside` (same size as
 /// `b.bin`) next to it; the sender has listed `share` when this returns.
-fn listed_share(relay: &Relay) -> (tempfile::TempDir, PathBuf, PathBuf, WatchedSender) {
+fn listed_share(relay: &Relay) -> (tempfile::TempDir, PathBuf, PathBuf, Watched) {
     let src = tempfile::tempdir().unwrap();
     let share = src.path().join("share");
     fs::create_dir(&share).unwrap();
     random_file(&share, "a.bin", SIZE, 1);
     random_file(&share, "b.bin", SIZE, 2);
     let outside = random_file(src.path(), "outside.key", SIZE, 3);
-    let mut s = WatchedSender::start(&relay.addr, std::slice::from_ref(&share));
+    let mut s = start_sender(&relay.addr, std::slice::from_ref(&share));
     // The scan comes before the code is shown.
-    s.wait_for_line("Code:");
+    s.wait_for("Code:");
     (src, share, outside, s)
 }
 
 /// Run the receiver, then check both sides: the sender stops naming b.bin
 /// with `detail`, and nothing of `outside` reaches the output folder.
-fn receive_and_check(relay: &Relay, s: WatchedSender, share: &Path, outside: &Path, detail: &str) {
+fn receive_and_check(relay: &Relay, s: Watched, share: &Path, outside: &Path, detail: &str) {
     let out = tempfile::tempdir().unwrap();
     let (r, r_err) = receiver(&relay.addr, CODE, out.path(), &["--yes"]).finish();
     let (s, s_err) = s.finish();

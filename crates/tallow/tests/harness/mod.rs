@@ -162,6 +162,93 @@ impl Drop for Running {
     }
 }
 
+/// A running process whose stderr lines can be waited for while it runs;
+/// killed on drop.
+pub struct Watched {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watched {
+    pub fn spawn(mut cmd: Command) -> Watched {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tallow");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watched {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a stderr line containing `needle` (the process has then
+    /// done everything it does before printing it); fail the test if it
+    /// says nothing of the kind within 30 s.
+    pub fn wait_for(&mut self, needle: &str) {
+        let start = Instant::now();
+        loop {
+            let left = Duration::from_secs(30).saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(e) => panic!("no {needle:?} on stderr ({e}); saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Wait for exit (failing past [`PROCESS_DEADLINE`]); the status and
+    /// all of stderr.
+    pub fn finish(mut self) -> (ExitStatus, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                start.elapsed() <= PROCESS_DEADLINE,
+                "the process did not exit; stderr: {:?}",
+                self.seen
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        // The reader ends at end of file, which follows the exit.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
+        (status, self.seen.join("\n"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `tallow send --relay ADDR --no-lan --code CODE PATHS… EXTRA…` (tests
 /// run in parallel: LAN discovery stays off unless a test turns it on with
 /// its own discovery port).
