@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
             chunk_size: 4096,
             dirs: vec![],
             files: vec![],
+            left_out: Default::default(),
         });
     }
 });

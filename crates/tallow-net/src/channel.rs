@@ -92,6 +92,17 @@ impl<R> ChannelReader<R> {
     }
 }
 
+impl ChannelReader<OwnedReadHalf> {
+    /// Wait until the peer has sent something (or closed), consuming
+    /// nothing: unlike [`FrameSource::recv_frame`] this may be raced and
+    /// dropped, so a question to the user can end when the peer speaks.
+    pub async fn wait_for_data(&mut self) {
+        // Ok(0) is a close, an error a reset: either way the next
+        // `recv_frame` reports it.
+        let _ = self.io.peek(&mut [0u8; 1]).await;
+    }
+}
+
 impl<W> ChannelWriter<W> {
     /// Wrap a stream.
     pub fn new(io: W, sealer: FrameSealer, peer: Role) -> Self {

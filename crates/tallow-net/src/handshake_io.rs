@@ -340,6 +340,7 @@ mod tests {
         let (mut a, b) = connected().await;
         let mut msg = (MAX_HANDSHAKE_MESSAGE as u32).to_be_bytes().to_vec();
         msg.extend_from_slice(&vec![1u8; MAX_HANDSHAKE_MESSAGE]);
+        msg[4] = tallow_protocol::limits::PROTOCOL_VERSION;
         a.write_all(&msg).await.unwrap();
         let d = Deadlines::default();
         let err = handshake_as_receiver(b, &code("5-a-b-c"), &d).await.err();

@@ -105,6 +105,30 @@ pub enum NetError {
         /// How long we listened.
         waited: Duration,
     },
+    /// The sender found on the local network could not be reached.
+    #[error("could not connect to the sender at {addr} on the local network ({reason}): a firewall on its machine may block it; with --relay HOST:PORT on both sides the transfer goes through a relay instead")]
+    LanUnreachable {
+        /// The address it announced.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The local-network connection ended or was refused before pairing.
+    #[error("the connection to the {peer} on the local network ended before the handshake ({reason}); try again")]
+    LanDropped {
+        /// Who we were waiting for.
+        peer: Role,
+        /// What happened.
+        reason: String,
+    },
+    /// Nobody joined on the local network in time.
+    #[error("no {peer} joined on the local network within {} s: check that the other side runs with this code (on another network, both sides need the same --relay)", .waited.as_secs())]
+    LanPairingTimeout {
+        /// Who we were waiting for.
+        peer: Role,
+        /// How long we waited.
+        waited: Duration,
+    },
     /// The handshake failed (wrong code, version, invalid key).
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
@@ -114,6 +138,37 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// The same failure in the words of the local-network route, where
+    /// what answers is the sender's own machine, not a relay the user runs.
+    pub(crate) fn on_lan(self, peer: Role) -> NetError {
+        match self {
+            NetError::Connect { addr, source } => NetError::LanUnreachable {
+                addr,
+                reason: source.to_string(),
+            },
+            NetError::ConnectTimeout { addr, waited } => NetError::LanUnreachable {
+                addr,
+                reason: format!("no answer within {} s", waited.as_secs()),
+            },
+            NetError::Refused(reason) => NetError::LanDropped {
+                peer,
+                reason: format!("refused: {reason}"),
+            },
+            NetError::NotARelay { .. } => NetError::LanDropped {
+                peer,
+                reason: "what answered is not a tallow sender".to_owned(),
+            },
+            NetError::RelayClosed { peer } => NetError::LanDropped {
+                peer,
+                reason: "it closed".to_owned(),
+            },
+            NetError::PairingTimeout { peer, waited } => {
+                NetError::LanPairingTimeout { peer, waited }
+            }
+            other => other,
+        }
+    }
+
     /// How much the error tells a user, to pick between two failed routes:
     /// a handshake verdict (wrong code) beats a refusal, which beats a
     /// timeout or an unreachable route.
@@ -124,8 +179,11 @@ impl NetError {
             NetError::Transport(_) | NetError::HandshakeTimeout { .. } => 3,
             NetError::Connect { .. }
             | NetError::ConnectTimeout { .. }
-            | NetError::RelayClosed { .. } => 2,
+            | NetError::RelayClosed { .. }
+            | NetError::LanUnreachable { .. }
+            | NetError::LanDropped { .. } => 2,
             NetError::PairingTimeout { .. }
+            | NetError::LanPairingTimeout { .. }
             | NetError::HostRelay { .. }
             | NetError::Discovery { .. } => 1,
             NetError::NotOnLan { .. } | NetError::NoRoute => 0,

@@ -108,7 +108,9 @@ pub async fn open_as_sender(
     let mut announcer = None;
     let local = if route.lan {
         let config = RelayConfig {
-            pair_timeout: deadlines.pairing,
+            // Our own wait decides (and says so in local-network words);
+            // the relay's own limit only backs it up.
+            pair_timeout: deadlines.pairing.saturating_add(Duration::from_secs(5)),
             // Only this transfer's room: the sender's machine is not a
             // relay for anyone else on the network.
             only_room: Some(room),
@@ -131,7 +133,9 @@ pub async fn open_as_sender(
         }));
         let addr = format!("127.0.0.1:{port}");
         Some(async move {
-            let stream = connect_to_relay(&addr, Role::Sender, room, deadlines, notify).await?;
+            let stream = connect_to_relay(&addr, Role::Sender, room, deadlines, notify)
+                .await
+                .map_err(|e| e.on_lan(Role::Receiver))?;
             Ok((stream, Via::LocalNetwork(None)))
         })
     } else {
@@ -199,8 +203,9 @@ pub async fn open_as_receiver(
     let lan = route.lan.then_some(async {
         let wait = LAN_WAIT.min(deadlines.pairing);
         let addr = discover(room, route.discovery_port, wait).await?;
-        let stream =
-            connect_to_relay(&addr.to_string(), Role::Receiver, room, deadlines, || {}).await?;
+        let stream = connect_to_relay(&addr.to_string(), Role::Receiver, room, deadlines, || {})
+            .await
+            .map_err(|e| e.on_lan(Role::Sender))?;
         Ok((
             read_sender_hello(stream, deadlines).await?,
             Via::LocalNetwork(Some(addr)),
@@ -336,7 +341,10 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(hellos.len(), 1, "one hello in all, on one route");
-        // Version 1, SenderHello.
-        assert_eq!(hellos[0][..2], [1, 1]);
+        // This version, SenderHello.
+        assert_eq!(
+            hellos[0][..2],
+            [tallow_protocol::limits::PROTOCOL_VERSION, 1]
+        );
     }
 }

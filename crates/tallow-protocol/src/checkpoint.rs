@@ -529,6 +529,7 @@ mod tests {
                     mtime: Timestamp::default(),
                 },
             ],
+            left_out: Default::default(),
         }
     }
 

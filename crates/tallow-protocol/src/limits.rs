@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-/// Version byte at the start of every handshake message.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version byte at the start of every handshake message. Version 2: the
+/// offer lists what the sender left out.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Largest handshake message (the biggest is ~3.3 KB).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 8 * 1024;
@@ -19,6 +20,8 @@ pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 
 /// Most files in one manifest.
 pub const MAX_MANIFEST_ENTRIES: usize = 1_000_000;
+/// Most names of left-out entries (links, special files) an offer lists.
+pub const MAX_LEFT_OUT_NAMES: usize = 64;
 /// Longest relative path in a manifest, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
 /// Longest free-text reason in a message (decline, abort).

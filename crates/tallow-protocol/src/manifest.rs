@@ -8,7 +8,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::limits::{MAX_CHUNK_SIZE, MAX_MANIFEST_ENTRIES, MAX_PATH_LEN, MIN_CHUNK_SIZE};
+use crate::limits::{
+    MAX_CHUNK_SIZE, MAX_LEFT_OUT_NAMES, MAX_MANIFEST_ENTRIES, MAX_PATH_LEN, MIN_CHUNK_SIZE,
+};
 use crate::path::{comparison_key, validate_relative_path, PathError};
 use crate::wire::{DecodeError, WireReader, WireWrite};
 
@@ -96,6 +98,32 @@ pub struct Manifest {
     pub dirs: Vec<DirEntry>,
     /// Files, in the order they are sent; chunk messages index this list.
     pub files: Vec<FileEntry>,
+    /// What the sender found in its folders and left out (symbolic links,
+    /// sockets, pipes, devices), so the receiver is told.
+    pub left_out: LeftOut,
+}
+
+/// Entries the sender skipped: how many, and the first
+/// [`MAX_LEFT_OUT_NAMES`] of their names (for the receiver's user only;
+/// nothing is written for them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// How many were left out.
+    pub count: u64,
+    /// Relative paths of the first few, each a valid relative path.
+    pub names: Vec<String>,
+}
+
+impl LeftOut {
+    /// Count one more; its name is kept while fewer than the limit are.
+    pub fn push(&mut self, name: Option<String>) {
+        self.count += 1;
+        if let Some(name) = name {
+            if self.names.len() < MAX_LEFT_OUT_NAMES {
+                self.names.push(name);
+            }
+        }
+    }
 }
 
 /// Why a manifest was rejected.
@@ -153,9 +181,11 @@ impl Manifest {
     /// sizes, modes, mtimes, chunk size; no random ids, no code). The same
     /// unchanged files give the same identity, so a new `tallow send` with a
     /// new code resumes; a changed size or mtime gives another.
+    /// What was left out is not part of it: a link added to or removed
+    /// from the folder changes nothing that is sent.
     pub fn identity(&self) -> [u8; 32] {
         let mut encoded = Vec::new();
-        self.encode(&mut encoded);
+        self.encode_entries(&mut encoded);
         blake3::derive_key("tallow 2026-11 manifest identity v1", &encoded)
     }
 
@@ -244,6 +274,17 @@ impl Manifest {
 
     /// Append the encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_entries(out);
+        out.extend_from_slice(&self.left_out.count.to_be_bytes());
+        out.extend_from_slice(&(self.left_out.names.len() as u32).to_be_bytes());
+        for name in &self.left_out.names {
+            out.put_string(name, MAX_PATH_LEN);
+        }
+    }
+
+    /// The chunk size, folders and files: everything that decides what is
+    /// sent.
+    fn encode_entries(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.chunk_size.to_be_bytes());
         out.extend_from_slice(&(self.dirs.len() as u32).to_be_bytes());
         for d in &self.dirs {
@@ -281,10 +322,32 @@ impl Manifest {
                 mtime,
             });
         }
+        let mut left_out = LeftOut {
+            count: r.u64("left-out count")?,
+            names: Vec::new(),
+        };
+        let named = r.u32("left-out names")? as usize;
+        if named > MAX_LEFT_OUT_NAMES || named as u64 > left_out.count {
+            return Err(DecodeError::TooLarge {
+                what: "left-out names",
+                got: named as u64,
+                max: MAX_LEFT_OUT_NAMES.min(left_out.count as usize) as u64,
+            }
+            .into());
+        }
+        for _ in 0..named {
+            let name = r.string(MAX_PATH_LEN, "left-out name")?.to_owned();
+            validate_relative_path(&name).map_err(|reason| ManifestError::UnsafePath {
+                path: name.clone(),
+                reason,
+            })?;
+            left_out.names.push(name);
+        }
         let m = Manifest {
             chunk_size,
             dirs,
             files,
+            left_out,
         };
         m.validate()?;
         Ok(m)
@@ -354,6 +417,7 @@ mod tests {
                     },
                 })
                 .collect(),
+            left_out: LeftOut::default(),
         }
     }
 
@@ -372,15 +436,52 @@ mod tests {
                 mtime: Timestamp::default(),
             },
         ];
+        m.left_out.push(Some("dir/link".into()));
+        m.left_out.push(None);
         let mut buf = Vec::new();
         m.encode(&mut buf);
         let mut r = WireReader::new(&buf);
         assert_eq!(Manifest::decode(&mut r).unwrap(), m);
         r.finish().unwrap();
+        assert_eq!(m.left_out.count, 2);
         assert_eq!(m.total_size(), 30);
         assert_eq!(m.chunk_count(0), 0);
         assert_eq!(m.chunk_count(4096), 1);
         assert_eq!(m.chunk_count(4097), 2);
+    }
+
+    #[test]
+    fn left_out_names_are_bounded_and_checked_but_not_the_identity() {
+        let plain = manifest(&["a"]);
+        let mut m = plain.clone();
+        for i in 0..MAX_LEFT_OUT_NAMES + 10 {
+            m.left_out.push(Some(format!("a/link{i}")));
+        }
+        assert_eq!(m.left_out.names.len(), MAX_LEFT_OUT_NAMES);
+        assert_eq!(m.left_out.count, MAX_LEFT_OUT_NAMES as u64 + 10);
+        assert_eq!(m.identity(), plain.identity());
+        let decode = |m: &Manifest| {
+            let mut buf = Vec::new();
+            m.encode(&mut buf);
+            Manifest::decode(&mut WireReader::new(&buf))
+        };
+        assert_eq!(decode(&m).unwrap(), m);
+        // More names than the limit, or than the count, or an unsafe one.
+        let mut over = m.clone();
+        over.left_out.names.push("a/one-more".into());
+        assert!(matches!(
+            decode(&over),
+            Err(ManifestError::Decode(DecodeError::TooLarge { .. }))
+        ));
+        let mut more_than_counted = plain.clone();
+        more_than_counted.left_out.names.push("a/x".into());
+        assert!(decode(&more_than_counted).is_err());
+        let mut unsafe_name = plain.clone();
+        unsafe_name.left_out.push(Some("../../etc/x\x1b[2J".into()));
+        assert!(matches!(
+            decode(&unsafe_name),
+            Err(ManifestError::UnsafePath { .. })
+        ));
     }
 
     #[test]
@@ -523,6 +624,7 @@ mod tests {
                     mtime: Timestamp::default(),
                 })
                 .collect(),
+            left_out: LeftOut::default(),
         };
         assert_eq!(m.validate(), Ok(()));
         m.dirs.push(DirEntry {

@@ -343,6 +343,7 @@ mod tests {
                     mode: 0o600,
                     mtime: Default::default(),
                 }],
+                left_out: Default::default(),
             }),
             Message::Accept {
                 resume: ResumePoint::default(),

@@ -339,6 +339,7 @@ mod tests {
             chunk_size: 4096,
             dirs: vec![],
             files: vec![entry("a", 5000), entry("b", 4 * 4096)],
+            left_out: Default::default(),
         };
         let a = data(5000, 1);
         let b = data(4 * 4096, 2);

@@ -76,6 +76,7 @@ impl SourceTree {
                 chunk_size,
                 dirs: Vec::new(),
                 files: Vec::new(),
+                left_out: Default::default(),
             },
             sources: Vec::new(),
             skipped: Vec::new(),
@@ -219,6 +220,9 @@ impl SourceTree {
             let file_type = entry.file_type();
             if !file_type.is_dir() && !file_type.is_file() {
                 self.skipped.push(entry.path().to_path_buf());
+                // Named for the receiver if its name would pass there.
+                let name = relative_name(root_name, root, entry.path()).ok();
+                self.manifest.left_out.push(name);
                 continue;
             }
             let rel = relative_name(root_name, root, entry.path())?;

@@ -163,6 +163,21 @@ impl TransferError {
         }
     }
 
+    /// The peer's `Abort`, if `frame` (a decrypted frame from `peer`) is
+    /// one.
+    pub fn from_abort_frame(frame: &[u8], peer: Role) -> Option<Self> {
+        match crate::message::Message::decode(frame) {
+            Ok(crate::message::Message::Abort { kind, detail }) => {
+                Some(TransferError::PeerAborted {
+                    peer,
+                    kind,
+                    detail: detail.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the peer should be told (not when it told us, or is gone).
     pub fn should_notify_peer(&self) -> bool {
         !matches!(

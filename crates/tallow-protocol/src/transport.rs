@@ -87,3 +87,33 @@ pub trait FrameSource: Send {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
+
+/// A [`FrameSource`] whose first frame was already read (while the user
+/// was being asked something, say); it is returned first, then the rest.
+pub struct Prefetched<R> {
+    first: Option<Vec<u8>>,
+    inner: R,
+}
+
+impl<R> Prefetched<R> {
+    /// `first`, if any, comes before everything `inner` yields.
+    pub fn new(first: Option<Vec<u8>>, inner: R) -> Self {
+        Prefetched { first, inner }
+    }
+}
+
+impl<R: FrameSource> FrameSource for Prefetched<R> {
+    async fn recv_frame(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<(), TransportError> {
+        match self.first.take() {
+            Some(first) => {
+                *buf = first;
+                Ok(())
+            }
+            None => self.inner.recv_frame(buf, timeout).await,
+        }
+    }
+}

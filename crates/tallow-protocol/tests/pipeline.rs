@@ -280,6 +280,7 @@ fn one_file(size: u64) -> Manifest {
         chunk_size: 4096,
         dirs: vec![],
         files: vec![entry("victim.bin", size)],
+        left_out: Default::default(),
     }
 }
 
@@ -412,6 +413,7 @@ async fn a_symlink_in_the_output_folder_is_never_written_through() {
         chunk_size: 4096,
         dirs: vec![],
         files: vec![entry("dir/escape.txt", 1)],
+        left_out: Default::default(),
     };
     let frames = vec![
         chunk(0, 0, b"x"),
@@ -468,6 +470,7 @@ async fn unsafe_names_in_the_offer_are_refused_before_anything_is_written() {
                 chunk_size: 4096,
                 dirs: vec![],
                 files,
+                left_out: Default::default(),
             },
             vec![],
             out.path(),

@@ -366,14 +366,18 @@ fn hide_secrets(args: &[std::ffi::OsString], cli: &Cli) {
 
 /// Say the keys are confirmed; with `--verify`, show the short
 /// authentication string and continue only if the user says it matches.
+/// The question ends early if the other side answers no first. A frame the
+/// other side sent meanwhile (the receiver gets the offer once the sender
+/// said yes) is returned, to be read first.
 async fn confirm_connected(
     channel: &mut tallow_net::PeerChannel,
     verify: bool,
     us: tallow_protocol::Role,
     deadlines: &Deadlines,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Vec<u8>>> {
     use tallow_protocol::message::{AbortKind, Message};
-    use tallow_protocol::transport::FrameSink;
+    use tallow_protocol::transport::{FrameSink, FrameSource};
+    use tallow_protocol::TransferError;
     events::Event::new("connected")
         .str("verification", &channel.short_authentication_string)
         .str("route", channel.via.kind())
@@ -383,15 +387,34 @@ async fn confirm_connected(
         channel.via
     );
     if !verify {
-        return Ok(());
+        return Ok(None);
     }
     say!(
         "Verification string: {}",
         channel.short_authentication_string
     );
     let question = format!("Does the {} show the same verification string?", us.peer());
-    if ask_yes_no(&question, deadlines.decision).await? {
-        return Ok(());
+    let answer = ask_yes_no(&question, deadlines.decision);
+    tokio::pin!(answer);
+    let mut early = None;
+    let same = loop {
+        tokio::select! {
+            answer = &mut answer => break answer?,
+            () = channel.reader.wait_for_data(), if early.is_none() => {
+                let mut frame = Vec::new();
+                channel.reader.recv_frame(&mut frame, Some(deadlines.idle)).await?;
+                if let Some(stopped) = TransferError::from_abort_frame(&frame, us.peer()) {
+                    say!();
+                    return Err(stopped.into());
+                }
+                // Only the sender speaks first (its offer, after its yes);
+                // anything else is for the pipeline to refuse.
+                early = Some(frame);
+            }
+        }
+    };
+    if same {
+        return Ok(early);
     }
     let detail = format!("the {us} said the verification strings differ");
     let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];

@@ -179,13 +179,19 @@ pub const NAMES_SHOWN: usize = 10;
 
 /// `a, b, c, and 4 more`: the first [`NAMES_SHOWN`] names, escaped.
 pub fn names_summary(names: &[&str]) -> String {
+    some_names_summary(names, names.len() as u64)
+}
+
+/// [`names_summary`] of `total` things of which only `names` are known.
+pub fn some_names_summary(names: &[&str], total: u64) -> String {
     let mut shown: Vec<String> = names
         .iter()
         .take(NAMES_SHOWN)
         .map(|n| display_name(n))
         .collect();
-    if names.len() > NAMES_SHOWN {
-        shown.push(format!("and {} more", names.len() - NAMES_SHOWN));
+    let more = total.saturating_sub(shown.len() as u64);
+    if more > 0 {
+        shown.push(format!("and {more} more"));
     }
     shown.join(", ")
 }
@@ -236,6 +242,8 @@ mod tests {
             "n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, and 2 more"
         );
         assert_eq!(names_summary(&["a\u{1b}b"]), "a\\u{1b}b");
+        assert_eq!(some_names_summary(&["a", "b"], 5), "a, b, and 3 more");
+        assert_eq!(some_names_summary(&[], 2), "and 2 more");
     }
 
     #[test]

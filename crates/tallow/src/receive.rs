@@ -14,11 +14,14 @@ use tallow_protocol::checkpoint::{self, LocalKey, RecordedProgress};
 use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::placement::OutputDir;
 use tallow_protocol::receive::{receive_offer, Offered, Placement, ReceiveOptions};
+use tallow_protocol::transport::Prefetched;
 use tallow_protocol::{Role, TransferError};
 
 use crate::events::Event;
 use crate::exit::UsageError;
-use crate::progress::{display_name, human_age, human_bytes, names_summary, ProgressLine};
+use crate::progress::{
+    display_name, human_age, human_bytes, names_summary, some_names_summary, ProgressLine,
+};
 use crate::{ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
 
 #[derive(Args)]
@@ -134,9 +137,11 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     )
     .await
     .map_err(|e| args.client.explain(e))?;
-    confirm_connected(&mut channel, args.client.verify, Role::Receiver, &deadlines).await?;
+    let early =
+        confirm_connected(&mut channel, args.client.verify, Role::Receiver, &deadlines).await?;
 
-    let offer = match receive_offer(channel.writer, channel.reader, &deadlines).await? {
+    let reader = Prefetched::new(early, channel.reader);
+    let offer = match receive_offer(channel.writer, reader, &deadlines).await? {
         Offered::Files(offer) => offer,
         Offered::Text(text) => {
             show_text(&text);
@@ -179,11 +184,24 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         human_bytes(total),
         names_summary(&top)
     );
+    let left_out = &manifest.left_out;
+    if left_out.count > 0 {
+        let names: Vec<&str> = left_out.names.iter().map(String::as_str).collect();
+        say!(
+            "The sender left out {} symbolic link{} or special file{} found in its folders (links are never followed; nothing arrives for them): {}",
+            left_out.count,
+            if left_out.count == 1 { "" } else { "s" },
+            if left_out.count == 1 { "" } else { "s" },
+            some_names_summary(&names, left_out.count)
+        );
+    }
 
     Event::new("offer")
         .num("files", count as u64)
         .num("bytes", total)
         .strs("names", top.iter().copied())
+        .num("left_out", left_out.count)
+        .strs("left_out_names", left_out.names.iter().map(String::as_str))
         .str("out", &out.display().to_string())
         .emit();
     let mut options = ReceiveOptions {

@@ -13,6 +13,7 @@ use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
 use tallow_protocol::message::MAX_TEXT_LEN;
 use tallow_protocol::send::{send_text, send_transfer, Compression, SendOptions};
 use tallow_protocol::source::SourceTree;
+use tallow_protocol::transport::Prefetched;
 use tallow_protocol::Role;
 
 use crate::events::Event;
@@ -185,15 +186,18 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     if !shown.load(std::sync::atomic::Ordering::Relaxed) {
         show_code();
     }
-    if let Err(e) =
-        confirm_connected(&mut channel, args.client.verify, Role::Sender, &deadlines).await
-    {
-        drop(channel);
-        relay_guard.drain(ABORT_DRAIN).await;
-        return Err(e);
-    }
+    let early =
+        match confirm_connected(&mut channel, args.client.verify, Role::Sender, &deadlines).await {
+            Ok(early) => early,
+            Err(e) => {
+                drop(channel);
+                relay_guard.drain(ABORT_DRAIN).await;
+                return Err(e);
+            }
+        };
+    let reader = Prefetched::new(early, channel.reader);
     if let Some(text) = &args.text {
-        send_text(text, channel.writer, channel.reader, &deadlines).await?;
+        send_text(text, channel.writer, reader, &deadlines).await?;
         Event::new("done")
             .num("files", 0)
             .num("bytes", text.len() as u64)
@@ -219,7 +223,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     let result = send_transfer(
         transfer,
         channel.writer,
-        channel.reader,
+        reader,
         &deadlines,
         options,
         &mut |p| line.update(p),

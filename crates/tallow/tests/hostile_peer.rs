@@ -44,6 +44,7 @@ fn manifest(files: Vec<FileEntry>) -> Manifest {
         chunk_size: CHUNK,
         dirs: vec![],
         files,
+        left_out: Default::default(),
     }
 }
 

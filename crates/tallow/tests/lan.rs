@@ -218,3 +218,56 @@ fn a_wrong_code_over_the_lan_is_reported_as_such_on_both_sides() {
     // The sender's verdict crossed its own in-process relay before it exited.
     assert!(r_err.contains("rejected our key confirmation"), "{r_err}");
 }
+
+#[test]
+fn failures_on_the_local_network_are_told_without_a_relay_in_them() {
+    // Issue 18.9: with no relay anywhere, no error speaks of one.
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "x.bin", 1000, 5);
+    let error_line = |err: &str| err.lines().last().unwrap_or_default().to_owned();
+
+    // A sender nobody joins.
+    let port = discovery_port(4);
+    let mut cmd = command(&[]);
+    cmd.args(["send", "--lan-only", "--code", "6165-abacus-zoom-yodel"])
+        .args(["--discovery-port", &port, "--wait-timeout", "2"])
+        .arg(&file)
+        .stdin(Stdio::null());
+    let (status, err, _) = Running::spawn(cmd).finish_within(Duration::from_secs(30));
+    let line = error_line(&err);
+    assert!(!status.success(), "{err}");
+    assert!(
+        line.contains("no receiver joined on the local network within 2 s")
+            && !line.contains("relay "),
+        "{err}"
+    );
+
+    // A sender that announced itself, and then its machine did not answer.
+    let code = "6166-abacus-zoom-yodel";
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = discovery_port(5);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let room = tallow_crypto::CodePhrase::parse(code).unwrap().room_id();
+    let announcer = runtime.spawn(tallow_net::lan::announce(
+        room,
+        closed,
+        port.parse().unwrap(),
+    ));
+    let r = lan_receiver(&[], code, out.path(), &port, &["--lan-only"]);
+    let (status, err, _) = r.finish_within(Duration::from_secs(60));
+    announcer.abort();
+    let line = error_line(&err);
+    assert!(!status.success(), "{err}");
+    assert!(
+        line.contains("could not connect to the sender at ")
+            && line.contains(&format!(":{closed} on the local network"))
+            && !line.contains("tallow relay"),
+        "{err}"
+    );
+    assert!(list_dir(out.path()).is_empty());
+}

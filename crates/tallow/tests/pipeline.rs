@@ -88,6 +88,12 @@ fn a_tree_arrives_with_folders_empty_files_modes_and_mtimes() {
         s_err.contains("skipping 1 symbolic link") && s_err.contains("link-to-elsewhere"),
         "{s_err}"
     );
+    // The receiver is told too (issue 18.11), by its name in the folder.
+    assert!(
+        r_err.contains("The sender left out 1 symbolic link or special file")
+            && r_err.contains("project tree/link-to-elsewhere"),
+        "{r_err}"
+    );
     // The link is the only difference: drop it from the source and compare.
     fs::remove_file(&link).unwrap();
     fs::File::open(&root)

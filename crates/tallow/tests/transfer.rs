@@ -164,41 +164,36 @@ fn receiver_without_a_terminal_or_yes_stops_before_spending_the_senders_try() {
     assert_same_file(&files[0], &out.path().join("a.bin"));
 }
 
+/// `tallow send|receive --verify` through `relay`, answering `answer` to
+/// the question (nothing: the question stays open; its stdin is returned).
+fn verifying(
+    side: &str,
+    relay: &Relay,
+    path: &Path,
+    answer: &[u8],
+) -> (Running, std::process::ChildStdin) {
+    let path = path.to_string_lossy().into_owned();
+    let mut cmd = tallow();
+    cmd.args([side, "--no-lan", "--relay", &relay.addr, "--verify"]);
+    match side {
+        "send" => cmd.args(["--code", CODE, &path]),
+        _ => cmd.args(["--out", &path, "--yes", CODE]),
+    };
+    cmd.stdin(Stdio::piped());
+    let mut running = Running::spawn(cmd);
+    let mut stdin = running.child.stdin.take().unwrap();
+    stdin.write_all(answer).unwrap();
+    (running, stdin)
+}
+
 #[test]
 fn verify_shows_the_same_string_on_both_sides() {
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "v.bin", 1000, 5);
-    let spawn = |args: Vec<String>| {
-        let mut cmd = tallow();
-        cmd.args(&args).stdin(Stdio::piped());
-        let mut running = Running::spawn(cmd);
-        let mut stdin = running.child.stdin.take().unwrap();
-        stdin.write_all(b"y\n").unwrap();
-        running
-    };
-    let s = spawn(vec![
-        "send".into(),
-        "--no-lan".into(),
-        "--relay".into(),
-        relay.addr.clone(),
-        "--code".into(),
-        CODE.into(),
-        "--verify".into(),
-        file.to_string_lossy().into_owned(),
-    ]);
-    let r = spawn(vec![
-        "receive".into(),
-        "--no-lan".into(),
-        "--relay".into(),
-        relay.addr.clone(),
-        "--out".into(),
-        out.path().to_string_lossy().into_owned(),
-        "--yes".into(),
-        "--verify".into(),
-        CODE.into(),
-    ]);
+    let (s, _s_in) = verifying("send", &relay, &file, b"y\n");
+    let (r, _r_in) = verifying("receive", &relay, out.path(), b"y\n");
     let (r_status, r_err) = r.finish();
     let (s_status, s_err) = s.finish();
     assert!(
@@ -214,6 +209,37 @@ fn verify_shows_the_same_string_on_both_sides() {
     assert_eq!(sas(&s_err), sas(&r_err));
     assert_eq!(sas(&s_err).len(), 11, "nine digits in three groups");
     assert_same_file(&file, &out.path().join("v.bin"));
+}
+
+#[test]
+fn a_no_to_verify_ends_the_other_sides_question_too() {
+    // Issue 18.11: whoever says "they differ" first, the other side's
+    // question ends at once (its decision deadline is ten minutes) with
+    // the reason, and nothing is written.
+    for no_from in ["receive", "send"] {
+        let relay = Relay::start(&[]);
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let file = random_file(src.path(), "v.bin", 1000, 6);
+        let answer = |side: &str| if side == no_from { &b"n\n"[..] } else { b"" };
+        let (s, _s_in) = verifying("send", &relay, &file, answer("send"));
+        let (r, _r_in) = verifying("receive", &relay, out.path(), answer("receive"));
+        let (r_status, r_err, _) = r.finish_within(Duration::from_secs(60));
+        let (s_status, s_err, _) = s.finish_within(Duration::from_secs(60));
+        let (asked, other) = if no_from == "send" {
+            ((r_status, &r_err), &s_err)
+        } else {
+            ((s_status, &s_err), &r_err)
+        };
+        assert_eq!(asked.0.code(), Some(5), "{no_from}: {}\n{other}", asked.1);
+        assert!(
+            asked.1.contains("said the verification strings differ"),
+            "{no_from}: {}",
+            asked.1
+        );
+        assert!(other.contains("verification strings differ"), "{other}");
+        assert!(list_dir(out.path()).is_empty());
+    }
 }
 
 #[test]
