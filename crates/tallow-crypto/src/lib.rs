@@ -20,7 +20,7 @@ pub mod hybrid_kem;
 pub mod key_schedule;
 pub mod merkle;
 pub mod pake;
-mod wordlist;
+pub mod wordlist;
 
 pub use code::{CodeError, CodePhrase, RoomId};
 pub use frame_cipher::{FrameOpener, FrameSealer, FRAME_HEADER_LEN, TAG_LEN};

@@ -23,9 +23,55 @@ pub fn contains(word: &str) -> bool {
     wordlist().binary_search(&word).is_ok()
 }
 
+/// The words that start with `prefix` (lowercase), in order.
+pub fn starting_with(prefix: &str) -> &'static [&'static str] {
+    let words = wordlist();
+    let start = words.partition_point(|w| *w < prefix);
+    let len = words[start..].partition_point(|w| w.starts_with(prefix));
+    &words[start..start + len]
+}
+
+/// What `prefix` can be extended to for sure: the whole word followed by
+/// `-` when only one word starts with it, else the longest prefix all the
+/// words starting with it share (`None` when no word does, or there is
+/// nothing to add).
+pub fn complete(prefix: &str) -> Option<String> {
+    match starting_with(prefix) {
+        [] => None,
+        [only] => Some(format!("{only}-")),
+        [first, .., last] => {
+            // Sorted: what the first and last share, every word between shares.
+            let shared = first
+                .bytes()
+                .zip(last.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            (shared > prefix.len()).then(|| first[..shared].to_owned())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_complete_to_one_word_or_to_what_the_candidates_share() {
+        assert_eq!(starting_with("abacu"), ["abacus"]);
+        assert_eq!(complete("abac").as_deref(), Some("abacus-"));
+        assert_eq!(complete("abacus").as_deref(), Some("abacus-"));
+        assert!(starting_with("zoo").len() > 1);
+        assert!(starting_with("zoo").iter().all(|w| w.starts_with("zoo")));
+        assert_eq!(
+            complete("zoo"),
+            None,
+            "zoom, zoology…: nothing shared to add"
+        );
+        assert_eq!(complete("qqq"), None);
+        assert_eq!(starting_with("").len(), WORDLIST_LEN);
+        let shared = complete("zoolo").expect("zoologist and zoology share zoolog");
+        assert_eq!(shared, "zoolog");
+    }
 
     #[test]
     fn wordlist_has_7776_unique_sorted_words() {

@@ -30,8 +30,8 @@ pub struct ReceiveArgs {
     /// (dashes or spaces, any case, no quotes needed: `4821 alpha bravo
     /// charlie` works). Given here it is hidden from the process list once
     /// tallow starts (Linux), not before, and the shell may keep it in its
-    /// history; left out, it is read from TALLOW_CODE or asked for without
-    /// echo, which keeps it out entirely.
+    /// history; left out, it is read from TALLOW_CODE or asked for (Tab
+    /// completes each word), which keeps it out of both.
     #[arg(value_name = "CODE", num_args = 0..)]
     pub(crate) code: Vec<String>,
     /// Folder to write into (created if missing; default: `out` from
@@ -84,7 +84,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     let given = (!args.code.is_empty()).then(|| args.code.join("-"));
     let typed = match given.or_else(|| std::env::var("TALLOW_CODE").ok()) {
         Some(code) => code,
-        None if std::io::stdin().is_terminal() => read_hidden("Code: ")?,
+        None if std::io::stdin().is_terminal() => ask_code()?,
         None => return Err(crate::exit::UsageError(
             "no code: pass it as an argument, set TALLOW_CODE, or run in a terminal to be asked",
         )
@@ -500,21 +500,56 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Read a line from the terminal without echoing it.
-fn read_hidden(prompt: &str) -> anyhow::Result<String> {
-    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
-    use std::io::Write;
-    let stdin = std::io::stdin();
-    let original = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
-    let mut quiet = original.clone();
-    quiet.local_modes.remove(LocalModes::ECHO);
-    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("cannot turn off echo")?;
-    let _ = write!(std::io::stderr(), "{prompt}");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let read = stdin.read_line(&mut line);
-    let _ = tcsetattr(&stdin, OptionalActions::Now, &original);
-    say!();
-    read.context("cannot read the code")?;
-    Ok(line.trim().to_owned())
+/// Ask for the code on the terminal, completing its words with Tab (as
+/// magic-wormhole does). It shows as typed: a code is spent once the
+/// transfer starts, and reading it off the screen before then would race
+/// a receiver that is already connecting.
+fn ask_code() -> anyhow::Result<String> {
+    let term = dialoguer::console::Term::stderr();
+    let typed = dialoguer::Input::<String>::new()
+        .with_prompt("Code (Tab completes a word)")
+        .completion_with(&CodeWords)
+        .interact_text_on(&term);
+    match typed {
+        Ok(code) => Ok(code),
+        Err(dialoguer::Error::IO(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+            Err(crate::exit::Interrupted.into())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot read the code")),
+    }
+}
+
+/// Tab completion of the word being typed (not the number before it).
+struct CodeWords;
+
+impl dialoguer::Completion for CodeWords {
+    fn get(&self, input: &str) -> Option<String> {
+        let start = input
+            .rfind(|c: char| c == '-' || c.is_whitespace())
+            .map(|at| at + 1)?;
+        let word = input[start..].to_ascii_lowercase();
+        if word.is_empty() {
+            return None;
+        }
+        let completed = tallow_crypto::wordlist::complete(&word)?;
+        Some(format!("{}{completed}", &input[..start]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dialoguer::Completion;
+
+    #[test]
+    fn tab_completes_the_word_being_typed_and_never_the_number() {
+        let c = super::CodeWords;
+        assert_eq!(c.get("4711-abac").as_deref(), Some("4711-abacus-"));
+        assert_eq!(
+            c.get("4711 abacus ZOOL").as_deref(),
+            Some("4711 abacus zoolog")
+        );
+        assert_eq!(c.get("4711-abacus-zoo"), None);
+        assert_eq!(c.get("47"), None);
+        assert_eq!(c.get("4711-"), None);
+    }
 }

@@ -602,6 +602,26 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
     );
 }
 
+/// Issue 18.10: asked for the code on a terminal, Tab completes each word.
+#[test]
+fn tab_completes_the_code_words_when_asked_for_the_code() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "typed.bin", 5000, 8);
+    let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
+    // No code on the command line: it is asked for. "abac" and "yod" have
+    // one word each; "zoom" is typed whole (zoo… has four).
+    let line = receive_line(&relay.addr, "", out.path(), "--yes");
+    let typing = b"4711-abac\tzoom-yod\t\r";
+    let (status, shown) = on_terminal(&line, typing, Duration::from_millis(1500));
+    let (s_status, s_err) = s.finish();
+    assert!(status.success() && s_status.success(), "{shown}\n{s_err}");
+    assert!(shown.contains("Code (Tab completes a word)"), "{shown}");
+    assert!(shown.contains("4711-abacus-zoom-yodel-"), "{shown}");
+    assert_same_file(&file, &out.path().join("typed.bin"));
+}
+
 /// The receiver takes its time to answer; the sender's duration and speed
 /// count from the acceptance, not from the offer.
 #[test]
