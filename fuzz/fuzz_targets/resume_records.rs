@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(p.bytes(&manifest) <= manifest.total_size());
     }
-    if let Ok(Message::Accept { resume }) = Message::decode(data) {
+    if let Ok(Message::Accept { resume, .. }) = Message::decode(data) {
         let _ = resume.bytes(&tallow_protocol::manifest::Manifest {
             chunk_size: 4096,
             dirs: vec![],

@@ -78,6 +78,14 @@ pub enum Progress {
         /// Index into the manifest.
         index: usize,
     },
+    /// The receiver keeps `files` it already has (`bytes` in all) and does
+    /// not want them sent.
+    Skipped {
+        /// How many files.
+        files: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
     /// `bytes` of `total` were already at the receiver from an interrupted
     /// earlier transfer and will not be sent again.
     Resumed {

@@ -67,6 +67,9 @@ pub enum Message<'a> {
     Accept {
         /// Where to start.
         resume: ResumePoint,
+        /// Files after that point not to send at all: they exist at the
+        /// receiver and its user chose to keep them.
+        skip: FileRuns,
     },
     /// Receiver → sender: no, with a reason for the sender's user.
     Decline {
@@ -138,10 +141,11 @@ impl<'a> Message<'a> {
                 out.push(OFFER);
                 m.encode(out);
             }
-            Message::Accept { resume } => {
+            Message::Accept { resume, skip } => {
                 out.push(ACCEPT);
                 out.extend_from_slice(&resume.files_done.to_be_bytes());
                 out.extend_from_slice(&resume.chunks_done.to_be_bytes());
+                skip.encode(out);
             }
             Message::Decline { reason } => {
                 out.push(DECLINE);
@@ -192,6 +196,7 @@ impl<'a> Message<'a> {
                     files_done: r.u32("resumed files")?,
                     chunks_done: r.u64("resumed chunks")?,
                 },
+                skip: FileRuns::decode(&mut r)?,
             },
             DECLINE => Message::Decline {
                 reason: r.string(MAX_REASON_LEN, "decline reason")?,
@@ -289,6 +294,13 @@ impl ResumePoint {
             || f == files && self.chunks_done == 0
     }
 
+    /// The first file nothing of which is here yet: only files from there
+    /// on may be skipped.
+    pub fn first_unstarted(&self) -> u32 {
+        self.files_done
+            .saturating_add(u32::from(self.chunks_done > 0))
+    }
+
     /// Plaintext bytes before the point.
     pub fn bytes(&self, manifest: &crate::manifest::Manifest) -> u64 {
         let f = (self.files_done as usize).min(manifest.files.len());
@@ -299,6 +311,110 @@ impl ResumePoint {
                 .sum()
         });
         whole + part
+    }
+}
+
+/// A set of file indices as sorted, disjoint runs `(first, count)`: the
+/// files a receiver skips, however many, in a few bytes when they are
+/// neighbours (a whole folder it already has).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileRuns {
+    runs: Vec<(u32, u32)>,
+}
+
+/// Bytes one run takes on the wire.
+const RUN_LEN: usize = 8;
+
+impl FileRuns {
+    /// The set of `files`, given in increasing order (repeats are ignored).
+    pub fn from_sorted(files: impl IntoIterator<Item = u32>) -> Self {
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for file in files {
+            match runs.last_mut() {
+                Some((first, count))
+                    if u64::from(*first) + u64::from(*count) == u64::from(file) =>
+                {
+                    *count += 1
+                }
+                Some((first, count)) if u64::from(*first) + u64::from(*count) > u64::from(file) => {
+                }
+                _ => runs.push((file, 1)),
+            }
+        }
+        FileRuns { runs }
+    }
+
+    /// Whether `file` is in the set.
+    pub fn contains(&self, file: u32) -> bool {
+        let i = self.runs.partition_point(|(first, _)| *first <= file);
+        i > 0 && {
+            let (first, count) = self.runs[i - 1];
+            u64::from(file) < u64::from(first) + u64::from(count)
+        }
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The files, in order.
+    pub fn files(&self) -> impl Iterator<Item = u32> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|&(first, count)| (0..count).map(move |i| first + i))
+    }
+
+    /// How many files.
+    pub fn count(&self) -> u64 {
+        self.runs.iter().map(|&(_, count)| u64::from(count)).sum()
+    }
+
+    /// Bytes of the skipped files of `manifest`.
+    pub fn bytes(&self, manifest: &crate::manifest::Manifest) -> u64 {
+        self.files()
+            .filter_map(|f| manifest.files.get(f as usize))
+            .map(|f| f.size)
+            .sum()
+    }
+
+    /// Whether every file lies in `from..to`.
+    pub fn within(&self, from: u32, to: usize) -> bool {
+        self.runs.iter().all(|&(first, count)| {
+            first >= from && (u64::from(first) + u64::from(count)) <= to as u64
+        })
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.runs.len() as u32).to_be_bytes());
+        for (first, count) in &self.runs {
+            out.extend_from_slice(&first.to_be_bytes());
+            out.extend_from_slice(&count.to_be_bytes());
+        }
+    }
+
+    /// Runs must be non-empty, in order, apart and not overflow; their
+    /// number is checked against the bytes present before allocating.
+    fn decode(r: &mut WireReader<'_>) -> Result<Self, DecodeError> {
+        let len = r.u32("skipped runs")? as usize;
+        if len > r.remaining() / RUN_LEN {
+            return Err(DecodeError::Truncated("skipped runs"));
+        }
+        let mut runs = Vec::with_capacity(len);
+        let mut end = 0u64;
+        for _ in 0..len {
+            let first = r.u32("skipped file")?;
+            let count = r.u32("skipped count")?;
+            if count == 0 || (!runs.is_empty() && u64::from(first) <= end) {
+                return Err(DecodeError::Invalid("skipped runs"));
+            }
+            end = u64::from(first) + u64::from(count);
+            if end > u64::from(u32::MAX) {
+                return Err(DecodeError::Invalid("skipped runs"));
+            }
+            runs.push((first, count));
+        }
+        Ok(FileRuns { runs })
     }
 }
 
@@ -347,12 +463,14 @@ mod tests {
             }),
             Message::Accept {
                 resume: ResumePoint::default(),
+                skip: FileRuns::default(),
             },
             Message::Accept {
                 resume: ResumePoint {
                     files_done: 3,
                     chunks_done: 1 << 40,
                 },
+                skip: FileRuns::from_sorted([4, 5, 6, 9, u32::MAX - 1]),
             },
             Message::Decline {
                 reason: "no thanks",
@@ -462,5 +580,42 @@ mod tests {
         .encode(&mut bad_flags);
         bad_flags[13] = 0x80;
         assert!(Message::decode(&bad_flags).is_err());
+    }
+
+    #[test]
+    fn skipped_files_are_runs_and_only_canonical_runs_decode() {
+        let set = FileRuns::from_sorted([2, 3, 4, 4, 7, 8, 20]);
+        assert_eq!(set.runs, [(2, 3), (7, 2), (20, 1)]);
+        assert_eq!(set.files().collect::<Vec<_>>(), [2, 3, 4, 7, 8, 20]);
+        assert!(set.contains(2) && set.contains(4) && set.contains(20));
+        assert!(!set.contains(1) && !set.contains(5) && !set.contains(21));
+        assert!(set.within(2, 21) && !set.within(3, 21) && !set.within(2, 20));
+        assert!(FileRuns::default().is_empty() && !FileRuns::default().contains(0));
+        let runs = |runs: &[(u32, u32)]| {
+            let mut buf = Vec::new();
+            FileRuns {
+                runs: runs.to_vec(),
+            }
+            .encode(&mut buf);
+            FileRuns::decode(&mut WireReader::new(&buf))
+        };
+        assert!(runs(&[(0, 1), (5, 2)]).is_ok());
+        // Empty, touching, overlapping, out of order, past u32.
+        for bad in [
+            &[(0, 0)][..],
+            &[(0, 2), (2, 1)],
+            &[(0, 3), (1, 1)],
+            &[(5, 1), (1, 1)],
+            &[(u32::MAX, 2)],
+        ] {
+            assert!(runs(bad).is_err(), "{bad:?}");
+        }
+        // A count the bytes cannot hold is refused before allocating.
+        let mut huge = u32::MAX.to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            FileRuns::decode(&mut WireReader::new(&huge)),
+            Err(DecodeError::Truncated("skipped runs"))
+        );
     }
 }

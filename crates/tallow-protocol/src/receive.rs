@@ -45,7 +45,7 @@ use tokio::sync::mpsc;
 use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
 use crate::limits::{Deadlines, SEND_QUEUE_FRAMES};
 use crate::manifest::{Manifest, Timestamp};
-use crate::message::{AbortKind, ChunkHeader, Message, ResumePoint};
+use crate::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use crate::path::PARTIAL_SUFFIX;
 use crate::placement::{split_parent, Existing, Folder, OutputDir};
 use crate::resume::{self, ResumePlan};
@@ -106,6 +106,9 @@ pub struct ReceiveOptions {
     pub out_dir: PathBuf,
     /// Replace files that already exist.
     pub overwrite: bool,
+    /// Keep files that already exist and have the sender skip them (the
+    /// sender learns which); `overwrite` wins.
+    pub skip_existing: bool,
     /// Continue an interrupted transfer of the same files (default); false
     /// starts over.
     pub resume: bool,
@@ -231,13 +234,14 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         placement(&self.manifest, options, plan)
     }
 
-    /// Refuse if a file would replace an existing one (without `overwrite`),
-    /// or anything would be written through a symlink or over a non-folder.
+    /// Refuse if a file would replace an existing one (without `overwrite`
+    /// or `skip_existing`), or anything would be written through a symlink
+    /// or over a non-folder. Returns the files to skip.
     pub fn check_destination(
         &self,
         options: &ReceiveOptions,
         plan: &ResumePlan,
-    ) -> Result<(), TransferError> {
+    ) -> Result<FileRuns, TransferError> {
         check_destination(&self.manifest, options, plan)
     }
 
@@ -267,15 +271,17 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
             mut writer,
             reader,
         } = self;
-        let prepared = prepare(&manifest, options, &plan);
+        let mut plan = plan;
+        let prepared = prepare(&manifest, options, &mut plan);
         let disk = match prepared {
-            Ok((out, log, made)) => FileWriter::new(
+            Ok((out, log, made, skip)) => FileWriter::new(
                 Arc::new(manifest.clone()),
                 options.clone(),
                 out,
                 plan,
                 log,
                 made,
+                skip,
             ),
             Err(e) => {
                 send_abort(&mut writer, &e).await;
@@ -283,8 +289,13 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
             }
         };
         let point = disk.point;
+        let skip = disk.skip.clone();
         let mut frame = vec![0u8; FRAME_HEADER_LEN];
-        Message::Accept { resume: point }.encode(&mut frame);
+        Message::Accept {
+            resume: point,
+            skip: skip.clone(),
+        }
+        .encode(&mut frame);
         writer.send_frame(&mut frame, deadlines.idle).await?;
 
         let counters = disk.counters.clone();
@@ -303,6 +314,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         let mut streaming = tokio::spawn(stream(
             manifest.clone(),
             point,
+            skip,
             reader,
             work_tx,
             pool_rx,
@@ -384,18 +396,29 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
 /// Create the output folder and every folder of the offer (through
 /// handles), checking the destination first, and start the checkpoint from
 /// what is already here. Returns the open output folder, the checkpoint and
-/// which of the offer's folders this transfer made (now or earlier).
+/// which of the offer's folders this transfer made (now or earlier), and
+/// the files to skip.
 fn prepare(
     manifest: &Manifest,
     options: &ReceiveOptions,
-    plan: &ResumePlan,
-) -> Result<(OutputDir, CheckpointLog, HashSet<u32>), TransferError> {
+    plan: &mut ResumePlan,
+) -> Result<(OutputDir, CheckpointLog, HashSet<u32>, FileRuns), TransferError> {
     let out =
         OutputDir::open(&options.out_dir, true).map_err(|source| TransferError::WriteOutput {
             path: options.out_dir.clone(),
             source,
         })?;
-    check_destination(manifest, options, plan)?;
+    let skip = check_destination(manifest, options, plan)?;
+    // The file at the resume point is kept as the user has it: its partial
+    // is not continued.
+    if skip.contains(plan.point.files_done) {
+        plan.forget_partial(manifest);
+        let entry = &manifest.files[plan.point.files_done as usize];
+        let (dir, name) = split_parent(&entry.path);
+        if let Ok(Some(folder)) = out.folder(dir, false, &mut |_| {}) {
+            let _ = folder.remove(&format!("{name}{PARTIAL_SUFFIX}"));
+        }
+    }
     let index: std::collections::HashMap<&str, u32> = manifest
         .dirs
         .iter()
@@ -428,16 +451,18 @@ fn prepare(
                 source,
             }
         })?;
-    Ok((out, log, made))
+    Ok((out, log, made, skip))
 }
 
-/// Refuse if a file would replace an existing one (without `overwrite`),
-/// or anything would be written through a symlink or over a non-folder.
+/// Refuse if a file would replace an existing one (without `overwrite` or
+/// `skip_existing`), or anything would be written through a symlink or over
+/// a non-folder; and if what is still to come does not fit. Returns the
+/// files to skip.
 fn check_destination(
     manifest: &Manifest,
     options: &ReceiveOptions,
     plan: &ResumePlan,
-) -> Result<(), TransferError> {
+) -> Result<FileRuns, TransferError> {
     // Nothing there yet: nothing to replace, and the free space is that of
     // the folder it will be made in.
     let out = match OutputDir::open(&options.out_dir, false) {
@@ -450,9 +475,16 @@ fn check_destination(
             })
         }
     };
+    let skip = match &out {
+        Some(out) => existing_files(manifest, options, plan, out)?,
+        None => FileRuns::default(),
+    };
     // Bytes still to come must fit (an offer of 2^63 bytes is refused here,
     // before anything is written).
-    let needed = manifest.total_size().saturating_sub(plan.bytes);
+    let needed = manifest
+        .total_size()
+        .saturating_sub(plan.bytes)
+        .saturating_sub(skip.bytes(manifest));
     let available = match &out {
         Some(out) => rustix::fs::fstatvfs(out.root().fd()).ok(),
         None => options
@@ -470,7 +502,19 @@ fn check_destination(
             });
         }
     }
-    let Some(out) = out else { return Ok(()) };
+    Ok(skip)
+}
+
+/// Walk the offer's names in `out`: anything unsafe in the way is refused,
+/// and a file that exists (not our own earlier output) is replaced with
+/// `overwrite`, kept and skipped with `skip_existing`, else refused. Returns
+/// the files to skip.
+fn existing_files(
+    manifest: &Manifest,
+    options: &ReceiveOptions,
+    plan: &ResumePlan,
+    out: &OutputDir,
+) -> Result<FileRuns, TransferError> {
     let mut last: Option<(String, Option<Folder>)> = None;
     let mut at = |rel: &str| -> Result<Existing, TransferError> {
         let (dir, name) = split_parent(rel);
@@ -499,7 +543,8 @@ fn check_destination(
             });
         }
     }
-    for entry in &manifest.files {
+    let mut skipped = Vec::new();
+    for (index, entry) in manifest.files.iter().enumerate() {
         let target = || options.out_dir.join(&entry.path);
         match at(&entry.path)? {
             Existing::Nothing => {}
@@ -509,10 +554,11 @@ fn check_destination(
             // Our own unchanged output from an interrupted run is not the
             // user's file.
             Existing::File(_) if options.overwrite || plan.is_ours(&entry.path) => {}
+            Existing::File(_) if options.skip_existing => skipped.push(index as u32),
             Existing::File(_) => return Err(TransferError::DestinationExists { path: target() }),
         }
     }
-    Ok(())
+    Ok(FileRuns::from_sorted(skipped))
 }
 
 /// See [`IncomingOffer::placement`].
@@ -623,6 +669,7 @@ async fn send_acks<W: FrameSink>(
 async fn stream<R: FrameSource>(
     manifest: Arc<Manifest>,
     start: ResumePoint,
+    skip: FileRuns,
     mut reader: R,
     work: mpsc::Sender<Work>,
     pool: std_mpsc::Receiver<Vec<u8>>,
@@ -631,6 +678,12 @@ async fn stream<R: FrameSource>(
     let mut file = start.files_done as usize;
     let mut next_chunk = start.chunks_done;
     loop {
+        // Nothing comes for a skipped file.
+        if next_chunk == 0 {
+            while skip.contains(file as u32) {
+                file += 1;
+            }
+        }
         let mut buf = pool.try_recv().unwrap_or_default();
         reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
         let item = match decode(&buf)? {
@@ -849,6 +902,8 @@ struct FileWriter {
     records: Vec<Record>,
     unsynced: u64,
     ours: HashSet<String>,
+    /// Files the sender does not send: the user keeps the ones here.
+    skip: FileRuns,
 }
 
 impl FileWriter {
@@ -859,6 +914,7 @@ impl FileWriter {
         plan: ResumePlan,
         log: CheckpointLog,
         made: HashSet<u32>,
+        skip: FileRuns,
     ) -> Self {
         let mut merkle = MerkleBuilder::new();
         plan.leaves.iter().for_each(|l| merkle.push(*l));
@@ -875,7 +931,10 @@ impl FileWriter {
             (len, h)
         });
         let counters = Arc::new(Counters::default());
-        counters.bytes.store(plan.bytes, Ordering::Relaxed);
+        // Skipped files count as here from the start, as on the sender.
+        counters
+            .bytes
+            .store(plan.bytes + skip.bytes(&manifest), Ordering::Relaxed);
         counters
             .files
             .store(point.files_done as usize, Ordering::Relaxed);
@@ -900,6 +959,7 @@ impl FileWriter {
             records: Vec::new(),
             unsynced: 0,
             ours: plan.ours,
+            skip,
         }
     }
 
@@ -930,6 +990,9 @@ impl FileWriter {
         pool: &std_mpsc::Sender<Vec<u8>>,
     ) -> Result<bool, TransferError> {
         while let Some(item) = work.blocking_recv() {
+            if self.current.is_none() {
+                self.pass_skipped();
+            }
             match item {
                 Work::Chunk {
                     header,
@@ -1025,6 +1088,15 @@ impl FileWriter {
             self.checkpoint()?;
         }
         Ok(())
+    }
+
+    /// Step over skipped files to the next one that comes (they count as
+    /// done: the user's own copy stays).
+    fn pass_skipped(&mut self) {
+        while self.skip.contains(self.index as u32) {
+            self.index += 1;
+            self.counters.files.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn open(&mut self) -> Result<(), TransferError> {

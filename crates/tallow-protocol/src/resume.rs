@@ -60,6 +60,16 @@ impl ResumePlan {
         self.ours.contains(path)
     }
 
+    /// Do not continue the partial file at the point (the user keeps the
+    /// file of that name that is there): its chunks come off the point.
+    pub(crate) fn forget_partial(&mut self, manifest: &Manifest) {
+        let kept = self.leaves.len() as u64 - self.point.chunks_done.min(self.leaves.len() as u64);
+        self.leaves.truncate(kept as usize);
+        self.point.chunks_done = 0;
+        self.hasher = None;
+        self.bytes = self.point.bytes(manifest);
+    }
+
     /// Whether an earlier run of this transfer made the folder `path`.
     pub fn made_folder(&self, path: &str) -> bool {
         self.folders_made.contains(path)

@@ -27,7 +27,7 @@ use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::{mpsc, watch};
 
 use crate::limits::{Deadlines, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES};
-use crate::message::{AbortKind, ChunkHeader, Message, ResumePoint};
+use crate::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use crate::source::SourceTree;
 use crate::transport::{FrameSink, FrameSource, TransportError};
 use crate::{Progress, Role, TransferError};
@@ -118,12 +118,20 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         got = reader.recv_frame(&mut buf, Some(deadlines.decision)) => got?,
         _ = options.cancel.cancelled() => return Err(tell_cancelled(&mut writer).await),
     }
-    let resume = match decode(&buf)? {
-        Message::Accept { resume } if resume.fits(tree.manifest()) => resume,
-        Message::Accept { resume } => {
+    let manifest = tree.manifest();
+    let (resume, skip) = match decode(&buf)? {
+        Message::Accept { resume, skip }
+            if resume.fits(manifest)
+                && skip.within(resume.first_unstarted(), manifest.files.len()) =>
+        {
+            (resume, skip)
+        }
+        Message::Accept { resume, .. } => {
             return Err(TransferError::Protocol {
                 peer: Role::Receiver,
-                detail: format!("it asked to resume from {resume:?}, outside the offer"),
+                detail: format!(
+                    "it asked to resume from {resume:?} or to skip files outside the offer"
+                ),
             })
         }
         Message::Decline { reason } => return Err(TransferError::Declined(reason.to_owned())),
@@ -131,14 +139,23 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     };
 
     progress(Progress::Accepted);
-    let total = tree.manifest().total_size();
-    let resumed = resume.bytes(tree.manifest());
+    let total = manifest.total_size();
+    let resumed = resume.bytes(manifest);
     if resumed > 0 || resume.files_done > 0 {
         progress(Progress::Resumed {
             bytes: resumed,
             total,
         });
     }
+    // Skipped files count as there from the start, like resumed ones.
+    let skipped = skip.bytes(manifest);
+    if !skip.is_empty() {
+        progress(Progress::Skipped {
+            files: skip.count(),
+            bytes: skipped,
+        });
+    }
+    let resumed = resumed + skipped;
     let (acked_tx, mut acked_rx) = watch::channel(0u64);
     let mut replies = tokio::spawn(read_replies(reader, acked_tx, total));
 
@@ -149,7 +166,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     }
     let compression = options.compression;
     let producer = tokio::task::spawn_blocking(move || {
-        produce(&tree, compression, resume, queue_tx, &pool_rx)
+        produce(&tree, compression, resume, &skip, queue_tx, &pool_rx)
     });
     // Workers finish out of order; frames go out by sequence number.
     let mut next_seq = 0u64;
@@ -442,6 +459,7 @@ fn produce(
     tree: &SourceTree,
     compression: Compression,
     resume: ResumePoint,
+    skip: &FileRuns,
     queue: mpsc::Sender<QueuedFrame>,
     pool: &std_mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), TransferError> {
@@ -465,6 +483,10 @@ fn produce(
     let mut skipped_bytes = 0u64;
     for (index, entry) in manifest.files.iter().enumerate() {
         let file_index = index as u32;
+        // Not wanted: not read, not sent, not in the Merkle root.
+        if skip.contains(file_index) {
+            continue;
+        }
         let source = tree.source(index);
         // Only the file that was listed: a link, FIFO or other file put in
         // its place since the scan, or a change to it, stops here.

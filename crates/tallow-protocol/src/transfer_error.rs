@@ -118,7 +118,7 @@ pub enum TransferError {
         dir: PathBuf,
     },
     /// A file with the same name is already in the output folder.
-    #[error("{} already exists; pass --overwrite to replace it, or choose another folder with --out", .path.display())]
+    #[error("{} already exists; pass --overwrite to replace it, --skip-existing to keep it (and not receive it), or choose another folder with --out", .path.display())]
     DestinationExists {
         /// The existing file.
         path: PathBuf,

@@ -137,6 +137,7 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
     let options = ReceiveOptions {
         out_dir: out.path().to_path_buf(),
         overwrite: false,
+        skip_existing: false,
         resume: true,
         umask: 0o022,
         local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
@@ -216,6 +217,7 @@ async fn hostile_sender(
     let options = ReceiveOptions {
         out_dir: out.to_path_buf(),
         overwrite: false,
+        skip_existing: false,
         resume: true,
         umask: 0o022,
         local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
@@ -386,6 +388,7 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
     let options = ReceiveOptions {
         out_dir: out.path().to_path_buf(),
         overwrite: false,
+        skip_existing: false,
         resume: true,
         umask: 0o022,
         local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),

@@ -477,8 +477,15 @@ fn manual_pages(command: Option<&str>, dir: Option<&Path>) -> ExitCode {
 /// Ask a yes/no question on stderr and read the answer from stdin, within
 /// `deadline`. Anything but `y`/`yes` is a no.
 async fn ask_yes_no(question: &str, deadline: Duration) -> anyhow::Result<bool> {
+    let answer = ask(&format!("{question} [y/N] "), deadline).await?;
+    Ok(answer == "y" || answer == "yes")
+}
+
+/// Print `prompt` on stderr and read a line from stdin within `deadline`;
+/// the answer trimmed and in lowercase.
+async fn ask(prompt: &str, deadline: Duration) -> anyhow::Result<String> {
     use std::io::Write;
-    let _ = write!(std::io::stderr(), "{question} [y/N] ");
+    let _ = write!(std::io::stderr(), "{prompt}");
     let _ = std::io::stderr().flush();
     let read = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
@@ -490,6 +497,5 @@ async fn ask_yes_no(question: &str, deadline: Duration) -> anyhow::Result<bool> 
             deadline.as_secs()
         )
     })???;
-    let answer = line.trim().to_ascii_lowercase();
-    Ok(answer == "y" || answer == "yes")
+    Ok(line.trim().to_ascii_lowercase())
 }

@@ -126,6 +126,19 @@ impl ProgressLine {
                     )
                 });
             }
+            Progress::Skipped { files, bytes } => {
+                Event::new("skipped")
+                    .num("files", files)
+                    .num("bytes", bytes)
+                    .emit();
+                self.bar.suspend(|| {
+                    say!(
+                        "The receiver keeps {files} file{} it already has ({}): not sent.",
+                        if files == 1 { "" } else { "s" },
+                        human_bytes(bytes)
+                    )
+                });
+            }
             Progress::Accepted => {
                 Event::new("accepted").emit();
                 self.started = Instant::now();
@@ -176,6 +189,14 @@ pub use tallow_protocol::human_bytes;
 
 /// Top-level names listed before "and N more", by sender and receiver alike.
 pub const NAMES_SHOWN: usize = 10;
+
+/// `1 file`, `3 files`.
+pub fn plural(n: u64, thing: &str) -> String {
+    match n {
+        1 => format!("1 {thing}"),
+        _ => format!("{n} {thing}s"),
+    }
+}
 
 /// `a, b, c, and 4 more`: the first [`NAMES_SHOWN`] names, escaped.
 pub fn names_summary(names: &[&str]) -> String {
@@ -243,6 +264,8 @@ mod tests {
         );
         assert_eq!(names_summary(&["a\u{1b}b"]), "a\\u{1b}b");
         assert_eq!(some_names_summary(&["a", "b"], 5), "a, b, and 3 more");
+        assert_eq!(plural(1, "file"), "1 file");
+        assert_eq!(plural(0, "file"), "0 files");
         assert_eq!(some_names_summary(&[], 2), "and 2 more");
     }
 

@@ -20,9 +20,9 @@ use tallow_protocol::{Role, TransferError};
 use crate::events::Event;
 use crate::exit::UsageError;
 use crate::progress::{
-    display_name, human_age, human_bytes, names_summary, some_names_summary, ProgressLine,
+    display_name, human_age, human_bytes, names_summary, plural, some_names_summary, ProgressLine,
 };
-use crate::{ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
+use crate::{ask, ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
 
 #[derive(Args)]
 pub struct ReceiveArgs {
@@ -46,6 +46,10 @@ pub struct ReceiveArgs {
     /// Replace files that already exist in the output folder.
     #[arg(long)]
     overwrite: bool,
+    /// Keep files that already exist in the output folder: the sender does
+    /// not send them (it learns which files you kept).
+    #[arg(long, conflicts_with = "overwrite")]
+    skip_existing: bool,
     /// With --yes: accept an offer that adds files to folders that already
     /// exist in the output folder (without --yes they are listed and you
     /// are asked).
@@ -207,6 +211,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     let mut options = ReceiveOptions {
         out_dir: out.clone(),
         overwrite: args.overwrite,
+        skip_existing: args.skip_existing,
         resume: !args.no_resume,
         umask: umask(),
         local_key: local_key(),
@@ -233,18 +238,47 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     if !to_stdout {
         say!("Into: {}{}", out.display(), free_space(&out));
     }
-    while let Err(e) = offer.check_destination(&options, &plan) {
-        // On a terminal, a file that is in the way can be replaced.
-        if let TransferError::DestinationExists { path } = &e {
-            if !args.yes && !options.overwrite {
-                let question = format!(
-                    "{} already exists here. Replace it, and any other file of this offer that exists?",
-                    display_name(&path.display().to_string())
-                );
-                if ask_yes_no(&question, deadlines.decision).await? {
+    let skip = loop {
+        let e = match offer.check_destination(&options, &plan) {
+            Ok(skip) => break skip,
+            Err(e) => e,
+        };
+        // On a terminal, files that are in the way can be replaced or kept.
+        if matches!(e, TransferError::DestinationExists { .. }) && !args.yes {
+            let existing = {
+                let keep_all = ReceiveOptions {
+                    skip_existing: true,
+                    ..options.clone()
+                };
+                offer
+                    .check_destination(&keep_all, &plan)
+                    .unwrap_or_default()
+            };
+            let names: Vec<&str> = existing
+                .files()
+                .map(|f| manifest.files[f as usize].path.as_str())
+                .collect();
+            let question = format!(
+                "{} of this offer already exist{} here: {}. Replace {} [r], keep yours and skip {} [s], or stop [N]?",
+                plural(names.len() as u64, "file"),
+                if names.len() == 1 { "s" } else { "" },
+                names_summary(&names),
+                if names.len() == 1 { "it" } else { "them" },
+                if names.len() == 1 { "it" } else { "them" },
+            );
+            match ask(&format!("{question} "), deadlines.decision)
+                .await?
+                .as_str()
+            {
+                "r" | "replace" => {
                     options.overwrite = true;
                     continue;
                 }
+                "s" | "skip" => {
+                    options.skip_existing = true;
+                    continue;
+                }
+                _ => {}
             }
         }
         // The sender learns that we cannot accept, never what is here.
@@ -254,6 +288,19 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         };
         let _ = offer.decline(reason, &deadlines).await;
         return Err(e.into());
+    };
+    let skipped_bytes = skip.bytes(&manifest);
+    if !skip.is_empty() {
+        say!(
+            "Keeping {} already here ({}); the sender will not send {}.",
+            plural(skip.count(), "file"),
+            human_bytes(skipped_bytes),
+            if skip.count() == 1 { "it" } else { "them" }
+        );
+        Event::new("skipped")
+            .num("files", skip.count())
+            .num("bytes", skipped_bytes)
+            .emit();
     }
     let placement = offer.placement(&options, &plan);
     show_placement(&placement);
@@ -279,16 +326,19 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         return Err(crate::exit::Refused("offer declined; nothing was written".into()).into());
     }
 
-    let mut line = ProgressLine::new(args.client.quiet, &manifest).resuming_from(plan.bytes);
+    // Skipped files count as here from the start, as resumed bytes do.
+    let mut line =
+        ProgressLine::new(args.client.quiet, &manifest).resuming_from(plan.bytes + skipped_bytes);
     crate::TRANSFERRING.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = offer
         .accept(&options, plan, &deadlines, &mut |p| line.update(p))
         .await;
     line.finish();
     result?;
+    let received = count as u64 - skip.count();
     Event::new("done")
-        .num("files", count as u64)
-        .num("bytes", total)
+        .num("files", received)
+        .num("bytes", total - skipped_bytes)
         .secs("seconds", line.elapsed().as_secs_f64())
         .emit();
     if to_stdout {
@@ -298,10 +348,15 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         std::io::copy(&mut file, &mut stdout).context("cannot write to standard output")?;
         stdout.flush().context("cannot write to standard output")?;
     }
+    let kept = if skip.is_empty() {
+        String::new()
+    } else {
+        format!(" (kept {} already here)", plural(skip.count(), "file"))
+    };
     say!(
-        "Received {count} file{} ({}) into {} {}; verified: Merkle root and BLAKE3 match.",
-        if count == 1 { "" } else { "s" },
-        human_bytes(total),
+        "Received {}{kept} ({}) into {} {}; verified: Merkle root and BLAKE3 match.",
+        plural(received, "file"),
+        human_bytes(total - skipped_bytes),
         if to_stdout {
             "standard output".to_owned()
         } else {

@@ -16,7 +16,7 @@ use tallow_crypto::{CodePhrase, FRAME_HEADER_LEN};
 use tallow_net::{connect_to_relay, handshake_as_receiver, handshake_as_sender};
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::manifest::{FileEntry, Manifest, Timestamp};
-use tallow_protocol::message::{AbortKind, ChunkHeader, Message, ResumePoint};
+use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use tallow_protocol::transport::{FrameSink, FrameSource};
 use tallow_protocol::Role;
 
@@ -508,11 +508,16 @@ fn against_sender(replies: Vec<Vec<u8>>, size: u64) -> (bool, String) {
 }
 
 fn accept_from(files_done: u32, chunks_done: u64) -> Vec<u8> {
+    accept_skipping(files_done, chunks_done, &[])
+}
+
+fn accept_skipping(files_done: u32, chunks_done: u64, skip: &[u32]) -> Vec<u8> {
     encode(Message::Accept {
         resume: ResumePoint {
             files_done,
             chunks_done,
         },
+        skip: FileRuns::from_sorted(skip.iter().copied()),
     })
 }
 
@@ -520,6 +525,16 @@ fn accept_from(files_done: u32, chunks_done: u64) -> Vec<u8> {
 fn receiver_asking_to_resume_outside_the_offer() {
     let (ok, err) = against_sender(vec![accept_from(7, 0)], 1000);
     assert!(!ok && err.contains("outside the offer"), "{err}");
+}
+
+#[test]
+fn receiver_asking_to_skip_files_outside_the_offer_or_already_started() {
+    // The offer is one file: skipping file 3 names nothing, and skipping
+    // the file it resumes in the middle contradicts itself.
+    for accept in [accept_skipping(0, 0, &[3]), accept_skipping(0, 1, &[0])] {
+        let (ok, err) = against_sender(vec![accept], 3 * CHUNK as u64);
+        assert!(!ok && err.contains("outside the offer"), "{err}");
+    }
 }
 
 #[test]

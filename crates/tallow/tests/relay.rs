@@ -251,22 +251,9 @@ fn a_relay_password_is_required_and_checked() {
     assert_same_file(&file, &out.path().join("p.bin"));
 }
 
-/// GET a path from the metrics endpoint.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
 #[test]
 fn metrics_and_health_are_served_and_count_transfers() {
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let at = metrics.local_addr().unwrap().to_string();
-    drop(metrics);
-    let relay = Relay::start(&["--metrics", &at]);
+    let (relay, at) = Relay::with_metrics();
     assert!(http_get(&at, "/healthz").contains("200 OK"));
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -290,12 +277,7 @@ fn metrics_and_health_are_served_and_count_transfers() {
         text.contains("tallow_relay_refusals_total{reason=\"malformed\"} 1"),
         "{text}"
     );
-    let forwarded: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("tallow_relay_bytes_forwarded_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let forwarded = metric(&at, "tallow_relay_bytes_forwarded_total");
     assert!(forwarded > 200_000, "{forwarded}");
     // Counts, never payloads or room ids.
     assert!(!text.contains("8181"));
@@ -436,14 +418,7 @@ fn a_fleet_of_relays_both_sides_pick_the_same_one() {
         let (s_status, s_err) = s.finish();
         assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
     }
-    let pairs = |at: &str| -> u64 {
-        http_get(at, "/metrics")
-            .lines()
-            .find_map(|l| l.strip_prefix("tallow_relay_pairs_total "))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let pairs = |at: &str| metric(at, "tallow_relay_pairs_total");
     let (on_a, on_b) = (pairs(&metrics[0]), pairs(&metrics[1]));
     assert_eq!(on_a + on_b, 6);
     assert!(

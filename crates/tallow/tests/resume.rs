@@ -111,6 +111,34 @@ fn check_resumed(kill: &str) {
     );
 }
 
+/// Interrupted, then a file of the same name appears: kept with
+/// --skip-existing, the partial goes and nothing more of it is sent.
+#[test]
+fn a_file_kept_with_skip_existing_drops_its_partial_and_is_not_sent() {
+    let (_src, out, file, _) = interrupted("receiver");
+    fs::write(out.path().join("big.bin"), b"mine").unwrap();
+    let relay = Relay::start(&[]);
+    let hop = Hop::start(&relay.addr, HopBehaviour::default());
+    let code = "9912-third-run-code";
+    let s = sender(&hop.addr, code, &[file], &[]);
+    let r = receiver(&relay.addr, code, out.path(), &["--yes", "--skip-existing"]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    assert_eq!(fs::read(out.path().join("big.bin")).unwrap(), b"mine");
+    assert!(r_err.contains("Keeping 1 file already here"), "{r_err}");
+    assert!(
+        upstream_bytes(&hop) < MIB,
+        "{} bytes sent",
+        upstream_bytes(&hop)
+    );
+    assert_eq!(
+        list_dir(out.path()),
+        ["big.bin"],
+        "partial and checkpoint gone"
+    );
+}
+
 /// Ctrl-C (SIGINT) on either side mid-transfer: that side says it was
 /// cancelled and that the rerun resumes (exit 130); the other side hears
 /// "cancelled", not "the connection closed"; the partial file stays.

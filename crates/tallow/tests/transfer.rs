@@ -759,35 +759,110 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
     );
 }
 
-/// On a terminal, a file in the way is not a dead end: the receiver is
-/// asked whether to replace it.
+/// On a terminal, files in the way are not a dead end (issue 18.6): the
+/// receiver is asked whether to replace them, keep its own (the sender then
+/// does not send them), or stop.
 #[test]
-fn an_existing_file_can_be_replaced_when_asked_on_a_terminal() {
-    let relay = Relay::start(&[]);
+fn existing_files_can_be_replaced_or_kept_when_asked_on_a_terminal() {
     let src = tempfile::tempdir().unwrap();
-    let file = random_file(src.path(), "report.pdf", 5000, 6);
-    for (answers, replaced) in [("n\n", false), ("y\ny\n", true)] {
+    let root = src.path().join("photos");
+    fs::create_dir(&root).unwrap();
+    let small = random_file(&root, "a.jpg", 5000, 6);
+    let big = random_file(&root, "b.jpg", 8 * CHUNK, 7);
+    let other = random_file(&root, "c.jpg", 7000, 8);
+    for (answers, outcome) in [("n\n", "stop"), ("r\ny\n", "replace"), ("s\ny\n", "keep")] {
+        let (relay, metrics) = Relay::with_metrics();
         let out = tempfile::tempdir().unwrap();
-        fs::write(out.path().join("report.pdf"), b"mine").unwrap();
-        let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
+        fs::create_dir(out.path().join("photos")).unwrap();
+        fs::write(out.path().join("photos/b.jpg"), b"mine").unwrap();
+        let s = sender(&relay.addr, CODE, std::slice::from_ref(&root), &[]);
         let line = receive_line(&relay.addr, CODE, out.path(), "");
-        let (_, shown) = on_terminal(&line, answers.as_bytes(), Duration::ZERO);
+        let (status, shown) = on_terminal(&line, answers.as_bytes(), Duration::ZERO);
         let (s_status, s_err) = s.finish();
         assert!(
-            shown.contains("report.pdf already exists here. Replace it"),
+            shown.contains("1 file of this offer already exists here: photos/b.jpg. Replace it [r], keep yours and skip it [s], or stop [N]?"),
             "{shown}"
         );
-        assert_eq!(s_status.success(), replaced, "{shown}\n{s_err}");
-        if replaced {
-            assert_same_file(&file, &out.path().join("report.pdf"));
-        } else {
-            assert_eq!(fs::read(out.path().join("report.pdf")).unwrap(), b"mine");
-            assert!(
-                s_err.contains("declined") && !s_err.contains("exists"),
-                "{s_err}"
-            );
+        let mine = fs::read(out.path().join("photos/b.jpg")).unwrap() == b"mine";
+        match outcome {
+            "stop" => {
+                assert!(!s_status.success() && mine, "{shown}");
+                assert!(
+                    s_err.contains("declined") && !s_err.contains("exists"),
+                    "{s_err}"
+                );
+                assert_eq!(list_dir(&out.path().join("photos")), ["b.jpg"]);
+            }
+            "replace" => {
+                assert!(status.success() && s_status.success(), "{shown}\n{s_err}");
+                // The folder was there: its own time stays, the files arrive.
+                for f in [&small, &big, &other] {
+                    assert_same_file(f, &out.path().join("photos").join(f.file_name().unwrap()));
+                }
+            }
+            _ => {
+                assert!(status.success() && s_status.success(), "{shown}\n{s_err}");
+                assert!(mine, "the receiver's own b.jpg stays");
+                assert_same_file(&small, &out.path().join("photos/a.jpg"));
+                assert_same_file(&other, &out.path().join("photos/c.jpg"));
+                assert!(
+                    shown.contains("Received 2 files (kept 1 file already here)"),
+                    "{shown}"
+                );
+                assert!(
+                    s_err.contains("The receiver keeps 1 file it already has (8.0 MiB): not sent."),
+                    "{s_err}"
+                );
+                // The 8 MiB file never crossed the relay.
+                let forwarded = metric(&metrics, "tallow_relay_bytes_forwarded_total");
+                assert!(forwarded < CHUNK, "{forwarded} bytes through the relay");
+            }
         }
     }
+}
+
+/// Scripts keep what is there with --skip-existing; --yes alone still
+/// refuses to touch it.
+#[test]
+fn skip_existing_keeps_the_receivers_files_and_receives_the_rest() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("set");
+    fs::create_dir(&root).unwrap();
+    let files: Vec<_> = (0..4)
+        .map(|i| random_file(&root, &format!("f{i}.bin"), 3 * CHUNK + i, 20 + i))
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    fs::create_dir(out.path().join("set")).unwrap();
+    fs::write(out.path().join("set/f1.bin"), b"kept").unwrap();
+    fs::write(out.path().join("set/f3.bin"), b"kept too").unwrap();
+    let ((s, s_err), (r, r_err)) = transfer(
+        &relay.addr,
+        CODE,
+        std::slice::from_ref(&root),
+        out.path(),
+        &["--yes", "--merge"],
+    );
+    assert!(!s.success() && !r.success(), "{r_err}");
+    assert!(r_err.contains("--skip-existing"), "{r_err}");
+    assert!(s_err.contains("declined"), "{s_err}");
+    let ((s, s_err), (r, r_err)) = transfer(
+        &relay.addr,
+        CODE,
+        std::slice::from_ref(&root),
+        out.path(),
+        &["--yes", "--merge", "--skip-existing"],
+    );
+    assert!(s.success() && r.success(), "{s_err}\n{r_err}");
+    assert_same_file(&files[0], &out.path().join("set/f0.bin"));
+    assert_same_file(&files[2], &out.path().join("set/f2.bin"));
+    assert_eq!(fs::read(out.path().join("set/f1.bin")).unwrap(), b"kept");
+    assert_eq!(
+        fs::read(out.path().join("set/f3.bin")).unwrap(),
+        b"kept too"
+    );
+    assert!(r_err.contains("Keeping 2 files already here"), "{r_err}");
+    assert!(s_err.contains("The receiver keeps 2 files"), "{s_err}");
 }
 
 #[test]

@@ -94,6 +94,35 @@ impl Drop for Relay {
     }
 }
 
+impl Relay {
+    /// A relay serving its metrics too; returns it and the metrics address.
+    pub fn with_metrics() -> (Relay, String) {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = free.local_addr().unwrap().to_string();
+        drop(free);
+        (Relay::start(&["--metrics", &at]), at)
+    }
+}
+
+/// GET a path from a relay's metrics endpoint.
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// One counter from a relay's metrics endpoint at `addr`.
+pub fn metric(addr: &str, name: &str) -> u64 {
+    let text = http_get(addr, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 /// A running `tallow` process whose stderr is collected in the background.
 pub struct Running {
     pub child: Child,
