@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
+use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::open_as_receiver;
 use tallow_protocol::cancel::CancelSignal;
@@ -112,6 +113,20 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             }
         } else {
             say!("warning: {typo:?} is not in the word list; did you mean {word:?}? (trying the code as typed)");
+        }
+    }
+    // Too few words is most often a word left out: one more chance to
+    // look before the sender's try is spent (a short code the sender chose
+    // with --code is still accepted).
+    if terminal && code.is_weaker_than_generated() {
+        let question = format!(
+            "This code is shorter than a generated one ({DEFAULT_WORDS} words after the number). Is it complete? A wrong code ends the sender's transfer."
+        );
+        if !ask_yes_no(&question, deadlines.decision).await? {
+            return Err(UsageError(
+                "code not tried: check it with the sender and run tallow receive again (nothing was sent)",
+            )
+            .into());
         }
     }
     if !args.yes && !terminal {

@@ -602,6 +602,30 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
     );
 }
 
+/// Issue 18.10: a code shorter than a generated one is questioned before
+/// connecting, so a forgotten word does not spend the sender's try.
+#[test]
+fn a_code_with_too_few_words_is_questioned_before_connecting() {
+    let out = tempfile::tempdir().unwrap();
+    // Nothing listens there: connecting would say so.
+    let line = receive_line("127.0.0.1:1", "4711-abacus-zoom", out.path(), "--yes");
+    let (status, shown) = on_terminal(&line, b"n\n", Duration::ZERO);
+    assert_eq!(status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("This code is shorter than a generated one")
+            && shown.contains("code not tried")
+            && !shown.contains("could not reach"),
+        "{shown}"
+    );
+    // A full code is not questioned.
+    let line = receive_line("127.0.0.1:1", CODE, out.path(), "--yes");
+    let (_, shown) = on_terminal(&line, b"", Duration::ZERO);
+    assert!(
+        !shown.contains("shorter than") && shown.contains("could not reach"),
+        "{shown}"
+    );
+}
+
 /// Issue 18.10: asked for the code on a terminal, Tab completes each word.
 #[test]
 fn tab_completes_the_code_words_when_asked_for_the_code() {
