@@ -6,6 +6,8 @@
 //! * [`path`]: rejecting unsafe names from a peer.
 //! * [`placement`]: reaching the output folder's contents through handles.
 //! * [`source`]: turning the sender's paths into a manifest.
+//! * [`machine`]: the rules of the stream as sans-IO state machines (what
+//!   each side may send when), fed by the pipelines.
 //! * [`send`] and [`receive`]: the pipelines that stream files through any
 //!   [`transport::FrameSink`] / [`transport::FrameSource`] pair.
 //! * [`checkpoint`] and [`resume`]: the receiver's record of durable chunks,
@@ -16,6 +18,7 @@ pub mod cancel;
 pub mod checkpoint;
 pub mod handshake;
 pub mod limits;
+pub mod machine;
 pub mod manifest;
 pub mod message;
 pub mod path;

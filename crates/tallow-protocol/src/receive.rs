@@ -44,6 +44,7 @@ use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
 use crate::limits::{Deadlines, SEND_QUEUE_FRAMES};
+use crate::machine::{Incoming, PeerMisbehaved, ReceiveMachine};
 use crate::manifest::{Manifest, Timestamp};
 use crate::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use crate::path::PARTIAL_SUFFIX;
@@ -203,7 +204,15 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
             writer.send_frame(&mut frame, deadlines.idle).await?;
             Ok(Offered::Text(text))
         }
-        Ok(other) => Err(unexpected(other, "Offer")),
+        Ok(Message::Abort { kind, detail }) => Err(TransferError::PeerAborted {
+            peer: Role::Sender,
+            kind,
+            detail: detail.to_owned(),
+        }),
+        Ok(other) => Err(broke(PeerMisbehaved::Unexpected {
+            got: other.name(),
+            expected: "Offer",
+        })),
         Err(e) => {
             send_abort(&mut writer, &e).await;
             Err(e)
@@ -348,7 +357,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
                     }
                 }
                 joined = &mut streaming, if streamed.is_none() => {
-                    let r = joined.unwrap_or_else(|e| Err(protocol(format!("the reader stopped ({e})"))));
+                    let r = joined.unwrap_or_else(|e| Err(TransferError::Internal { what: "the stream reader", detail: e.to_string() }));
                     streamed = Some(r);
                 }
                 _ = tick.tick() => {}
@@ -665,7 +674,8 @@ async fn send_acks<W: FrameSink>(
     }
 }
 
-/// Read frames, check them against the manifest, hand them to the writer.
+/// Read frames, check them against the rules ([`ReceiveMachine`]), hand
+/// them to the writer.
 async fn stream<R: FrameSource>(
     manifest: Arc<Manifest>,
     start: ResumePoint,
@@ -675,83 +685,30 @@ async fn stream<R: FrameSource>(
     pool: std_mpsc::Receiver<Vec<u8>>,
     deadlines: Deadlines,
 ) -> Result<(), TransferError> {
-    let mut file = start.files_done as usize;
-    let mut next_chunk = start.chunks_done;
+    let mut rules = ReceiveMachine::new(&manifest, start, skip);
     loop {
-        // Nothing comes for a skipped file.
-        if next_chunk == 0 {
-            while skip.contains(file as u32) {
-                file += 1;
-            }
-        }
         let mut buf = pool.try_recv().unwrap_or_default();
         reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
-        let item = match decode(&buf)? {
-            Message::Chunk { header, data } => {
-                let entry = manifest
-                    .files
-                    .get(file)
-                    .ok_or_else(|| protocol("it sent a chunk after the last file".to_owned()))?;
-                let count = manifest.chunk_count(entry.size);
-                if header.file as usize != file
-                    || header.index != next_chunk
-                    || header.index >= count
-                {
-                    return Err(protocol(format!(
-                        "it sent chunk {} of file {} where chunk {next_chunk} of file {file} was expected",
-                        header.index, header.file
-                    )));
-                }
-                let expected = manifest.chunk_len(entry.size, header.index);
-                let fits = if header.compressed {
-                    !data.is_empty() && (data.len() as u64) < expected
-                } else {
-                    data.len() as u64 == expected
-                };
-                if !fits {
-                    return Err(protocol(format!(
-                        "chunk {} of {:?} carries {} bytes for {expected} bytes of data",
-                        header.index,
-                        entry.path,
-                        data.len()
-                    )));
-                }
-                next_chunk += 1;
-                let start = buf.len() - data.len();
-                Work::Chunk {
-                    header,
-                    buf,
-                    start,
-                    len: expected as usize,
-                }
-            }
-            Message::FileEnd { file: f, hash } => {
-                let entry = manifest
-                    .files
-                    .get(file)
-                    .ok_or_else(|| protocol("it ended a file after the last one".to_owned()))?;
-                if f as usize != file || next_chunk != manifest.chunk_count(entry.size) {
-                    return Err(protocol(format!(
-                        "it ended file {f} after {next_chunk} chunks, while file {file} has {}",
-                        manifest.chunk_count(entry.size)
-                    )));
-                }
-                file += 1;
-                next_chunk = 0;
-                Work::FileEnd { hash }
-            }
-            Message::TransferComplete { merkle_root } => {
-                if file != manifest.files.len() {
-                    return Err(protocol(format!(
-                        "it declared the transfer complete after {file} of {} files",
-                        manifest.files.len()
-                    )));
-                }
+        let item = match rules.on_message(decode(&buf)?).map_err(broke)? {
+            Incoming::Chunk { header, data, len } => Work::Chunk {
+                header,
+                start: buf.len() - data.len(),
+                len,
+                buf,
+            },
+            Incoming::FileEnd { hash, .. } => Work::FileEnd { hash },
+            Incoming::Complete { merkle_root } => {
                 let _ = work.send(Work::Complete { merkle_root }).await;
                 return Ok(());
             }
-            Message::KeepAlive => continue,
-            other => return Err(unexpected(other, "Chunk, FileEnd or TransferComplete")),
+            Incoming::Nothing => continue,
+            Incoming::Aborted { kind, detail } => {
+                return Err(TransferError::PeerAborted {
+                    peer: Role::Sender,
+                    kind,
+                    detail: detail.to_owned(),
+                })
+            }
         };
         let limit = disk_stall_limit(deadlines.idle);
         match tokio::time::timeout(limit, work.send(item)).await {
@@ -770,11 +727,8 @@ fn disk_stall_limit(idle: Duration) -> Duration {
     idle.saturating_mul(10)
 }
 
-fn protocol(detail: String) -> TransferError {
-    TransferError::Protocol {
-        peer: Role::Sender,
-        detail,
-    }
+fn broke(rule: PeerMisbehaved) -> TransferError {
+    TransferError::broke(Role::Sender, rule)
 }
 
 fn decode(buf: &[u8]) -> Result<Message<'_>, TransferError> {
@@ -782,20 +736,6 @@ fn decode(buf: &[u8]) -> Result<Message<'_>, TransferError> {
         peer: Role::Sender,
         source,
     })
-}
-
-fn unexpected(msg: Message<'_>, expected: &str) -> TransferError {
-    match msg {
-        Message::Abort { kind, detail } => TransferError::PeerAborted {
-            peer: Role::Sender,
-            kind,
-            detail: detail.to_owned(),
-        },
-        other => protocol(format!(
-            "it sent {} where {expected} was expected",
-            other.name()
-        )),
-    }
 }
 
 /// What the peer is told when the user stops the transfer.
@@ -1032,21 +972,9 @@ impl FileWriter {
             self.plain.reserve_exact(len);
             let out = decompressor
                 .decompress_to_buffer(data, &mut self.plain)
-                .map_err(|_| TransferError::Protocol {
-                    peer: Role::Sender,
-                    detail: format!(
-                        "chunk {} of {:?} does not decompress to its declared {len} bytes",
-                        header.index, self.manifest.files[self.index].path
-                    ),
-                })?;
+                .map_err(|_| self.undecompressable(header.index, len))?;
             if out != len {
-                return Err(TransferError::Protocol {
-                    peer: Role::Sender,
-                    detail: format!(
-                        "chunk {} of {:?} decompresses to {out} bytes, not {len}",
-                        header.index, self.manifest.files[self.index].path
-                    ),
-                });
+                return Err(self.undecompressable(header.index, len));
             }
             &self.plain
         } else {
@@ -1147,6 +1075,15 @@ impl FileWriter {
         }
         self.records.clear();
         Ok(())
+    }
+
+    /// The sender's compressed chunk does not inflate to its length.
+    fn undecompressable(&self, index: u64, expected: usize) -> TransferError {
+        broke(PeerMisbehaved::Decompression {
+            path: self.manifest.files[self.index].path.clone(),
+            index,
+            expected,
+        })
     }
 
     fn write_error(&self, e: std::io::Error) -> TransferError {

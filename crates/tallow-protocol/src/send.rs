@@ -24,9 +24,10 @@ use std::time::Duration;
 
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::limits::{Deadlines, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES};
+use crate::machine::{Decision, PeerMisbehaved, Reply, SendMachine};
 use crate::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use crate::source::SourceTree;
 use crate::transport::{FrameSink, FrameSource, TransportError};
@@ -100,7 +101,8 @@ struct CompressJob {
 }
 
 /// Offer, wait for the decision, stream every file, and wait for the
-/// receiver's confirmation that everything verified.
+/// receiver's confirmation that everything verified. The rules the
+/// receiver's replies must follow, and the window, are [`SendMachine`]'s.
 pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     tree: SourceTree,
     mut writer: W,
@@ -119,27 +121,15 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         _ = options.cancel.cancelled() => return Err(tell_cancelled(&mut writer).await),
     }
     let manifest = tree.manifest();
-    let (resume, skip) = match decode(&buf)? {
-        Message::Accept { resume, skip }
-            if resume.fits(manifest)
-                && skip.within(resume.first_unstarted(), manifest.files.len()) =>
-        {
-            (resume, skip)
-        }
-        Message::Accept { resume, .. } => {
-            return Err(TransferError::Protocol {
-                peer: Role::Receiver,
-                detail: format!(
-                    "it asked to resume from {resume:?} or to skip files outside the offer"
-                ),
-            })
-        }
-        Message::Decline { reason } => return Err(TransferError::Declined(reason.to_owned())),
-        other => return Err(unexpected(other, "Accept or Decline")),
+    let total = manifest.total_size();
+    let mut rules = SendMachine::new(total, options.window);
+    let (resume, skip) = match rules.on_decision(manifest, decode(&buf)?).map_err(broke)? {
+        Decision::Accepted { resume, skip } => (resume, skip),
+        Decision::Declined(reason) => return Err(TransferError::Declined(reason.to_owned())),
+        Decision::Aborted { kind, detail } => return Err(aborted(kind, detail)),
     };
 
     progress(Progress::Accepted);
-    let total = manifest.total_size();
     let resumed = resume.bytes(manifest);
     if resumed > 0 || resume.files_done > 0 {
         progress(Progress::Resumed {
@@ -147,17 +137,17 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
             total,
         });
     }
-    // Skipped files count as there from the start, like resumed ones.
-    let skipped = skip.bytes(manifest);
     if !skip.is_empty() {
         progress(Progress::Skipped {
             files: skip.count(),
-            bytes: skipped,
+            bytes: skip.bytes(manifest),
         });
     }
-    let resumed = resumed + skipped;
-    let (acked_tx, mut acked_rx) = watch::channel(0u64);
-    let mut replies = tokio::spawn(read_replies(reader, acked_tx, total));
+    // Replies are read by a task of their own (a read is not cancel-safe)
+    // and judged here, in order, by the machine.
+    let (reply_tx, mut reply_rx) = mpsc::channel(REPLY_QUEUE);
+    let replies = tokio::spawn(forward_replies(reader, reply_tx));
+    let _stop_replies = AbortOnDrop(replies);
 
     let (queue_tx, mut queue_rx) = mpsc::channel::<QueuedFrame>(SEND_QUEUE_FRAMES);
     let (pool_tx, pool_rx) = std_mpsc::sync_channel::<Vec<u8>>(FRAME_BUFFERS);
@@ -172,33 +162,25 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     let mut next_seq = 0u64;
     let mut reorder: std::collections::BTreeMap<u64, QueuedFrame> = Default::default();
 
-    // Both counters include what the receiver already had.
-    let mut sent = resumed;
-    let mut acked = resumed;
+    // Both counts include what the receiver already had.
     progress(Progress::Bytes {
-        done: resumed,
+        done: rules.acked(),
         total,
     });
-    let mut complete_sent = false;
     let streamed: Result<(), TransferError> = loop {
-        let window_open = sent.saturating_sub(acked) <= options.window;
+        let window_open = rules.window_open();
         tokio::select! {
             biased;
-            joined = &mut replies => {
+            reply = reply_rx.recv() => match hear(&mut rules, reply) {
+                Ok(Heard::Acked(acked)) => progress(Progress::Bytes { done: acked, total }),
                 // Done after our last frame: the receiver was quicker than
                 // this loop at noticing the end.
-                if complete_sent && matches!(joined, Ok(Ok(()))) {
+                Ok(Heard::Done) => {
                     progress(Progress::Bytes { done: total, total });
                     return Ok(());
                 }
-                break Err(early_reply(joined));
-            }
-            changed = acked_rx.changed() => {
-                if changed.is_ok() {
-                    acked = *acked_rx.borrow_and_update();
-                    progress(Progress::Bytes { done: acked, total });
-                }
-            }
+                Err(e) => break Err(e),
+            },
             queued = queue_rx.recv(), if window_open => {
                 let Some(queued) = queued else { break Ok(()) };
                 reorder.insert(queued.seq, queued);
@@ -209,20 +191,12 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                         break;
                     }
                     next_seq += 1;
-                    sent += frame.data_len;
-                    complete_sent |= frame.last;
+                    rules.on_sent(frame.data_len, frame.last);
                     // The reader thread may have finished; a closed pool is fine.
                     let _ = pool_tx.send(frame.buf);
                 }
                 if let Some(e) = failed {
-                    // A receiver that stopped (disk full, say) sends its
-                    // reason and closes; that reason beats "connection reset".
-                    if let Ok(Ok(Err(reason @ TransferError::PeerAborted { .. }))) =
-                        tokio::time::timeout(ABORT_NOTICE_TIMEOUT, &mut replies).await
-                    {
-                        break Err(reason);
-                    }
-                    break Err(e.into());
+                    break Err(reason_for_failed_write(&mut rules, &mut reply_rx, e).await);
                 }
             }
             _ = tokio::time::sleep(deadlines.idle), if !window_open => {
@@ -234,20 +208,16 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         }
     };
     drop(queue_rx);
-    if let Err(e) = streamed {
-        // The reader thread stops at its next queued frame; a read stuck on
-        // a hung filesystem must not keep us here, so it is not awaited.
-        replies.abort();
-        return Err(e);
-    }
+    // On failure the reader thread stops at its next queued frame; a read
+    // stuck on a hung filesystem must not keep us here, so it is not awaited.
+    streamed?;
     let produced = producer.await.unwrap_or_else(|e| {
-        Err(TransferError::Unsendable {
-            path: Default::default(),
-            reason: format!("the file reader stopped unexpectedly ({e})"),
+        Err(TransferError::Internal {
+            what: "the file reader",
+            detail: e.to_string(),
         })
     });
     if let Err(e) = produced {
-        replies.abort();
         notify_peer(&mut writer, &e).await;
         return Err(e);
     }
@@ -257,26 +227,98 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     loop {
         tokio::select! {
             biased;
-            joined = &mut replies => {
-                joined.unwrap_or_else(|e| Err(reader_stopped(e)))?;
-                // Done: everything is written and verified.
-                progress(Progress::Bytes { done: total, total });
-                return Ok(());
-            }
-            changed = acked_rx.changed() => {
-                if changed.is_ok() {
-                    acked = *acked_rx.borrow_and_update();
-                    progress(Progress::Bytes { done: acked, total });
+            reply = reply_rx.recv() => match hear(&mut rules, reply)? {
+                Heard::Acked(acked) => progress(Progress::Bytes { done: acked, total }),
+                Heard::Done => {
+                    progress(Progress::Bytes { done: total, total });
+                    return Ok(());
                 }
-            }
+            },
             _ = tokio::time::sleep(deadlines.idle) => {
-                replies.abort();
                 return Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
             }
             _ = options.cancel.cancelled() => {
-                replies.abort();
                 return Err(tell_cancelled(&mut writer).await);
             }
+        }
+    }
+}
+
+/// Replies waiting to be judged (acks come every 50 ms; a few suffice).
+const REPLY_QUEUE: usize = 16;
+
+/// Ends a task when dropped (the reply reader, on every way out).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a reply from the receiver means once data flows.
+enum Heard {
+    /// It has written this many bytes.
+    Acked(u64),
+    /// Everything is verified.
+    Done,
+}
+
+/// Read the receiver's frames and pass them on, until the first failure
+/// (passed on too) or until nobody listens.
+async fn forward_replies<R: FrameSource>(
+    mut reader: R,
+    out: mpsc::Sender<Result<Vec<u8>, TransportError>>,
+) {
+    loop {
+        let mut buf = Vec::new();
+        let got = reader.recv_frame(&mut buf, None).await;
+        let failed = got.is_err();
+        if out.send(got.map(|()| buf)).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Judge one reply (or the reader's failure) by the rules.
+fn hear(
+    rules: &mut SendMachine,
+    got: Option<Result<Vec<u8>, TransportError>>,
+) -> Result<Heard, TransferError> {
+    let frame = match got {
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) => return Err(e.into()),
+        None => {
+            return Err(TransferError::Internal {
+                what: "the reply reader",
+                detail: "it ended without a reason".into(),
+            })
+        }
+    };
+    match rules.on_reply(decode(&frame)?).map_err(broke)? {
+        Reply::Acked(bytes) => Ok(Heard::Acked(bytes)),
+        Reply::Done => Ok(Heard::Done),
+        Reply::Aborted { kind, detail } => Err(aborted(kind, detail)),
+    }
+}
+
+/// A write failed: a receiver that stopped (disk full, say) sends its
+/// reason and closes, and that reason beats "connection reset".
+async fn reason_for_failed_write(
+    rules: &mut SendMachine,
+    replies: &mut mpsc::Receiver<Result<Vec<u8>, TransportError>>,
+    failed: TransportError,
+) -> TransferError {
+    let waiting = tokio::time::sleep(ABORT_NOTICE_TIMEOUT);
+    tokio::pin!(waiting);
+    loop {
+        tokio::select! {
+            reply = replies.recv() => match hear(rules, reply) {
+                Ok(_) => continue,
+                Err(reason @ TransferError::PeerAborted { .. }) => return reason,
+                Err(_) => return failed.into(),
+            },
+            _ = &mut waiting => return failed.into(),
         }
     }
 }
@@ -307,53 +349,11 @@ pub async fn send_text<W: FrameSink, R: FrameSource>(
     reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
     match decode(&buf)? {
         Message::Done => Ok(()),
-        other => Err(unexpected(other, "Done")),
-    }
-}
-
-/// Read the receiver's messages until `Done` (`Ok`) or a failure.
-async fn read_replies<R: FrameSource>(
-    mut reader: R,
-    acked: watch::Sender<u64>,
-    total: u64,
-) -> Result<(), TransferError> {
-    let mut buf = Vec::new();
-    let mut last = 0u64;
-    loop {
-        reader.recv_frame(&mut buf, None).await?;
-        match decode(&buf)? {
-            Message::Ack { bytes } => {
-                if bytes < last || bytes > total {
-                    return Err(TransferError::Protocol {
-                        peer: Role::Receiver,
-                        detail: format!("it acknowledged {bytes} bytes after {last}, of {total}"),
-                    });
-                }
-                last = bytes;
-                let _ = acked.send(bytes);
-            }
-            Message::Done => return Ok(()),
-            other => return Err(unexpected(other, "Ack or Done")),
-        }
-    }
-}
-
-/// The receiver's reader ended before we finished sending.
-fn early_reply(joined: Result<Result<(), TransferError>, tokio::task::JoinError>) -> TransferError {
-    match joined {
-        Ok(Err(e)) => e,
-        Ok(Ok(())) => TransferError::Protocol {
-            peer: Role::Receiver,
-            detail: "it said Done before the transfer was complete".into(),
-        },
-        Err(e) => reader_stopped(e),
-    }
-}
-
-fn reader_stopped(e: tokio::task::JoinError) -> TransferError {
-    TransferError::Protocol {
-        peer: Role::Receiver,
-        detail: format!("the reply reader stopped unexpectedly ({e})"),
+        Message::Abort { kind, detail } => Err(aborted(kind, detail)),
+        other => Err(broke(PeerMisbehaved::Unexpected {
+            got: other.name(),
+            expected: "Done",
+        })),
     }
 }
 
@@ -364,19 +364,15 @@ fn decode(buf: &[u8]) -> Result<Message<'_>, TransferError> {
     })
 }
 
-/// An `Abort` from the receiver becomes its error; anything else is a
-/// protocol violation.
-fn unexpected(msg: Message<'_>, expected: &str) -> TransferError {
-    match msg {
-        Message::Abort { kind, detail } => TransferError::PeerAborted {
-            peer: Role::Receiver,
-            kind,
-            detail: detail.to_owned(),
-        },
-        other => TransferError::Protocol {
-            peer: Role::Receiver,
-            detail: format!("it sent {} where {expected} was expected", other.name()),
-        },
+fn broke(rule: PeerMisbehaved) -> TransferError {
+    TransferError::broke(Role::Receiver, rule)
+}
+
+fn aborted(kind: AbortKind, detail: &str) -> TransferError {
+    TransferError::PeerAborted {
+        peer: Role::Receiver,
+        kind,
+        detail: detail.to_owned(),
     }
 }
 

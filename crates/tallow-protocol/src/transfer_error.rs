@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::machine::PeerMisbehaved;
 use crate::message::{AbortKind, MessageError};
 use crate::transport::TransportError;
 use crate::Role;
@@ -33,12 +34,20 @@ pub enum TransferError {
         /// What was wrong.
         source: MessageError,
     },
-    /// The other side broke the order of the protocol.
-    #[error("the {peer} broke the protocol: {detail}; the transfer was stopped")]
+    /// The other side broke a rule of the protocol.
+    #[error("the {peer} broke the protocol: {rule}; the transfer was stopped")]
     Protocol {
         /// Who broke it.
         peer: Role,
-        /// What happened.
+        /// Which rule, and what arrived.
+        rule: PeerMisbehaved,
+    },
+    /// A task of this pipeline stopped unexpectedly (a bug, not the peer).
+    #[error("{what} stopped unexpectedly ({detail}); please report this")]
+    Internal {
+        /// Which task.
+        what: &'static str,
+        /// How it ended.
         detail: String,
     },
     /// A file to send could not be read.
@@ -161,6 +170,11 @@ impl TransferError {
             TransferError::Cancelled => AbortKind::Cancelled,
             _ => AbortKind::Io,
         }
+    }
+
+    /// `peer` broke `rule`.
+    pub fn broke(peer: Role, rule: PeerMisbehaved) -> Self {
+        TransferError::Protocol { peer, rule }
     }
 
     /// The peer's `Abort`, if `frame` (a decrypted frame from `peer`) is

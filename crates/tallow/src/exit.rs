@@ -107,7 +107,9 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
                 AbortKind::Io => IO,
                 AbortKind::Protocol => OTHER,
             },
-            TransferError::BadMessage { .. } | TransferError::Protocol { .. } => OTHER,
+            TransferError::BadMessage { .. }
+            | TransferError::Protocol { .. }
+            | TransferError::Internal { .. } => OTHER,
             TransferError::ReadSource { .. }
             | TransferError::Unreadable { .. }
             | TransferError::Unsendable { .. }

@@ -1,0 +1,826 @@
+//! The rules of a transfer once the offer is out, as two sans-IO state
+//! machines: no sockets, no files, no clock.
+//!
+//! * [`ReceiveMachine`] is the receiver's view of the sender's stream: fed
+//!   each decoded message, it says what to do with it (write this chunk of
+//!   this length, verify this file, check the root) or which rule the sender
+//!   broke: chunks in order and of their declared length, `FileEnd` after a
+//!   file's last chunk, `TransferComplete` after the last file, nothing for
+//!   a skipped file.
+//! * [`SendMachine`] is the sender's view of the receiver's replies: whether
+//!   an `Accept` fits the offer, acks that only grow and stay within the
+//!   offer, `Done` only after the whole stream went out, and the window of
+//!   bytes that may be in flight.
+//!
+//! The async pipelines ([`crate::send`], [`crate::receive`]) own the I/O and
+//! feed these machines; the rules are unit-tested below and fuzzed
+//! (`fuzz/fuzz_targets/transfer_machines.rs`) without a socket.
+
+use crate::manifest::Manifest;
+use crate::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
+
+/// A rule of the protocol the other side broke. Each names what arrived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerMisbehaved {
+    /// A message of a type that has no place here.
+    #[error("it sent {got} where {expected} was expected")]
+    Unexpected {
+        /// What arrived.
+        got: &'static str,
+        /// What could have.
+        expected: &'static str,
+    },
+    /// A chunk other than the next one.
+    #[error("it sent chunk {index} of file {file} where chunk {expected_index} of file {expected_file} was expected")]
+    ChunkOutOfOrder {
+        /// The chunk's file.
+        file: u32,
+        /// The chunk's index.
+        index: u64,
+        /// The file expected.
+        expected_file: u32,
+        /// The chunk expected.
+        expected_index: u64,
+    },
+    /// A chunk or `FileEnd` after every file was complete.
+    #[error("it sent {0} after the last file")]
+    AfterLastFile(&'static str),
+    /// A chunk whose data cannot be the declared plaintext length.
+    #[error("chunk {index} of {path:?} carries {got} bytes for {expected} bytes of data")]
+    ChunkLength {
+        /// The file, as named in the offer.
+        path: String,
+        /// The chunk.
+        index: u64,
+        /// Bytes of data in the message.
+        got: usize,
+        /// Plaintext bytes the chunk holds.
+        expected: u64,
+    },
+    /// A compressed chunk that does not inflate to its declared length.
+    #[error("chunk {index} of {path:?} does not decompress to its declared {expected} bytes")]
+    Decompression {
+        /// The file, as named in the offer.
+        path: String,
+        /// The chunk.
+        index: u64,
+        /// Plaintext bytes the chunk holds.
+        expected: usize,
+    },
+    /// `FileEnd` for another file, or before the file's last chunk.
+    #[error("it ended file {file} after {chunks} chunks, while file {expected_file} has {expected_chunks}")]
+    FileEndEarly {
+        /// The file it ended.
+        file: u32,
+        /// Chunks of the current file received.
+        chunks: u64,
+        /// The file in progress.
+        expected_file: u32,
+        /// Its chunk count.
+        expected_chunks: u64,
+    },
+    /// `TransferComplete` before the last file.
+    #[error("it declared the transfer complete after {files_done} of {files} files")]
+    CompleteEarly {
+        /// Files complete.
+        files_done: usize,
+        /// Files offered.
+        files: usize,
+    },
+    /// An `Accept` whose resume point or skipped files lie outside the offer.
+    #[error("it asked to resume from file {files_done}, chunk {chunks_done}, or to skip files outside the offer")]
+    AcceptOutsideOffer {
+        /// The resume point's file.
+        files_done: u32,
+        /// The resume point's chunk.
+        chunks_done: u64,
+    },
+    /// An ack that went backwards or beyond the offer.
+    #[error("it acknowledged {got} bytes after {last}, of {total}")]
+    AckOutOfRange {
+        /// The ack.
+        got: u64,
+        /// The ack before.
+        last: u64,
+        /// Bytes in the offer.
+        total: u64,
+    },
+    /// `Done` before the whole stream was sent.
+    #[error("it said Done before the transfer was complete")]
+    DoneEarly,
+}
+
+/// What the receiver does with a message from the sender's stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// Write chunk `header.index` of file `header.file`: `data` as sent,
+    /// which holds `len` plaintext bytes once decoded.
+    Chunk {
+        /// The chunk header (file, index, compression, leaf).
+        header: ChunkHeader,
+        /// The data as it arrived.
+        data: &'a [u8],
+        /// Plaintext bytes it decodes to.
+        len: usize,
+    },
+    /// The file in progress is complete: verify it against `hash`.
+    FileEnd {
+        /// Index of the file in the offer.
+        file: u32,
+        /// The sender's BLAKE3 of the whole file.
+        hash: [u8; 32],
+    },
+    /// Every file is complete: verify the root and finish.
+    Complete {
+        /// The sender's Merkle root.
+        merkle_root: [u8; 32],
+    },
+    /// Nothing to do (a keepalive).
+    Nothing,
+    /// The sender stopped, saying why.
+    Aborted {
+        /// Its class of failure.
+        kind: AbortKind,
+        /// Its sentence.
+        detail: &'a str,
+    },
+}
+
+/// The receiver's rules for the stream, from the resume point on.
+#[derive(Debug, Clone)]
+pub struct ReceiveMachine<'m> {
+    manifest: &'m Manifest,
+    skip: FileRuns,
+    /// The file whose chunks come next.
+    file: usize,
+    next_chunk: u64,
+    complete: bool,
+}
+
+impl<'m> ReceiveMachine<'m> {
+    /// The stream of `manifest` from `start`, without the files in `skip`.
+    pub fn new(manifest: &'m Manifest, start: ResumePoint, skip: FileRuns) -> Self {
+        let mut machine = ReceiveMachine {
+            manifest,
+            skip,
+            file: start.files_done as usize,
+            next_chunk: start.chunks_done,
+            complete: false,
+        };
+        machine.pass_skipped();
+        machine
+    }
+
+    /// Whether `TransferComplete` has arrived (nothing may follow).
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Nothing comes for a skipped file: step over them.
+    fn pass_skipped(&mut self) {
+        if self.next_chunk == 0 {
+            while self.skip.contains(self.file as u32) {
+                self.file += 1;
+            }
+        }
+    }
+
+    /// Check `msg` against the rules and say what to do with it.
+    pub fn on_message<'a>(&mut self, msg: Message<'a>) -> Result<Incoming<'a>, PeerMisbehaved> {
+        if self.complete {
+            return Err(unexpected(&msg, "nothing after TransferComplete"));
+        }
+        match msg {
+            Message::Chunk { header, data } => {
+                let entry = self
+                    .manifest
+                    .files
+                    .get(self.file)
+                    .ok_or(PeerMisbehaved::AfterLastFile("a chunk"))?;
+                let count = self.manifest.chunk_count(entry.size);
+                if header.file as usize != self.file
+                    || header.index != self.next_chunk
+                    || header.index >= count
+                {
+                    return Err(PeerMisbehaved::ChunkOutOfOrder {
+                        file: header.file,
+                        index: header.index,
+                        expected_file: self.file as u32,
+                        expected_index: self.next_chunk,
+                    });
+                }
+                let expected = self.manifest.chunk_len(entry.size, header.index);
+                // Compressed data must be shorter than what it stands for.
+                let fits = if header.compressed {
+                    !data.is_empty() && (data.len() as u64) < expected
+                } else {
+                    data.len() as u64 == expected
+                };
+                if !fits {
+                    return Err(PeerMisbehaved::ChunkLength {
+                        path: entry.path.clone(),
+                        index: header.index,
+                        got: data.len(),
+                        expected,
+                    });
+                }
+                self.next_chunk += 1;
+                Ok(Incoming::Chunk {
+                    header,
+                    data,
+                    len: expected as usize,
+                })
+            }
+            Message::FileEnd { file, hash } => {
+                let entry = self
+                    .manifest
+                    .files
+                    .get(self.file)
+                    .ok_or(PeerMisbehaved::AfterLastFile("FileEnd"))?;
+                let chunks = self.manifest.chunk_count(entry.size);
+                if file as usize != self.file || self.next_chunk != chunks {
+                    return Err(PeerMisbehaved::FileEndEarly {
+                        file,
+                        chunks: self.next_chunk,
+                        expected_file: self.file as u32,
+                        expected_chunks: chunks,
+                    });
+                }
+                self.file += 1;
+                self.next_chunk = 0;
+                self.pass_skipped();
+                Ok(Incoming::FileEnd { file, hash })
+            }
+            Message::TransferComplete { merkle_root } => {
+                if self.file != self.manifest.files.len() {
+                    return Err(PeerMisbehaved::CompleteEarly {
+                        files_done: self.file,
+                        files: self.manifest.files.len(),
+                    });
+                }
+                self.complete = true;
+                Ok(Incoming::Complete { merkle_root })
+            }
+            Message::KeepAlive => Ok(Incoming::Nothing),
+            Message::Abort { kind, detail } => Ok(Incoming::Aborted { kind, detail }),
+            other => Err(unexpected(&other, "Chunk, FileEnd or TransferComplete")),
+        }
+    }
+}
+
+/// The receiver's answer to the offer, checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Go ahead from `resume`, without the files in `skip`.
+    Accepted {
+        /// Where to start.
+        resume: ResumePoint,
+        /// Files not to send.
+        skip: FileRuns,
+    },
+    /// No, with the receiver's reason.
+    Declined(&'a str),
+    /// The receiver stopped.
+    Aborted {
+        /// Its class of failure.
+        kind: AbortKind,
+        /// Its sentence.
+        detail: &'a str,
+    },
+}
+
+/// What the sender does with a reply once data flows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// The receiver has written this many bytes (progress; the window
+    /// moves).
+    Acked(u64),
+    /// Everything is written and verified: the transfer succeeded.
+    Done,
+    /// The receiver stopped.
+    Aborted {
+        /// Its class of failure.
+        kind: AbortKind,
+        /// Its sentence.
+        detail: &'a str,
+    },
+}
+
+/// The sender's rules for the receiver's replies, and its window.
+#[derive(Debug, Clone)]
+pub struct SendMachine {
+    total: u64,
+    window: u64,
+    /// Plaintext bytes sent (or already at the receiver).
+    sent: u64,
+    /// Bytes the receiver acknowledged (or already had).
+    acked: u64,
+    /// The last ack, to keep acks growing.
+    last_ack: u64,
+    /// `TransferComplete` went out: a `Done` is now the end.
+    complete_sent: bool,
+}
+
+impl SendMachine {
+    /// For an offer of `total` bytes, with at most `window` bytes sent and
+    /// not acknowledged.
+    pub fn new(total: u64, window: u64) -> Self {
+        SendMachine {
+            total,
+            window,
+            sent: 0,
+            acked: 0,
+            last_ack: 0,
+            complete_sent: false,
+        }
+    }
+
+    /// Check the receiver's answer to `manifest`; an accepted transfer
+    /// starts with the bytes the receiver already has (resumed or skipped)
+    /// counted as sent and acknowledged.
+    pub fn on_decision<'a>(
+        &mut self,
+        manifest: &Manifest,
+        msg: Message<'a>,
+    ) -> Result<Decision<'a>, PeerMisbehaved> {
+        match msg {
+            Message::Accept { resume, skip } => {
+                if !resume.fits(manifest)
+                    || !skip.within(resume.first_unstarted(), manifest.files.len())
+                {
+                    return Err(PeerMisbehaved::AcceptOutsideOffer {
+                        files_done: resume.files_done,
+                        chunks_done: resume.chunks_done,
+                    });
+                }
+                let there = resume.bytes(manifest) + skip.bytes(manifest);
+                self.sent = there;
+                self.acked = there;
+                Ok(Decision::Accepted { resume, skip })
+            }
+            Message::Decline { reason } => Ok(Decision::Declined(reason)),
+            Message::Abort { kind, detail } => Ok(Decision::Aborted { kind, detail }),
+            other => Err(unexpected(&other, "Accept or Decline")),
+        }
+    }
+
+    /// Check a reply that arrived while data flows.
+    pub fn on_reply<'a>(&mut self, msg: Message<'a>) -> Result<Reply<'a>, PeerMisbehaved> {
+        match msg {
+            Message::Ack { bytes } => {
+                if bytes < self.last_ack || bytes > self.total {
+                    return Err(PeerMisbehaved::AckOutOfRange {
+                        got: bytes,
+                        last: self.last_ack,
+                        total: self.total,
+                    });
+                }
+                self.last_ack = bytes;
+                self.acked = self.acked.max(bytes);
+                Ok(Reply::Acked(self.acked))
+            }
+            Message::Done if self.complete_sent => Ok(Reply::Done),
+            Message::Done => Err(PeerMisbehaved::DoneEarly),
+            Message::Abort { kind, detail } => Ok(Reply::Aborted { kind, detail }),
+            other => Err(unexpected(&other, "Ack or Done")),
+        }
+    }
+
+    /// A frame carrying `data_len` plaintext bytes went out; `last` for
+    /// `TransferComplete`.
+    pub fn on_sent(&mut self, data_len: u64, last: bool) {
+        self.sent += data_len;
+        self.complete_sent |= last;
+    }
+
+    /// Whether another frame may go out: no more than the window is sent
+    /// and not yet acknowledged.
+    pub fn window_open(&self) -> bool {
+        self.sent.saturating_sub(self.acked) <= self.window
+    }
+
+    /// Bytes acknowledged so far (including what the receiver had).
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Bytes in the offer.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+fn unexpected(msg: &Message<'_>, expected: &'static str) -> PeerMisbehaved {
+    PeerMisbehaved::Unexpected {
+        got: msg.name(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{FileEntry, LeftOut, Timestamp};
+
+    const CHUNK: u32 = 4096;
+
+    /// Files of these sizes, chunked at 4 KiB.
+    fn offer(sizes: &[u64]) -> Manifest {
+        Manifest {
+            chunk_size: CHUNK,
+            dirs: vec![],
+            files: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| FileEntry {
+                    path: format!("f{i}"),
+                    size,
+                    mode: 0o644,
+                    mtime: Timestamp::default(),
+                })
+                .collect(),
+            left_out: LeftOut::default(),
+        }
+    }
+
+    fn chunk(file: u32, index: u64, compressed: bool) -> ChunkHeader {
+        ChunkHeader {
+            file,
+            index,
+            compressed,
+            leaf: [0; 32],
+        }
+    }
+
+    /// A message as a test writes it: `C(F, I, LEN)` (raw chunk), `Z(…)`
+    /// (compressed), `E F` (FileEnd), TransferComplete, KeepAlive, and two
+    /// of the receiver's messages.
+    #[derive(Clone, Copy, Debug)]
+    enum M {
+        C(u32, u64, usize),
+        Z(u32, u64, usize),
+        E(u32),
+        Complete,
+        Keep,
+        Accept,
+        Ack(u64),
+    }
+
+    static DATA: [u8; 2 * CHUNK as usize] = [7; 2 * CHUNK as usize];
+
+    fn message(m: M) -> Message<'static> {
+        match m {
+            M::C(f, i, len) => Message::Chunk {
+                header: chunk(f, i, false),
+                data: &DATA[..len],
+            },
+            M::Z(f, i, len) => Message::Chunk {
+                header: chunk(f, i, true),
+                data: &DATA[..len],
+            },
+            M::E(file) => Message::FileEnd {
+                file,
+                hash: [0; 32],
+            },
+            M::Complete => Message::TransferComplete {
+                merkle_root: [0; 32],
+            },
+            M::Keep => Message::KeepAlive,
+            M::Accept => Message::Accept {
+                resume: ResumePoint::default(),
+                skip: FileRuns::default(),
+            },
+            M::Ack(bytes) => Message::Ack { bytes },
+        }
+    }
+
+    /// Feed `stream`; the index of the first message refused and why, or
+    /// `None` if every one was accepted.
+    fn run(
+        m: &Manifest,
+        start: ResumePoint,
+        skip: &[u32],
+        stream: &[M],
+    ) -> Option<(usize, PeerMisbehaved)> {
+        let mut machine =
+            ReceiveMachine::new(m, start, FileRuns::from_sorted(skip.iter().copied()));
+        stream
+            .iter()
+            .enumerate()
+            .find_map(|(i, &msg)| machine.on_message(message(msg)).err().map(|e| (i, e)))
+    }
+
+    const C: usize = CHUNK as usize;
+
+    #[test]
+    fn a_well_formed_stream_is_accepted_at_every_size_boundary() {
+        // 0, 1, chunk-1, chunk, chunk+1, many chunks.
+        let m = offer(&[0, 1, C as u64 - 1, C as u64, C as u64 + 1, 3 * C as u64]);
+        let stream = [
+            M::E(0),
+            M::C(1, 0, 1),
+            M::E(1),
+            M::C(2, 0, C - 1),
+            M::E(2),
+            M::C(3, 0, C),
+            M::E(3),
+            M::C(4, 0, C),
+            M::Keep,
+            M::Z(4, 1, 1),
+            M::E(4),
+            M::C(5, 0, C),
+            M::C(5, 1, C),
+            M::C(5, 2, C),
+            M::E(5),
+            M::Complete,
+        ];
+        // Chunk 1 of file 4 holds one byte: a compressed form of it cannot
+        // be shorter, so it is refused; raw it passes.
+        let refused = run(&m, ResumePoint::default(), &[], &stream);
+        assert!(
+            matches!(refused, Some((9, PeerMisbehaved::ChunkLength { .. }))),
+            "{refused:?}"
+        );
+        let mut fixed = stream;
+        fixed[9] = M::C(4, 1, 1);
+        assert_eq!(run(&m, ResumePoint::default(), &[], &fixed), None);
+        let mut machine = ReceiveMachine::new(&m, ResumePoint::default(), FileRuns::default());
+        let chunk = machine.on_message(message(M::E(0))).unwrap();
+        assert_eq!(
+            chunk,
+            Incoming::FileEnd {
+                file: 0,
+                hash: [0; 32]
+            }
+        );
+        assert!(!machine.is_complete());
+    }
+
+    /// The malicious-sender cases, one row each: what the stream holds and
+    /// the rule it breaks (the real-process suite keeps a few of them end
+    /// to end in `tallow/tests/hostile_peer.rs`).
+    #[test]
+    fn a_sender_breaking_a_rule_is_stopped_at_that_message() {
+        let m = offer(&[2 * C as u64, 10]);
+        let start = ResumePoint::default();
+        type Check = fn(&PeerMisbehaved) -> bool;
+        let cases: &[(&str, &[M], usize, Check)] = &[
+            ("chunk of the wrong file", &[M::C(1, 0, 10)], 0, |e| {
+                matches!(
+                    e,
+                    PeerMisbehaved::ChunkOutOfOrder {
+                        expected_file: 0,
+                        ..
+                    }
+                )
+            }),
+            ("chunk out of order", &[M::C(0, 1, C)], 0, |e| {
+                matches!(
+                    e,
+                    PeerMisbehaved::ChunkOutOfOrder {
+                        index: 1,
+                        expected_index: 0,
+                        ..
+                    }
+                )
+            }),
+            ("chunk replayed", &[M::C(0, 0, C), M::C(0, 0, C)], 1, |e| {
+                matches!(e, PeerMisbehaved::ChunkOutOfOrder { .. })
+            }),
+            (
+                "chunk past the file's end",
+                &[M::C(0, 0, C), M::C(0, 1, C), M::C(0, 2, C)],
+                2,
+                |e| matches!(e, PeerMisbehaved::ChunkOutOfOrder { index: 2, .. }),
+            ),
+            (
+                "chunk one byte short",
+                &[M::C(0, 0, C - 1)],
+                0,
+                |e| matches!(e, PeerMisbehaved::ChunkLength { got, expected: 4096, .. } if *got == C - 1),
+            ),
+            ("chunk one byte long", &[M::C(0, 0, C + 1)], 0, |e| {
+                matches!(e, PeerMisbehaved::ChunkLength { .. })
+            }),
+            (
+                "compressed chunk as long as its plaintext",
+                &[M::Z(0, 0, C)],
+                0,
+                |e| matches!(e, PeerMisbehaved::ChunkLength { .. }),
+            ),
+            ("empty compressed chunk", &[M::Z(0, 0, 0)], 0, |e| {
+                matches!(e, PeerMisbehaved::ChunkLength { .. })
+            }),
+            ("file ended early", &[M::C(0, 0, C), M::E(0)], 1, |e| {
+                matches!(
+                    e,
+                    PeerMisbehaved::FileEndEarly {
+                        chunks: 1,
+                        expected_chunks: 2,
+                        ..
+                    }
+                )
+            }),
+            (
+                "another file ended",
+                &[M::C(0, 0, C), M::C(0, 1, C), M::E(1)],
+                2,
+                |e| {
+                    matches!(
+                        e,
+                        PeerMisbehaved::FileEndEarly {
+                            file: 1,
+                            expected_file: 0,
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                "complete before the last file",
+                &[M::C(0, 0, C), M::C(0, 1, C), M::E(0), M::Complete],
+                3,
+                |e| {
+                    matches!(
+                        e,
+                        PeerMisbehaved::CompleteEarly {
+                            files_done: 1,
+                            files: 2
+                        }
+                    )
+                },
+            ),
+            (
+                "chunk after the last file",
+                &[
+                    M::C(0, 0, C),
+                    M::C(0, 1, C),
+                    M::E(0),
+                    M::C(1, 0, 10),
+                    M::E(1),
+                    M::C(2, 0, 1),
+                ],
+                5,
+                |e| matches!(e, PeerMisbehaved::AfterLastFile(_)),
+            ),
+            (
+                "anything after complete",
+                &[
+                    M::C(0, 0, C),
+                    M::C(0, 1, C),
+                    M::E(0),
+                    M::C(1, 0, 10),
+                    M::E(1),
+                    M::Complete,
+                    M::Keep,
+                ],
+                6,
+                |e| matches!(e, PeerMisbehaved::Unexpected { .. }),
+            ),
+            ("a receiver's message", &[M::Accept], 0, |e| {
+                matches!(e, PeerMisbehaved::Unexpected { got: "Accept", .. })
+            }),
+            ("an ack from the sender", &[M::Ack(5)], 0, |e| {
+                matches!(e, PeerMisbehaved::Unexpected { got: "Ack", .. })
+            }),
+        ];
+        for (what, stream, at, check) in cases {
+            match run(&m, start, &[], stream) {
+                Some((i, e)) => assert!(i == *at && check(&e), "{what}: refused at {i} with {e:?}"),
+                None => panic!("{what}: accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn resumed_and_skipped_files_get_nothing() {
+        let m = offer(&[2 * C as u64, 10, 20, 30]);
+        // Resumed at chunk 1 of file 0, files 1 and 3 skipped.
+        let start = ResumePoint {
+            files_done: 0,
+            chunks_done: 1,
+        };
+        let good = [M::C(0, 1, C), M::E(0), M::C(2, 0, 20), M::E(2), M::Complete];
+        assert_eq!(run(&m, start, &[1, 3], &good), None);
+        // Chunk 0 again, or a skipped file's chunk or end: refused.
+        assert!(run(&m, start, &[1, 3], &[M::C(0, 0, C)]).is_some());
+        let skipped_chunk = [M::C(0, 1, C), M::E(0), M::C(1, 0, 10)];
+        assert!(matches!(
+            run(&m, start, &[1, 3], &skipped_chunk),
+            Some((
+                2,
+                PeerMisbehaved::ChunkOutOfOrder {
+                    expected_file: 2,
+                    ..
+                }
+            ))
+        ));
+        let skipped_end = [M::C(0, 1, C), M::E(0), M::C(2, 0, 20), M::E(2), M::E(3)];
+        assert!(matches!(
+            run(&m, start, &[1, 3], &skipped_end),
+            Some((4, PeerMisbehaved::AfterLastFile(_)))
+        ));
+        // Everything skipped from the start: complete at once.
+        assert_eq!(
+            run(&m, ResumePoint::default(), &[0, 1, 2, 3], &[M::Complete]),
+            None
+        );
+    }
+
+    #[test]
+    fn the_sender_checks_the_decision_acks_done_and_its_window() {
+        let m = offer(&[3 * C as u64, 100]);
+        let total = m.total_size();
+        let mut s = SendMachine::new(total, 2 * C as u64);
+        let bad = |resume: ResumePoint, skip: &[u32]| {
+            let mut s = SendMachine::new(total, 0);
+            s.on_decision(
+                &m,
+                Message::Accept {
+                    resume,
+                    skip: FileRuns::from_sorted(skip.iter().copied()),
+                },
+            )
+        };
+        let point = |files_done, chunks_done| ResumePoint {
+            files_done,
+            chunks_done,
+        };
+        for (resume, skip) in [
+            (point(3, 0), &[][..]),
+            (point(0, 4), &[]),
+            (point(2, 1), &[]),
+            (point(0, 1), &[0]),
+            (point(0, 0), &[2]),
+        ] {
+            assert!(
+                matches!(
+                    bad(resume, skip),
+                    Err(PeerMisbehaved::AcceptOutsideOffer { .. })
+                ),
+                "{resume:?} {skip:?}"
+            );
+        }
+        assert_eq!(
+            bad(point(2, 0), &[]).unwrap(),
+            Decision::Accepted {
+                resume: point(2, 0),
+                skip: FileRuns::default()
+            }
+        );
+        assert!(matches!(
+            s.on_decision(&m, Message::Ack { bytes: 0 }),
+            Err(PeerMisbehaved::Unexpected { got: "Ack", .. })
+        ));
+        assert_eq!(
+            s.on_decision(&m, Message::Decline { reason: "no" })
+                .unwrap(),
+            Decision::Declined("no")
+        );
+        // Resumed after chunk 1 of file 0, file 1 skipped: those bytes are
+        // there from the start.
+        s.on_decision(
+            &m,
+            Message::Accept {
+                resume: point(0, 1),
+                skip: FileRuns::from_sorted([1]),
+            },
+        )
+        .unwrap();
+        assert_eq!(s.acked(), C as u64 + 100);
+        // The window: two chunks may be unacknowledged, not more.
+        s.on_sent(C as u64, false);
+        s.on_sent(C as u64, false);
+        assert!(s.window_open());
+        s.on_sent(1, false);
+        assert!(!s.window_open());
+        assert_eq!(
+            s.on_reply(Message::Ack {
+                bytes: 2 * C as u64
+            })
+            .unwrap(),
+            Reply::Acked(2 * C as u64)
+        );
+        assert!(s.window_open());
+        // Acks only grow and stay within the offer.
+        assert!(matches!(
+            s.on_reply(Message::Ack { bytes: C as u64 }),
+            Err(PeerMisbehaved::AckOutOfRange { .. })
+        ));
+        assert!(matches!(
+            s.on_reply(Message::Ack { bytes: total + 1 }),
+            Err(PeerMisbehaved::AckOutOfRange { .. })
+        ));
+        // Done only once the whole stream went out.
+        assert_eq!(s.on_reply(Message::Done), Err(PeerMisbehaved::DoneEarly));
+        s.on_sent(0, true);
+        assert_eq!(s.on_reply(Message::Done), Ok(Reply::Done));
+        assert!(matches!(
+            s.on_reply(Message::KeepAlive),
+            Err(PeerMisbehaved::Unexpected {
+                got: "KeepAlive",
+                ..
+            })
+        ));
+    }
+}
