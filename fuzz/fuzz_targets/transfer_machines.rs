@@ -1,0 +1,78 @@
+//! The transfer machines driven by arbitrary message sequences from a
+//! hostile peer: no panic, and what they let through obeys the rules.
+//!
+//! Input: two bytes shape a small offer (file count and sizes), two more a
+//! resume point and skipped files; the rest is a sequence of
+//! `u16 length | message` frames, decoded as the pipelines decode them and
+//! fed to both machines.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tallow_protocol::machine::{Decision, Incoming, ReceiveMachine, Reply, SendMachine};
+use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
+use tallow_protocol::message::{FileRuns, Message, ResumePoint};
+
+const CHUNK: u32 = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 4 {
+        return;
+    }
+    let files = (data[0] % 5) as usize;
+    let manifest = Manifest {
+        chunk_size: CHUNK,
+        dirs: vec![],
+        files: (0..files)
+            .map(|i| FileEntry {
+                path: format!("f{i}"),
+                // 0 to 3 chunks and a bit, from the second byte's bits.
+                size: u64::from((data[1] >> (i % 4) * 2) & 3) * u64::from(CHUNK)
+                    + u64::from(data[1] & (1 << i)) * 7,
+                mode: 0o644,
+                mtime: Timestamp::default(),
+            })
+            .collect(),
+        left_out: LeftOut::default(),
+    };
+    let start = ResumePoint {
+        files_done: u32::from(data[2] % (files as u8 + 1)),
+        chunks_done: 0,
+    };
+    let skip = FileRuns::from_sorted(
+        (start.files_done..files as u32).filter(|f| data[3] & (1 << f) != 0),
+    );
+    let mut receiver = ReceiveMachine::new(&manifest, start, skip.clone());
+    let mut sender = SendMachine::new(manifest.total_size(), 1 << 20);
+    let mut decided = false;
+    let mut last_acked = 0;
+    let mut received = 0u64;
+    let mut rest = &data[4..];
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let frame = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        let Ok(msg) = Message::decode(frame) else { continue };
+        if let Ok(Incoming::Chunk { header, data, len }) = receiver.on_message(Message::decode(frame).unwrap()) {
+            // Only the next chunk of a file that is sent, of its length.
+            let entry = &manifest.files[header.file as usize];
+            assert!(!skip.contains(header.file));
+            assert_eq!(len as u64, manifest.chunk_len(entry.size, header.index));
+            assert!(header.compressed || data.len() == len);
+            received += len as u64;
+        }
+        if !decided {
+            if let Ok(Decision::Accepted { .. }) = sender.on_decision(&manifest, msg) {
+                decided = true;
+                last_acked = sender.acked();
+            }
+        } else if let Ok(Reply::Acked(acked)) = sender.on_reply(msg) {
+            assert!(acked >= last_acked && acked <= manifest.total_size());
+            last_acked = acked;
+        }
+    }
+    if receiver.is_complete() {
+        // Everything from the start point, less what was skipped, arrived.
+        let expected = manifest.total_size() - start.bytes(&manifest) - skip.bytes(&manifest);
+        assert_eq!(received, expected);
+    }
+});
