@@ -93,7 +93,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 listener.local_addr()?
             );
             let (metrics, rooms) = (server.metrics(), server.rooms_gauge());
-            Some(AbortOnDrop(tokio::spawn(RelayServer::serve_metrics(
+            Some(AbortOnDrop(tokio::spawn(tallow_relay::serve_metrics(
                 listener, metrics, rooms,
             ))))
         }

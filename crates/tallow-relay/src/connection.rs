@@ -1,0 +1,258 @@
+//! One client: read and check its hello (fixed part, password, room), join
+//! its room, then either hand its stream to the waiting side or wait for
+//! the other side and forward the pair's bytes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+use tallow_crypto::RoomId;
+use tallow_protocol::rendezvous::{RelayHello, RelayStatus, MAX_PASSWORD_LEN, RELAY_HELLO_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::config::RelayConfig;
+use crate::forward::forward;
+use crate::metrics::{Metrics, Refusal};
+use crate::per_address::IpSlot;
+use crate::rooms::{lock, Join, Rooms};
+
+/// Deadline for writing a status reply to a client.
+const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The rooms of a relay: a joining client reaches the waiting one through
+/// a oneshot channel.
+pub(crate) type RelayRooms = Rooms<oneshot::Sender<Joiner>>;
+
+/// The second client of a room, handed to the first one's task.
+pub(crate) struct Joiner {
+    stream: TcpStream,
+    _slot: Option<IpSlot>,
+}
+
+/// One client's connection, from its hello to the end of its pair.
+pub(crate) struct Connection {
+    pub(crate) config: RelayConfig,
+    pub(crate) rooms: RelayRooms,
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) ip_slot: Option<IpSlot>,
+}
+
+enum Joined {
+    Wait(oneshot::Receiver<Joiner>),
+    Pair(oneshot::Sender<Joiner>),
+    Refuse(Refusal, String),
+}
+
+impl Connection {
+    pub(crate) async fn serve(mut self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        // The fixed part is checked before the password is read, so a
+        // stranger (a browser, a port scan) is told at once what this is.
+        let deadline = tokio::time::Instant::now() + self.config.hello_timeout;
+        let mut fixed = [0u8; RELAY_HELLO_LEN];
+        let hello = match tokio::time::timeout_at(deadline, stream.read_exact(&mut fixed)).await {
+            Err(_) => return self.refuse_slow(&mut stream).await,
+            Ok(Err(_)) => return,
+            Ok(Ok(_)) => match RelayHello::decode(&fixed) {
+                Ok(h) => h,
+                Err(e) => {
+                    let reason = format!(
+                        "malformed hello ({e}); this port is a tallow relay, use `tallow send` or `tallow receive`"
+                    );
+                    self.refuse(&mut stream, Refusal::Malformed, &reason).await;
+                    return;
+                }
+            },
+        };
+        let read_password = async {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).await?;
+            let mut password = vec![0u8; (len[0] as usize).min(MAX_PASSWORD_LEN)];
+            stream.read_exact(&mut password).await?;
+            Ok::<_, std::io::Error>(password)
+        };
+        let password = match tokio::time::timeout_at(deadline, read_password).await {
+            Err(_) => return self.refuse_slow(&mut stream).await,
+            Ok(Err(_)) => return,
+            Ok(Ok(p)) => p,
+        };
+        if let Some(expected) = &self.config.password {
+            if !bool::from(expected.as_slice().ct_eq(password.as_slice())) {
+                self.refuse(
+                    &mut stream,
+                    Refusal::Password,
+                    "this relay needs a password: pass --relay-password or set TALLOW_RELAY_PASSWORD",
+                )
+                .await;
+                return;
+            }
+        }
+        let room = hello.room;
+        if self.config.only_room.is_some_and(|only| only != room) {
+            self.refuse(
+                &mut stream,
+                Refusal::RoomLimit,
+                "this relay serves one transfer only",
+            )
+            .await;
+            return;
+        }
+        match self.join(hello) {
+            Joined::Refuse(why, reason) => {
+                tracing::info!(room = %room.short(), role = %hello.role, "refused: {reason}");
+                self.refuse(&mut stream, why, &reason).await;
+            }
+            Joined::Pair(partner) => {
+                // The joiner's connection (and its place in the per-address
+                // count) now belongs to the waiting side's task.
+                let joiner = Joiner {
+                    stream,
+                    _slot: self.ip_slot.take(),
+                };
+                if let Err(Joiner { mut stream, .. }) = partner.send(joiner) {
+                    self.release(room);
+                    refuse(
+                        &mut stream,
+                        "the other side left just as you joined; start again",
+                    )
+                    .await;
+                }
+            }
+            Joined::Wait(partner) => self.wait_and_forward(stream, hello, partner).await,
+        }
+    }
+
+    async fn refuse_slow(&self, stream: &mut TcpStream) {
+        let secs = self.config.hello_timeout.as_secs();
+        self.refuse(
+            stream,
+            Refusal::HelloTimeout,
+            &format!("no hello within {secs} s"),
+        )
+        .await;
+    }
+
+    async fn refuse(&self, stream: &mut TcpStream, why: Refusal, reason: &str) {
+        self.metrics.refused(why);
+        tracing::info!(peer = %self.peer.ip(), reason = why.label(), "refused");
+        refuse(stream, reason).await;
+    }
+
+    fn join(&self, hello: RelayHello) -> Joined {
+        let (partner, waiting) = oneshot::channel();
+        match lock(&self.rooms).join(hello.room, hello.role, self.id, partner) {
+            Join::Wait => Joined::Wait(waiting),
+            Join::Pair(partner) => Joined::Pair(partner),
+            Join::Refuse(why, reason) => Joined::Refuse(why, reason),
+        }
+    }
+
+    /// Remove the room if it is still ours.
+    fn release(&self, room: RoomId) {
+        lock(&self.rooms).release(room, self.id);
+    }
+
+    async fn wait_and_forward(
+        self,
+        mut stream: TcpStream,
+        hello: RelayHello,
+        mut partner: oneshot::Receiver<Joiner>,
+    ) {
+        let room = hello.room;
+        if !write_status(&mut stream, &RelayStatus::Waiting).await {
+            self.release(room);
+            return;
+        }
+        tracing::info!(room = %room.short(), role = %hello.role, "waiting for peer");
+        let waited = Instant::now();
+        let mut probe = [0u8; 1];
+        let other = tokio::select! {
+            biased;
+            other = &mut partner => other.ok().map(|j| (j.stream, j._slot)),
+            // Nothing may arrive before pairing: data or EOF both end the wait.
+            _ = stream.read(&mut probe) => None,
+            _ = tokio::time::sleep(self.config.pair_timeout) => {
+                let secs = self.config.pair_timeout.as_secs();
+                let reason = format!("no {} joined within {secs} s", hello.role.peer());
+                self.release(room);
+                // A partner may have arrived in the same instant.
+                if let Ok(Joiner { stream: mut other, .. }) = partner.try_recv() {
+                    refuse(&mut other, "the other side timed out just as you joined; start again").await;
+                }
+                tracing::info!(room = %room.short(), "pairing timed out");
+                self.refuse(&mut stream, Refusal::PairTimeout, &reason).await;
+                return;
+            }
+        };
+        let Some((mut other, _other_slot)) = other else {
+            self.release(room);
+            tracing::info!(room = %room.short(), "waiting client left");
+            return;
+        };
+        // Our own id marks the Paired slot; released when forwarding ends.
+        let _guard = ReleaseOnDrop {
+            rooms: self.rooms.clone(),
+            room,
+            id: self.id,
+        };
+        if !write_status(&mut stream, &RelayStatus::Paired).await
+            || !write_status(&mut other, &RelayStatus::Paired).await
+        {
+            return;
+        }
+        tracing::info!(room = %room.short(), waited_ms = waited.elapsed().as_millis() as u64, "paired");
+        let started = Instant::now();
+        self.metrics.pairs_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.pairs_active.fetch_add(1, Ordering::Relaxed);
+        let (a_to_b, b_to_a, outcome) = forward(
+            stream,
+            other,
+            self.config.idle_timeout,
+            self.config.max_rate,
+        )
+        .await;
+        self.metrics.pairs_active.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .bytes_forwarded_total
+            .fetch_add(a_to_b + b_to_a, Ordering::Relaxed);
+        tracing::info!(
+            room = %room.short(),
+            bytes_from_waiting_side = a_to_b,
+            bytes_from_joining_side = b_to_a,
+            duration_ms = started.elapsed().as_millis() as u64,
+            outcome,
+            "pair finished"
+        );
+    }
+}
+
+/// Frees a paired room when its forwarding task ends, however it ends.
+struct ReleaseOnDrop {
+    rooms: RelayRooms,
+    room: RoomId,
+    id: u64,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        lock(&self.rooms).release(self.room, self.id);
+    }
+}
+
+async fn write_status(stream: &mut TcpStream, status: &RelayStatus) -> bool {
+    matches!(
+        tokio::time::timeout(STATUS_WRITE_TIMEOUT, stream.write_all(&status.encode())).await,
+        Ok(Ok(()))
+    )
+}
+
+pub(crate) async fn refuse(stream: &mut TcpStream, reason: &str) {
+    write_status(stream, &RelayStatus::Refused(reason.to_owned())).await;
+    let _ = stream.shutdown().await;
+}
