@@ -165,28 +165,53 @@ impl CodePhrase {
             .collect()
     }
 
-    /// Estimated entropy of the words in bits: 12.9 per wordlist word, 2 per
-    /// letter of any other word. The nameplate is public and counts nothing.
-    pub fn strength_bits(&self) -> f64 {
+    /// The words as the list has them (a hyphenated list word such as
+    /// `t-shirt` is one), each with whether it is on the list.
+    fn words_as_listed(&self) -> Vec<(String, bool)> {
         let words = self.words();
-        let mut bits = 0.0;
+        let mut out = Vec::with_capacity(words.len());
         let mut i = 0;
         while i < words.len() {
             // The list has four hyphenated words ("t-shirt"): try the pair first.
-            if i + 1 < words.len() && wordlist::contains(&format!("{}-{}", words[i], words[i + 1]))
-            {
-                bits += WORDLIST_WORD_BITS;
-                i += 2;
-                continue;
+            if i + 1 < words.len() {
+                let pair = format!("{}-{}", words[i], words[i + 1]);
+                if wordlist::contains(&pair) {
+                    out.push((pair, true));
+                    i += 2;
+                    continue;
+                }
             }
-            bits += if wordlist::contains(words[i]) {
-                WORDLIST_WORD_BITS
-            } else {
-                OTHER_WORD_BITS_PER_CHAR * words[i].len() as f64
-            };
+            out.push((words[i].to_owned(), wordlist::contains(words[i])));
             i += 1;
         }
-        bits
+        out
+    }
+
+    /// How many words follow the number.
+    pub fn word_count(&self) -> usize {
+        self.words_as_listed().len()
+    }
+
+    /// The words that are not on the list (a code the sender chose, or a
+    /// typo).
+    pub fn unlisted_words(&self) -> Vec<String> {
+        self.words_as_listed()
+            .into_iter()
+            .filter(|(_, listed)| !listed)
+            .map(|(w, _)| w)
+            .collect()
+    }
+
+    /// Estimated entropy of the words in bits: 12.9 per wordlist word, 2 per
+    /// letter of any other word. The nameplate is public and counts nothing.
+    pub fn strength_bits(&self) -> f64 {
+        self.words_as_listed()
+            .iter()
+            .map(|(word, listed)| match listed {
+                true => WORDLIST_WORD_BITS,
+                false => OTHER_WORD_BITS_PER_CHAR * word.len() as f64,
+            })
+            .sum()
     }
 
     /// Whether the phrase is easier to guess than a generated one.
@@ -315,6 +340,16 @@ mod tests {
         assert!(!CodePhrase::parse("7-qwertyuiopasdfghjklzxcvb")
             .unwrap()
             .is_weaker_than_generated());
+    }
+
+    #[test]
+    fn words_are_counted_and_unlisted_ones_named_as_the_list_has_them() {
+        let code = CodePhrase::parse("7-abacus-t-shirt-qwerty").unwrap();
+        assert_eq!(code.word_count(), 3, "t-shirt is one word");
+        assert_eq!(code.unlisted_words(), ["qwerty"]);
+        let code = CodePhrase::parse("7 Abacus zoom").unwrap();
+        assert_eq!(code.word_count(), 2);
+        assert!(code.unlisted_words().is_empty());
     }
 
     #[test]

@@ -83,16 +83,18 @@ pub enum NetError {
         waited: Duration,
     },
     /// No route was allowed (no relay, and LAN discovery off).
-    #[error("no way to reach the other side: pass --relay HOST:PORT (or set TALLOW_RELAY), or drop --no-lan")]
+    #[error(
+        "no way to reach the other side: no relay is configured and local-network discovery is off"
+    )]
     NoRoute,
     /// The in-process relay could not start.
-    #[error("cannot listen for the receiver on this machine ({source}); pass --relay to use a relay instead")]
+    #[error("cannot listen for the receiver on this machine ({source})")]
     HostRelay {
         /// The OS error.
         source: std::io::Error,
     },
     /// The discovery port could not be opened.
-    #[error("cannot listen for senders on the local network (UDP port {port}: {source}); set TALLOW_DISCOVERY_PORT or pass --relay")]
+    #[error("cannot listen for senders on the local network (UDP port {port}: {source})")]
     Discovery {
         /// The UDP port.
         port: u16,
@@ -100,13 +102,13 @@ pub enum NetError {
         source: std::io::Error,
     },
     /// No announcement for our room arrived in time.
-    #[error("no sender for this code found on the local network within {} s: is the sender running, with this code? (a sender on another network is reached through a relay both sides name with --relay)", .waited.as_secs())]
+    #[error("no sender for this code found on the local network within {} s: is the sender running, with this code?", .waited.as_secs())]
     NotOnLan {
         /// How long we listened.
         waited: Duration,
     },
     /// The sender found on the local network could not be reached.
-    #[error("could not connect to the sender at {addr} on the local network ({reason}): a firewall on its machine may block it; with --relay HOST:PORT on both sides the transfer goes through a relay instead")]
+    #[error("could not connect to the sender at {addr} on the local network ({reason}): a firewall on its machine may block it")]
     LanUnreachable {
         /// The address it announced.
         addr: String,
@@ -122,7 +124,7 @@ pub enum NetError {
         reason: String,
     },
     /// Nobody joined on the local network in time.
-    #[error("no {peer} joined on the local network within {} s: check that the other side runs with this code (on another network, both sides need the same --relay)", .waited.as_secs())]
+    #[error("no {peer} joined on the local network within {} s: check that the other side runs with this code", .waited.as_secs())]
     LanPairingTimeout {
         /// Who we were waiting for.
         peer: Role,
@@ -167,6 +169,14 @@ impl NetError {
             }
             other => other,
         }
+    }
+
+    /// Nobody joined in time (on a relay or the local network).
+    pub(crate) fn is_pairing_timeout(&self) -> bool {
+        matches!(
+            self,
+            NetError::PairingTimeout { .. } | NetError::LanPairingTimeout { .. }
+        )
     }
 
     /// How much the error tells a user, to pick between two failed routes:

@@ -268,11 +268,15 @@ async fn first_ok<T>(
                 }
                 match (&a_err, &b_err) {
                     (Some(x), Some(y)) => {
-                        let pick_a = x.rank() >= y.rank();
+                        // On a tie, the second route's (the relay the user
+                        // named) says more than the local network's.
+                        let pick_a = x.rank() > y.rank();
                         return Err(if pick_a { a_err } else { b_err }.unwrap_or(NetError::NoRoute));
                     }
-                    (Some(e), None) | (None, Some(e)) => on_failed(e),
-                    (None, None) => {}
+                    // Both routes wait for the other side equally long: a
+                    // pairing timeout on one is the other's in a moment.
+                    (Some(e), None) | (None, Some(e)) if !e.is_pairing_timeout() => on_failed(e),
+                    _ => {}
                 }
             }
         }

@@ -226,6 +226,13 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         &self.manifest
     }
 
+    /// The connection from the sender, to notice it stop while the user
+    /// is asked (read only an `Abort` from it: the sender sends nothing
+    /// else before the answer).
+    pub fn reader_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
     /// How much of the offer is already here from an interrupted transfer
     /// (reads the checkpoint and the partial file; writes nothing).
     pub fn plan(&self, options: &ReceiveOptions) -> ResumePlan {

@@ -117,7 +117,7 @@ pub enum TransferError {
         waited: std::time::Duration,
     },
     /// The offer does not fit in the free space of the output folder.
-    #[error("the offer needs {} but only {} is free in {}; free some space or choose another folder with --out", crate::human_bytes(*.needed), crate::human_bytes(*.available), .dir.display())]
+    #[error("the offer needs {} but only {} is free in {}", crate::human_bytes(*.needed), crate::human_bytes(*.available), .dir.display())]
     NoSpace {
         /// Bytes still to write.
         needed: u64,
@@ -127,7 +127,7 @@ pub enum TransferError {
         dir: PathBuf,
     },
     /// A file with the same name is already in the output folder.
-    #[error("{} already exists; pass --overwrite to replace it, --skip-existing to keep it (and not receive it), or choose another folder with --out", .path.display())]
+    #[error("{} already exists", .path.display())]
     DestinationExists {
         /// The existing file.
         path: PathBuf,

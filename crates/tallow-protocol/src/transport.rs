@@ -100,6 +100,11 @@ impl<R> Prefetched<R> {
     pub fn new(first: Option<Vec<u8>>, inner: R) -> Self {
         Prefetched { first, inner }
     }
+
+    /// The source itself (what was prefetched stays first in line).
+    pub fn inner_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
 }
 
 impl<R: FrameSource> FrameSource for Prefetched<R> {

@@ -19,6 +19,7 @@ macro_rules! out {
     }};
 }
 
+mod advice;
 mod argv;
 mod config;
 mod events;
@@ -267,7 +268,10 @@ fn main() -> ExitCode {
         Err(e) => {
             // Messages can quote a peer or a relay: never let them drive
             // the terminal.
-            let message = one_clause_per_cause(&e);
+            let mut message = one_clause_per_cause(&e);
+            if let Some(advice) = advice::for_error(&e) {
+                message = format!("{message}; {advice}");
+            }
             say!("tallow: {}", progress::display_name(&message));
             let code = exit::code_for(&e);
             events::Event::new("error")
@@ -376,8 +380,7 @@ async fn confirm_connected(
     deadlines: &Deadlines,
 ) -> anyhow::Result<Option<Vec<u8>>> {
     use tallow_protocol::message::{AbortKind, Message};
-    use tallow_protocol::transport::{FrameSink, FrameSource};
-    use tallow_protocol::TransferError;
+    use tallow_protocol::transport::FrameSink;
     events::Event::new("connected")
         .str("verification", &channel.short_authentication_string)
         .str("route", channel.via.kind())
@@ -394,25 +397,14 @@ async fn confirm_connected(
         channel.short_authentication_string
     );
     let question = format!("Does the {} show the same verification string?", us.peer());
-    let answer = ask_yes_no(&question, deadlines.decision);
-    tokio::pin!(answer);
-    let mut early = None;
-    let same = loop {
-        tokio::select! {
-            answer = &mut answer => break answer?,
-            () = channel.reader.wait_for_data(), if early.is_none() => {
-                let mut frame = Vec::new();
-                channel.reader.recv_frame(&mut frame, Some(deadlines.idle)).await?;
-                if let Some(stopped) = TransferError::from_abort_frame(&frame, us.peer()) {
-                    say!();
-                    return Err(stopped.into());
-                }
-                // Only the sender speaks first (its offer, after its yes);
-                // anything else is for the pipeline to refuse.
-                early = Some(frame);
-            }
-        }
-    };
+    let (answer, early) = ask_unless_stopped(
+        &format!("{question} [y/N] "),
+        deadlines,
+        &mut channel.reader,
+        us.peer(),
+    )
+    .await?;
+    let same = answer == "y" || answer == "yes";
     if same {
         return Ok(early);
     }
@@ -428,6 +420,41 @@ async fn confirm_connected(
         "verification strings differ: someone may be intercepting the connection; nothing was transferred".into(),
     )
     .into())
+}
+
+/// Ask on the terminal while the other side may speak: if it stops (its
+/// `Abort`, or a closed connection) before the answer, the question ends
+/// with its reason instead of waiting for a person who no longer matters.
+/// Another frame that arrives meanwhile (the sender's offer, once it said
+/// yes to `--verify`) is returned with the answer.
+async fn ask_unless_stopped(
+    prompt: &str,
+    deadlines: &Deadlines,
+    reader: &mut tallow_net::channel::ChannelReader<tokio::net::tcp::OwnedReadHalf>,
+    peer: tallow_protocol::Role,
+) -> anyhow::Result<(String, Option<Vec<u8>>)> {
+    use tallow_protocol::transport::FrameSource;
+    use tallow_protocol::TransferError;
+    let answer = ask(prompt, deadlines.decision);
+    tokio::pin!(answer);
+    let mut early = None;
+    loop {
+        tokio::select! {
+            answer = &mut answer => return Ok((answer?, early)),
+            () = reader.wait_for_data(), if early.is_none() => {
+                let mut frame = Vec::new();
+                if let Err(e) = reader.recv_frame(&mut frame, Some(deadlines.idle)).await {
+                    say!();
+                    return Err(TransferError::from(e).into());
+                }
+                if let Some(stopped) = TransferError::from_abort_frame(&frame, peer) {
+                    say!();
+                    return Err(stopped.into());
+                }
+                early = Some(frame);
+            }
+        }
+    }
 }
 
 /// One route to the other side failed while another is still being tried.
@@ -467,6 +494,8 @@ fn manual_pages(command: Option<&str>, dir: Option<&Path>) -> ExitCode {
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
+        // `tallow man receive | head`: a reader that had enough.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             say!("tallow: cannot write the manual page: {e}");
             ExitCode::from(exit::IO)

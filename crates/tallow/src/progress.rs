@@ -30,6 +30,10 @@ pub struct ProgressLine {
     last_event: Option<Instant>,
     /// The 100 % event was printed.
     reported_total: bool,
+    /// Files and bytes the receiver kept as it had them (not sent).
+    kept: (u64, u64),
+    /// The receiver said yes.
+    accepted: bool,
 }
 
 impl ProgressLine {
@@ -67,6 +71,8 @@ impl ProgressLine {
             resumed: 0,
             last_event: None,
             reported_total: false,
+            kept: (0, 0),
+            accepted: false,
         }
     }
 
@@ -127,6 +133,7 @@ impl ProgressLine {
                 });
             }
             Progress::Skipped { files, bytes } => {
+                self.kept = (files, bytes);
                 Event::new("skipped")
                     .num("files", files)
                     .num("bytes", bytes)
@@ -141,6 +148,7 @@ impl ProgressLine {
             }
             Progress::Accepted => {
                 Event::new("accepted").emit();
+                self.accepted = true;
                 self.started = Instant::now();
                 self.bar.reset_elapsed();
                 self.bar.reset_eta();
@@ -159,6 +167,16 @@ impl ProgressLine {
         } else {
             0
         }
+    }
+
+    /// Whether the receiver accepted (on the sender).
+    pub fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    /// Files and bytes the receiver kept as it had them (not sent).
+    pub fn kept(&self) -> (u64, u64) {
+        self.kept
     }
 
     pub fn elapsed(&self) -> Duration {

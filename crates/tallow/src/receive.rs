@@ -10,20 +10,25 @@ use clap::Args;
 use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::open_as_receiver;
+use tallow_net::{ChannelReader, ChannelWriter};
 use tallow_protocol::cancel::CancelSignal;
 use tallow_protocol::checkpoint::{self, LocalKey, RecordedProgress};
+use tallow_protocol::limits::Deadlines;
+use tallow_protocol::machine::PeerMisbehaved;
+use tallow_protocol::message::Message;
 use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::placement::OutputDir;
-use tallow_protocol::receive::{receive_offer, Offered, Placement, ReceiveOptions};
+use tallow_protocol::receive::{receive_offer, IncomingOffer, Offered, Placement, ReceiveOptions};
 use tallow_protocol::transport::Prefetched;
 use tallow_protocol::{Role, TransferError};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::events::Event;
 use crate::exit::UsageError;
 use crate::progress::{
     display_name, human_age, human_bytes, names_summary, plural, some_names_summary, ProgressLine,
 };
-use crate::{ask, ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
+use crate::{ask_unless_stopped, ask_yes_no, confirm_connected, warn_route_failed, ClientArgs};
 
 #[derive(Args)]
 pub struct ReceiveArgs {
@@ -115,18 +120,43 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             say!("warning: {typo:?} is not in the word list; did you mean {word:?}? (trying the code as typed)");
         }
     }
-    // Too few words is most often a word left out: one more chance to
-    // look before the sender's try is spent (a short code the sender chose
-    // with --code is still accepted).
-    if terminal && code.is_weaker_than_generated() {
-        let question = format!(
-            "This code is shorter than a generated one ({DEFAULT_WORDS} words after the number). Is it complete? A wrong code ends the sender's transfer."
-        );
-        if !ask_yes_no(&question, deadlines.decision).await? {
-            return Err(UsageError(
-                "code not tried: check it with the sender and run tallow receive again (nothing was sent)",
+    // Too few words is most often a word left out, and a word with no
+    // near list word may be a slip too: one more look before the sender's
+    // try is spent (a code the sender chose with --code is still taken).
+    if terminal {
+        let corrected: Vec<String> = code.suggestions().into_iter().map(|(w, _)| w).collect();
+        let unknown: Vec<String> = code
+            .unlisted_words()
+            .into_iter()
+            .filter(|w| !corrected.contains(w))
+            .collect();
+        let question = if code.word_count() < DEFAULT_WORDS {
+            Some(format!(
+                "This code has {} after the number; a generated one has {DEFAULT_WORDS}. Is it complete?",
+                plural(code.word_count() as u64, "word")
+            ))
+        } else if !unknown.is_empty() {
+            let names: Vec<String> = unknown.iter().map(|w| format!("{w:?}")).collect();
+            Some(format!(
+                "{} {} not in the word list (generated codes use only listed words). Use the code as typed?",
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" }
+            ))
+        } else {
+            None
+        };
+        if let Some(question) = question {
+            if !ask_yes_no(
+                &format!("{question} A wrong code ends the sender's transfer."),
+                deadlines.decision,
             )
-            .into());
+            .await?
+            {
+                return Err(UsageError(
+                    "code not tried: check it with the sender and run tallow receive again (nothing was sent)",
+                )
+                .into());
+            }
         }
     }
     if !args.yes && !terminal {
@@ -137,8 +167,12 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     }
 
     if route.lan {
+        let relay = match &route.relay {
+            Some(relay) => format!(" and through the relay {relay}"),
+            None => String::new(),
+        };
         say!(
-            "Looking for the sender on the local network (up to {})…",
+            "Looking for the sender on the local network (up to {}){relay}…",
             crate::wait_limit(tallow_net::session::LAN_WAIT.min(deadlines.pairing))
         );
     }
@@ -160,7 +194,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         confirm_connected(&mut channel, args.client.verify, Role::Receiver, &deadlines).await?;
 
     let reader = Prefetched::new(early, channel.reader);
-    let offer = match receive_offer(channel.writer, reader, &deadlines).await? {
+    let mut offer = match receive_offer(channel.writer, reader, &deadlines).await? {
         Offered::Files(offer) => offer,
         Offered::Text(text) => {
             show_text(&text);
@@ -177,7 +211,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     let mut _staging = None;
     let out = if to_stdout {
         if manifest.files.len() != 1 || !manifest.dirs.is_empty() {
-            let reason = "the receiver asked for a single file (--out -)";
+            let reason = "it asked for a single file (--out -)";
             let _ = offer.decline(reason, &deadlines).await;
             return Err(UsageError(
                 "--out - takes a single file, and this offer is not one; pass --out DIR",
@@ -281,7 +315,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
                 if names.len() == 1 { "it" } else { "them" },
                 if names.len() == 1 { "it" } else { "them" },
             );
-            match ask(&format!("{question} "), deadlines.decision)
+            match ask_while_sender_waits(&mut offer, &format!("{question} "), &deadlines)
                 .await?
                 .as_str()
             {
@@ -293,13 +327,21 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
                     options.skip_existing = true;
                     continue;
                 }
-                _ => {}
+                _ => {
+                    let _ = offer.decline(DECLINED, &deadlines).await;
+                    return Err(crate::exit::Refused(format!(
+                        "offer declined: {} of it already exist{} here; nothing was written",
+                        plural(names.len() as u64, "file"),
+                        if names.len() == 1 { "s" } else { "" },
+                    ))
+                    .into());
+                }
             }
         }
         // The sender learns that we cannot accept, never what is here.
         let reason = match e {
-            TransferError::NoSpace { .. } => "the receiver cannot accept (no space)",
-            _ => "the receiver declined",
+            TransferError::NoSpace { .. } => "it has no space for it",
+            _ => DECLINED,
         };
         let _ = offer.decline(reason, &deadlines).await;
         return Err(e.into());
@@ -328,7 +370,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             flags.push("--allow-hidden");
         }
         if !flags.is_empty() {
-            let _ = offer.decline("the receiver declined", &deadlines).await;
+            let _ = offer.decline(DECLINED, &deadlines).await;
             return Err(crate::exit::Refused(format!(
                 "not accepted with --yes alone: {}; nothing was written. Check the list above, then pass {} to accept it, or receive into an empty folder with --out",
                 placement_summary(&placement),
@@ -336,8 +378,13 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             ))
             .into());
         }
-    } else if !ask_yes_no("Accept?", deadlines.decision).await? {
-        offer.decline("the receiver declined", &deadlines).await?;
+    } else if !matches!(
+        ask_while_sender_waits(&mut offer, "Accept? [y/N] ", &deadlines)
+            .await?
+            .as_str(),
+        "y" | "yes"
+    ) {
+        offer.decline(DECLINED, &deadlines).await?;
         return Err(crate::exit::Refused("offer declined; nothing was written".into()).into());
     }
 
@@ -363,23 +410,60 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         std::io::copy(&mut file, &mut stdout).context("cannot write to standard output")?;
         stdout.flush().context("cannot write to standard output")?;
     }
-    let kept = if skip.is_empty() {
-        String::new()
+    let into = if to_stdout {
+        "standard output".to_owned()
     } else {
-        format!(" (kept {} already here)", plural(skip.count(), "file"))
+        out.display().to_string()
     };
-    say!(
-        "Received {}{kept} ({}) into {} {}; verified: Merkle root and BLAKE3 match.",
-        plural(received, "file"),
-        human_bytes(total - skipped_bytes),
-        if to_stdout {
-            "standard output".to_owned()
-        } else {
-            out.display().to_string()
-        },
-        line.took(),
-    );
+    // Kept files were not compared with the sender's: say so.
+    let kept = match skip.count() {
+        0 => String::new(),
+        n => format!(
+            " Kept {} that {} already here (not compared with the sender's).",
+            plural(n, "file"),
+            if n == 1 { "was" } else { "were" }
+        ),
+    };
+    if received == 0 {
+        say!("Nothing to receive into {into}.{kept}");
+    } else {
+        say!(
+            "Received {} ({}) into {into} {}; verified: Merkle root and BLAKE3 match.{kept}",
+            plural(received, "file"),
+            human_bytes(total - skipped_bytes),
+            line.took(),
+        );
+    }
     Ok(())
+}
+
+/// What the sender hears when we say no (never why: what is here is ours).
+const DECLINED: &str = "its user said no";
+
+/// Ask about the offer; if the sender stops meanwhile (Ctrl-C there), the
+/// question ends with its reason.
+async fn ask_while_sender_waits(
+    offer: &mut IncomingOffer<
+        ChannelWriter<OwnedWriteHalf>,
+        Prefetched<ChannelReader<OwnedReadHalf>>,
+    >,
+    prompt: &str,
+    deadlines: &Deadlines,
+) -> anyhow::Result<String> {
+    let reader = offer.reader_mut().inner_mut();
+    let (answer, early) = ask_unless_stopped(prompt, deadlines, reader, Role::Sender).await?;
+    match early {
+        // The sender sends nothing but an Abort before our answer.
+        Some(frame) => Err(TransferError::broke(
+            Role::Sender,
+            PeerMisbehaved::Unexpected {
+                got: Message::decode(&frame).map_or("an invalid message", |m| m.name()),
+                expected: "nothing before the answer to the offer",
+            },
+        )
+        .into()),
+        None => Ok(answer),
+    }
 }
 
 /// Before asking, however long the offer: everything that would go into a
@@ -583,6 +667,7 @@ fn ask_code() -> anyhow::Result<String> {
     match typed {
         Ok(code) => Ok(code),
         Err(dialoguer::Error::IO(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+            say!();
             Err(crate::exit::Interrupted.into())
         }
         Err(e) => Err(anyhow::Error::new(e).context("cannot read the code")),

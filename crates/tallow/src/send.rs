@@ -14,11 +14,11 @@ use tallow_protocol::message::MAX_TEXT_LEN;
 use tallow_protocol::send::{send_text, send_transfer, Compression, SendOptions};
 use tallow_protocol::source::SourceTree;
 use tallow_protocol::transport::Prefetched;
-use tallow_protocol::Role;
+use tallow_protocol::{Role, TransferError};
 
 use crate::events::Event;
 use crate::exit::UsageError;
-use crate::progress::{display_name, human_bytes, names_summary, ProgressLine};
+use crate::progress::{display_name, human_bytes, names_summary, plural, ProgressLine};
 use crate::{confirm_connected, warn_route_failed, ClientArgs};
 
 #[derive(Args)]
@@ -146,6 +146,10 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     if route.lan && route.discovery_port != tallow_net::lan::DEFAULT_DISCOVERY_PORT {
         receive_command.push_str(&format!("--discovery-port {} ", route.discovery_port));
     }
+    // Both sides must show the string for the comparison to mean anything.
+    if args.client.verify {
+        receive_command.push_str("--verify ");
+    }
     receive_command.push_str(code.as_str());
     let show_code = || {
         Event::new("code")
@@ -206,6 +210,8 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // From here a Ctrl-C is told to the receiver (the pipeline sees it).
+    crate::TRANSFERRING.store(true, std::sync::atomic::Ordering::SeqCst);
     say!("Offer sent; waiting for the receiver to accept…");
     let mut line = ProgressLine::new(args.client.quiet, manifest);
     let total = manifest.total_size();
@@ -219,7 +225,6 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
         cancel,
         ..SendOptions::default()
     };
-    crate::TRANSFERRING.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = send_transfer(
         transfer,
         channel.writer,
@@ -233,18 +238,37 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     // Through our own relay, a last message (an Abort) may still be in
     // flight to the receiver.
     relay_guard.drain(ABORT_DRAIN).await;
+    if matches!(result, Err(TransferError::Cancelled)) && !line.accepted() {
+        // Stopped while the receiver was still deciding: nothing was sent,
+        // so there is nothing to resume.
+        return Err(crate::exit::Interrupted.into());
+    }
     result?;
+    // Files the receiver kept as it had them were neither sent nor compared.
+    let (kept, kept_bytes) = line.kept();
+    let sent = count as u64 - kept;
     Event::new("done")
-        .num("files", count as u64)
-        .num("bytes", total)
+        .num("files", sent)
+        .num("bytes", total - kept_bytes)
         .secs("seconds", line.elapsed().as_secs_f64())
         .emit();
-    say!(
-        "Sent {count} file{} ({}) {}; the receiver verified every byte (BLAKE3 and Merkle root).",
-        if count == 1 { "" } else { "s" },
-        human_bytes(total),
-        line.took(),
-    );
+    let kept_note = match kept {
+        0 => String::new(),
+        _ => format!(
+            "; it kept {} it already had (not sent, not compared)",
+            plural(kept, "file")
+        ),
+    };
+    if sent == 0 {
+        say!("Sent nothing: the receiver already had every file and kept its own (not compared).");
+    } else {
+        say!(
+            "Sent {} ({}) {}; the receiver verified every byte (BLAKE3 and Merkle root){kept_note}.",
+            plural(sent, "file"),
+            human_bytes(total - kept_bytes),
+            line.took(),
+        );
+    }
     Ok(())
 }
 

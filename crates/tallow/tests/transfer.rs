@@ -208,6 +208,8 @@ fn verify_shows_the_same_string_on_both_sides() {
     };
     assert_eq!(sas(&s_err), sas(&r_err));
     assert_eq!(sas(&s_err).len(), 11, "nine digits in three groups");
+    // The command the sender shows asks the receiver to compare too.
+    assert!(s_err.contains(&format!("--verify {CODE}")), "{s_err}");
     assert_same_file(&file, &out.path().join("v.bin"));
 }
 
@@ -602,26 +604,77 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
     );
 }
 
+/// A sender stopped with Ctrl-C while the receiver reads the offer: the
+/// receiver's question ends at once with the reason (it does not wait for
+/// an answer that no longer matters), and the sender says nothing was sent.
+#[test]
+fn a_sender_cancelling_ends_the_receivers_question() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "never.bin", 5000, 9);
+    let mut cmd = tallow();
+    cmd.args(["send", "--no-lan", "--relay", &relay.addr, "--code", CODE])
+        .arg(&file)
+        .stdin(Stdio::null());
+    let mut s = Watched::spawn(cmd);
+    let canceller = std::thread::spawn(move || {
+        s.wait_for("waiting for the receiver to accept");
+        signal(s.pid(), "-INT");
+        s.finish()
+    });
+    // The answer would come 8 s later: the question must be over by then.
+    let line = receive_line(&relay.addr, CODE, out.path(), "");
+    let (status, shown) = on_terminal(&line, b"y\n", Duration::from_secs(8));
+    let (s_status, s_err) = canceller.join().unwrap();
+    assert_eq!(s_status.code(), Some(130), "{s_err}");
+    assert!(
+        s_err.contains("before the transfer began; nothing was transferred"),
+        "{s_err}"
+    );
+    assert_eq!(status.code(), Some(5), "{shown}");
+    assert!(
+        shown.contains("Accept?")
+            && shown.contains("the sender stopped the transfer: it was cancelled (Ctrl-C)"),
+        "{shown}"
+    );
+    assert!(list_dir(out.path()).is_empty());
+}
+
 /// Issue 18.10: a code shorter than a generated one is questioned before
 /// connecting, so a forgotten word does not spend the sender's try.
 #[test]
-fn a_code_with_too_few_words_is_questioned_before_connecting() {
+fn a_code_with_too_few_or_unknown_words_is_questioned_before_connecting() {
     let out = tempfile::tempdir().unwrap();
     // Nothing listens there: connecting would say so.
     let line = receive_line("127.0.0.1:1", "4711-abacus-zoom", out.path(), "--yes");
     let (status, shown) = on_terminal(&line, b"n\n", Duration::ZERO);
     assert_eq!(status.code(), Some(2), "{shown}");
     assert!(
-        shown.contains("This code is shorter than a generated one")
-            && shown.contains("code not tried")
+        shown.contains(
+            "This code has 2 words after the number; a generated one has 3. Is it complete?"
+        ) && shown.contains("code not tried")
             && !shown.contains("could not reach"),
         "{shown}"
     );
-    // A full code is not questioned.
+    // A word with no list word near it is named.
+    let line = receive_line(
+        "127.0.0.1:1",
+        "4711-abacus-zoom-qqqqqq",
+        out.path(),
+        "--yes",
+    );
+    let (status, shown) = on_terminal(&line, b"n\n", Duration::ZERO);
+    assert_eq!(status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("\"qqqqqq\" is not in the word list") && !shown.contains("word after"),
+        "{shown}"
+    );
+    // A full generated code is not questioned.
     let line = receive_line("127.0.0.1:1", CODE, out.path(), "--yes");
     let (_, shown) = on_terminal(&line, b"", Duration::ZERO);
     assert!(
-        !shown.contains("shorter than") && shown.contains("could not reach"),
+        !shown.contains("Is it complete") && shown.contains("could not reach"),
         "{shown}"
     );
 }
@@ -830,8 +883,16 @@ fn existing_files_can_be_replaced_or_kept_when_asked_on_a_terminal() {
                 assert_same_file(&small, &out.path().join("photos/a.jpg"));
                 assert_same_file(&other, &out.path().join("photos/c.jpg"));
                 assert!(
-                    shown.contains("Received 2 files (kept 1 file already here)"),
+                    shown.contains("Received 2 files (")
+                        && shown.contains(
+                            "Kept 1 file that was already here (not compared with the sender's)."
+                        ),
                     "{shown}"
+                );
+                assert!(
+                    s_err.contains("Sent 2 files (")
+                        && s_err.contains("it kept 1 file it already had (not sent, not compared)"),
+                    "{s_err}"
                 );
                 assert!(
                     s_err.contains("The receiver keeps 1 file it already has (8.0 MiB): not sent."),
