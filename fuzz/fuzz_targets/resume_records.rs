@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tallow_protocol::checkpoint::{parse, RecordedProgress};
+use tallow_transfer::checkpoint::{parse, RecordedProgress};
 use tallow_protocol::message::Message;
 
 fuzz_target!(|data: &[u8]| {

@@ -14,7 +14,7 @@
 //!   routes).
 //!
 //! Either way exactly one handshake runs, on one stream: the sender sends
-//! its hello only after [`first_ok`] has picked a paired route and dropped
+//! its hello only after `first_ok` has picked a paired route and dropped
 //! the other, and the receiver answers only on the route it kept.
 
 use std::future::Future;
@@ -182,7 +182,7 @@ pub async fn open_as_sender(
 ///
 /// One guess per run: each route pairs and reads the sender's hello, and
 /// sends nothing that depends on the code. The first route to get a hello
-/// is kept; the other is closed (dropped inside [`first_ok`]) before the
+/// is kept; the other is closed (dropped inside `first_ok`) before the
 /// receiver's PAKE message goes out on the one kept. So someone on both
 /// routes (a forged LAN announcement and the relay room) gets one reply, one
 /// guess at the code, not two.

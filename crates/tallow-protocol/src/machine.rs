@@ -12,8 +12,8 @@
 //!   offer, `Done` only after the whole stream went out, and the window of
 //!   bytes that may be in flight.
 //!
-//! The async pipelines ([`crate::send`], [`crate::receive`]) own the I/O and
-//! feed these machines; the rules are unit-tested below and fuzzed
+//! The async pipelines (`tallow-transfer`'s `send` and `receive`) own the
+//! I/O and feed these machines; the rules are unit-tested below and fuzzed
 //! (`fuzz/fuzz_targets/transfer_machines.rs`) without a socket.
 
 use crate::manifest::Manifest;

@@ -57,7 +57,7 @@ impl Refusal {
     }
 }
 
-/// Counters the relay keeps; read by [`RelayServer::metrics`].
+/// Counters the relay keeps; read by [`RelayServer::metrics`](crate::RelayServer::metrics).
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Connections accepted.

@@ -3,7 +3,7 @@
 //! here, after the library's sentence.
 
 use tallow_net::NetError;
-use tallow_protocol::TransferError;
+use tallow_transfer::TransferError;
 
 /// The advice for `e`, if the command line has some.
 pub fn for_error(e: &anyhow::Error) -> Option<&'static str> {

@@ -5,7 +5,7 @@ use tallow_net::NetError;
 use tallow_protocol::handshake::HandshakeError;
 use tallow_protocol::message::AbortKind;
 use tallow_protocol::transport::TransportError;
-use tallow_protocol::TransferError;
+use tallow_transfer::TransferError;
 
 // 0: everything arrived and verified.
 /// Anything not listed below.

@@ -249,7 +249,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (cancel_trigger, cancel) = tallow_protocol::cancel::CancelSignal::new();
+    let (cancel_trigger, cancel) = tallow_transfer::cancel::CancelSignal::new();
     let result = runtime.block_on(async {
         match cli.command {
             Command::Send(args) => until_cancelled(send::run(args, cancel), cancel_trigger).await,
@@ -296,7 +296,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(3);
 /// second Ctrl-C, or after [`CANCEL_GRACE`], stop at once.
 async fn until_cancelled(
     work: impl std::future::Future<Output = anyhow::Result<()>>,
-    trigger: tallow_protocol::cancel::CancelTrigger,
+    trigger: tallow_transfer::cancel::CancelTrigger,
 ) -> anyhow::Result<()> {
     let interrupted = async {
         if tokio::signal::ctrl_c().await.is_err() {
@@ -316,7 +316,7 @@ async fn until_cancelled(
     tokio::select! {
         done = work => done,
         transferring = interrupted => Err(if transferring {
-            tallow_protocol::TransferError::Cancelled.into()
+            tallow_transfer::TransferError::Cancelled.into()
         } else {
             exit::Interrupted.into()
         }),
@@ -434,7 +434,7 @@ async fn ask_unless_stopped(
     peer: tallow_protocol::Role,
 ) -> anyhow::Result<(String, Option<Vec<u8>>)> {
     use tallow_protocol::transport::FrameSource;
-    use tallow_protocol::TransferError;
+    use tallow_transfer::TransferError;
     let answer = ask(prompt, deadlines.decision);
     tokio::pin!(answer);
     let mut early = None;

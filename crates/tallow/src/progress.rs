@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tallow_protocol::manifest::Manifest;
-use tallow_protocol::Progress;
+use tallow_transfer::Progress;
 
 use crate::events::{self, Event};
 
@@ -203,7 +203,7 @@ impl ProgressLine {
     }
 }
 
-pub use tallow_protocol::human_bytes;
+pub use tallow_transfer::human_bytes;
 
 /// Top-level names listed before "and N more", by sender and receiver alike.
 pub const NAMES_SHOWN: usize = 10;

@@ -8,13 +8,14 @@ use rand_core::OsRng;
 use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
 use tallow_net::session::{open_as_sender, ABORT_DRAIN};
-use tallow_protocol::cancel::CancelSignal;
 use tallow_protocol::limits::DEFAULT_CHUNK_SIZE;
 use tallow_protocol::message::MAX_TEXT_LEN;
-use tallow_protocol::send::{send_text, send_transfer, Compression, SendOptions};
-use tallow_protocol::source::SourceTree;
 use tallow_protocol::transport::Prefetched;
-use tallow_protocol::{Role, TransferError};
+use tallow_protocol::Role;
+use tallow_transfer::cancel::CancelSignal;
+use tallow_transfer::send::{send_text, send_transfer, Compression, SendOptions};
+use tallow_transfer::source::SourceTree;
+use tallow_transfer::TransferError;
 
 use crate::events::Event;
 use crate::exit::UsageError;

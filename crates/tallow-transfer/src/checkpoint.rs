@@ -34,9 +34,9 @@ use std::time::SystemTime;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::manifest::Manifest;
 use crate::placement::{FileStamp, OutputDir};
-use crate::wire::WireReader;
+use tallow_protocol::manifest::Manifest;
+use tallow_protocol::wire::WireReader;
 
 const MAGIC: &[u8; 8] = b"TALLOWCK";
 const VERSION: u8 = 2;
@@ -337,7 +337,7 @@ pub fn load(out: &OutputDir, name: &str, local: &LocalKey) -> Option<Loaded> {
     let mut header = vec![0u8; HEADER_LEN];
     file.read_exact(&mut header).ok()?;
     let manifest_len = u32::from_be_bytes(header[HEADER_LEN - 4..].try_into().ok()?) as usize;
-    if manifest_len > crate::limits::MAX_FRAME_LEN {
+    if manifest_len > tallow_protocol::limits::MAX_FRAME_LEN {
         return None;
     }
     let mut bytes = header;
@@ -378,7 +378,7 @@ pub fn parse(bytes: &[u8], local: &LocalKey) -> Option<(Manifest, Vec<Record>)> 
     let identity: [u8; 32] = r.array("identity").ok()?;
     let key = local.for_identity(&identity);
     let len = r.u32("manifest length").ok()? as usize;
-    if len > crate::limits::MAX_FRAME_LEN {
+    if len > tallow_protocol::limits::MAX_FRAME_LEN {
         return None;
     }
     let encoded = r.bytes(len, "manifest").ok()?;
@@ -493,7 +493,7 @@ impl RecordedProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{FileEntry, Timestamp};
+    use tallow_protocol::manifest::{FileEntry, Timestamp};
 
     fn key() -> LocalKey {
         LocalKey::from_bytes([7; 32])

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use crate::machine::PeerMisbehaved;
-use crate::message::{AbortKind, MessageError};
-use crate::transport::TransportError;
-use crate::Role;
+use tallow_protocol::machine::PeerMisbehaved;
+use tallow_protocol::message::{AbortKind, MessageError};
+use tallow_protocol::transport::TransportError;
+use tallow_protocol::Role;
 
 /// How a transfer failed, with what the user needs to act.
 #[derive(Debug, thiserror::Error)]
@@ -180,8 +180,8 @@ impl TransferError {
     /// The peer's `Abort`, if `frame` (a decrypted frame from `peer`) is
     /// one.
     pub fn from_abort_frame(frame: &[u8], peer: Role) -> Option<Self> {
-        match crate::message::Message::decode(frame) {
-            Ok(crate::message::Message::Abort { kind, detail }) => {
+        match tallow_protocol::message::Message::decode(frame) {
+            Ok(tallow_protocol::message::Message::Abort { kind, detail }) => {
                 Some(TransferError::PeerAborted {
                     peer,
                     kind,

@@ -43,15 +43,16 @@ use tallow_crypto::FRAME_HEADER_LEN;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
-use crate::limits::{Deadlines, SEND_QUEUE_FRAMES};
-use crate::machine::{Incoming, PeerMisbehaved, ReceiveMachine};
-use crate::manifest::{Manifest, Timestamp};
-use crate::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
-use crate::path::PARTIAL_SUFFIX;
 use crate::placement::{split_parent, Existing, Folder, OutputDir};
 use crate::resume::{self, ResumePlan};
-use crate::transport::{FrameSink, FrameSource};
-use crate::{Progress, Role, TransferError};
+use crate::{Progress, TransferError};
+use tallow_protocol::limits::{Deadlines, SEND_QUEUE_FRAMES};
+use tallow_protocol::machine::{Incoming, PeerMisbehaved, ReceiveMachine};
+use tallow_protocol::manifest::{Manifest, Timestamp};
+use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
+use tallow_protocol::path::PARTIAL_SUFFIX;
+use tallow_protocol::transport::{FrameSink, FrameSource};
+use tallow_protocol::Role;
 
 const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often written bytes are acknowledged.
@@ -625,7 +626,7 @@ async fn send_acks<W: FrameSink>(
     counters: Arc<Counters>,
     mut outcome: tokio::sync::oneshot::Receiver<Option<(AbortKind, String)>>,
     idle: Duration,
-) -> Result<(), crate::transport::TransportError> {
+) -> Result<(), tallow_protocol::transport::TransportError> {
     let mut frame = Vec::new();
     let mut last = 0u64;
     let mut last_sent = tokio::time::Instant::now();

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
-use crate::limits::MAX_FRAME_LEN;
-use crate::manifest::{DirEntry, FileEntry, Manifest, Timestamp, MODE_MASK};
-use crate::path::validate_relative_path;
 use crate::TransferError;
+use tallow_protocol::limits::MAX_FRAME_LEN;
+use tallow_protocol::manifest::{DirEntry, FileEntry, Manifest, Timestamp, MODE_MASK};
+use tallow_protocol::path::validate_relative_path;
 
 /// What will be offered, and where each file is on disk.
 #[derive(Debug)]

@@ -22,10 +22,10 @@ use std::path::Path;
 use tallow_crypto::merkle::leaf_hash;
 
 use crate::checkpoint::{self, checkpoint_name, LocalKey, Record, RecordedProgress};
-use crate::manifest::Manifest;
-use crate::message::ResumePoint;
-use crate::path::PARTIAL_SUFFIX;
 use crate::placement::{split_parent, Existing, FileStamp, Folder, OutputDir};
+use tallow_protocol::manifest::Manifest;
+use tallow_protocol::message::ResumePoint;
+use tallow_protocol::path::PARTIAL_SUFFIX;
 
 /// How much of an offer is already here, and what that allows.
 #[derive(Debug, Default)]
@@ -284,8 +284,8 @@ fn matches_leaves(mut file: File, manifest: &Manifest, index: usize, leaves: &[[
 mod tests {
     use super::*;
     use crate::checkpoint::CheckpointLog;
-    use crate::manifest::{FileEntry, Timestamp};
     use std::fs;
+    use tallow_protocol::manifest::{FileEntry, Timestamp};
 
     fn key() -> LocalKey {
         LocalKey::from_bytes([7; 32])

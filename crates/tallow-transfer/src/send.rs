@@ -11,7 +11,7 @@
 //!
 //! Reading and hashing run on one blocking thread and compression on as many
 //! workers as there are cores; sealing and writing run on the async runtime.
-//! Every frame lives in one of [`FRAME_BUFFERS`] recycled buffers, so memory
+//! Every frame lives in one of `FRAME_BUFFERS` recycled buffers, so memory
 //! is O(buffers × chunk) whatever the file size. Acks are cumulative and only
 //! bound how far the sender may run ahead (the window); nothing waits for a
 //! reply per chunk.
@@ -26,12 +26,13 @@ use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::mpsc;
 
-use crate::limits::{Deadlines, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES};
-use crate::machine::{Decision, PeerMisbehaved, Reply, SendMachine};
-use crate::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use crate::source::SourceTree;
-use crate::transport::{FrameSink, FrameSource, TransportError};
-use crate::{Progress, Role, TransferError};
+use crate::{Progress, TransferError};
+use tallow_protocol::limits::{Deadlines, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES};
+use tallow_protocol::machine::{Decision, PeerMisbehaved, Reply, SendMachine};
+use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
+use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
+use tallow_protocol::Role;
 
 /// While re-reading what the receiver has, a keepalive per this many bytes.
 const KEEPALIVE_BYTES: u64 = 256 * 1024 * 1024;
@@ -71,7 +72,7 @@ impl Default for SendOptions {
     fn default() -> Self {
         SendOptions {
             compression: Compression::Auto,
-            window: crate::limits::DEFAULT_WINDOW,
+            window: tallow_protocol::limits::DEFAULT_WINDOW,
             cancel: Default::default(),
         }
     }

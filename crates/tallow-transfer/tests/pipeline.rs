@@ -11,11 +11,12 @@ use tallow_protocol::limits::Deadlines;
 use tallow_protocol::machine::PeerMisbehaved;
 use tallow_protocol::manifest::{FileEntry, Manifest, Timestamp};
 use tallow_protocol::message::{ChunkHeader, Message};
-use tallow_protocol::receive::{receive_offer, IncomingOffer, Offered, ReceiveOptions};
-use tallow_protocol::send::{send_transfer, SendOptions};
-use tallow_protocol::source::SourceTree;
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
-use tallow_protocol::{Role, TransferError};
+use tallow_protocol::Role;
+use tallow_transfer::receive::{receive_offer, IncomingOffer, Offered, ReceiveOptions};
+use tallow_transfer::send::{send_transfer, SendOptions};
+use tallow_transfer::source::SourceTree;
+use tallow_transfer::TransferError;
 use tokio::sync::mpsc;
 
 /// One direction of an in-memory connection (plaintext frames).
@@ -141,13 +142,13 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
         skip_existing: false,
         resume: true,
         umask: 0o022,
-        local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
+        local_key: tallow_transfer::checkpoint::LocalKey::from_bytes([7; 32]),
         cancel: Default::default(),
     };
     let mut completed = Vec::new();
     offer
         .accept(&options, Default::default(), &d, &mut |p| {
-            if let tallow_protocol::Progress::FileComplete { index } = p {
+            if let tallow_transfer::Progress::FileComplete { index } = p {
                 completed.push(index)
             }
         })
@@ -157,7 +158,7 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
     sent.unwrap();
     assert_eq!(
         last,
-        Some(tallow_protocol::Progress::Bytes {
+        Some(tallow_transfer::Progress::Bytes {
             done: 4 * 4096 + 1,
             total: 4 * 4096 + 1
         })
@@ -221,7 +222,7 @@ async fn hostile_sender(
         skip_existing: false,
         resume: true,
         umask: 0o022,
-        local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
+        local_key: tallow_transfer::checkpoint::LocalKey::from_bytes([7; 32]),
         cancel: Default::default(),
     };
     let result = match receive_offer(r_sink, r_source, &d).await.map(files) {
@@ -392,7 +393,7 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
         skip_existing: false,
         resume: true,
         umask: 0o022,
-        local_key: tallow_protocol::checkpoint::LocalKey::from_bytes([7; 32]),
+        local_key: tallow_transfer::checkpoint::LocalKey::from_bytes([7; 32]),
         cancel: Default::default(),
     };
     let result = offer
