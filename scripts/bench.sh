@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh [SIZE_MIB] [SMALL_FILES] [ROUNDS]
 #   BENCH_DIR=/dev/shm scripts/bench.sh      # data and output on tmpfs
+#   BASELINE=/path/to/old/tallow scripts/bench.sh   # also time another build
 #
 # Datasets: SIZE_MIB of random (incompressible) bytes, SIZE_MIB of text-like
 # compressible bytes (decimal numbers, ~20x with zstd -1), and SMALL_FILES
@@ -56,15 +57,15 @@ pids+=($!)
 for _ in $(seq 100); do grep -q listening "$work/relay.out" 2>/dev/null && break; sleep 0.05; done
 relay=$(awk '/listening/ {print $NF}' "$work/relay.out")
 
-# Seconds for tallow to move $1 (file or folder).
+# Seconds for tallow (or the build $2) to move $1 (file or folder).
 tallow_once() {
-    local src=$1 out="$work/out-tallow" code="4242-bench-run-$RANDOM"
+    local src=$1 bin=${2:-$tallow} out="$work/out-tallow" code="4242-bench-run-$RANDOM"
     rm -rf "$out"; mkdir -p "$out"
-    "$tallow" send --relay "$relay" --code "$code" "$src" 2>"$work/send.log" &
+    "$bin" send --relay "$relay" --code "$code" "$src" 2>"$work/send.log" &
     local spid=$!
     sleep 0.2
     local t0; t0=$(now)
-    "$tallow" receive --relay "$relay" --out "$out" --yes "$code" 2>"$work/recv.log"
+    "$bin" receive --relay "$relay" --out "$out" --yes "$code" 2>"$work/recv.log"
     wait "$spid"
     local t1; t1=$(now)
     echo "$t1 - $t0" | bc -l
@@ -119,13 +120,21 @@ report() { # name bytes plain_s tallow_s [files]
         printf '%-26s %12.0f %12.0f   (files/s)\n' "" "$(echo "$5 / $3" | bc -l)" "$(echo "$5 / $4" | bc -l)"
     fi
 }
+# With BASELINE: the other build's figure, and this build's time against it.
+against_baseline() { # src tallow_s
+    [ -n "${BASELINE:-}" ] || return 0
+    local b; b=$(best tallow_once "$1" "$BASELINE")
+    printf '%-26s %12s %12.2f   (this build / BASELINE, speed; baseline took %.2f s)\n' "" "" "$(echo "$b / $2" | bc -l)" "$b"
+}
 for name in random.bin text.bin; do
     src="$work/data/$name"
     bytes=$(stat -c %s "$src")
     p=$(best plain_once "$src"); t=$(best tallow_once "$src")
     cmp "$src" "$work/out-tallow/$name"
     report "$name ($size_mib MiB)" "$bytes" "$p" "$t"
+    against_baseline "$src" "$t"
 done
 p=$(best plain_once "$work/data/tree"); t=$(best tallow_once "$work/data/tree")
 report "tree ($small_files files)" "$tree_bytes" "$p" "$t" "$small_files"
+against_baseline "$work/data/tree" "$t"
 diff -r "$work/data/tree" "$work/out-tallow/tree" >/dev/null && echo "(every tallow copy verified identical)"

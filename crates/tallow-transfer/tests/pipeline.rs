@@ -5,55 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
+use tallow_crypto::merkle::leaf_hash;
 use tallow_crypto::FRAME_HEADER_LEN;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::machine::PeerMisbehaved;
-use tallow_protocol::manifest::{FileEntry, Manifest, Timestamp};
+use tallow_protocol::manifest::Manifest;
 use tallow_protocol::message::{ChunkHeader, Message};
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
 use tallow_protocol::Role;
+use tallow_testkit::memory::pipe;
+use tallow_testkit::messages::{chunk, complete, encode, entry, manifest, merkle_root};
 use tallow_transfer::receive::{receive_offer, IncomingOffer, Offered, ReceiveOptions};
 use tallow_transfer::send::{send_transfer, SendOptions};
 use tallow_transfer::source::SourceTree;
 use tallow_transfer::TransferError;
-use tokio::sync::mpsc;
-
-/// One direction of an in-memory connection (plaintext frames).
-struct MemSink(mpsc::Sender<Vec<u8>>);
-struct MemSource(mpsc::Receiver<Vec<u8>>, Role);
-
-impl FrameSink for MemSink {
-    async fn send_frame(&mut self, frame: &mut Vec<u8>, _: Duration) -> Result<(), TransportError> {
-        let plaintext = frame[FRAME_HEADER_LEN..].to_vec();
-        self.0
-            .send(plaintext)
-            .await
-            .map_err(|_| TransportError::Closed {
-                peer: Role::Receiver,
-            })
-    }
-}
-
-impl FrameSource for MemSource {
-    async fn recv_frame(
-        &mut self,
-        buf: &mut Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<(), TransportError> {
-        let peer = self.1;
-        let next = match timeout {
-            Some(t) => tokio::time::timeout(t, self.0.recv())
-                .await
-                .map_err(|_| TransportError::ReadTimeout { peer, waited: t })?,
-            None => self.0.recv().await,
-        };
-        let frame = next.ok_or(TransportError::Closed { peer })?;
-        buf.clear();
-        buf.extend_from_slice(&frame);
-        Ok(())
-    }
-}
 
 /// The offer of files (tests here never send text).
 fn files<W, R>(offered: Offered<W, R>) -> IncomingOffer<W, R> {
@@ -61,16 +26,6 @@ fn files<W, R>(offered: Offered<W, R>) -> IncomingOffer<W, R> {
         Offered::Files(offer) => offer,
         Offered::Text(text) => panic!("expected files, got text {text:?}"),
     }
-}
-
-/// (sender side, receiver side)
-fn pipe() -> ((MemSink, MemSource), (MemSink, MemSource)) {
-    let (s2r_tx, s2r_rx) = mpsc::channel(64);
-    let (r2s_tx, r2s_rx) = mpsc::channel(64);
-    (
-        (MemSink(s2r_tx), MemSource(r2s_rx, Role::Receiver)),
-        (MemSink(r2s_tx), MemSource(s2r_rx, Role::Sender)),
-    )
 }
 
 fn deadlines() -> Deadlines {
@@ -236,56 +191,8 @@ async fn hostile_sender(
     (result, script.await.unwrap())
 }
 
-/// An honest chunk message (raw, with the right leaf).
-fn chunk(file: u32, index: u64, data: &[u8]) -> Vec<u8> {
-    encode(Message::Chunk {
-        header: ChunkHeader {
-            file,
-            index,
-            compressed: false,
-            leaf: leaf_hash(file, index, data),
-        },
-        data,
-    })
-}
-
-/// The Merkle root over honest chunks of the given (file, index, data).
-fn root(chunks: &[(u32, u64, &[u8])]) -> [u8; 32] {
-    let mut b = MerkleBuilder::new();
-    for (f, i, d) in chunks {
-        b.push(leaf_hash(*f, *i, d));
-    }
-    b.root()
-}
-
-fn complete(chunks: &[(u32, u64, &[u8])]) -> Vec<u8> {
-    encode(Message::TransferComplete {
-        merkle_root: root(chunks),
-    })
-}
-
-fn encode(m: Message<'_>) -> Vec<u8> {
-    let mut v = Vec::new();
-    m.encode(&mut v);
-    v
-}
-
-fn entry(path: &str, size: u64) -> FileEntry {
-    FileEntry {
-        path: path.into(),
-        size,
-        mode: 0o644,
-        mtime: Timestamp::default(),
-    }
-}
-
 fn one_file(size: u64) -> Manifest {
-    Manifest {
-        chunk_size: 4096,
-        dirs: vec![],
-        files: vec![entry("victim.bin", size)],
-        left_out: Default::default(),
-    }
+    manifest(4096, vec![entry("victim.bin", size)])
 }
 
 #[tokio::test]
@@ -578,7 +485,7 @@ async fn a_wrong_chunk_leaf_names_the_chunk_and_a_wrong_root_is_refused() {
             hash: *blake3::hash(&data).as_bytes(),
         }),
         encode(Message::TransferComplete {
-            merkle_root: root(&[(0, 1, &data[..4096]), (0, 0, &data[4096..])]),
+            merkle_root: merkle_root(&[(0, 1, &data[..4096]), (0, 0, &data[4096..])]),
         }),
     ];
     let (result, replies) = hostile_sender(one_file(5000), frames, out.path()).await;

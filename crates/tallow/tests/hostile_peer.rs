@@ -11,14 +11,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness::*;
-use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
+
 use tallow_crypto::{CodePhrase, FRAME_HEADER_LEN};
 use tallow_net::{connect_to_relay, handshake_as_receiver, handshake_as_sender};
 use tallow_protocol::limits::Deadlines;
-use tallow_protocol::manifest::{FileEntry, Manifest, Timestamp};
+use tallow_protocol::manifest::{FileEntry, Manifest};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use tallow_protocol::transport::{FrameSink, FrameSource};
 use tallow_protocol::Role;
+use tallow_testkit::messages::{chunk, complete, encode, entry, file_end};
 
 const CODE: &str = "3141-abacus-zoom-yodel";
 const CHUNK: u32 = 4096;
@@ -30,57 +31,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn entry(path: &str, size: u64) -> FileEntry {
-    FileEntry {
-        path: path.into(),
-        size,
-        mode: 0o644,
-        mtime: Timestamp::default(),
-    }
-}
-
 fn manifest(files: Vec<FileEntry>) -> Manifest {
-    Manifest {
-        chunk_size: CHUNK,
-        dirs: vec![],
-        files,
-        left_out: Default::default(),
-    }
-}
-
-fn encode(m: Message<'_>) -> Vec<u8> {
-    let mut v = Vec::new();
-    m.encode(&mut v);
-    v
-}
-
-fn chunk(file: u32, index: u64, data: &[u8]) -> Vec<u8> {
-    encode(Message::Chunk {
-        header: ChunkHeader {
-            file,
-            index,
-            compressed: false,
-            leaf: leaf_hash(file, index, data),
-        },
-        data,
-    })
-}
-
-fn file_end(file: u32, data: &[u8]) -> Vec<u8> {
-    encode(Message::FileEnd {
-        file,
-        hash: *blake3::hash(data).as_bytes(),
-    })
-}
-
-fn complete(chunks: &[(u32, u64, &[u8])]) -> Vec<u8> {
-    let mut b = MerkleBuilder::new();
-    for (f, i, d) in chunks {
-        b.push(leaf_hash(*f, *i, d));
-    }
-    encode(Message::TransferComplete {
-        merkle_root: b.root(),
-    })
+    tallow_testkit::messages::manifest(CHUNK, files)
 }
 
 /// What the real receiver did with a hostile sender's script.

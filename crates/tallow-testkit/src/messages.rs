@@ -1,0 +1,70 @@
+//! Messages as a scripted peer sends them: encoded plaintext frames, with
+//! honest hashes unless a test changes them.
+
+use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
+use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
+use tallow_protocol::message::{ChunkHeader, Message};
+
+/// The plaintext of `m`, as it goes into one frame.
+pub fn encode(m: Message<'_>) -> Vec<u8> {
+    let mut v = Vec::new();
+    m.encode(&mut v);
+    v
+}
+
+/// A file of `size` bytes named `path` (mode 0644, time 0).
+pub fn entry(path: &str, size: u64) -> FileEntry {
+    FileEntry {
+        path: path.into(),
+        size,
+        mode: 0o644,
+        mtime: Timestamp::default(),
+    }
+}
+
+/// An offer of `files` in chunks of `chunk_size`, with no folders.
+pub fn manifest(chunk_size: u32, files: Vec<FileEntry>) -> Manifest {
+    Manifest {
+        chunk_size,
+        dirs: vec![],
+        files,
+        left_out: LeftOut::default(),
+    }
+}
+
+/// Chunk `index` of file `file`, sent raw with its right leaf.
+pub fn chunk(file: u32, index: u64, data: &[u8]) -> Vec<u8> {
+    encode(Message::Chunk {
+        header: ChunkHeader {
+            file,
+            index,
+            compressed: false,
+            leaf: leaf_hash(file, index, data),
+        },
+        data,
+    })
+}
+
+/// `FileEnd` for `file` whose whole content is `data`.
+pub fn file_end(file: u32, data: &[u8]) -> Vec<u8> {
+    encode(Message::FileEnd {
+        file,
+        hash: *blake3::hash(data).as_bytes(),
+    })
+}
+
+/// The Merkle root over these chunks `(file, index, data)`, in order.
+pub fn merkle_root(chunks: &[(u32, u64, &[u8])]) -> [u8; 32] {
+    let mut b = MerkleBuilder::new();
+    for (f, i, d) in chunks {
+        b.push(leaf_hash(*f, *i, d));
+    }
+    b.root()
+}
+
+/// `TransferComplete` with the honest root over `chunks`.
+pub fn complete(chunks: &[(u32, u64, &[u8])]) -> Vec<u8> {
+    encode(Message::TransferComplete {
+        merkle_root: merkle_root(chunks),
+    })
+}
