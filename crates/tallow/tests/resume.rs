@@ -248,7 +248,7 @@ fn no_resume_starts_over_and_partials_can_be_listed_and_cleaned() {
     let listed = tallow()
         .args(["receive", "--list-partial", "--out"])
         .arg(out.path())
-        .output()
+        .output_within()
         .unwrap();
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(
@@ -262,7 +262,7 @@ fn no_resume_starts_over_and_partials_can_be_listed_and_cleaned() {
     let cleaned = tallow()
         .args(["receive", "--clean-partial-older-than", "0", "--out"])
         .arg(out.path())
-        .output()
+        .output_within()
         .unwrap();
     let said = String::from_utf8_lossy(&cleaned.stderr);
     assert!(

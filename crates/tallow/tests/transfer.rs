@@ -252,7 +252,7 @@ fn missing_or_unreachable_relay_and_bad_input_get_one_clear_sentence() {
         let out = tallow()
             .args(args)
             .stdin(Stdio::null())
-            .output()
+            .output_within()
             .expect("run tallow");
         (
             out.status,
@@ -334,7 +334,7 @@ fn help_wraps_at_words_to_the_terminal_width() {
     let out = tallow()
         .args(["receive", "--help"])
         .env("COLUMNS", "60")
-        .output()
+        .output_within()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("--allow-hidden"));
@@ -353,7 +353,7 @@ fn help_shows_examples_for_every_command() {
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_tallow"))
             .args(cmd)
-            .output()
+            .output_within()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -391,7 +391,7 @@ fn exit_codes_tell_failures_apart() {
         tallow()
             .args(args)
             .stdin(Stdio::null())
-            .output()
+            .output_within()
             .unwrap()
             .status
             .code()
@@ -473,7 +473,7 @@ fn the_code_can_come_from_the_environment_and_typos_are_pointed_out() {
         .arg(unquoted.path())
         .args(["6790", "abacus", "zoom", "yodel"])
         .stdin(Stdio::null())
-        .output()
+        .output_within()
         .unwrap();
     let (s_status, s_err) = s.finish();
     assert!(
@@ -492,7 +492,7 @@ fn the_code_can_come_from_the_environment_and_typos_are_pointed_out() {
             "6789-abacsu-zoom-yodel",
         ])
         .stdin(Stdio::null())
-        .output()
+        .output_within()
         .unwrap();
     let err = String::from_utf8_lossy(&typo.stderr);
     assert!(err.contains("did you mean \"abacus\""), "{err}");
@@ -507,7 +507,7 @@ fn longer_codes_completions_and_the_manual_page() {
         .args(["send", "--no-lan", "--words", "6", "--relay", &relay.addr])
         .arg(&file)
         .stdin(Stdio::null())
-        .output()
+        .output_within()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let code = err
@@ -520,7 +520,7 @@ fn longer_codes_completions_and_the_manual_page() {
         .args(["send", "--no-lan", "--qr", "--relay", &relay.addr])
         .arg(&file)
         .stdin(Stdio::null())
-        .output()
+        .output_within()
         .unwrap();
     let err = String::from_utf8_lossy(&qr.stderr);
     assert!(
@@ -529,7 +529,10 @@ fn longer_codes_completions_and_the_manual_page() {
     );
 
     for shell in ["bash", "zsh", "fish"] {
-        let out = tallow().args(["completions", shell]).output().unwrap();
+        let out = tallow()
+            .args(["completions", shell])
+            .output_within()
+            .unwrap();
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("receive"));
     }
     // A reader that stops early (`| head`) is not an error, and no panic.
@@ -540,18 +543,18 @@ fn longer_codes_completions_and_the_manual_page() {
         .spawn()
         .unwrap();
     drop(early.stdout.take());
-    let early = early.wait_with_output().unwrap();
+    let early = output_of(early).unwrap();
     let err = String::from_utf8_lossy(&early.stderr);
     assert!(early.status.success() && !err.contains("panicked"), "{err}");
 
-    let man = tallow().arg("man").output().unwrap();
+    let man = tallow().arg("man").output_within().unwrap();
     assert!(man.status.success() && String::from_utf8_lossy(&man.stdout).contains(".TH tallow"));
     // Every page the top page points to exists.
     let pages = tempfile::tempdir().unwrap();
     let wrote = tallow()
         .args(["man", "--dir"])
         .arg(pages.path())
-        .output()
+        .output_within()
         .unwrap();
     assert!(wrote.status.success());
     let top = String::from_utf8_lossy(&man.stdout);
@@ -560,7 +563,7 @@ fn longer_codes_completions_and_the_manual_page() {
         let page = fs::read_to_string(pages.path().join(format!("tallow-{command}.1"))).unwrap();
         assert!(page.contains(&format!(".TH tallow-{command}")), "{page}");
     }
-    let receive = tallow().args(["man", "receive"]).output().unwrap();
+    let receive = tallow().args(["man", "receive"]).output_within().unwrap();
     let receive = String::from_utf8_lossy(&receive.stdout);
     assert!(
         receive.contains("\\-\\-merge") && receive.contains("\\-\\-allow\\-hidden"),
@@ -726,7 +729,7 @@ fn the_senders_clock_starts_when_the_receiver_accepts() {
     let think = Duration::from_secs(4);
     let line = receive_line(&relay.addr, CODE, out.path(), "");
     let (status, shown) = on_terminal(&line, b"y\n", think);
-    let s = s.wait_with_output().unwrap();
+    let s = output_of(s).unwrap();
     let (events, said) = (
         String::from_utf8_lossy(&s.stdout),
         String::from_utf8_lossy(&s.stderr),
@@ -795,12 +798,16 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
     }
     fs::set_permissions(tree.join("fine.txt"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
-    let root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout)
-        .trim()
-        == "0";
+    let root =
+        String::from_utf8_lossy(&Command::new("id").arg("-u").output_within().unwrap().stdout)
+            .trim()
+            == "0";
     let mut cmd = if root {
         assert!(
-            Command::new("setpriv").arg("--version").output().is_ok(),
+            Command::new("setpriv")
+                .arg("--version")
+                .output_within()
+                .is_ok(),
             "as root this test needs setpriv(1) (util-linux) to run the sender as nobody"
         );
         let mut c = Command::new("setpriv");
@@ -820,7 +827,7 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
         .args(["send", "--no-lan", "--relay", "127.0.0.1:9"])
         .arg(&tree)
         .stdin(Stdio::null())
-        .output()
+        .output_within()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{err}");
@@ -986,7 +993,7 @@ fn json_events_for_scripts() {
         out.path().to_string_lossy().into_owned(),
         CODE.into(),
     ]);
-    let (r, s) = (r.wait_with_output().unwrap(), s.wait_with_output().unwrap());
+    let (r, s) = (output_of(r).unwrap(), output_of(s).unwrap());
     assert!(r.status.success() && s.status.success());
     let events = |o: &std::process::Output| -> Vec<String> {
         String::from_utf8_lossy(&o.stdout)
@@ -1016,7 +1023,7 @@ fn json_events_for_scripts() {
     let failed = tallow()
         .args(["send", "--json", "--no-lan", "--relay", "127.0.0.1:1"])
         .arg(&file)
-        .output()
+        .output_within()
         .unwrap();
     let text = String::from_utf8_lossy(&failed.stdout);
     assert!(
@@ -1038,21 +1045,23 @@ fn config_defaults_with_flag_over_environment_over_file() {
         cmd
     };
     let out = cfg(&["config", "set", "relay", "127.0.0.1:1"])
-        .output()
+        .output_within()
         .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let shown = cfg(&["config"]).output().unwrap();
+    let shown = cfg(&["config"]).output_within().unwrap();
     assert!(String::from_utf8_lossy(&shown.stdout).contains("relay = 127.0.0.1:1"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Set relay = 127.0.0.1:1 in"));
-    let bad = cfg(&["config", "set", "colour", "blue"]).output().unwrap();
+    let bad = cfg(&["config", "set", "colour", "blue"])
+        .output_within()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     // A relay that is not HOST:PORT is refused when set, not when used.
     let bad = cfg(&["config", "set", "relay", "nonsense"])
-        .output()
+        .output_within()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("relay must be HOST:PORT"));
@@ -1060,7 +1069,7 @@ fn config_defaults_with_flag_over_environment_over_file() {
     let f = file.to_str().unwrap();
     // The file's relay is used: unreachable, so a network error (7), not a
     // missing-relay usage error (2).
-    let from_file = cfg(&["send", "--no-lan", f]).output().unwrap();
+    let from_file = cfg(&["send", "--no-lan", f]).output_within().unwrap();
     assert_eq!(from_file.status.code(), Some(7));
     let said = String::from_utf8_lossy(&from_file.stderr);
     // The advice names where the address came from: here, the file.
@@ -1076,20 +1085,20 @@ fn config_defaults_with_flag_over_environment_over_file() {
     // The environment beats the file, and a flag beats both.
     let from_env = cfg(&["send", "--no-lan", f])
         .env("TALLOW_RELAY", "127.0.0.1:2")
-        .output()
+        .output_within()
         .unwrap();
     assert!(String::from_utf8_lossy(&from_env.stderr).contains("127.0.0.1:2"));
     let from_flag = cfg(&["send", "--no-lan", "--relay", "127.0.0.1:3", f])
         .env("TALLOW_RELAY", "127.0.0.1:2")
-        .output()
+        .output_within()
         .unwrap();
     assert!(String::from_utf8_lossy(&from_flag.stderr).contains("127.0.0.1:3"));
 
-    let unset = cfg(&["config", "unset", "relay"]).output().unwrap();
+    let unset = cfg(&["config", "unset", "relay"]).output_within().unwrap();
     assert!(unset.status.success());
     assert_eq!(
         cfg(&["send", "--no-lan", f])
-            .output()
+            .output_within()
             .unwrap()
             .status
             .code(),
@@ -1139,8 +1148,8 @@ fn json_pair(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let r = r.wait_with_output().unwrap();
-    let s = s.wait_with_output().unwrap();
+    let r = output_of(r).unwrap();
+    let s = output_of(s).unwrap();
     (
         String::from_utf8_lossy(&s.stdout).into_owned(),
         String::from_utf8_lossy(&r.stdout).into_owned(),
@@ -1200,7 +1209,7 @@ fn json_error_events_name_every_kind() {
         .arg(out.path())
         .arg(CODE)
         .stdin(Stdio::null())
-        .output()
+        .output_within()
         .unwrap();
     assert_eq!(kind(&String::from_utf8_lossy(&usage.stdout)), "usage");
 
@@ -1258,7 +1267,7 @@ fn json_error_events_name_every_kind() {
             "127.0.0.1:1",
             "no-digits",
         ])
-        .output()
+        .output_within()
         .unwrap();
     assert_eq!(kind(&String::from_utf8_lossy(&usage.stdout)), "usage");
 }
@@ -1296,9 +1305,9 @@ fn text_messages_and_pipes_in_and_out() {
         .arg(out.path())
         .arg(CODE)
         .stdin(Stdio::null())
-        .output()
+        .output_within()
         .unwrap();
-    let s = s.wait_with_output().unwrap();
+    let s = output_of(s).unwrap();
     assert!(
         s.status.success() && r.status.success(),
         "{}",
@@ -1343,9 +1352,9 @@ fn text_messages_and_pipes_in_and_out() {
             CODE,
         ])
         .stdin(Stdio::null())
-        .output()
+        .output_within()
         .unwrap();
-    let s = s.wait_with_output().unwrap();
+    let s = output_of(s).unwrap();
     assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(r.stdout == data, "stdout carries exactly the piped bytes");

@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -121,6 +121,55 @@ pub fn metric(addr: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// `Command::output` with a deadline: past [`PROCESS_DEADLINE`] the process
+/// is killed and the test fails, instead of hanging. (Stdin is closed and
+/// stdout and stderr are captured, as `output` does.)
+pub trait OutputWithin {
+    fn output_within(&mut self) -> std::io::Result<Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self) -> std::io::Result<Output> {
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        output_of(child)
+    }
+}
+
+/// `Child::wait_with_output` with the same deadline.
+pub fn output_of(mut child: Child) -> std::io::Result<Output> {
+    fn collect(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>> {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let (out, err) = (collect(child.stdout.take()), collect(child.stderr.take()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > PROCESS_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process did not exit within {PROCESS_DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 /// A running `tallow` process whose stderr is collected in the background.
@@ -337,7 +386,7 @@ pub fn on_terminal(line: &str, input: &[u8], delay: Duration) -> (ExitStatus, St
     thread::sleep(delay);
     let _ = typing.write_all(input);
     drop(typing);
-    let shown = tty.wait_with_output().expect("script ran");
+    let shown = output_of(tty).expect("script ran");
     (
         shown.status,
         String::from_utf8_lossy(&shown.stdout).into_owned(),
