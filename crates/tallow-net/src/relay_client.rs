@@ -66,7 +66,9 @@ pub async fn connect_with_password(
         })?;
     // Handshake messages are small and latency-bound.
     let _ = stream.set_nodelay(true);
-    let hello = RelayHello { role, room }.encode_with_password(password);
+    let hello = RelayHello { role, room }
+        .encode_with_password(password)
+        .map_err(|e| NetError::Refused(format!("not sent: {e}")))?;
     let peer = role.peer();
     stream
         .write_all(&hello)

@@ -54,14 +54,36 @@ impl RelayHello {
         out
     }
 
-    /// The wire form followed by the password block (cut at
-    /// [`MAX_PASSWORD_LEN`] bytes).
-    pub fn encode_with_password(&self, password: &[u8]) -> Vec<u8> {
-        let password = &password[..password.len().min(MAX_PASSWORD_LEN)];
+    /// The wire form followed by the password block; a password longer
+    /// than [`MAX_PASSWORD_LEN`] is refused, as the relay would refuse it.
+    pub fn encode_with_password(&self, password: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let len = u8::try_from(password.len())
+            .ok()
+            .filter(|&n| usize::from(n) <= MAX_PASSWORD_LEN)
+            .ok_or(DecodeError::TooLarge {
+                what: "relay password",
+                got: password.len() as u64,
+                max: MAX_PASSWORD_LEN as u64,
+            })?;
         let mut out = self.encode().to_vec();
-        out.push(password.len() as u8);
+        out.push(len);
         out.extend_from_slice(password);
-        out
+        Ok(out)
+    }
+
+    /// The length of the password block from its first byte; over
+    /// [`MAX_PASSWORD_LEN`] is refused (never cut: the rest would be read
+    /// as data).
+    pub fn password_len(first: u8) -> Result<usize, DecodeError> {
+        let len = usize::from(first);
+        if len > MAX_PASSWORD_LEN {
+            return Err(DecodeError::TooLarge {
+                what: "relay password",
+                got: len as u64,
+                max: MAX_PASSWORD_LEN as u64,
+            });
+        }
+        Ok(len)
     }
 
     /// Parse a hello; any deviation is an error.
@@ -166,5 +188,29 @@ mod tests {
         assert!(RelayStatus::decode_header([b'E', 0xff, 0xff]).is_err());
         let long = RelayStatus::Refused("x".repeat(10_000)).encode();
         assert_eq!(long.len(), 3 + MAX_STATUS_TEXT);
+    }
+
+    #[test]
+    fn the_password_block_is_symmetric_and_an_over_long_one_refused_both_ways() {
+        let hello = RelayHello {
+            role: Role::Sender,
+            room: RoomId([3; 32]),
+        };
+        let block = hello
+            .encode_with_password(&[b'p'; MAX_PASSWORD_LEN])
+            .unwrap();
+        assert_eq!(block[RELAY_HELLO_LEN] as usize, MAX_PASSWORD_LEN);
+        assert_eq!(
+            RelayHello::password_len(block[RELAY_HELLO_LEN]),
+            Ok(MAX_PASSWORD_LEN)
+        );
+        assert!(hello
+            .encode_with_password(&[b'p'; MAX_PASSWORD_LEN + 1])
+            .is_err());
+        assert!(RelayHello::password_len(MAX_PASSWORD_LEN as u8 + 1).is_err());
+        assert_eq!(
+            hello.encode_with_password(b"").unwrap().len(),
+            RELAY_HELLO_LEN + 1
+        );
     }
 }

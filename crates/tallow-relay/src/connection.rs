@@ -73,14 +73,23 @@ impl Connection {
         let read_password = async {
             let mut len = [0u8; 1];
             stream.read_exact(&mut len).await?;
-            let mut password = vec![0u8; (len[0] as usize).min(MAX_PASSWORD_LEN)];
+            let Ok(len) = RelayHello::password_len(len[0]) else {
+                return Ok(None);
+            };
+            let mut password = vec![0u8; len];
             stream.read_exact(&mut password).await?;
-            Ok::<_, std::io::Error>(password)
+            Ok::<_, std::io::Error>(Some(password))
         };
         let password = match tokio::time::timeout_at(deadline, read_password).await {
             Err(_) => return self.refuse_slow(&mut stream).await,
             Ok(Err(_)) => return,
-            Ok(Ok(p)) => p,
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => {
+                let reason =
+                    format!("malformed hello (a password block over {MAX_PASSWORD_LEN} bytes)");
+                self.refuse(&mut stream, Refusal::Malformed, &reason).await;
+                return;
+            }
         };
         if let Some(expected) = &self.config.password {
             if !bool::from(expected.as_slice().ct_eq(password.as_slice())) {

@@ -108,7 +108,8 @@ struct ClientArgs {
         long,
         env = "TALLOW_RELAY_PASSWORD",
         value_name = "PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = crate::relay_password
     )]
     relay_password: Option<String>,
     /// Do not announce or look for the other side on the local network.
@@ -321,6 +322,18 @@ async fn until_cancelled(
             exit::Interrupted.into()
         }),
     }
+}
+
+/// A relay password, as clap checks it: at most what the hello carries.
+fn relay_password(value: &str) -> Result<String, String> {
+    use tallow_protocol::rendezvous::MAX_PASSWORD_LEN;
+    if value.len() > MAX_PASSWORD_LEN {
+        return Err(format!(
+            "a relay password is at most {MAX_PASSWORD_LEN} bytes (this one has {})",
+            value.len()
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 /// `15 min` or `30 s`: how long a wait may last.

@@ -37,7 +37,8 @@ pub struct RelayArgs {
         long,
         env = "TALLOW_RELAY_PASSWORD",
         value_name = "PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = crate::relay_password
     )]
     password: Option<String>,
     /// Most bytes per second each transfer may move, each way (0: no cap).

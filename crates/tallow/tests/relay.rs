@@ -32,7 +32,8 @@ fn join(addr: &str, role: Role, nameplate: &str) -> TcpStream {
         role,
         room: RoomId::for_nameplate(nameplate),
     };
-    s.write_all(&hello.encode_with_password(b"")).unwrap();
+    s.write_all(&hello.encode_with_password(b"").unwrap())
+        .unwrap();
     s
 }
 
@@ -46,6 +47,33 @@ fn malformed_hello_gets_a_clear_refusal() {
         RelayStatus::Refused(text) => assert!(text.contains("malformed hello"), "{text}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+#[test]
+fn an_over_long_password_block_is_refused_not_cut() {
+    // Cut at 128 bytes, the rest of the block would be forwarded as data.
+    let relay = Relay::start(&[]);
+    let mut s = TcpStream::connect(&relay.addr).unwrap();
+    let hello = RelayHello {
+        role: Role::Sender,
+        room: RoomId::for_nameplate("5151"),
+    };
+    let mut bytes = hello.encode().to_vec();
+    bytes.push(200);
+    bytes.extend_from_slice(&[b'p'; 200]);
+    s.write_all(&bytes).unwrap();
+    match read_status(&mut s) {
+        RelayStatus::Refused(text) => assert!(text.contains("password block over 128"), "{text}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // And the command line says so before connecting anywhere.
+    let long = "p".repeat(129);
+    let out = tallow()
+        .args(["send", "--relay", &relay.addr, "--relay-password", &long, "x"])
+        .output_within()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 128 bytes"));
 }
 
 #[test]
@@ -234,7 +262,7 @@ fn a_relay_password_is_required_and_checked() {
         room: RoomId::for_nameplate("9"),
     };
     wrong
-        .write_all(&hello.encode_with_password(b"guess"))
+        .write_all(&hello.encode_with_password(b"guess").unwrap())
         .unwrap();
     assert!(refused_with(&mut wrong).contains("needs a password"));
 
