@@ -69,7 +69,14 @@ fn an_over_long_password_block_is_refused_not_cut() {
     // And the command line says so before connecting anywhere.
     let long = "p".repeat(129);
     let out = tallow()
-        .args(["send", "--relay", &relay.addr, "--relay-password", &long, "x"])
+        .args([
+            "send",
+            "--relay",
+            &relay.addr,
+            "--relay-password",
+            &long,
+            "x",
+        ])
         .output_within()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
