@@ -23,7 +23,7 @@ use crate::relay_client::far_future;
 use crate::{io_to_transport, NetError};
 
 /// How long to spend telling the peer why we give up.
-const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
+const HANDSHAKE_ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn write_message(stream: &mut TcpStream, msg: &[u8], peer: Role) -> Result<(), NetError> {
     let mut out = Vec::with_capacity(4 + msg.len());
@@ -65,9 +65,11 @@ async fn send_abort(stream: &mut TcpStream, error: &NetError, peer: Role) {
     if let NetError::Handshake(e) = error {
         if let Some(reason) = e.abort_reason() {
             let notice = abort_message(reason);
-            let _ =
-                tokio::time::timeout(ABORT_NOTICE_TIMEOUT, write_message(stream, &notice, peer))
-                    .await;
+            let _ = tokio::time::timeout(
+                HANDSHAKE_ABORT_TIMEOUT,
+                write_message(stream, &notice, peer),
+            )
+            .await;
         }
     }
 }

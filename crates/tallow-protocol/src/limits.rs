@@ -44,6 +44,10 @@ pub const SEND_QUEUE_FRAMES: usize = 8;
 /// no sender memory, since sent frames are not kept.
 pub const DEFAULT_WINDOW: u64 = 32 * 1024 * 1024;
 
+/// How long a side that stops may spend telling the other why (its last
+/// `Abort`), so a peer that stopped reading cannot hold it.
+pub const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long each side waits for each step.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {

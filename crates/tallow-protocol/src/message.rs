@@ -186,6 +186,23 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// This message as a frame for
+    /// [`FrameSink::send_frame`](crate::transport::FrameSink::send_frame):
+    /// room for the frame header, then the encoding, in `frame`'s
+    /// allocation. The one place that lays a message into a frame.
+    pub fn encode_frame(&self, frame: &mut Vec<u8>) {
+        frame.clear();
+        frame.resize(tallow_crypto::FRAME_HEADER_LEN, 0);
+        self.encode(frame);
+    }
+
+    /// [`encode_frame`](Self::encode_frame) into a new buffer.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut frame = Vec::new();
+        self.encode_frame(&mut frame);
+        frame
+    }
+
     /// Decode one whole message.
     pub fn decode(buf: &'a [u8]) -> Result<Self, MessageError> {
         let mut r = WireReader::new(buf);

@@ -39,14 +39,13 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
-use tallow_crypto::FRAME_HEADER_LEN;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
 use crate::placement::{split_parent, Existing, Folder, OutputDir};
 use crate::resume::{self, ResumePlan};
 use crate::{Progress, TransferError};
-use tallow_protocol::limits::{Deadlines, SEND_QUEUE_FRAMES};
+use tallow_protocol::limits::{Deadlines, ABORT_NOTICE_TIMEOUT, SEND_QUEUE_FRAMES};
 use tallow_protocol::machine::{Incoming, PeerMisbehaved, ReceiveMachine};
 use tallow_protocol::manifest::{Manifest, Timestamp};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
@@ -54,7 +53,6 @@ use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::transport::{FrameSink, FrameSource};
 use tallow_protocol::Role;
 
-const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often written bytes are acknowledged.
 const ACK_INTERVAL: Duration = Duration::from_millis(50);
 /// An ack is sent at least this often even when nothing changed (while a
@@ -200,8 +198,7 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
         })),
         Ok(Message::Text { text }) => {
             let text = text.to_owned();
-            let mut frame = vec![0u8; FRAME_HEADER_LEN];
-            Message::Done.encode(&mut frame);
+            let mut frame = Message::Done.to_frame();
             writer.send_frame(&mut frame, deadlines.idle).await?;
             Ok(Offered::Text(text))
         }
@@ -268,8 +265,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         reason: &str,
         deadlines: &Deadlines,
     ) -> Result<(), TransferError> {
-        let mut frame = vec![0u8; FRAME_HEADER_LEN];
-        Message::Decline { reason }.encode(&mut frame);
+        let mut frame = Message::Decline { reason }.to_frame();
         self.writer.send_frame(&mut frame, deadlines.idle).await?;
         Ok(())
     }
@@ -307,12 +303,11 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         };
         let point = disk.point;
         let skip = disk.skip.clone();
-        let mut frame = vec![0u8; FRAME_HEADER_LEN];
-        Message::Accept {
+        let mut frame = Message::Accept {
             resume: point,
             skip: skip.clone(),
         }
-        .encode(&mut frame);
+        .to_frame();
         writer.send_frame(&mut frame, deadlines.idle).await?;
 
         let counters = disk.counters.clone();
@@ -635,20 +630,16 @@ async fn send_acks<W: FrameSink>(
     loop {
         tokio::select! {
             result = &mut outcome => {
-                frame.clear();
-                frame.resize(FRAME_HEADER_LEN, 0);
                 match result {
                     Ok(None) => {
                         // A last ack first, so the sender's count ends at 100 %.
-                        Message::Ack { bytes: counters.bytes.load(Ordering::Relaxed) }.encode(&mut frame);
+                        Message::Ack { bytes: counters.bytes.load(Ordering::Relaxed) }.encode_frame(&mut frame);
                         writer.send_frame(&mut frame, idle).await?;
-                        frame.clear();
-                        frame.resize(FRAME_HEADER_LEN, 0);
-                        Message::Done.encode(&mut frame);
+                        Message::Done.encode_frame(&mut frame);
                         return writer.send_frame(&mut frame, idle).await;
                     }
                     Ok(Some((kind, detail))) if !detail.is_empty() => {
-                        Message::Abort { kind, detail: &detail }.encode(&mut frame);
+                        Message::Abort { kind, detail: &detail }.encode_frame(&mut frame);
                         let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
                         return Ok(());
                     }
@@ -667,9 +658,7 @@ async fn send_acks<W: FrameSink>(
                 if now != last || keepalive {
                     last = now;
                     last_sent = tokio::time::Instant::now();
-                    frame.clear();
-                    frame.resize(FRAME_HEADER_LEN, 0);
-                    Message::Ack { bytes: now }.encode(&mut frame);
+                    Message::Ack { bytes: now }.encode_frame(&mut frame);
                     // A failed ack means the sender is gone; the stream
                     // reader will say so.
                     if writer.send_frame(&mut frame, idle).await.is_err() {
@@ -772,13 +761,12 @@ async fn send_abort<W: FrameSink>(writer: &mut W, error: &TransferError) {
     if !error.should_notify_peer() {
         return;
     }
-    let mut frame = vec![0u8; FRAME_HEADER_LEN];
     let detail = peer_detail(error);
-    Message::Abort {
+    let mut frame = Message::Abort {
         kind: error.abort_kind(),
         detail: &detail,
     }
-    .encode(&mut frame);
+    .to_frame();
     let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
 }
 

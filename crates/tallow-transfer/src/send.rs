@@ -20,7 +20,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
 
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
@@ -28,7 +27,9 @@ use tokio::sync::mpsc;
 
 use crate::source::SourceTree;
 use crate::{Progress, TransferError};
-use tallow_protocol::limits::{Deadlines, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES};
+use tallow_protocol::limits::{
+    Deadlines, ABORT_NOTICE_TIMEOUT, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES,
+};
 use tallow_protocol::machine::{Decision, PeerMisbehaved, Reply, SendMachine};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
@@ -36,8 +37,6 @@ use tallow_protocol::Role;
 
 /// While re-reading what the receiver has, a keepalive per this many bytes.
 const KEEPALIVE_BYTES: u64 = 256 * 1024 * 1024;
-/// Deadline for telling the peer why we stop.
-const ABORT_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 /// zstd level: fast, and most of the gain on text and logs.
 const ZSTD_LEVEL: i32 = 1;
 /// A compressed chunk is sent only if it saves at least 1/16 of the bytes.
@@ -112,8 +111,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     options: SendOptions,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<(), TransferError> {
-    let mut frame = vec![0u8; FRAME_HEADER_LEN];
-    Message::Offer(tree.manifest().clone()).encode(&mut frame);
+    let mut frame = Message::Offer(tree.manifest().clone()).to_frame();
     writer.send_frame(&mut frame, deadlines.idle).await?;
 
     let mut buf = Vec::new();
@@ -326,12 +324,11 @@ async fn reason_for_failed_write(
 
 /// Tell the receiver that the user stopped the transfer.
 async fn tell_cancelled<W: FrameSink>(writer: &mut W) -> TransferError {
-    let mut frame = vec![0u8; FRAME_HEADER_LEN];
-    Message::Abort {
+    let mut frame = Message::Abort {
         kind: AbortKind::Cancelled,
         detail: crate::receive::CANCELLED_DETAIL,
     }
-    .encode(&mut frame);
+    .to_frame();
     let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
     TransferError::Cancelled
 }
@@ -343,8 +340,7 @@ pub async fn send_text<W: FrameSink, R: FrameSource>(
     mut reader: R,
     deadlines: &Deadlines,
 ) -> Result<(), TransferError> {
-    let mut frame = vec![0u8; FRAME_HEADER_LEN];
-    Message::Text { text }.encode(&mut frame);
+    let mut frame = Message::Text { text }.to_frame();
     writer.send_frame(&mut frame, deadlines.idle).await?;
     let mut buf = Vec::new();
     reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
@@ -379,13 +375,12 @@ fn aborted(kind: AbortKind, detail: &str) -> TransferError {
 
 /// Best effort: tell the receiver why we stop, so its user sees our reason.
 async fn notify_peer<W: FrameSink>(writer: &mut W, error: &TransferError) {
-    let mut frame = vec![0u8; FRAME_HEADER_LEN];
     let detail = error.to_string();
-    Message::Abort {
+    let mut frame = Message::Abort {
         kind: AbortKind::Io,
         detail: &detail,
     }
-    .encode(&mut frame);
+    .to_frame();
     let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
 }
 
@@ -608,9 +603,7 @@ fn queue_control(
     let Ok(mut buf) = pool.recv() else {
         return false;
     };
-    buf.clear();
-    buf.resize(FRAME_HEADER_LEN, 0);
-    msg.encode(&mut buf);
+    msg.encode_frame(&mut buf);
     let frame = QueuedFrame {
         seq: *seq,
         buf,

@@ -422,12 +422,11 @@ async fn confirm_connected(
         return Ok(early);
     }
     let detail = format!("the {us} said the verification strings differ");
-    let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
-    Message::Abort {
+    let mut frame = Message::Abort {
         kind: AbortKind::Cancelled,
         detail: &detail,
     }
-    .encode(&mut frame);
+    .to_frame();
     let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
     Err(exit::Refused(
         "verification strings differ: someone may be intercepting the connection; nothing was transferred".into(),
