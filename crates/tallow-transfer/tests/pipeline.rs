@@ -412,7 +412,7 @@ fn compressed_chunk(file: u32, index: u64, plain: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn a_compression_bomb_is_refused_without_inflating_it() {
     let out = tempfile::tempdir().unwrap();
-    // 1 GiB of zeros compresses to a few tens of KiB; the chunk declares 5000.
+    // 64 MiB of zeros compresses to a few KiB; the chunk declares 5000.
     let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
     assert!(bomb.len() < 5000);
     let frames = vec![encode(Message::Chunk {
