@@ -403,11 +403,6 @@ impl SendMachine {
     pub fn acked(&self) -> u64 {
         self.acked
     }
-
-    /// Bytes in the offer.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
 }
 
 fn unexpected(msg: &Message<'_>, expected: &'static str) -> PeerMisbehaved {

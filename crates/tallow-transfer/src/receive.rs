@@ -286,23 +286,26 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         } = self;
         let mut plan = plan;
         let prepared = prepare(&manifest, options, &mut plan);
-        let disk = match prepared {
-            Ok((out, log, made, skip)) => FileWriter::new(
-                Arc::new(manifest.clone()),
-                options.clone(),
-                out,
-                plan,
-                log,
-                made,
-                skip,
-            ),
+        let (disk, skip) = match prepared {
+            Ok((out, log, made, skip)) => {
+                let skipped_bytes = skip.bytes(&manifest);
+                let disk = FileWriter::new(
+                    Arc::new(manifest.clone()),
+                    options.clone(),
+                    out,
+                    plan,
+                    log,
+                    made,
+                    skipped_bytes,
+                );
+                (disk, skip)
+            }
             Err(e) => {
                 send_abort(&mut writer, &e).await;
                 return Err(e);
             }
         };
         let point = disk.point;
-        let skip = disk.skip.clone();
         let mut frame = Message::Accept {
             resume: point,
             skip: skip.clone(),
@@ -431,31 +434,28 @@ fn prepare(
             let _ = folder.remove(&format!("{name}{PARTIAL_SUFFIX}"));
         }
     }
-    let index: std::collections::HashMap<&str, u32> = manifest
-        .dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.path.as_str(), i as u32))
-        .collect();
-    let mut made: HashSet<u32> = manifest
-        .dirs
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| plan.made_folder(&d.path))
-        .map(|(i, _)| i as u32)
-        .collect();
-    for dir in &manifest.dirs {
-        out.folder(&dir.path, true, &mut |created| {
-            if let Some(i) = index.get(created) {
-                made.insert(*i);
-            }
-        })?;
+    // Folders this transfer makes are recorded as its own *before* they are
+    // made: killed in between, the next run still knows them as its own
+    // instead of asking to merge into "a folder you already have". A record
+    // for a folder never made is harmless (it is made next time).
+    let mut made: HashSet<u32> = HashSet::new();
+    for (i, dir) in manifest.dirs.iter().enumerate() {
+        if plan.made_folder(&dir.path)
+            || matches!(out.folder(&dir.path, false, &mut |_| {}), Ok(None))
+        {
+            made.insert(i as u32);
+        }
     }
     for obsolete in &plan.obsolete {
         let _ = out.root().remove(obsolete);
     }
+    // Folders earlier runs made are in the plan's records already.
     let mut records = plan.records(manifest);
-    records.extend(made.iter().map(|&dir| Record::FolderMade { dir }));
+    records.extend(
+        made.iter()
+            .filter(|&&dir| !plan.made_folder(&manifest.dirs[dir as usize].path))
+            .map(|&dir| Record::FolderMade { dir }),
+    );
     let log =
         CheckpointLog::create(&out, manifest, &records, &options.local_key).map_err(|source| {
             TransferError::WriteOutput {
@@ -463,6 +463,9 @@ fn prepare(
                 source,
             }
         })?;
+    for dir in &manifest.dirs {
+        out.folder(&dir.path, true, &mut |_| {})?;
+    }
     Ok((out, log, made, skip))
 }
 
@@ -693,7 +696,7 @@ async fn stream<R: FrameSource>(
                 len,
                 buf,
             },
-            Incoming::FileEnd { hash, .. } => Work::FileEnd { hash },
+            Incoming::FileEnd { file, hash } => Work::FileEnd { file, hash },
             Incoming::Complete { merkle_root } => {
                 let _ = work.send(Work::Complete { merkle_root }).await;
                 return Ok(());
@@ -780,8 +783,8 @@ enum Work {
         start: usize,
         len: usize,
     },
-    /// The current file is complete; verify it against `hash`.
-    FileEnd { hash: [u8; 32] },
+    /// File `file`, the current one, is complete; verify it against `hash`.
+    FileEnd { file: u32, hash: [u8; 32] },
     /// Every file is complete; check the root and finish the folders.
     Complete { merkle_root: [u8; 32] },
 }
@@ -838,8 +841,6 @@ struct FileWriter {
     records: Vec<Record>,
     unsynced: u64,
     ours: HashSet<String>,
-    /// Files the sender does not send: the user keeps the ones here.
-    skip: FileRuns,
 }
 
 impl FileWriter {
@@ -850,7 +851,7 @@ impl FileWriter {
         plan: ResumePlan,
         log: CheckpointLog,
         made: HashSet<u32>,
-        skip: FileRuns,
+        skipped_bytes: u64,
     ) -> Self {
         let mut merkle = MerkleBuilder::new();
         plan.leaves.iter().for_each(|l| merkle.push(*l));
@@ -870,7 +871,7 @@ impl FileWriter {
         // Skipped files count as here from the start, as on the sender.
         counters
             .bytes
-            .store(plan.bytes + skip.bytes(&manifest), Ordering::Relaxed);
+            .store(plan.bytes + skipped_bytes, Ordering::Relaxed);
         counters
             .files
             .store(point.files_done as usize, Ordering::Relaxed);
@@ -895,7 +896,6 @@ impl FileWriter {
             records: Vec::new(),
             unsynced: 0,
             ours: plan.ours,
-            skip,
         }
     }
 
@@ -926,9 +926,6 @@ impl FileWriter {
         pool: &std_mpsc::Sender<Vec<u8>>,
     ) -> Result<bool, TransferError> {
         while let Some(item) = work.blocking_recv() {
-            if self.current.is_none() {
-                self.pass_skipped();
-            }
             match item {
                 Work::Chunk {
                     header,
@@ -936,14 +933,19 @@ impl FileWriter {
                     start,
                     len,
                 } => {
+                    self.reach(header.file as usize);
                     self.write_chunk(&header, &buf[start..], len)?;
                     let _ = pool.send(buf);
                 }
-                Work::FileEnd { hash } => {
+                Work::FileEnd { file, hash } => {
+                    self.reach(file as usize);
                     self.open()?;
                     self.finish_file(&hash)?;
                 }
-                Work::Complete { merkle_root } => return self.complete(&merkle_root).map(|_| true),
+                Work::Complete { merkle_root } => {
+                    self.reach(self.manifest.files.len());
+                    return self.complete(&merkle_root).map(|_| true);
+                }
             }
         }
         Ok(false)
@@ -1014,10 +1016,11 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Step over skipped files to the next one that comes (they count as
-    /// done: the user's own copy stays).
-    fn pass_skipped(&mut self) {
-        while self.skip.contains(self.index as u32) {
+    /// Move on to file `file`, the one the stream (checked by
+    /// [`ReceiveMachine`]) is at: any files between were skipped, and count
+    /// as done (the user's own copy stays).
+    fn reach(&mut self, file: usize) {
+        while self.current.is_none() && self.index < file {
             self.index += 1;
             self.counters.files.fetch_add(1, Ordering::Relaxed);
         }

@@ -28,6 +28,19 @@ fn files<W, R>(offered: Offered<W, R>) -> IncomingOffer<W, R> {
     }
 }
 
+/// Receive into `out`: nothing replaced or kept, resume on, a test key.
+fn receive_options(out: &Path) -> ReceiveOptions {
+    ReceiveOptions {
+        out_dir: out.to_path_buf(),
+        overwrite: false,
+        skip_existing: false,
+        resume: true,
+        umask: 0o022,
+        local_key: tallow_transfer::checkpoint::LocalKey::from_bytes([7; 32]),
+        cancel: Default::default(),
+    }
+}
+
 fn deadlines() -> Deadlines {
     Deadlines {
         idle: Duration::from_secs(5),
@@ -91,15 +104,7 @@ async fn honest_sender_and_receiver_move_files_with_progress() {
     });
     let offer = files(receive_offer(r_sink, r_source, &d).await.unwrap());
     assert_eq!(offer.manifest().files.len(), 3);
-    let options = ReceiveOptions {
-        out_dir: out.path().to_path_buf(),
-        overwrite: false,
-        skip_existing: false,
-        resume: true,
-        umask: 0o022,
-        local_key: tallow_transfer::checkpoint::LocalKey::from_bytes([7; 32]),
-        cancel: Default::default(),
-    };
+    let options = receive_options(out.path());
     let mut completed = Vec::new();
     offer
         .accept(&options, Default::default(), &d, &mut |p| {
@@ -171,15 +176,7 @@ async fn hostile_sender(
         }
         replies
     });
-    let options = ReceiveOptions {
-        out_dir: out.to_path_buf(),
-        overwrite: false,
-        skip_existing: false,
-        resume: true,
-        umask: 0o022,
-        local_key: tallow_transfer::checkpoint::LocalKey::from_bytes([7; 32]),
-        cancel: Default::default(),
-    };
+    let options = receive_options(out);
     let result = match receive_offer(r_sink, r_source, &d).await.map(files) {
         Ok(offer) => {
             offer
@@ -294,15 +291,7 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
         .await
         .unwrap();
     let offer = files(receive_offer(r_sink, r_source, &d).await.unwrap());
-    let options = ReceiveOptions {
-        out_dir: out.path().to_path_buf(),
-        overwrite: false,
-        skip_existing: false,
-        resume: true,
-        umask: 0o022,
-        local_key: tallow_transfer::checkpoint::LocalKey::from_bytes([7; 32]),
-        cancel: Default::default(),
-    };
+    let options = receive_options(out.path());
     let result = offer
         .accept(&options, Default::default(), &d, &mut |_| {})
         .await;

@@ -293,17 +293,19 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             Ok(skip) => break skip,
             Err(e) => e,
         };
-        // On a terminal, files that are in the way can be replaced or kept.
-        if matches!(e, TransferError::DestinationExists { .. }) && !args.yes {
-            let existing = {
+        // On a terminal, files that are in the way can be replaced or kept
+        // (unless something else is wrong too: then that error stands).
+        let existing = match (&e, args.yes) {
+            (TransferError::DestinationExists { .. }, false) => {
                 let keep_all = ReceiveOptions {
                     skip_existing: true,
                     ..options.clone()
                 };
-                offer
-                    .check_destination(&keep_all, &plan)
-                    .unwrap_or_default()
-            };
+                offer.check_destination(&keep_all, &plan).ok()
+            }
+            _ => None,
+        };
+        if let Some(existing) = existing {
             let names: Vec<&str> = existing
                 .files()
                 .map(|f| manifest.files[f as usize].path.as_str())
