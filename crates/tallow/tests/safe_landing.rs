@@ -272,14 +272,6 @@ fn interrupt_receiver(relay: &Relay, path: &Path, out: &Path, partial: &str, at:
     partial
 }
 
-fn checkpoints(out: &Path) -> Vec<PathBuf> {
-    list_dir(out)
-        .into_iter()
-        .filter(|n| n.starts_with(".tallow-") && n.ends_with(".checkpoint"))
-        .map(|n| out.join(n))
-        .collect()
-}
-
 #[test]
 fn a_private_file_stays_private_while_partial_and_after_a_kill() {
     let relay = Relay::start(&[]);

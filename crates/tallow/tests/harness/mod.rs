@@ -463,6 +463,15 @@ pub fn list_dir(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The checkpoints (of any transfer) in the output folder `out`.
+pub fn checkpoints(out: &Path) -> Vec<PathBuf> {
+    list_dir(out)
+        .into_iter()
+        .filter(|n| n.starts_with(".tallow-") && n.ends_with(".checkpoint"))
+        .map(|n| out.join(n))
+        .collect()
+}
+
 /// Poll until `cond` holds, failing the test after `deadline`.
 pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
