@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::{Component, Path};
 use tallow_protocol::manifest::Manifest;
 use tallow_protocol::path::validate_relative_path;
-use tallow_protocol::wire::WireReader;
+use tallow_protocol::wire::{Decode, Encode, WireReader};
 
 fn stays_inside(path: &str) -> bool {
     Path::new(path)

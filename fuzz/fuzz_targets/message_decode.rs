@@ -5,9 +5,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use tallow_protocol::message::Message;
+use tallow_protocol::wire::{Decode, Encode};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(msg) = Message::decode(data) {
+    if let Ok(msg) = Message::decode_all(data) {
         let mut again = Vec::new();
         msg.encode(&mut again);
         // Strings are bounded on encode exactly as on decode.

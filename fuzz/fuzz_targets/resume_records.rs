@@ -11,6 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 use tallow_protocol::manifest::{DirEntry, FileEntry, LeftOut, Manifest, Timestamp};
 use tallow_protocol::message::Message;
+use tallow_protocol::wire::Decode;
 use tallow_transfer::checkpoint::{parse, LocalKey, Record, RecordedProgress};
 use tallow_transfer::placement::FileStamp;
 
@@ -71,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         check_progress(&manifest, &records);
     }
-    if let Ok(Message::Accept { resume, .. }) = Message::decode(data) {
+    if let Ok(Message::Accept { resume, .. }) = Message::decode_all(data) {
         let _ = resume.bytes(&Manifest {
             chunk_size: 4096,
             dirs: vec![],

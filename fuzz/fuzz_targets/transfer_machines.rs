@@ -11,6 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use tallow_protocol::machine::{Decision, Incoming, ReceiveMachine, Reply, SendMachine};
 use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
 use tallow_protocol::message::{FileRuns, Message, ResumePoint};
+use tallow_protocol::wire::Decode;
 
 const CHUNK: u32 = 4096;
 
@@ -51,8 +52,8 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let frame = &rest[2..2 + len];
         rest = &rest[2 + len..];
-        let Ok(msg) = Message::decode(frame) else { continue };
-        if let Ok(Incoming::Chunk { header, data, len }) = receiver.on_message(Message::decode(frame).unwrap()) {
+        let Ok(msg) = Message::decode_all(frame) else { continue };
+        if let Ok(Incoming::Chunk { header, data, len }) = receiver.on_message(Message::decode_all(frame).unwrap()) {
             // Only the next chunk of a file that is sent, of its length.
             let entry = &manifest.files[header.file as usize];
             assert!(!skip.contains(header.file));

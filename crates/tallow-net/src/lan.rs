@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tallow_crypto::RoomId;
+use tallow_protocol::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
 use tokio::net::UdpSocket;
 
 use crate::NetError;
@@ -42,26 +43,34 @@ pub struct Announcement {
     pub port: u16,
 }
 
-impl Announcement {
-    /// The wire form.
-    pub fn encode(&self) -> [u8; ANNOUNCEMENT_LEN] {
-        let mut out = [0u8; ANNOUNCEMENT_LEN];
-        out[..4].copy_from_slice(&MAGIC);
-        out[4] = VERSION;
-        out[5..37].copy_from_slice(&self.room.0);
-        out[37..].copy_from_slice(&self.port.to_be_bytes());
-        out
+impl Encode for Announcement {
+    /// The fixed [`ANNOUNCEMENT_LEN`] bytes.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_bytes(&MAGIC);
+        out.put_u8(VERSION);
+        out.put_bytes(&self.room.0);
+        out.put_u16(self.port);
     }
+}
 
-    /// Parse a datagram; anything that is not exactly an announcement of
-    /// this version is `None`.
-    pub fn decode(datagram: &[u8]) -> Option<Self> {
-        if datagram.len() != ANNOUNCEMENT_LEN || datagram[..4] != MAGIC || datagram[4] != VERSION {
-            return None;
+impl Decode<'_> for Announcement {
+    type Error = DecodeError;
+
+    /// Anything that is not an announcement of this version is an error
+    /// (a datagram must hold exactly one: see [`Decode::decode_all`]).
+    fn decode(r: &mut WireReader<'_>) -> Result<Self, DecodeError> {
+        if r.array::<4>("announcement magic")? != MAGIC {
+            return Err(DecodeError::Invalid("announcement magic"));
         }
-        let room = RoomId(datagram[5..37].try_into().ok()?);
-        let port = u16::from_be_bytes(datagram[37..].try_into().ok()?);
-        (port != 0).then_some(Announcement { room, port })
+        if r.u8("announcement version")? != VERSION {
+            return Err(DecodeError::Invalid("announcement version"));
+        }
+        let room = RoomId(r.array("room id")?);
+        let port = r.u16("port")?;
+        if port == 0 {
+            return Err(DecodeError::Invalid("port"));
+        }
+        Ok(Announcement { room, port })
     }
 }
 
@@ -101,7 +110,7 @@ pub async fn announce(room: RoomId, tcp_port: u16, discovery_port: u16) -> std::
         room,
         port: tcp_port,
     }
-    .encode();
+    .to_bytes();
     let mut tick = tokio::time::interval(ANNOUNCE_INTERVAL);
     loop {
         tick.tick().await;
@@ -141,7 +150,7 @@ pub async fn discover(
             let Ok((n, from)) = socket.recv_from(&mut buf).await else {
                 continue;
             };
-            if let Some(a) = Announcement::decode(&buf[..n]) {
+            if let Ok(a) = Announcement::decode_all(&buf[..n]) {
                 if a.room == room {
                     return SocketAddr::new(from.ip(), a.port);
                 }
@@ -163,18 +172,23 @@ mod tests {
             room: RoomId([7; 32]),
             port: 4242,
         };
-        assert_eq!(Announcement::decode(&a.encode()), Some(a));
-        let mut wrong_magic = a.encode();
+        assert_eq!(a.to_bytes().len(), ANNOUNCEMENT_LEN);
+        assert_eq!(Announcement::decode_all(&a.to_bytes()), Ok(a));
+        let refused = |bytes: &[u8]| Announcement::decode_all(bytes).is_err();
+        let mut wrong_magic = a.to_bytes();
         wrong_magic[0] = b'X';
-        assert_eq!(Announcement::decode(&wrong_magic), None);
-        let mut wrong_version = a.encode();
+        assert!(refused(&wrong_magic));
+        let mut wrong_version = a.to_bytes();
         wrong_version[4] = 9;
-        assert_eq!(Announcement::decode(&wrong_version), None);
-        assert_eq!(Announcement::decode(&a.encode()[..20]), None);
-        assert_eq!(Announcement::decode(b""), None);
-        let mut port_zero = a.encode();
+        assert!(refused(&wrong_version));
+        assert!(refused(&a.to_bytes()[..20]));
+        assert!(refused(b""));
+        let mut longer = a.to_bytes();
+        longer.push(0);
+        assert!(refused(&longer));
+        let mut port_zero = a.to_bytes();
         port_zero[37..].copy_from_slice(&[0, 0]);
-        assert_eq!(Announcement::decode(&port_zero), None);
+        assert!(refused(&port_zero));
     }
 
     #[tokio::test]
@@ -190,12 +204,12 @@ mod tests {
             room: RoomId([2; 32]),
             port: 1111,
         };
-        s.send_to(&other.encode(), to).await.unwrap();
+        s.send_to(&other.to_bytes(), to).await.unwrap();
         let mine = Announcement {
             room: ours,
             port: 2222,
         };
-        s.send_to(&mine.encode(), to).await.unwrap();
+        s.send_to(&mine.to_bytes(), to).await.unwrap();
         let found = finder.await.unwrap().unwrap();
         assert_eq!(found, "127.0.0.1:2222".parse().unwrap());
     }

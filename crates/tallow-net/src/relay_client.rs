@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use tallow_crypto::RoomId;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
+use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -114,17 +115,18 @@ async fn read_status(
             .read_exact(&mut header)
             .await
             .map_err(|_| NetError::RelayClosed { peer })?;
-        let (code, len) =
-            RelayStatus::decode_header(header).map_err(|source| NetError::NotARelay {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        let mut text = vec![0u8; len];
+        let not_a_relay = |source| NetError::NotARelay {
+            addr: addr.to_owned(),
+            source,
+        };
+        let len = RelayStatus::declared_len(header).map_err(not_a_relay)?;
+        let mut status = header.to_vec();
+        status.resize(STATUS_HEADER_LEN + len, 0);
         stream
-            .read_exact(&mut text)
+            .read_exact(&mut status[STATUS_HEADER_LEN..])
             .await
             .map_err(|_| NetError::RelayClosed { peer })?;
-        Ok(RelayStatus::from_parts(code, &text))
+        RelayStatus::decode_all(&status).map_err(not_a_relay)
     };
     tokio::time::timeout(deadline, read)
         .await

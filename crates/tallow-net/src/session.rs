@@ -287,6 +287,7 @@ async fn first_ok<T>(
 mod tests {
     use super::*;
     use tallow_protocol::rendezvous::{RelayStatus, RELAY_HELLO_LEN};
+    use tallow_protocol::wire::Encode;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -313,10 +314,10 @@ mod tests {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut hello = [0u8; RELAY_HELLO_LEN + 1];
             s.read_exact(&mut hello).await.unwrap();
-            s.write_all(&RelayStatus::Waiting.encode()).await.unwrap();
+            s.write_all(&RelayStatus::Waiting.to_bytes()).await.unwrap();
             let _ = pair_now.await;
             // The sender may have dropped this route already.
-            s.write_all(&RelayStatus::Paired.encode()).await.ok()?;
+            s.write_all(&RelayStatus::Paired.to_bytes()).await.ok()?;
             first_message(&mut s).await
         });
         // A receiver that finds the sender on the LAN.

@@ -2,7 +2,7 @@
 //! modification times, and the chunk size.
 //!
 //! The manifest is the first message after key confirmation, so names only
-//! ever travel encrypted. [`Manifest::decode`] bounds every count and length
+//! ever travel encrypted. Its [`Decode`] impl bounds every count and length
 //! before allocating and validates every path and field.
 
 use std::collections::HashSet;
@@ -12,7 +12,7 @@ use crate::limits::{
     MAX_CHUNK_SIZE, MAX_LEFT_OUT_NAMES, MAX_MANIFEST_ENTRIES, MAX_PATH_LEN, MIN_CHUNK_SIZE,
 };
 use crate::path::{comparison_key, validate_relative_path, PathError};
-use crate::wire::{DecodeError, WireReader, WireWrite};
+use crate::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
 
 /// Permission bits a manifest may carry (rwx for user, group, other, plus
 /// setuid, setgid and sticky, which the receiver drops).
@@ -272,35 +272,40 @@ impl Manifest {
         Ok(())
     }
 
-    /// Append the encoding to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        self.encode_entries(out);
-        out.extend_from_slice(&self.left_out.count.to_be_bytes());
-        out.extend_from_slice(&(self.left_out.names.len() as u32).to_be_bytes());
-        for name in &self.left_out.names {
-            out.put_string(name, MAX_PATH_LEN);
-        }
-    }
-
     /// The chunk size, folders and files: everything that decides what is
     /// sent.
     fn encode_entries(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.chunk_size.to_be_bytes());
-        out.extend_from_slice(&(self.dirs.len() as u32).to_be_bytes());
+        out.put_u32(self.chunk_size);
+        out.put_u32(self.dirs.len() as u32);
         for d in &self.dirs {
             out.put_string(&d.path, MAX_PATH_LEN);
             put_metadata(out, d.mode, d.mtime);
         }
-        out.extend_from_slice(&(self.files.len() as u32).to_be_bytes());
+        out.put_u32(self.files.len() as u32);
         for f in &self.files {
             out.put_string(&f.path, MAX_PATH_LEN);
-            out.extend_from_slice(&f.size.to_be_bytes());
+            out.put_u64(f.size);
             put_metadata(out, f.mode, f.mtime);
         }
     }
+}
 
-    /// Decode and [`validate`](Self::validate).
-    pub fn decode(r: &mut WireReader<'_>) -> Result<Self, ManifestError> {
+impl Encode for Manifest {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_entries(out);
+        out.put_u64(self.left_out.count);
+        out.put_u32(self.left_out.names.len() as u32);
+        for name in &self.left_out.names {
+            out.put_string(name, MAX_PATH_LEN);
+        }
+    }
+}
+
+impl Decode<'_> for Manifest {
+    type Error = ManifestError;
+
+    /// Decode and [`validate`](Manifest::validate).
+    fn decode(r: &mut WireReader<'_>) -> Result<Self, ManifestError> {
         let chunk_size = r.u32("chunk size")?;
         let dir_count = bounded_count(r, "folder count", MIN_DIR_LEN)?;
         let mut dirs = Vec::with_capacity(dir_count);
@@ -385,14 +390,14 @@ fn bounded_count(
 }
 
 fn put_metadata(out: &mut Vec<u8>, mode: u32, mtime: Timestamp) {
-    out.extend_from_slice(&mode.to_be_bytes());
-    out.extend_from_slice(&mtime.secs.to_be_bytes());
-    out.extend_from_slice(&mtime.nanos.to_be_bytes());
+    out.put_u32(mode);
+    out.put_u64(mtime.secs as u64);
+    out.put_u32(mtime.nanos);
 }
 
 fn read_metadata(r: &mut WireReader<'_>) -> Result<(u32, Timestamp), DecodeError> {
     let mode = r.u32("mode")?;
-    let secs = i64::from_be_bytes(r.array("modification time")?);
+    let secs = r.u64("modification time")? as i64;
     let nanos = r.u32("modification time")?;
     Ok((mode, Timestamp { secs, nanos }))
 }
@@ -463,7 +468,7 @@ mod tests {
         let decode = |m: &Manifest| {
             let mut buf = Vec::new();
             m.encode(&mut buf);
-            Manifest::decode(&mut WireReader::new(&buf))
+            Manifest::decode_all(&buf)
         };
         assert_eq!(decode(&m).unwrap(), m);
         // More names than the limit, or than the count, or an unsafe one.
@@ -583,7 +588,7 @@ mod tests {
         buf.extend_from_slice(&0u32.to_be_bytes());
         buf.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(
-            Manifest::decode(&mut WireReader::new(&buf)),
+            Manifest::decode_all(&buf),
             Err(ManifestError::Decode(DecodeError::TooLarge { .. }))
         ));
         let mut buf = Vec::new();
@@ -591,7 +596,7 @@ mod tests {
         buf.extend_from_slice(&1000u32.to_be_bytes());
         buf.extend_from_slice(&[0u8; 100]);
         assert!(matches!(
-            Manifest::decode(&mut WireReader::new(&buf)),
+            Manifest::decode_all(&buf),
             Err(ManifestError::Decode(DecodeError::Truncated(_)))
         ));
         let mut m = manifest(&["a", "b"]);

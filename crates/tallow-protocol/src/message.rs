@@ -6,7 +6,7 @@
 
 use crate::limits::{CHUNK_HEADER_LEN, MAX_REASON_LEN};
 use crate::manifest::{Manifest, ManifestError};
-use crate::wire::{floor_char_boundary, DecodeError, WireReader, WireWrite};
+use crate::wire::{floor_char_boundary, Decode, DecodeError, Encode, WireReader, WireWrite};
 
 const OFFER: u8 = 1;
 const ACCEPT: u8 = 2;
@@ -133,102 +133,74 @@ pub enum MessageError {
     Manifest(#[from] ManifestError),
 }
 
-impl<'a> Message<'a> {
-    /// Append the encoding to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+impl Encode for Message<'_> {
+    /// The type byte, then the fields.
+    fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Message::Offer(m) => {
-                out.push(OFFER);
+                out.put_u8(OFFER);
                 m.encode(out);
             }
             Message::Accept { resume, skip } => {
-                out.push(ACCEPT);
-                out.extend_from_slice(&resume.files_done.to_be_bytes());
-                out.extend_from_slice(&resume.chunks_done.to_be_bytes());
+                out.put_u8(ACCEPT);
+                resume.encode(out);
                 skip.encode(out);
             }
             Message::Decline { reason } => {
-                out.push(DECLINE);
+                out.put_u8(DECLINE);
                 out.put_string(reason, MAX_REASON_LEN);
             }
             Message::Chunk { header, data } => {
-                let start = out.len();
-                out.resize(start + CHUNK_HEADER_LEN, 0);
-                header.write(&mut out[start..]);
-                out.extend_from_slice(data);
+                header.encode(out);
+                out.put_bytes(data);
             }
             Message::FileEnd { file, hash } => {
-                out.push(FILE_END);
-                out.extend_from_slice(&file.to_be_bytes());
-                out.extend_from_slice(hash);
+                out.put_u8(FILE_END);
+                out.put_u32(*file);
+                out.put_bytes(hash);
             }
             Message::TransferComplete { merkle_root } => {
-                out.push(TRANSFER_COMPLETE);
-                out.extend_from_slice(merkle_root);
+                out.put_u8(TRANSFER_COMPLETE);
+                out.put_bytes(merkle_root);
             }
-            Message::Done => out.push(DONE),
-            Message::KeepAlive => out.push(KEEP_ALIVE),
+            Message::Done => out.put_u8(DONE),
+            Message::KeepAlive => out.put_u8(KEEP_ALIVE),
             Message::Text { text } => {
-                out.push(TEXT);
+                out.put_u8(TEXT);
                 let end = floor_char_boundary(text, MAX_TEXT_LEN);
-                out.extend_from_slice(&(end as u32).to_be_bytes());
-                out.extend_from_slice(&text.as_bytes()[..end]);
+                out.put_u32(end as u32);
+                out.put_bytes(&text.as_bytes()[..end]);
             }
             Message::Ack { bytes } => {
-                out.push(ACK);
-                out.extend_from_slice(&bytes.to_be_bytes());
+                out.put_u8(ACK);
+                out.put_u64(*bytes);
             }
             Message::Abort { kind, detail } => {
-                out.push(ABORT);
-                out.push(kind.to_byte());
+                out.put_u8(ABORT);
+                out.put_u8(kind.to_byte());
                 out.put_string(detail, MAX_REASON_LEN);
             }
         }
     }
+}
 
-    /// This message as a frame for
-    /// [`FrameSink::send_frame`](crate::transport::FrameSink::send_frame):
-    /// room for the frame header, then the encoding, in `frame`'s
-    /// allocation. The one place that lays a message into a frame.
-    pub fn encode_frame(&self, frame: &mut Vec<u8>) {
-        frame.clear();
-        frame.resize(tallow_crypto::FRAME_HEADER_LEN, 0);
-        self.encode(frame);
-    }
+impl<'a> Decode<'a> for Message<'a> {
+    type Error = MessageError;
 
-    /// [`encode_frame`](Self::encode_frame) into a new buffer.
-    pub fn to_frame(&self) -> Vec<u8> {
-        let mut frame = Vec::new();
-        self.encode_frame(&mut frame);
-        frame
-    }
-
-    /// Decode one whole message.
-    pub fn decode(buf: &'a [u8]) -> Result<Self, MessageError> {
-        let mut r = WireReader::new(buf);
+    /// One message; a frame holds exactly one (see
+    /// [`decode_all`](Decode::decode_all)).
+    fn decode(r: &mut WireReader<'a>) -> Result<Self, MessageError> {
         let msg = match r.u8("message type")? {
-            OFFER => Message::Offer(Manifest::decode(&mut r)?),
+            OFFER => Message::Offer(Manifest::decode(r)?),
             ACCEPT => Message::Accept {
-                resume: ResumePoint {
-                    files_done: r.u32("resumed files")?,
-                    chunks_done: r.u64("resumed chunks")?,
-                },
-                skip: FileRuns::decode(&mut r)?,
+                resume: ResumePoint::decode(r)?,
+                skip: FileRuns::decode(r)?,
             },
             DECLINE => Message::Decline {
                 reason: r.string(MAX_REASON_LEN, "decline reason")?,
             },
             CHUNK => Message::Chunk {
-                header: ChunkHeader {
-                    file: r.u32("file index")?,
-                    index: r.u64("chunk index")?,
-                    compressed: match r.u8("chunk flags")? {
-                        0 => false,
-                        FLAG_ZSTD => true,
-                        _ => return Err(DecodeError::Invalid("chunk flags").into()),
-                    },
-                    leaf: r.array("chunk hash")?,
-                },
+                header: ChunkHeader::decode_fields(r)?,
                 data: r.rest(),
             },
             FILE_END => Message::FileEnd {
@@ -264,8 +236,26 @@ impl<'a> Message<'a> {
             },
             other => return Err(DecodeError::UnknownType(other).into()),
         };
-        r.finish()?;
         Ok(msg)
+    }
+}
+
+impl<'a> Message<'a> {
+    /// This message as a frame for
+    /// [`FrameSink::send_frame`](crate::transport::FrameSink::send_frame):
+    /// room for the frame header, then the encoding, in `frame`'s
+    /// allocation. The one place that lays a message into a frame.
+    pub fn encode_frame(&self, frame: &mut Vec<u8>) {
+        frame.clear();
+        frame.resize(tallow_crypto::FRAME_HEADER_LEN, 0);
+        self.encode(frame);
+    }
+
+    /// [`encode_frame`](Self::encode_frame) into a new buffer.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut frame = Vec::new();
+        self.encode_frame(&mut frame);
+        frame
     }
 
     /// A short name for error messages ("unexpected Chunk").
@@ -328,6 +318,26 @@ impl ResumePoint {
                 .sum()
         });
         whole + part
+    }
+}
+
+impl Encode for ResumePoint {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.files_done);
+        out.put_u64(self.chunks_done);
+    }
+}
+
+impl Decode<'_> for ResumePoint {
+    type Error = DecodeError;
+
+    /// Any point decodes; whether it fits the offer is
+    /// [`fits`](ResumePoint::fits).
+    fn decode(r: &mut WireReader<'_>) -> Result<Self, DecodeError> {
+        Ok(ResumePoint {
+            files_done: r.u32("resumed files")?,
+            chunks_done: r.u64("resumed chunks")?,
+        })
     }
 }
 
@@ -401,14 +411,20 @@ impl FileRuns {
             first >= from && (u64::from(first) + u64::from(count)) <= to as u64
         })
     }
+}
 
+impl Encode for FileRuns {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.runs.len() as u32).to_be_bytes());
-        for (first, count) in &self.runs {
-            out.extend_from_slice(&first.to_be_bytes());
-            out.extend_from_slice(&count.to_be_bytes());
+        out.put_u32(self.runs.len() as u32);
+        for &(first, count) in &self.runs {
+            out.put_u32(first);
+            out.put_u32(count);
         }
     }
+}
+
+impl Decode<'_> for FileRuns {
+    type Error = DecodeError;
 
     /// Runs must be non-empty, in order, apart and not overflow; their
     /// number is checked against the bytes present before allocating.
@@ -450,13 +466,37 @@ pub struct ChunkHeader {
 }
 
 impl ChunkHeader {
-    /// Write the message type and header into `out[..CHUNK_HEADER_LEN]`.
+    /// Write the message type and header into `out[..CHUNK_HEADER_LEN]`
+    /// (the room left in front of data read in place); the same bytes as
+    /// [`Encode`].
     pub fn write(&self, out: &mut [u8]) {
         out[0] = CHUNK;
         out[1..5].copy_from_slice(&self.file.to_be_bytes());
         out[5..13].copy_from_slice(&self.index.to_be_bytes());
         out[13] = if self.compressed { FLAG_ZSTD } else { 0 };
         out[14..CHUNK_HEADER_LEN].copy_from_slice(&self.leaf);
+    }
+
+    /// The fields after the type byte.
+    fn decode_fields(r: &mut WireReader<'_>) -> Result<Self, DecodeError> {
+        Ok(ChunkHeader {
+            file: r.u32("file index")?,
+            index: r.u64("chunk index")?,
+            compressed: match r.u8("chunk flags")? {
+                0 => false,
+                FLAG_ZSTD => true,
+                _ => return Err(DecodeError::Invalid("chunk flags")),
+            },
+            leaf: r.array("chunk hash")?,
+        })
+    }
+}
+
+impl Encode for ChunkHeader {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + CHUNK_HEADER_LEN, 0);
+        self.write(&mut out[start..]);
     }
 }
 
@@ -535,18 +575,18 @@ mod tests {
         let mut at_limit = vec![DECLINE];
         at_limit.extend_from_slice(&(MAX_REASON_LEN as u16).to_be_bytes());
         at_limit.extend_from_slice(&vec![b'x'; MAX_REASON_LEN]);
-        assert!(Message::decode(&at_limit).is_ok());
+        assert!(Message::decode_all(&at_limit).is_ok());
         let mut over = vec![DECLINE];
         over.extend_from_slice(&(MAX_REASON_LEN as u16 + 1).to_be_bytes());
         over.extend_from_slice(&vec![b'x'; MAX_REASON_LEN + 1]);
         assert!(matches!(
-            Message::decode(&over),
+            Message::decode_all(&over),
             Err(MessageError::Decode(DecodeError::TooLarge { .. }))
         ));
         let mut text = vec![TEXT];
         text.extend_from_slice(&(MAX_TEXT_LEN as u32 + 1).to_be_bytes());
         assert!(matches!(
-            Message::decode(&text),
+            Message::decode_all(&text),
             Err(MessageError::Decode(DecodeError::TooLarge { .. }))
         ));
     }
@@ -556,7 +596,7 @@ mod tests {
         for m in all_messages() {
             let mut buf = Vec::new();
             m.encode(&mut buf);
-            assert_eq!(Message::decode(&buf).unwrap(), m);
+            assert_eq!(Message::decode_all(&buf).unwrap(), m);
         }
     }
 
@@ -568,10 +608,10 @@ mod tests {
             if !matches!(m, Message::Chunk { .. }) {
                 let mut long = buf.clone();
                 long.push(0);
-                assert!(Message::decode(&long).is_err(), "{}", m.name());
+                assert!(Message::decode_all(&long).is_err(), "{}", m.name());
             }
             for len in 0..buf.len() {
-                let cut = Message::decode(&buf[..len]);
+                let cut = Message::decode_all(&buf[..len]);
                 // A chunk cut after its header is a shorter valid chunk; the
                 // receive pipeline checks its length against the manifest.
                 if matches!(m, Message::Chunk { .. }) && len >= CHUNK_HEADER_LEN {
@@ -581,7 +621,7 @@ mod tests {
             }
         }
         assert_eq!(
-            Message::decode(&[200]),
+            Message::decode_all(&[200]),
             Err(MessageError::Decode(DecodeError::UnknownType(200)))
         );
         let mut bad_flags = Vec::new();
@@ -596,7 +636,7 @@ mod tests {
         }
         .encode(&mut bad_flags);
         bad_flags[13] = 0x80;
-        assert!(Message::decode(&bad_flags).is_err());
+        assert!(Message::decode_all(&bad_flags).is_err());
     }
 
     #[test]
@@ -614,7 +654,7 @@ mod tests {
                 runs: runs.to_vec(),
             }
             .encode(&mut buf);
-            FileRuns::decode(&mut WireReader::new(&buf))
+            FileRuns::decode_all(&buf)
         };
         assert!(runs(&[(0, 1), (5, 2)]).is_ok());
         // Empty, touching, overlapping, out of order, past u32.
@@ -631,7 +671,7 @@ mod tests {
         let mut huge = u32::MAX.to_be_bytes().to_vec();
         huge.extend_from_slice(&[0; 8]);
         assert_eq!(
-            FileRuns::decode(&mut WireReader::new(&huge)),
+            FileRuns::decode_all(&huge),
             Err(DecodeError::Truncated("skipped runs"))
         );
     }

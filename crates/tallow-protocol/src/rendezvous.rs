@@ -15,7 +15,7 @@
 
 use tallow_crypto::RoomId;
 
-use crate::wire::{DecodeError, WireReader, WireWrite};
+use crate::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
 use crate::Role;
 
 /// First four bytes of a hello.
@@ -40,55 +40,24 @@ pub struct RelayHello {
     pub room: RoomId,
 }
 
-impl RelayHello {
-    /// The wire form.
-    pub fn encode(&self) -> [u8; RELAY_HELLO_LEN] {
-        let mut out = [0u8; RELAY_HELLO_LEN];
-        out[..4].copy_from_slice(&RELAY_MAGIC);
-        out[4] = RELAY_PROTOCOL_VERSION;
-        out[5] = match self.role {
+impl Encode for RelayHello {
+    /// The fixed [`RELAY_HELLO_LEN`] bytes.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_bytes(&RELAY_MAGIC);
+        out.put_u8(RELAY_PROTOCOL_VERSION);
+        out.put_u8(match self.role {
             Role::Sender => 1,
             Role::Receiver => 2,
-        };
-        out[6..].copy_from_slice(&self.room.0);
-        out
+        });
+        out.put_bytes(&self.room.0);
     }
+}
 
-    /// The wire form followed by the password block; a password longer
-    /// than [`MAX_PASSWORD_LEN`] is refused, as the relay would refuse it.
-    pub fn encode_with_password(&self, password: &[u8]) -> Result<Vec<u8>, DecodeError> {
-        let len = u8::try_from(password.len())
-            .ok()
-            .filter(|&n| usize::from(n) <= MAX_PASSWORD_LEN)
-            .ok_or(DecodeError::TooLarge {
-                what: "relay password",
-                got: password.len() as u64,
-                max: MAX_PASSWORD_LEN as u64,
-            })?;
-        let mut out = self.encode().to_vec();
-        out.push(len);
-        out.extend_from_slice(password);
-        Ok(out)
-    }
+impl Decode<'_> for RelayHello {
+    type Error = DecodeError;
 
-    /// The length of the password block from its first byte; over
-    /// [`MAX_PASSWORD_LEN`] is refused (never cut: the rest would be read
-    /// as data).
-    pub fn password_len(first: u8) -> Result<usize, DecodeError> {
-        let len = usize::from(first);
-        if len > MAX_PASSWORD_LEN {
-            return Err(DecodeError::TooLarge {
-                what: "relay password",
-                got: len as u64,
-                max: MAX_PASSWORD_LEN as u64,
-            });
-        }
-        Ok(len)
-    }
-
-    /// Parse a hello; any deviation is an error.
-    pub fn decode(buf: &[u8; RELAY_HELLO_LEN]) -> Result<Self, DecodeError> {
-        let mut r = WireReader::new(buf);
+    /// Any deviation is an error.
+    fn decode(r: &mut WireReader<'_>) -> Result<Self, DecodeError> {
         if r.array::<4>("magic")? != RELAY_MAGIC {
             return Err(DecodeError::Invalid("magic (not a tallow client)"));
         }
@@ -105,6 +74,72 @@ impl RelayHello {
     }
 }
 
+impl RelayHello {
+    /// The hello followed by the password block; a password longer than
+    /// [`MAX_PASSWORD_LEN`] is refused, as the relay would refuse it.
+    pub fn encode_with_password(&self, password: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let block = RelayPassword::new(password)?;
+        let mut out = self.to_bytes();
+        block.encode(&mut out);
+        Ok(out)
+    }
+}
+
+/// The password block after the hello: a length byte, then at most
+/// [`MAX_PASSWORD_LEN`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPassword<'a>(&'a [u8]);
+
+impl<'a> RelayPassword<'a> {
+    /// A block for `password`, refused if it is over-long (never cut).
+    pub fn new(password: &'a [u8]) -> Result<Self, DecodeError> {
+        if password.len() > MAX_PASSWORD_LEN {
+            return Err(DecodeError::TooLarge {
+                what: "relay password",
+                got: password.len() as u64,
+                max: MAX_PASSWORD_LEN as u64,
+            });
+        }
+        Ok(RelayPassword(password))
+    }
+
+    /// The password.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// How many password bytes follow a block's first byte, for a reader
+    /// taking the block off a socket; over [`MAX_PASSWORD_LEN`] is refused
+    /// (never cut: the rest would be read as data).
+    pub fn declared_len(first: u8) -> Result<usize, DecodeError> {
+        let len = usize::from(first);
+        if len > MAX_PASSWORD_LEN {
+            return Err(DecodeError::TooLarge {
+                what: "relay password",
+                got: len as u64,
+                max: MAX_PASSWORD_LEN as u64,
+            });
+        }
+        Ok(len)
+    }
+}
+
+impl Encode for RelayPassword<'_> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(self.0.len() as u8);
+        out.put_bytes(self.0);
+    }
+}
+
+impl<'a> Decode<'a> for RelayPassword<'a> {
+    type Error = DecodeError;
+
+    fn decode(r: &mut WireReader<'a>) -> Result<Self, DecodeError> {
+        let len = Self::declared_len(r.u8("relay password")?)?;
+        Ok(RelayPassword(r.bytes(len, "relay password")?))
+    }
+}
+
 /// What the relay tells a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayStatus {
@@ -116,21 +151,39 @@ pub enum RelayStatus {
     Refused(String),
 }
 
-impl RelayStatus {
-    /// The wire form.
-    pub fn encode(&self) -> Vec<u8> {
+impl Encode for RelayStatus {
+    fn encode(&self, out: &mut Vec<u8>) {
         let (code, text) = match self {
             RelayStatus::Waiting => (b'W', ""),
             RelayStatus::Paired => (b'P', ""),
             RelayStatus::Refused(t) => (b'E', t.as_str()),
         };
-        let mut out = vec![code];
+        out.put_u8(code);
         out.put_string(text, MAX_STATUS_TEXT);
-        out
     }
+}
 
-    /// Parse the 3-byte header: the status code and the text length to read.
-    pub fn decode_header(header: [u8; STATUS_HEADER_LEN]) -> Result<(u8, usize), DecodeError> {
+impl Decode<'_> for RelayStatus {
+    type Error = DecodeError;
+
+    fn decode(r: &mut WireReader<'_>) -> Result<Self, DecodeError> {
+        let code = r.u8("relay status")?;
+        let text = r.string(MAX_STATUS_TEXT, "relay status text")?;
+        match code {
+            b'W' => Ok(RelayStatus::Waiting),
+            b'P' => Ok(RelayStatus::Paired),
+            b'E' => Ok(RelayStatus::Refused(text.to_owned())),
+            _ => Err(DecodeError::Invalid("relay status")),
+        }
+    }
+}
+
+impl RelayStatus {
+    /// How many text bytes follow a status's [`STATUS_HEADER_LEN`] header,
+    /// for a reader taking it off a socket (then [`Decode::decode_all`] on
+    /// header and text); an unknown code or an over-long text is refused
+    /// before anything more is read.
+    pub fn declared_len(header: [u8; STATUS_HEADER_LEN]) -> Result<usize, DecodeError> {
         let len = u16::from_be_bytes([header[1], header[2]]) as usize;
         if len > MAX_STATUS_TEXT {
             return Err(DecodeError::TooLarge {
@@ -142,16 +195,7 @@ impl RelayStatus {
         if !matches!(header[0], b'W' | b'P' | b'E') {
             return Err(DecodeError::Invalid("relay status"));
         }
-        Ok((header[0], len))
-    }
-
-    /// Build the status from a decoded header and its text.
-    pub fn from_parts(code: u8, text: &[u8]) -> Self {
-        match code {
-            b'W' => RelayStatus::Waiting,
-            b'P' => RelayStatus::Paired,
-            _ => RelayStatus::Refused(String::from_utf8_lossy(text).into_owned()),
-        }
+        Ok(len)
     }
 }
 
@@ -165,13 +209,15 @@ mod tests {
             role: Role::Receiver,
             room: RoomId([3; 32]),
         };
-        assert_eq!(RelayHello::decode(&h.encode()).unwrap(), h);
+        assert_eq!(h.to_bytes().len(), RELAY_HELLO_LEN);
+        assert_eq!(RelayHello::decode_all(&h.to_bytes()).unwrap(), h);
         let mut http = [b' '; RELAY_HELLO_LEN];
         http[..4].copy_from_slice(b"GET ");
-        assert!(RelayHello::decode(&http).is_err());
-        let mut bad_role = h.encode();
+        assert!(RelayHello::decode_all(&http).is_err());
+        let mut bad_role = h.to_bytes();
         bad_role[5] = 7;
-        assert!(RelayHello::decode(&bad_role).is_err());
+        assert!(RelayHello::decode_all(&bad_role).is_err());
+        assert!(RelayHello::decode_all(&h.to_bytes()[..RELAY_HELLO_LEN - 1]).is_err());
     }
 
     #[test]
@@ -181,13 +227,18 @@ mod tests {
             RelayStatus::Paired,
             RelayStatus::Refused("room full".into()),
         ] {
-            let b = s.encode();
-            let (code, len) = RelayStatus::decode_header([b[0], b[1], b[2]]).unwrap();
-            assert_eq!(RelayStatus::from_parts(code, &b[3..3 + len]), s);
+            let b = s.to_bytes();
+            let len = RelayStatus::declared_len([b[0], b[1], b[2]]).unwrap();
+            assert_eq!(b.len(), STATUS_HEADER_LEN + len);
+            assert_eq!(RelayStatus::decode_all(&b).unwrap(), s);
         }
-        assert!(RelayStatus::decode_header([b'E', 0xff, 0xff]).is_err());
-        let long = RelayStatus::Refused("x".repeat(10_000)).encode();
-        assert_eq!(long.len(), 3 + MAX_STATUS_TEXT);
+        assert!(RelayStatus::declared_len([b'E', 0xff, 0xff]).is_err());
+        assert!(RelayStatus::declared_len([b'X', 0, 0]).is_err());
+        let long = RelayStatus::Refused("x".repeat(10_000)).to_bytes();
+        assert_eq!(long.len(), STATUS_HEADER_LEN + MAX_STATUS_TEXT);
+        let mut over = vec![b'E'];
+        over.put_string(&"x".repeat(MAX_STATUS_TEXT + 1), usize::MAX);
+        assert!(RelayStatus::decode_all(&over).is_err());
     }
 
     #[test]
@@ -196,18 +247,21 @@ mod tests {
             role: Role::Sender,
             room: RoomId([3; 32]),
         };
-        let block = hello
-            .encode_with_password(&[b'p'; MAX_PASSWORD_LEN])
-            .unwrap();
-        assert_eq!(block[RELAY_HELLO_LEN] as usize, MAX_PASSWORD_LEN);
+        let full = [b'p'; MAX_PASSWORD_LEN];
+        let bytes = hello.encode_with_password(&full).unwrap();
+        assert_eq!(bytes[RELAY_HELLO_LEN] as usize, MAX_PASSWORD_LEN);
         assert_eq!(
-            RelayHello::password_len(block[RELAY_HELLO_LEN]),
-            Ok(MAX_PASSWORD_LEN)
+            RelayPassword::decode_all(&bytes[RELAY_HELLO_LEN..]).map(|p| p.as_bytes()),
+            Ok(&full[..])
         );
         assert!(hello
             .encode_with_password(&[b'p'; MAX_PASSWORD_LEN + 1])
             .is_err());
-        assert!(RelayHello::password_len(MAX_PASSWORD_LEN as u8 + 1).is_err());
+        assert!(hello.encode_with_password(&[b'p'; 300]).is_err());
+        assert!(RelayPassword::declared_len(MAX_PASSWORD_LEN as u8 + 1).is_err());
+        let mut over = vec![MAX_PASSWORD_LEN as u8 + 1];
+        over.extend_from_slice(&[b'p'; MAX_PASSWORD_LEN + 1]);
+        assert!(RelayPassword::decode_all(&over).is_err());
         assert_eq!(
             hello.encode_with_password(b"").unwrap().len(),
             RELAY_HELLO_LEN + 1

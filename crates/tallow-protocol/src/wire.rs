@@ -1,8 +1,14 @@
-//! Bounded big-endian reading and writing for every Tallow message.
+//! Bounded big-endian reading and writing: the one codec for every byte
+//! layout Tallow defines.
 //!
-//! Decoding never trusts a length: [`WireReader`] checks each one against the
-//! bytes actually present (and the caller's own limit) before slicing or
-//! allocating.
+//! Every type with a wire form implements [`Encode`] (append to a `Vec`) and
+//! [`Decode`] (read from a [`WireReader`]): the peer messages, the manifest,
+//! the relay's hello and status, the LAN announcement and the checkpoint's
+//! records. Decoding never trusts a length: [`WireReader`] checks each one
+//! against the bytes actually present (and the caller's own limit) before
+//! slicing or allocating; [`Decode::decode_all`] refuses trailing bytes.
+//! Where a frame header goes in front of a message is decided in one place,
+//! `Message::encode_frame`.
 
 /// Why bytes from a peer or relay could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -112,18 +118,81 @@ impl<'a> WireReader<'a> {
     }
 }
 
-/// Appends fields to a buffer.
+/// A value with a wire form.
+pub trait Encode {
+    /// Append the wire form to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+
+    /// The wire form in a new buffer.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// A value read back from its wire form (borrowing from the buffer where it
+/// can), every length bounded before use.
+pub trait Decode<'a>: Sized {
+    /// Why it could not be read.
+    type Error: From<DecodeError>;
+
+    /// Read one value from `r`, leaving what follows it.
+    fn decode(r: &mut WireReader<'a>) -> Result<Self, Self::Error>;
+
+    /// Read exactly one value from the whole of `buf`: bytes left over are
+    /// an error.
+    fn decode_all(buf: &'a [u8]) -> Result<Self, Self::Error> {
+        let mut r = WireReader::new(buf);
+        let value = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(value)
+    }
+}
+
+/// Appends big-endian fields to a buffer, mirroring [`WireReader`].
 pub trait WireWrite {
+    /// One byte.
+    fn put_u8(&mut self, v: u8);
+    /// Big-endian u16.
+    fn put_u16(&mut self, v: u16);
+    /// Big-endian u32.
+    fn put_u32(&mut self, v: u32);
+    /// Big-endian u64.
+    fn put_u64(&mut self, v: u64);
+    /// Raw bytes (a fixed-size field).
+    fn put_bytes(&mut self, v: &[u8]);
     /// Append a big-endian u16-length-prefixed string, cut at `max` bytes on a
-    /// character boundary (strings written are our own: names and messages).
+    /// character boundary (strings written are our own: names and messages;
+    /// paths are checked against the same limit before they are offered).
     fn put_string(&mut self, s: &str, max: usize);
 }
 
 impl WireWrite for Vec<u8> {
+    fn put_u8(&mut self, v: u8) {
+        self.push(v);
+    }
+
+    fn put_u16(&mut self, v: u16) {
+        self.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn put_u32(&mut self, v: u32) {
+        self.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn put_u64(&mut self, v: u64) {
+        self.extend_from_slice(&v.to_be_bytes());
+    }
+
+    fn put_bytes(&mut self, v: &[u8]) {
+        self.extend_from_slice(v);
+    }
+
     fn put_string(&mut self, s: &str, max: usize) {
         let end = floor_char_boundary(s, max.min(u16::MAX as usize));
-        self.extend_from_slice(&(end as u16).to_be_bytes());
-        self.extend_from_slice(&s.as_bytes()[..end]);
+        self.put_u16(end as u16);
+        self.put_bytes(&s.as_bytes()[..end]);
     }
 }
 

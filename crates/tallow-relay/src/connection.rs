@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 use tallow_crypto::RoomId;
-use tallow_protocol::rendezvous::{RelayHello, RelayStatus, MAX_PASSWORD_LEN, RELAY_HELLO_LEN};
+use tallow_protocol::rendezvous::{
+    RelayHello, RelayPassword, RelayStatus, MAX_PASSWORD_LEN, RELAY_HELLO_LEN,
+};
+use tallow_protocol::wire::{Decode, Encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -59,7 +62,7 @@ impl Connection {
         let hello = match tokio::time::timeout_at(deadline, stream.read_exact(&mut fixed)).await {
             Err(_) => return self.refuse_slow(&mut stream).await,
             Ok(Err(_)) => return,
-            Ok(Ok(_)) => match RelayHello::decode(&fixed) {
+            Ok(Ok(_)) => match RelayHello::decode_all(&fixed) {
                 Ok(h) => h,
                 Err(e) => {
                     let reason = format!(
@@ -73,7 +76,7 @@ impl Connection {
         let read_password = async {
             let mut len = [0u8; 1];
             stream.read_exact(&mut len).await?;
-            let Ok(len) = RelayHello::password_len(len[0]) else {
+            let Ok(len) = RelayPassword::declared_len(len[0]) else {
                 return Ok(None);
             };
             let mut password = vec![0u8; len];
@@ -256,7 +259,7 @@ impl Drop for ReleaseOnDrop {
 
 async fn write_status(stream: &mut TcpStream, status: &RelayStatus) -> bool {
     matches!(
-        tokio::time::timeout(STATUS_WRITE_TIMEOUT, stream.write_all(&status.encode())).await,
+        tokio::time::timeout(STATUS_WRITE_TIMEOUT, stream.write_all(&status.to_bytes())).await,
         Ok(Ok(()))
     )
 }

@@ -4,12 +4,11 @@
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
 use tallow_protocol::message::{ChunkHeader, Message};
+use tallow_protocol::wire::Encode;
 
 /// The plaintext of `m`, as it goes into one frame.
 pub fn encode(m: Message<'_>) -> Vec<u8> {
-    let mut v = Vec::new();
-    m.encode(&mut v);
-    v
+    m.to_bytes()
 }
 
 /// A file of `size` bytes named `path` (mode 0644, time 0).

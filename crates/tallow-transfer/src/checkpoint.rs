@@ -36,13 +36,15 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::placement::{FileStamp, OutputDir};
 use tallow_protocol::manifest::Manifest;
-use tallow_protocol::wire::WireReader;
+use tallow_protocol::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
 
+/// Bytes of a record before its check: kind, file, chunk, 32 bytes.
+const BODY_LEN: usize = 1 + 4 + 8 + 32;
 const MAGIC: &[u8; 8] = b"TALLOWCK";
 const VERSION: u8 = 2;
 const CHECK_LEN: usize = 8;
 /// Bytes of one record.
-pub const RECORD_LEN: usize = 1 + 4 + 8 + 32 + CHECK_LEN;
+pub const RECORD_LEN: usize = BODY_LEN + CHECK_LEN;
 const KIND_CHUNK: u8 = 1;
 const KIND_FILE_DONE: u8 = 2;
 const KIND_FOLDER_MADE: u8 = 3;
@@ -79,8 +81,28 @@ pub enum Record {
 }
 
 impl Record {
-    fn encode(&self, key: &[u8; 32]) -> [u8; RECORD_LEN] {
+    /// The record with its check under `key`.
+    fn seal(&self, key: &[u8; 32]) -> [u8; RECORD_LEN] {
+        let body = self.to_bytes();
         let mut out = [0u8; RECORD_LEN];
+        out[..BODY_LEN].copy_from_slice(&body);
+        out[BODY_LEN..].copy_from_slice(&check(key, &body));
+        out
+    }
+
+    /// The record, if its check under `key` holds and it is one.
+    fn open(bytes: &[u8; RECORD_LEN], key: &[u8; 32]) -> Option<Record> {
+        let (body, stored) = bytes.split_at(BODY_LEN);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&check(key, body)[..], stored)) {
+            return None;
+        }
+        Record::decode_all(body).ok()
+    }
+}
+
+/// Every record has the same shape: kind, a u32, a u64 and 32 bytes.
+impl Encode for Record {
+    fn encode(&self, out: &mut Vec<u8>) {
         let (kind, file, chunk, hash) = match *self {
             Record::Chunk { file, chunk, leaf } => (KIND_CHUNK, file, chunk, leaf),
             Record::FileDone { file, stamp } => {
@@ -92,38 +114,38 @@ impl Record {
             }
             Record::FolderMade { dir } => (KIND_FOLDER_MADE, dir, 0, [0; 32]),
         };
-        out[0] = kind;
-        out[1..5].copy_from_slice(&file.to_be_bytes());
-        out[5..13].copy_from_slice(&chunk.to_be_bytes());
-        out[13..45].copy_from_slice(&hash);
-        let check = check(key, &out[..45]);
-        out[45..].copy_from_slice(&check);
-        out
+        out.put_u8(kind);
+        out.put_u32(file);
+        out.put_u64(chunk);
+        out.put_bytes(&hash);
     }
+}
 
-    fn decode(bytes: &[u8; RECORD_LEN], key: &[u8; 32]) -> Option<Record> {
-        if check(key, &bytes[..45]) != bytes[45..] {
-            return None;
-        }
-        let file = u32::from_be_bytes(bytes[1..5].try_into().ok()?);
-        let chunk = u64::from_be_bytes(bytes[5..13].try_into().ok()?);
-        match bytes[0] {
-            KIND_CHUNK => Some(Record::Chunk {
+impl Decode<'_> for Record {
+    type Error = DecodeError;
+
+    fn decode(r: &mut WireReader<'_>) -> Result<Self, DecodeError> {
+        let kind = r.u8("record kind")?;
+        let file = r.u32("record file")?;
+        let chunk = r.u64("record chunk")?;
+        let mut hash = WireReader::new(r.bytes(32, "record hash")?);
+        match kind {
+            KIND_CHUNK => Ok(Record::Chunk {
                 file,
                 chunk,
-                leaf: bytes[13..45].try_into().ok()?,
+                leaf: hash.array("chunk leaf")?,
             }),
-            KIND_FILE_DONE => Some(Record::FileDone {
+            KIND_FILE_DONE => Ok(Record::FileDone {
                 file,
                 stamp: FileStamp {
                     ino: chunk,
-                    size: u64::from_be_bytes(bytes[13..21].try_into().ok()?),
-                    ctime_secs: i64::from_be_bytes(bytes[21..29].try_into().ok()?),
-                    ctime_nanos: u32::from_be_bytes(bytes[29..33].try_into().ok()?),
+                    size: hash.u64("file size")?,
+                    ctime_secs: hash.u64("change time")? as i64,
+                    ctime_nanos: hash.u32("change time")?,
                 },
             }),
-            KIND_FOLDER_MADE => Some(Record::FolderMade { dir: file }),
-            _ => None,
+            KIND_FOLDER_MADE => Ok(Record::FolderMade { dir: file }),
+            _ => Err(DecodeError::Invalid("record kind")),
         }
     }
 }
@@ -258,18 +280,17 @@ impl CheckpointLog {
         let name = checkpoint_name(&identity);
         let tmp = format!("{name}-new");
         let mut header = Vec::new();
-        header.extend_from_slice(MAGIC);
-        header.push(VERSION);
-        header.extend_from_slice(&identity);
-        let mut encoded = Vec::new();
-        manifest.encode(&mut encoded);
+        header.put_bytes(MAGIC);
+        header.put_u8(VERSION);
+        header.put_bytes(&identity);
+        let encoded = manifest.to_bytes();
         let len = u32::try_from(encoded.len()).map_err(std::io::Error::other)?;
-        header.extend_from_slice(&len.to_be_bytes());
-        header.extend_from_slice(&encoded);
+        header.put_u32(len);
+        header.put_bytes(&encoded);
         let c = check(&key, &header);
-        header.extend_from_slice(&c);
+        header.put_bytes(&c);
         for r in records {
-            header.extend_from_slice(&r.encode(&key));
+            header.put_bytes(&r.seal(&key));
         }
         let root = out.root();
         {
@@ -299,7 +320,7 @@ impl CheckpointLog {
         }
         let mut bytes = Vec::with_capacity(records.len() * RECORD_LEN);
         for r in records {
-            bytes.extend_from_slice(&r.encode(&self.key));
+            bytes.extend_from_slice(&r.seal(&self.key));
         }
         self.file.write_all(&bytes)?;
         self.file.sync_data()
@@ -390,7 +411,7 @@ pub fn parse(bytes: &[u8], local: &LocalKey) -> Option<(Manifest, Vec<Record>)> 
     )) {
         return None;
     }
-    let manifest = Manifest::decode(&mut WireReader::new(encoded)).ok()?;
+    let manifest = Manifest::decode_all(encoded).ok()?;
     if manifest.identity() != identity {
         return None;
     }
@@ -399,7 +420,7 @@ pub fn parse(bytes: &[u8], local: &LocalKey) -> Option<(Manifest, Vec<Record>)> 
         .chunks_exact(RECORD_LEN)
         .map_while(|chunk| {
             let chunk: &[u8; RECORD_LEN] = chunk.try_into().ok()?;
-            Record::decode(chunk, &key)
+            Record::open(chunk, &key)
         })
         .collect();
     Some((manifest, records))

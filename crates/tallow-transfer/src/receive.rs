@@ -51,6 +51,7 @@ use tallow_protocol::manifest::{Manifest, Timestamp};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::transport::{FrameSink, FrameSource};
+use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 
 /// How often written bytes are acknowledged.
@@ -732,7 +733,7 @@ fn broke(rule: PeerMisbehaved) -> TransferError {
 }
 
 fn decode(buf: &[u8]) -> Result<Message<'_>, TransferError> {
-    Message::decode(buf).map_err(|source| TransferError::BadMessage {
+    Message::decode_all(buf).map_err(|source| TransferError::BadMessage {
         peer: Role::Sender,
         source,
     })

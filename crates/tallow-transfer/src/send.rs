@@ -33,6 +33,7 @@ use tallow_protocol::limits::{
 use tallow_protocol::machine::{Decision, PeerMisbehaved, Reply, SendMachine};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
+use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 
 /// While re-reading what the receiver has, a keepalive per this many bytes.
@@ -355,7 +356,7 @@ pub async fn send_text<W: FrameSink, R: FrameSource>(
 }
 
 fn decode(buf: &[u8]) -> Result<Message<'_>, TransferError> {
-    Message::decode(buf).map_err(|source| TransferError::BadMessage {
+    Message::decode_all(buf).map_err(|source| TransferError::BadMessage {
         peer: Role::Receiver,
         source,
     })

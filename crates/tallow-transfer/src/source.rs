@@ -27,6 +27,7 @@ use crate::TransferError;
 use tallow_protocol::limits::MAX_FRAME_LEN;
 use tallow_protocol::manifest::{DirEntry, FileEntry, Manifest, Timestamp, MODE_MASK};
 use tallow_protocol::path::validate_relative_path;
+use tallow_protocol::wire::Encode;
 
 /// What will be offered, and where each file is on disk.
 #[derive(Debug)]
@@ -107,8 +108,7 @@ impl SourceTree {
                 return Err(unsendable(path, "it is not a regular file or a folder"));
             }
         }
-        let mut encoded = Vec::new();
-        tree.manifest.encode(&mut encoded);
+        let encoded = tree.manifest.to_bytes();
         // The offer travels as one frame: message type, manifest, tag.
         if encoded.len() + 1 + tallow_crypto::TAG_LEN > MAX_FRAME_LEN {
             return Err(unsendable(

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use tallow_protocol::machine::PeerMisbehaved;
 use tallow_protocol::message::{AbortKind, MessageError};
 use tallow_protocol::transport::TransportError;
+use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 
 /// How a transfer failed, with what the user needs to act.
@@ -180,7 +181,7 @@ impl TransferError {
     /// The peer's `Abort`, if `frame` (a decrypted frame from `peer`) is
     /// one.
     pub fn from_abort_frame(frame: &[u8], peer: Role) -> Option<Self> {
-        match tallow_protocol::message::Message::decode(frame) {
+        match <tallow_protocol::message::Message as Decode>::decode_all(frame) {
             Ok(tallow_protocol::message::Message::Abort { kind, detail }) => {
                 Some(TransferError::PeerAborted {
                     peer,

@@ -12,6 +12,7 @@ use tallow_protocol::machine::PeerMisbehaved;
 use tallow_protocol::manifest::Manifest;
 use tallow_protocol::message::{ChunkHeader, Message};
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
+use tallow_protocol::wire::{Decode, Encode};
 use tallow_protocol::Role;
 use tallow_testkit::memory::pipe;
 use tallow_testkit::messages::{chunk, complete, encode, entry, manifest, merkle_root};
@@ -217,7 +218,10 @@ async fn wrong_file_hash_is_an_integrity_error_and_no_file_appears() {
     );
     // The sender was told why.
     let last = replies.last().unwrap();
-    assert!(matches!(Message::decode(last), Ok(Message::Abort { .. })));
+    assert!(matches!(
+        Message::decode_all(last),
+        Ok(Message::Abort { .. })
+    ));
 }
 
 #[tokio::test]
@@ -446,7 +450,7 @@ async fn compressed_chunks_are_accepted_when_honest() {
     result.unwrap();
     assert_eq!(std::fs::read(out.path().join("victim.bin")).unwrap(), plain);
     assert!(matches!(
-        Message::decode(replies.last().unwrap()),
+        Message::decode_all(replies.last().unwrap()),
         Ok(Message::Done)
     ));
 }
@@ -483,7 +487,7 @@ async fn a_wrong_chunk_leaf_names_the_chunk_and_a_wrong_root_is_refused() {
         "{result:?}"
     );
     assert!(matches!(
-        Message::decode(replies.last().unwrap()),
+        Message::decode_all(replies.last().unwrap()),
         Ok(Message::Abort { .. })
     ));
 }

@@ -16,6 +16,7 @@ use tallow_protocol::machine::PeerMisbehaved;
 use tallow_protocol::message::Message;
 use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::transport::Prefetched;
+use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 use tallow_transfer::cancel::CancelSignal;
 use tallow_transfer::checkpoint::{self, LocalKey, RecordedProgress};
@@ -460,7 +461,7 @@ async fn ask_while_sender_waits(
         Some(frame) => Err(TransferError::broke(
             Role::Sender,
             PeerMisbehaved::Unexpected {
-                got: Message::decode(&frame).map_or("an invalid message", |m| m.name()),
+                got: Message::decode_all(&frame).map_or("an invalid message", |m| m.name()),
                 expected: "nothing before the answer to the offer",
             },
         )

@@ -11,6 +11,7 @@ use harness::*;
 use tallow_crypto::CodePhrase;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::rendezvous::{RelayHello, RelayStatus, RELAY_HELLO_LEN};
+use tallow_protocol::wire::{Decode, Encode};
 use tallow_protocol::Role;
 
 const CODE: &str = "4444-abacus-zoom-yodel";
@@ -139,8 +140,8 @@ fn a_machine_in_the_middle_fails_confirmation_on_both_sides() {
             conn.read_exact(&mut hello).unwrap();
             let mut no_password = [0u8; 1];
             conn.read_exact(&mut no_password).unwrap();
-            let hello = RelayHello::decode(&hello).unwrap();
-            conn.write_all(&RelayStatus::Paired.encode()).unwrap();
+            let hello = RelayHello::decode_all(&hello).unwrap();
+            conn.write_all(&RelayStatus::Paired.to_bytes()).unwrap();
             conn.set_nonblocking(true).unwrap();
             let guess = CodePhrase::parse(guess.as_str()).unwrap();
             rt.block_on(async move {

@@ -18,6 +18,7 @@ use tallow_protocol::limits::Deadlines;
 use tallow_protocol::manifest::{FileEntry, Manifest};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use tallow_protocol::transport::{FrameSink, FrameSource};
+use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 use tallow_testkit::messages::{chunk, complete, encode, entry, file_end};
 
@@ -83,7 +84,7 @@ fn against_receiver(
         {
             return;
         }
-        if !matches!(Message::decode(&buf), Ok(Message::Accept { .. })) {
+        if !matches!(Message::decode_all(&buf), Ok(Message::Accept { .. })) {
             return;
         }
         for plaintext in frames {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use harness::*;
 use tallow_crypto::RoomId;
-use tallow_protocol::rendezvous::{RelayHello, RelayStatus};
+use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
+use tallow_protocol::wire::{Decode, Encode};
 use tallow_protocol::Role;
 
 /// Read one relay status from a raw connection.
@@ -18,12 +19,14 @@ fn read_status(stream: &mut TcpStream) -> RelayStatus {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut header = [0u8; 3];
-    stream.read_exact(&mut header).expect("status header");
-    let (code, len) = RelayStatus::decode_header(header).expect("valid status");
-    let mut text = vec![0u8; len];
-    stream.read_exact(&mut text).expect("status text");
-    RelayStatus::from_parts(code, &text)
+    let mut status = vec![0u8; STATUS_HEADER_LEN];
+    stream.read_exact(&mut status).expect("status header");
+    let len = RelayStatus::declared_len([status[0], status[1], status[2]]).expect("valid status");
+    status.resize(STATUS_HEADER_LEN + len, 0);
+    stream
+        .read_exact(&mut status[STATUS_HEADER_LEN..])
+        .expect("status text");
+    RelayStatus::decode_all(&status).expect("valid status")
 }
 
 fn join(addr: &str, role: Role, nameplate: &str) -> TcpStream {
@@ -58,7 +61,7 @@ fn an_over_long_password_block_is_refused_not_cut() {
         role: Role::Sender,
         room: RoomId::for_nameplate("5151"),
     };
-    let mut bytes = hello.encode().to_vec();
+    let mut bytes = hello.to_bytes();
     bytes.push(200);
     bytes.extend_from_slice(&[b'p'; 200]);
     s.write_all(&bytes).unwrap();
