@@ -7,6 +7,8 @@
 //! fed to both machines.
 #![no_main]
 
+use std::time::{Duration, Instant};
+
 use libfuzzer_sys::fuzz_target;
 use tallow_protocol::machine::{Decision, Incoming, ReceiveMachine, Reply, SendMachine};
 use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
@@ -43,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
         (start.files_done..files as u32).filter(|f| data[3] & (1 << f) != 0),
     );
     let mut receiver = ReceiveMachine::new(&manifest, start, skip.clone());
-    let mut sender = SendMachine::new(manifest.total_size(), 1 << 20);
+    // Time is passed in: each frame arrives a second after the last.
+    let mut now = Instant::now();
+    let mut sender = SendMachine::new(manifest.total_size(), 1 << 20, now);
     let mut decided = false;
     let mut last_acked = 0;
     let mut received = 0u64;
@@ -52,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let frame = &rest[2..2 + len];
         rest = &rest[2 + len..];
+        now += Duration::from_secs(1);
         let Ok(msg) = Message::decode_all(frame) else { continue };
         if let Ok(Incoming::Chunk { header, data, len }) = receiver.on_message(Message::decode_all(frame).unwrap()) {
             // Only the next chunk of a file that is sent, of its length.
@@ -62,13 +67,17 @@ fuzz_target!(|data: &[u8]| {
             received += len as u64;
         }
         if !decided {
-            if let Ok(Decision::Accepted { .. }) = sender.on_decision(&manifest, msg) {
+            if let Ok(Decision::Accepted { .. }) = sender.on_decision(&manifest, msg, now) {
                 decided = true;
                 last_acked = sender.acked();
             }
-        } else if let Ok(Reply::Acked(acked)) = sender.on_reply(msg) {
+        } else if let Ok(Reply::Acked(acked)) = sender.on_reply(msg, now) {
             assert!(acked >= last_acked && acked <= manifest.total_size());
             last_acked = acked;
+            // Heard just now: the receiver's silence is judged from here.
+            if let Some(deadline) = sender.reply_deadline(Duration::from_secs(60)) {
+                assert_eq!(deadline, now + Duration::from_secs(60));
+            }
         }
     }
     if receiver.is_complete() {

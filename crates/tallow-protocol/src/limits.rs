@@ -63,6 +63,24 @@ pub struct Deadlines {
     pub decision: Duration,
 }
 
+impl Deadlines {
+    /// How long the receiver's disk may take nothing before the transfer
+    /// gives up on it: ten idle periods, so a long sync of a large file is
+    /// not mistaken for a hung disk (a hard-mounted network share that went
+    /// away).
+    pub fn disk_stall(&self) -> Duration {
+        self.idle.saturating_mul(10)
+    }
+}
+
+/// How often the receiver looks at the bytes written, to acknowledge them
+/// if they changed.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The receiver acknowledges at least this often even when nothing changed
+/// (while a large file is synced, say), so the sender knows it is alive.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
 impl Default for Deadlines {
     fn default() -> Self {
         Deadlines {

@@ -9,12 +9,20 @@
 //!   a skipped file.
 //! * [`SendMachine`] is the sender's view of the receiver's replies: whether
 //!   an `Accept` fits the offer, acks that only grow and stay within the
-//!   offer, `Done` only after the whole stream went out, and the window of
-//!   bytes that may be in flight.
+//!   offer, `Done` only after the whole stream went out, the window of
+//!   bytes that may be in flight, and how long the receiver may stay silent
+//!   ([`SendMachine::reply_deadline`]).
+//! * [`AckSchedule`] is when the receiver tells the sender how far it got:
+//!   on every change, and as a keepalive while the disk is slow but alive.
 //!
-//! The async pipelines (`tallow-transfer`'s `send` and `receive`) own the
-//! I/O and feed these machines; the rules are unit-tested below and fuzzed
+//! Time is passed in (`Instant`s the caller reads from its clock, or a
+//! simulated one: `tallow-testkit`'s `sim` drives whole transfers through
+//! these machines on a link with latency and a clock it advances). The
+//! async pipelines (`tallow-transfer`'s `send` and `receive`) own the I/O
+//! and feed these machines; the rules are unit-tested below and fuzzed
 //! (`fuzz/fuzz_targets/transfer_machines.rs`) without a socket.
+
+use std::time::{Duration, Instant};
 
 use crate::manifest::Manifest;
 use crate::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
@@ -319,12 +327,14 @@ pub struct SendMachine {
     last_ack: u64,
     /// `TransferComplete` went out: a `Done` is now the end.
     complete_sent: bool,
+    /// When the receiver last said anything.
+    last_heard: Instant,
 }
 
 impl SendMachine {
     /// For an offer of `total` bytes, with at most `window` bytes sent and
-    /// not acknowledged.
-    pub fn new(total: u64, window: u64) -> Self {
+    /// not acknowledged; the offer went out at `now`.
+    pub fn new(total: u64, window: u64, now: Instant) -> Self {
         SendMachine {
             total,
             window,
@@ -332,7 +342,15 @@ impl SendMachine {
             acked: 0,
             last_ack: 0,
             complete_sent: false,
+            last_heard: now,
         }
+    }
+
+    /// When the receiver's silence becomes a failure: `idle` after it last
+    /// said anything, once we wait on it (the window is full, or everything
+    /// is sent). `None` while we may send: its acks are not needed yet.
+    pub fn reply_deadline(&self, idle: Duration) -> Option<Instant> {
+        (!self.window_open() || self.complete_sent).then(|| self.last_heard + idle)
     }
 
     /// Check the receiver's answer to `manifest`; an accepted transfer
@@ -342,7 +360,9 @@ impl SendMachine {
         &mut self,
         manifest: &Manifest,
         msg: Message<'a>,
+        now: Instant,
     ) -> Result<Decision<'a>, PeerMisbehaved> {
+        self.last_heard = now;
         match msg {
             Message::Accept { resume, skip } => {
                 if !resume.fits(manifest)
@@ -364,8 +384,13 @@ impl SendMachine {
         }
     }
 
-    /// Check a reply that arrived while data flows.
-    pub fn on_reply<'a>(&mut self, msg: Message<'a>) -> Result<Reply<'a>, PeerMisbehaved> {
+    /// Check a reply that arrived at `now` while data flows.
+    pub fn on_reply<'a>(
+        &mut self,
+        msg: Message<'a>,
+        now: Instant,
+    ) -> Result<Reply<'a>, PeerMisbehaved> {
+        self.last_heard = now;
         match msg {
             Message::Ack { bytes } => {
                 if bytes < self.last_ack || bytes > self.total {
@@ -402,6 +427,53 @@ impl SendMachine {
     /// Bytes acknowledged so far (including what the receiver had).
     pub fn acked(&self) -> u64 {
         self.acked
+    }
+}
+
+/// When the receiver acknowledges what it wrote: at each tick (every
+/// [`ACK_INTERVAL`](crate::limits::ACK_INTERVAL)) if the count changed, and
+/// every `keepalive` even if it did not, as long as the disk wrote something
+/// within `stall_limit` (a long sync is not a hung disk, but a hung disk is
+/// not hidden from the sender either).
+#[derive(Debug, Clone)]
+pub struct AckSchedule {
+    keepalive: Duration,
+    stall_limit: Duration,
+    /// The count last acknowledged.
+    acked: u64,
+    /// When the last ack went out.
+    last_sent: Instant,
+    /// When the count last changed.
+    last_change: Instant,
+}
+
+impl AckSchedule {
+    /// Starting at `now`, with nothing acknowledged yet.
+    pub fn new(now: Instant, keepalive: Duration, stall_limit: Duration) -> Self {
+        AckSchedule {
+            keepalive,
+            stall_limit,
+            acked: 0,
+            last_sent: now,
+            last_change: now,
+        }
+    }
+
+    /// A tick at `now` with `written` bytes written: the ack to send, if
+    /// one is due.
+    pub fn on_tick(&mut self, now: Instant, written: u64) -> Option<Message<'static>> {
+        let changed = written != self.acked;
+        if changed {
+            self.last_change = now;
+        }
+        let keepalive = now.saturating_duration_since(self.last_sent) >= self.keepalive
+            && now.saturating_duration_since(self.last_change) < self.stall_limit;
+        if !changed && !keepalive {
+            return None;
+        }
+        self.acked = written;
+        self.last_sent = now;
+        Some(Message::Ack { bytes: written })
     }
 }
 
@@ -726,15 +798,17 @@ mod tests {
     fn the_sender_checks_the_decision_acks_done_and_its_window() {
         let m = offer(&[3 * C as u64, 100]);
         let total = m.total_size();
-        let mut s = SendMachine::new(total, 2 * C as u64);
+        let t0 = Instant::now();
+        let mut s = SendMachine::new(total, 2 * C as u64, t0);
         let bad = |resume: ResumePoint, skip: &[u32]| {
-            let mut s = SendMachine::new(total, 0);
+            let mut s = SendMachine::new(total, 0, t0);
             s.on_decision(
                 &m,
                 Message::Accept {
                     resume,
                     skip: FileRuns::from_sorted(skip.iter().copied()),
                 },
+                t0,
             )
         };
         let point = |files_done, chunks_done| ResumePoint {
@@ -764,11 +838,11 @@ mod tests {
             }
         );
         assert!(matches!(
-            s.on_decision(&m, Message::Ack { bytes: 0 }),
+            s.on_decision(&m, Message::Ack { bytes: 0 }, t0),
             Err(PeerMisbehaved::Unexpected { got: "Ack", .. })
         ));
         assert_eq!(
-            s.on_decision(&m, Message::Decline { reason: "no" })
+            s.on_decision(&m, Message::Decline { reason: "no" }, t0)
                 .unwrap(),
             Decision::Declined("no")
         );
@@ -780,6 +854,7 @@ mod tests {
                 resume: point(0, 1),
                 skip: FileRuns::from_sorted([1]),
             },
+            t0,
         )
         .unwrap();
         assert_eq!(s.acked(), C as u64 + 100);
@@ -790,32 +865,97 @@ mod tests {
         s.on_sent(1, false);
         assert!(!s.window_open());
         assert_eq!(
-            s.on_reply(Message::Ack {
-                bytes: 2 * C as u64
-            })
+            s.on_reply(
+                Message::Ack {
+                    bytes: 2 * C as u64
+                },
+                t0
+            )
             .unwrap(),
             Reply::Acked(2 * C as u64)
         );
         assert!(s.window_open());
         // Acks only grow and stay within the offer.
         assert!(matches!(
-            s.on_reply(Message::Ack { bytes: C as u64 }),
+            s.on_reply(Message::Ack { bytes: C as u64 }, t0),
             Err(PeerMisbehaved::AckOutOfRange { .. })
         ));
         assert!(matches!(
-            s.on_reply(Message::Ack { bytes: total + 1 }),
+            s.on_reply(Message::Ack { bytes: total + 1 }, t0),
             Err(PeerMisbehaved::AckOutOfRange { .. })
         ));
         // Done only once the whole stream went out.
-        assert_eq!(s.on_reply(Message::Done), Err(PeerMisbehaved::DoneEarly));
+        assert_eq!(
+            s.on_reply(Message::Done, t0),
+            Err(PeerMisbehaved::DoneEarly)
+        );
         s.on_sent(0, true);
-        assert_eq!(s.on_reply(Message::Done), Ok(Reply::Done));
+        assert_eq!(s.on_reply(Message::Done, t0), Ok(Reply::Done));
         assert!(matches!(
-            s.on_reply(Message::KeepAlive),
+            s.on_reply(Message::KeepAlive, t0),
             Err(PeerMisbehaved::Unexpected {
                 got: "KeepAlive",
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_receiver_may_stay_silent_only_while_the_sender_may_send() {
+        let m = offer(&[4 * C as u64]);
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(60);
+        let mut s = SendMachine::new(m.total_size(), C as u64, t0);
+        let accept = Message::Accept {
+            resume: ResumePoint::default(),
+            skip: FileRuns::default(),
+        };
+        let later = |secs| t0 + Duration::from_secs(secs);
+        s.on_decision(&m, accept, later(1)).unwrap();
+        assert_eq!(s.reply_deadline(idle), None, "the window is open");
+        s.on_sent(2 * C as u64, false);
+        assert_eq!(s.reply_deadline(idle), Some(later(1) + idle));
+        // Any reply, even one that does not open the window, is a sign of
+        // life and moves the deadline.
+        s.on_reply(Message::Ack { bytes: 0 }, later(30)).unwrap();
+        assert_eq!(s.reply_deadline(idle), Some(later(30) + idle));
+        s.on_reply(Message::Ack { bytes: C as u64 }, later(31))
+            .unwrap();
+        assert_eq!(s.reply_deadline(idle), None);
+        s.on_sent(2 * C as u64, true);
+        s.on_reply(
+            Message::Ack {
+                bytes: 4 * C as u64,
+            },
+            later(32),
+        )
+        .unwrap();
+        assert_eq!(
+            s.reply_deadline(idle),
+            Some(later(32) + idle),
+            "everything sent: Done is awaited"
+        );
+    }
+
+    #[test]
+    fn acks_follow_changes_and_keep_alive_only_while_the_disk_moves() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut acks = AckSchedule::new(t0, Duration::from_secs(5), Duration::from_secs(20));
+        let ack = |bytes| Some(Message::Ack { bytes });
+        assert_eq!(acks.on_tick(at(50), 0), None, "nothing to say yet");
+        assert_eq!(acks.on_tick(at(100), 10), ack(10));
+        assert_eq!(acks.on_tick(at(150), 10), None);
+        assert_eq!(acks.on_tick(at(200), 30), ack(30));
+        // A long sync: nothing changes, a keepalive every 5 s.
+        assert_eq!(acks.on_tick(at(5_150), 30), None);
+        assert_eq!(acks.on_tick(at(5_200), 30), ack(30));
+        assert_eq!(acks.on_tick(at(10_200), 30), ack(30));
+        assert_eq!(acks.on_tick(at(15_200), 30), ack(30));
+        // Nothing written for 20 s: the disk looks hung, the sender is not
+        // told otherwise, until it moves again.
+        assert_eq!(acks.on_tick(at(20_200), 30), None);
+        assert_eq!(acks.on_tick(at(60_000), 30), None);
+        assert_eq!(acks.on_tick(at(60_050), 31), ack(31));
     }
 }

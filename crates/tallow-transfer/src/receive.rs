@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
@@ -45,8 +45,10 @@ use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
 use crate::placement::{split_parent, Existing, Folder, OutputDir};
 use crate::resume::{self, ResumePlan};
 use crate::{Progress, TransferError};
-use tallow_protocol::limits::{Deadlines, ABORT_NOTICE_TIMEOUT, SEND_QUEUE_FRAMES};
-use tallow_protocol::machine::{Incoming, PeerMisbehaved, ReceiveMachine};
+use tallow_protocol::limits::{
+    Deadlines, ABORT_NOTICE_TIMEOUT, ACK_INTERVAL, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES,
+};
+use tallow_protocol::machine::{AckSchedule, Incoming, PeerMisbehaved, ReceiveMachine};
 use tallow_protocol::manifest::{Manifest, Timestamp};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
 use tallow_protocol::path::PARTIAL_SUFFIX;
@@ -54,11 +56,6 @@ use tallow_protocol::transport::{FrameSink, FrameSource};
 use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 
-/// How often written bytes are acknowledged.
-const ACK_INTERVAL: Duration = Duration::from_millis(50);
-/// An ack is sent at least this often even when nothing changed (while a
-/// large file is synced, say), so the sender knows we are alive.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// How often progress is reported.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -316,12 +313,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
 
         let counters = disk.counters.clone();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
-        let acks = tokio::spawn(send_acks(
-            writer,
-            counters.clone(),
-            outcome_rx,
-            deadlines.idle,
-        ));
+        let acks = tokio::spawn(send_acks(writer, counters.clone(), outcome_rx, *deadlines));
 
         let (work_tx, work_rx) = mpsc::channel::<Work>(SEND_QUEUE_FRAMES);
         let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
@@ -619,17 +611,16 @@ fn placement(manifest: &Manifest, options: &ReceiveOptions, plan: &ResumePlan) -
 }
 
 /// The ack task: owns the channel's writing half. Sends the bytes written
-/// every [`ACK_INTERVAL`] while they change, then `Done` or `Abort`.
+/// when [`AckSchedule`] says so, then `Done` or `Abort`.
 async fn send_acks<W: FrameSink>(
     mut writer: W,
     counters: Arc<Counters>,
     mut outcome: tokio::sync::oneshot::Receiver<Option<(AbortKind, String)>>,
-    idle: Duration,
+    deadlines: Deadlines,
 ) -> Result<(), tallow_protocol::transport::TransportError> {
+    let idle = deadlines.idle;
     let mut frame = Vec::new();
-    let mut last = 0u64;
-    let mut last_sent = tokio::time::Instant::now();
-    let mut last_change = last_sent;
+    let mut schedule = AckSchedule::new(Instant::now(), KEEPALIVE_INTERVAL, deadlines.disk_stall());
     let mut tick = tokio::time::interval(ACK_INTERVAL);
     loop {
         tokio::select! {
@@ -651,18 +642,9 @@ async fn send_acks<W: FrameSink>(
                 }
             }
             _ = tick.tick() => {
-                let now = counters.bytes.load(Ordering::Relaxed);
-                if now != last {
-                    last_change = tokio::time::Instant::now();
-                }
-                // Keepalives cover a long sync, not a hung disk: they stop
-                // once nothing was written for `disk_stall_limit`.
-                let keepalive = last_sent.elapsed() >= KEEPALIVE_INTERVAL
-                    && last_change.elapsed() < disk_stall_limit(idle);
-                if now != last || keepalive {
-                    last = now;
-                    last_sent = tokio::time::Instant::now();
-                    Message::Ack { bytes: now }.encode_frame(&mut frame);
+                let written = counters.bytes.load(Ordering::Relaxed);
+                if let Some(ack) = schedule.on_tick(Instant::now(), written) {
+                    ack.encode_frame(&mut frame);
                     // A failed ack means the sender is gone; the stream
                     // reader will say so.
                     if writer.send_frame(&mut frame, idle).await.is_err() {
@@ -711,7 +693,7 @@ async fn stream<R: FrameSource>(
                 })
             }
         };
-        let limit = disk_stall_limit(deadlines.idle);
+        let limit = deadlines.disk_stall();
         match tokio::time::timeout(limit, work.send(item)).await {
             Ok(Ok(())) => {}
             // The writer failed; its error is reported by the caller.
@@ -719,13 +701,6 @@ async fn stream<R: FrameSource>(
             Err(_) => return Err(TransferError::DiskStalled { waited: limit }),
         }
     }
-}
-
-/// How long the disk may take nothing before the transfer gives up on it:
-/// ten idle periods, so a long sync of a large file is not mistaken for a
-/// hung disk (a hard-mounted network share that went away).
-fn disk_stall_limit(idle: Duration) -> Duration {
-    idle.saturating_mul(10)
 }
 
 fn broke(rule: PeerMisbehaved) -> TransferError {

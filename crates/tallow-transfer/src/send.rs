@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
 
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
@@ -122,8 +123,12 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     }
     let manifest = tree.manifest();
     let total = manifest.total_size();
-    let mut rules = SendMachine::new(total, options.window);
-    let (resume, skip) = match rules.on_decision(manifest, decode(&buf)?).map_err(broke)? {
+    let now = Instant::now();
+    let mut rules = SendMachine::new(total, options.window, now);
+    let (resume, skip) = match rules
+        .on_decision(manifest, decode(&buf)?, now)
+        .map_err(broke)?
+    {
         Decision::Accepted { resume, skip } => (resume, skip),
         Decision::Declined(reason) => return Err(TransferError::Declined(reason.to_owned())),
         Decision::Aborted { kind, detail } => return Err(aborted(kind, detail)),
@@ -167,6 +172,17 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         done: rules.acked(),
         total,
     });
+    // The receiver may be silent while we may send; once we wait on it,
+    // for `idle` after it last said anything.
+    let silent = |rules: &SendMachine| {
+        let deadline = rules.reply_deadline(deadlines.idle);
+        async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        }
+    };
     let streamed: Result<(), TransferError> = loop {
         let window_open = rules.window_open();
         tokio::select! {
@@ -199,7 +215,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                     break Err(reason_for_failed_write(&mut rules, &mut reply_rx, e).await);
                 }
             }
-            _ = tokio::time::sleep(deadlines.idle), if !window_open => {
+            _ = silent(&rules) => {
                 break Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
             }
             _ = options.cancel.cancelled() => {
@@ -234,7 +250,9 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                     return Ok(());
                 }
             },
-            _ = tokio::time::sleep(deadlines.idle) => {
+            // Everything is sent, so the deadline is set (the fallback
+            // only keeps a broken producer from waiting forever).
+            _ = tokio::time::sleep_until(rules.reply_deadline(deadlines.idle).unwrap_or_else(|| Instant::now() + deadlines.idle).into()) => {
                 return Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
             }
             _ = options.cancel.cancelled() => {
@@ -295,7 +313,10 @@ fn hear(
             })
         }
     };
-    match rules.on_reply(decode(&frame)?).map_err(broke)? {
+    match rules
+        .on_reply(decode(&frame)?, Instant::now())
+        .map_err(broke)?
+    {
         Reply::Acked(bytes) => Ok(Heard::Acked(bytes)),
         Reply::Done => Ok(Heard::Done),
         Reply::Aborted { kind, detail } => Err(aborted(kind, detail)),
