@@ -1,11 +1,18 @@
 //! What Tallow's tests share, so each test file states its case and not
-//! its plumbing: builders for the messages a scripted (honest or hostile)
-//! peer sends, and an in-memory connection that carries plaintext frames
-//! between two pipelines. Used by `tallow-transfer`'s and `tallow`'s tests;
-//! never by the tools themselves. The process harness (relay, sender and
-//! receiver as real processes) stays with the binary's tests in
-//! `crates/tallow/tests/harness`, as it needs the binary Cargo builds there.
+//! its plumbing:
+//!
+//! * [`process`]: the real-process harness (relay, sender, receiver and a
+//!   hostile hop as separate processes on 127.0.0.1, trees to compare,
+//!   memory to poll), every wait with a deadline;
+//! * [`messages`]: the messages a scripted (honest or hostile) peer sends;
+//! * [`memory`]: an in-memory connection carrying plaintext frames between
+//!   two pipelines;
+//! * [`sim`]: whole transfers through the protocol's machines on a
+//!   simulated link, with a clock the simulation advances.
+//!
+//! Used by the crates' tests; never by the tools themselves.
 
 pub mod memory;
 pub mod messages;
+pub mod process;
 pub mod sim;

@@ -3,12 +3,10 @@
 //! `#[ignore]`d in a plain `cargo test` and run by `.ci/run` (as root) with
 //! `--ignored`; run that way without root, they fail rather than pass.
 
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use harness::*;
+use tallow_testkit::process::*;
 
 const CODE: &str = "2222-abacus-zoom-yodel";
 

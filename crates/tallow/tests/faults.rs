@@ -1,13 +1,11 @@
 //! Real processes: a peer that dies, stalls or never comes ends the other
 //! side within its deadline, non-zero, with a message naming who stopped.
 
-mod harness;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use harness::*;
+use tallow_testkit::process::*;
 
 const CODE: &str = "5150-abacus-zoom-yodel";
 

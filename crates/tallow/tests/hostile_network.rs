@@ -1,18 +1,16 @@
 //! Real processes behind a hostile hop (what a relay or the network can do
 //! to the bytes), and a relay that plays machine-in-the-middle.
 
-mod harness;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use harness::*;
 use tallow_crypto::CodePhrase;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::rendezvous::{RelayHello, RelayStatus, RELAY_HELLO_LEN};
 use tallow_protocol::wire::{Decode, Encode};
 use tallow_protocol::Role;
+use tallow_testkit::process::*;
 
 const CODE: &str = "4444-abacus-zoom-yodel";
 /// Past the relay hello and the handshake: inside the encrypted stream.

@@ -4,13 +4,11 @@
 //! right class, non-zero, with nothing outside the output folder and no
 //! unverified file under its final name.
 
-mod harness;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use harness::*;
+use tallow_testkit::process::*;
 
 use tallow_crypto::{CodePhrase, FRAME_HEADER_LEN};
 use tallow_net::{connect_to_relay, handshake_as_receiver, handshake_as_sender};

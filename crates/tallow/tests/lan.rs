@@ -1,13 +1,11 @@
 //! Real processes with no relay configured: the sender hosts one and
 //! announces it on the local network; the receiver finds it.
 
-mod harness;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::*;
+use tallow_testkit::process::*;
 
 /// A discovery port of this test's own, so parallel tests never hear each
 /// other's announcements.
@@ -54,7 +52,7 @@ fn command(prefix: &[&str]) -> Command {
     }
     let mut cmd = Command::new(prefix[0]);
     cmd.args(&prefix[1..])
-        .arg(env!("CARGO_BIN_EXE_tallow"))
+        .arg(binary())
         .env_remove("TALLOW_RELAY")
         .env_remove("TALLOW_DISCOVERY_PORT");
     cmd

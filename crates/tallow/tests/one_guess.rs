@@ -3,14 +3,11 @@
 //! other route is closed before the receiver's PAKE message goes out, so an
 //! attacker on both routes gets one guess at the code, not two.
 
-mod harness;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::*;
 use rand_core::OsRng;
 use tallow_crypto::CodePhrase;
 use tallow_net::connect_to_relay;
@@ -19,6 +16,7 @@ use tallow_protocol::handshake::{abort_message, AbortReason, HandshakeError, Sen
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::Role;
 use tallow_relay::{RelayConfig, RelayServer};
+use tallow_testkit::process::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;

@@ -1,14 +1,12 @@
 //! Real processes: folders with metadata, a hostile hop, the send window,
 //! and memory that does not grow with the file.
 
-mod harness;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use harness::*;
+use tallow_testkit::process::*;
 
 const CODE: &str = "2718-abacus-zoom-yodel";
 const CHUNK: u64 = 1024 * 1024;

@@ -5,11 +5,9 @@
 
 #![cfg(target_os = "linux")]
 
-mod harness;
-
 use std::process::Command;
 
-use harness::*;
+use tallow_testkit::process::*;
 
 fn cmdline(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");

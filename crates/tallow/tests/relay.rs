@@ -1,18 +1,16 @@
 //! Real relay process: what it refuses, and what it can see.
 
-mod harness;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use harness::*;
 use tallow_crypto::RoomId;
 use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
 use tallow_protocol::wire::{Decode, Encode};
 use tallow_protocol::Role;
+use tallow_testkit::process::*;
 
 /// Read one relay status from a raw connection.
 fn read_status(stream: &mut TcpStream) -> RelayStatus {
@@ -513,4 +511,12 @@ fn an_idle_pair_is_cut_after_the_idle_timeout() {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("expected the relay to close the idle pair, got {other:?}"),
     }
+}
+
+#[test]
+fn the_harness_runs_the_binary_cargo_built_for_these_tests() {
+    assert_eq!(
+        binary(),
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_tallow"))
+    );
 }

@@ -1,13 +1,11 @@
 //! Real processes: an interrupted transfer resumes with a new code and sends
 //! only what is missing; altered partials and changed sources are handled.
 
-mod harness;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::*;
+use tallow_testkit::process::*;
 
 const MIB: u64 = 1024 * 1024;
 /// The sender's window: how far past the receiver's last ack it may run.

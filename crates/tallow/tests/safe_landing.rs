@@ -5,8 +5,6 @@
 //! file the user edited after an interrupted run stays theirs; the sender
 //! learns nothing about the receiver's disk.
 
-mod harness;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::*;
+use tallow_testkit::process::*;
 
 const CODE: &str = "4242-abacus-zoom-yodel";
 const MIB: u64 = 1024 * 1024;

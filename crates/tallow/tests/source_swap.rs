@@ -5,13 +5,11 @@
 //! listed file in that gap, deterministically: they wait for the sender's
 //! `Code:` line, swap, and only then start the receiver.
 
-mod harness;
-
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use harness::*;
+use tallow_testkit::process::*;
 
 const CODE: &str = "4711-abacus-zoom-yodel";
 /// Big enough for several frames' worth of pattern, small enough to be quick.

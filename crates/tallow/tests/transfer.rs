@@ -1,14 +1,12 @@
 //! Real processes on 127.0.0.1: relay, sender and receiver transfer files.
 
-mod harness;
-
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::*;
+use tallow_testkit::process::*;
 
 const CODE: &str = "4711-abacus-zoom-yodel";
 const CHUNK: u64 = 1024 * 1024;
@@ -351,10 +349,7 @@ fn help_shows_examples_for_every_command() {
         &["receive", "--help"],
         &["relay", "--help"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tallow"))
-            .args(cmd)
-            .output_within()
-            .unwrap();
+        let out = Command::new(binary()).args(cmd).output_within().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && text.contains("Example"),
@@ -815,7 +810,7 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
         );
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_tallow"));
+            .arg(binary());
         for (k, v) in tallow().get_envs() {
             match v {
                 Some(v) => c.env(k, v),
@@ -1377,6 +1372,6 @@ fn a_closed_stderr_does_not_turn_an_error_into_a_crash() {
         .unwrap();
     // Like `2>&1 | head -0`: nobody reads, the pipe is gone.
     drop(child.stderr.take());
-    let status = child.wait().unwrap();
+    let status = output_of(child).unwrap().status;
     assert_eq!(status.code(), Some(7), "a panic would exit 101");
 }

@@ -1,9 +1,11 @@
-//! Shared harness for the real-process tests: start a relay, a sender and a
-//! receiver as separate `tallow` processes on 127.0.0.1, make test files,
-//! compare results. Every wait has a deadline so a broken build fails
+//! The process harness for the real-process tests: start a relay, a
+//! sender and a receiver as separate `tallow` processes on 127.0.0.1, a
+//! hostile hop between them, make test files, compare results, poll a
+//! process's memory. Every wait has a deadline so a broken build fails
 //! instead of hanging.
-
-#![allow(dead_code)] // Each test binary uses a different part.
+//!
+//! The binary is the `tallow` Cargo built next to the running test (see
+//! [`binary`]), so any crate's tests can drive it.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,9 +18,30 @@ use std::time::{Duration, Instant};
 /// Longest any single process in a test may run.
 pub const PROCESS_DEADLINE: Duration = Duration::from_secs(120);
 
+/// The `tallow` binary Cargo built for this test run: `$TALLOW_BIN` if set,
+/// else the one in the target folder of the running test binary
+/// (`target/<profile>/deps/<test>` next to `target/<profile>/tallow`).
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TALLOW_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's own path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let path = profile.join("tallow");
+    assert!(
+        path.is_file(),
+        "no tallow binary at {}: run the tests with cargo, or set TALLOW_BIN",
+        path.display()
+    );
+    path
+}
+
 /// `tallow` with a clean environment (no relay from the developer's shell).
 pub fn tallow() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallow"));
+    let mut cmd = Command::new(binary());
     cmd.env_remove("TALLOW_RELAY");
     cmd.env_remove("TALLOW_DISCOVERY_PORT");
     cmd.env_remove("TALLOW_CODE");
@@ -355,7 +378,7 @@ pub fn receiver(relay: &str, code: &str, out: &Path, extra: &[&str]) -> Running 
 pub fn receive_line(relay: &str, code: &str, out: &Path, extra: &str) -> String {
     format!(
         "{} receive --no-lan --relay {relay} --out '{}' {extra} {code}",
-        env!("CARGO_BIN_EXE_tallow"),
+        binary().display(),
         out.display()
     )
 }
