@@ -14,9 +14,11 @@
 //! * [`checkpoint`] and [`resume`]: the receiver's record of durable chunks,
 //!   and how much of an offer is already here.
 //! * [`cancel`]: a person stopping a transfer.
+//! * [`notice`]: telling the other side why we stop.
 
 pub mod cancel;
 pub mod checkpoint;
+pub mod notice;
 pub mod placement;
 pub mod receive;
 pub mod resume;

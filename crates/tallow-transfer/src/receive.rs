@@ -42,12 +42,11 @@ use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
+use crate::notice::{tell_peer, tell_peer_about};
 use crate::placement::{split_parent, Existing, Folder, OutputDir};
 use crate::resume::{self, ResumePlan};
 use crate::{Progress, TransferError};
-use tallow_protocol::limits::{
-    Deadlines, ABORT_NOTICE_TIMEOUT, ACK_INTERVAL, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES,
-};
+use tallow_protocol::limits::{Deadlines, ACK_INTERVAL, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES};
 use tallow_protocol::machine::{AckSchedule, Incoming, PeerMisbehaved, ReceiveMachine};
 use tallow_protocol::manifest::{Manifest, Timestamp};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
@@ -210,7 +209,7 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
             expected: "Offer",
         })),
         Err(e) => {
-            send_abort(&mut writer, &e).await;
+            tell_peer_about(&mut writer, &e).await;
             Err(e)
         }
     }
@@ -299,7 +298,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
                 (disk, skip)
             }
             Err(e) => {
-                send_abort(&mut writer, &e).await;
+                tell_peer_about(&mut writer, &e).await;
                 return Err(e);
             }
         };
@@ -385,11 +384,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
             }
             other => other,
         });
-        let _ = outcome_tx.send(match &result {
-            Ok(()) => None,
-            Err(e) if e.should_notify_peer() => Some((e.abort_kind(), peer_detail(e))),
-            Err(_) => Some((AbortKind::Io, String::new())),
-        });
+        let _ = outcome_tx.send(result.as_ref().map(|_| ()).map_err(|e| e.abort_notice()));
         let told = acks.await.unwrap_or(Ok(()));
         result?;
         told.map_err(TransferError::from)?;
@@ -611,11 +606,12 @@ fn placement(manifest: &Manifest, options: &ReceiveOptions, plan: &ResumePlan) -
 }
 
 /// The ack task: owns the channel's writing half. Sends the bytes written
-/// when [`AckSchedule`] says so, then `Done` or `Abort`.
+/// when [`AckSchedule`] says so, then `Done` (the outcome is `Ok`), or the
+/// `Abort` the outcome carries, or nothing (the sender is gone, or stopped).
 async fn send_acks<W: FrameSink>(
     mut writer: W,
     counters: Arc<Counters>,
-    mut outcome: tokio::sync::oneshot::Receiver<Option<(AbortKind, String)>>,
+    mut outcome: tokio::sync::oneshot::Receiver<Result<(), Option<(AbortKind, String)>>>,
     deadlines: Deadlines,
 ) -> Result<(), tallow_protocol::transport::TransportError> {
     let idle = deadlines.idle;
@@ -626,16 +622,15 @@ async fn send_acks<W: FrameSink>(
         tokio::select! {
             result = &mut outcome => {
                 match result {
-                    Ok(None) => {
+                    Ok(Ok(())) => {
                         // A last ack first, so the sender's count ends at 100 %.
                         Message::Ack { bytes: counters.bytes.load(Ordering::Relaxed) }.encode_frame(&mut frame);
                         writer.send_frame(&mut frame, idle).await?;
                         Message::Done.encode_frame(&mut frame);
                         return writer.send_frame(&mut frame, idle).await;
                     }
-                    Ok(Some((kind, detail))) if !detail.is_empty() => {
-                        Message::Abort { kind, detail: &detail }.encode_frame(&mut frame);
-                        let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
+                    Ok(Err(Some((kind, detail)))) => {
+                        tell_peer(&mut writer, kind, &detail).await;
                         return Ok(());
                     }
                     _ => return Ok(()),
@@ -712,41 +707,6 @@ fn decode(buf: &[u8]) -> Result<Message<'_>, TransferError> {
         peer: Role::Sender,
         source,
     })
-}
-
-/// What the peer is told when the user stops the transfer.
-pub const CANCELLED_DETAIL: &str = "it was cancelled (Ctrl-C)";
-
-/// What the sender's user is told when the receiver stops: never the
-/// receiver's paths, folder layout or what exists there. Problems with the
-/// sender's data or messages are told as they are (they are the sender's);
-/// anything about the receiver's disk is one generic sentence.
-pub fn peer_detail(error: &TransferError) -> String {
-    match error {
-        TransferError::NoSpace { .. } => "it has no space for this transfer".to_owned(),
-        TransferError::DiskFull { .. } => "its disk is full".to_owned(),
-        TransferError::Cancelled => CANCELLED_DETAIL.to_owned(),
-        TransferError::WriteOutput { .. }
-        | TransferError::DestinationExists { .. }
-        | TransferError::UnsafeDestination { .. }
-        | TransferError::DiskStalled { .. } => {
-            "it could not write the files where it was asked to".to_owned()
-        }
-        other => other.to_string(),
-    }
-}
-
-async fn send_abort<W: FrameSink>(writer: &mut W, error: &TransferError) {
-    if !error.should_notify_peer() {
-        return;
-    }
-    let detail = peer_detail(error);
-    let mut frame = Message::Abort {
-        kind: error.abort_kind(),
-        detail: &detail,
-    }
-    .to_frame();
-    let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
 }
 
 /// Work for the writer thread, in stream order.

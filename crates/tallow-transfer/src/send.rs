@@ -26,6 +26,7 @@ use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::mpsc;
 
+use crate::notice::tell_peer_about;
 use crate::source::SourceTree;
 use crate::{Progress, TransferError};
 use tallow_protocol::limits::{
@@ -234,7 +235,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         })
     });
     if let Err(e) = produced {
-        notify_peer(&mut writer, &e).await;
+        tell_peer_about(&mut writer, &e).await;
         return Err(e);
     }
 
@@ -346,12 +347,7 @@ async fn reason_for_failed_write(
 
 /// Tell the receiver that the user stopped the transfer.
 async fn tell_cancelled<W: FrameSink>(writer: &mut W) -> TransferError {
-    let mut frame = Message::Abort {
-        kind: AbortKind::Cancelled,
-        detail: crate::receive::CANCELLED_DETAIL,
-    }
-    .to_frame();
-    let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
+    tell_peer_about(writer, &TransferError::Cancelled).await;
     TransferError::Cancelled
 }
 
@@ -393,17 +389,6 @@ fn aborted(kind: AbortKind, detail: &str) -> TransferError {
         kind,
         detail: detail.to_owned(),
     }
-}
-
-/// Best effort: tell the receiver why we stop, so its user sees our reason.
-async fn notify_peer<W: FrameSink>(writer: &mut W, error: &TransferError) {
-    let detail = error.to_string();
-    let mut frame = Message::Abort {
-        kind: AbortKind::Io,
-        detail: &detail,
-    }
-    .to_frame();
-    let _ = writer.send_frame(&mut frame, ABORT_NOTICE_TIMEOUT).await;
 }
 
 /// When to try compressing the next chunk of a file.

@@ -202,6 +202,54 @@ impl TransferError {
                 | TransferError::Declined(_)
         )
     }
+
+    /// What the other side is told of this error: enough to act on, never
+    /// our paths, folder layout or what exists here. Problems with the
+    /// other side's data or messages are told as they are (they are its
+    /// own); anything about our disk is one generic sentence.
+    pub fn peer_detail(&self) -> String {
+        match self {
+            TransferError::NoSpace { .. } => "it has no space for this transfer".to_owned(),
+            TransferError::DiskFull { .. } => "its disk is full".to_owned(),
+            TransferError::Cancelled => CANCELLED_DETAIL.to_owned(),
+            TransferError::WriteOutput { .. }
+            | TransferError::DestinationExists { .. }
+            | TransferError::UnsafeDestination { .. }
+            | TransferError::DiskStalled { .. } => {
+                "it could not write the files where it was asked to".to_owned()
+            }
+            // Our side's files by their name alone: the other side knows
+            // the names from the offer, not where they are here.
+            TransferError::ReadSource { path, .. } => {
+                format!("it could not read {}", file_name(path))
+            }
+            TransferError::SourceChanged { path } | TransferError::SourceReplaced { path, .. } => {
+                format!(
+                    "{} changed while it was being sent; it can send again once nothing writes to it",
+                    file_name(path)
+                )
+            }
+            TransferError::Unreadable { .. } | TransferError::Unsendable { .. } => {
+                "it could not read the files it offered".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The `Abort` the other side should get for this error, if any.
+    pub fn abort_notice(&self) -> Option<(AbortKind, String)> {
+        self.should_notify_peer()
+            .then(|| (self.abort_kind(), self.peer_detail()))
+    }
+}
+
+/// What the other side's user reads when ours pressed Ctrl-C.
+pub const CANCELLED_DETAIL: &str = "it was cancelled (Ctrl-C)";
+
+/// The last component of `path`, for telling the other side which file.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map_or_else(|| "a file".to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 /// The first few unreadable files, with their reasons.
@@ -224,5 +272,56 @@ fn plain_io_error(e: &std::io::Error) -> String {
     match text.find(" (os error") {
         Some(at) => text[..at].to_owned(),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_side_is_told_what_happened_but_never_our_paths() {
+        let here = PathBuf::from("/home/alice/private/share/b.bin");
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let errors = [
+            TransferError::ReadSource {
+                path: here.clone(),
+                source: io(),
+            },
+            TransferError::SourceChanged { path: here.clone() },
+            TransferError::SourceReplaced {
+                path: here.clone(),
+                detail: "now a link".into(),
+            },
+            TransferError::Unreadable {
+                files: vec![(here.clone(), io())],
+            },
+            TransferError::WriteOutput {
+                path: here.clone(),
+                source: io(),
+            },
+            TransferError::DestinationExists { path: here.clone() },
+            TransferError::NoSpace {
+                needed: 10,
+                available: 1,
+                dir: here.clone(),
+            },
+        ];
+        for e in &errors {
+            let told = e.peer_detail();
+            assert!(!told.contains("/home/alice"), "{e:?} tells {told}");
+            assert!(e.abort_notice().is_some(), "{e:?}");
+        }
+        // The sender's files by name, which the receiver has from the offer.
+        assert!(errors[1].peer_detail().starts_with("b.bin changed"));
+        assert_eq!(
+            TransferError::Cancelled.abort_notice(),
+            Some((AbortKind::Cancelled, CANCELLED_DETAIL.to_owned()))
+        );
+        assert_eq!(
+            TransferError::Declined("no".into()).abort_notice(),
+            None,
+            "a refusal is not answered with an abort"
+        );
     }
 }

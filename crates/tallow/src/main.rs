@@ -392,8 +392,7 @@ async fn confirm_connected(
     us: tallow_protocol::Role,
     deadlines: &Deadlines,
 ) -> anyhow::Result<Option<Vec<u8>>> {
-    use tallow_protocol::message::{AbortKind, Message};
-    use tallow_protocol::transport::FrameSink;
+    use tallow_protocol::message::AbortKind;
     events::Event::new("connected")
         .str("verification", &channel.short_authentication_string)
         .str("route", channel.via.kind())
@@ -422,12 +421,7 @@ async fn confirm_connected(
         return Ok(early);
     }
     let detail = format!("the {us} said the verification strings differ");
-    let mut frame = Message::Abort {
-        kind: AbortKind::Cancelled,
-        detail: &detail,
-    }
-    .to_frame();
-    let _ = channel.writer.send_frame(&mut frame, deadlines.idle).await;
+    tallow_transfer::notice::tell_peer(&mut channel.writer, AbortKind::Cancelled, &detail).await;
     Err(exit::Refused(
         "verification strings differ: someone may be intercepting the connection; nothing was transferred".into(),
     )
