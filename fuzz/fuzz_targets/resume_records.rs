@@ -17,9 +17,9 @@ use tallow_transfer::placement::FileStamp;
 
 fn check_progress(manifest: &Manifest, records: &[Record]) {
     let p = RecordedProgress::from_records(manifest, records);
-    assert_eq!(p.leaves.len(), manifest.files.len());
-    for (f, leaves) in manifest.files.iter().zip(&p.leaves) {
-        assert!(leaves.len() as u64 <= manifest.chunk_count(f.size));
+    assert_eq!(p.digests.len(), manifest.files.len());
+    for (f, digests) in manifest.files.iter().zip(&p.digests) {
+        assert!(digests.len() as u64 <= manifest.chunk_count(f.size));
     }
     assert!(p.bytes(manifest) <= manifest.total_size());
 }
@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
                 0 => Record::Chunk {
                     file: u32::from(r[1] % 6),
                     chunk: u64::from(r[2] % 4),
-                    leaf: [r[2]; 32],
+                    digest: [r[2]; 32],
                 },
                 1 => Record::FileDone {
                     file: u32::from(r[1] % 6),

@@ -9,12 +9,15 @@
 //! * [`key_schedule`]: the transcript hash, HKDF over all three secrets,
 //!   key-confirmation tags and the short authentication string.
 //! * [`frame_cipher`]: AES-256-GCM frames with per-direction counter nonces.
+//! * [`file_hash`]: chunk digests (BLAKE3 chaining values) and a file's
+//!   BLAKE3 composed from them, so each byte is hashed once.
 //! * [`merkle`]: the Merkle tree over chunk hashes that closes a transfer.
 //!
 //! The handshake that strings these together is a state machine in
 //! `tallow-protocol`; `docs/protocol.md` describes the construction.
 
 pub mod code;
+pub mod file_hash;
 pub mod frame_cipher;
 pub mod hybrid_kem;
 pub mod key_schedule;

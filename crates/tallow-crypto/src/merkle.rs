@@ -1,23 +1,28 @@
 //! The transfer's Merkle tree over chunk hashes.
 //!
-//! Leaves are BLAKE3 hashes of each chunk's plaintext, domain-separated and
-//! bound to their file and chunk index, so a chunk moved to another place
-//! yields another leaf. The tree has the RFC 6962 shape (the left subtree of
+//! Leaves are BLAKE3 hashes of each chunk's digest
+//! ([`crate::file_hash::chunk_digest`], which commits to the plaintext and
+//! its offset), domain-separated and bound to their file and chunk index,
+//! so a chunk moved to another place yields another leaf; the data itself
+//! is hashed once, for the digest. The tree has the RFC 6962 shape (the left subtree of
 //! `n` leaves holds the largest power of two below `n`), which
 //! [`MerkleBuilder`] computes incrementally in O(log n) memory as leaves
 //! stream past, in order. Interior nodes and the empty tree have contexts of
 //! their own, so a leaf can never be confused with a node.
 
-const LEAF_CONTEXT: &str = "tallow 2026-11 merkle leaf v1";
+const LEAF_CONTEXT: &str = "tallow 2026-12 merkle leaf of a chunk digest v2";
+use crate::file_hash::ChunkDigest;
+
 const NODE_CONTEXT: &str = "tallow 2026-11 merkle node v1";
 const EMPTY_CONTEXT: &str = "tallow 2026-11 merkle empty tree v1";
 
-/// The leaf for chunk `chunk` of file `file` with plaintext `data`.
-pub fn leaf_hash(file: u32, chunk: u64, data: &[u8]) -> [u8; 32] {
+/// The leaf for chunk `chunk` of file `file`, whose plaintext has
+/// `digest`.
+pub fn leaf_hash(file: u32, chunk: u64, digest: &ChunkDigest) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key(LEAF_CONTEXT);
     h.update(&file.to_be_bytes());
     h.update(&chunk.to_be_bytes());
-    h.update(data);
+    h.update(digest);
     *h.finalize().as_bytes()
 }
 
@@ -102,7 +107,9 @@ mod tests {
     }
 
     fn leaves(n: u64) -> Vec<[u8; 32]> {
-        (0..n).map(|i| leaf_hash(0, i, &i.to_le_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(0, i, blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect()
     }
 
     fn built(leaves: &[[u8; 32]]) -> [u8; 32] {
@@ -147,9 +154,9 @@ mod tests {
 
     #[test]
     fn leaves_are_bound_to_file_and_chunk_index() {
-        let data = b"same bytes";
-        assert_ne!(leaf_hash(0, 0, data), leaf_hash(0, 1, data));
-        assert_ne!(leaf_hash(0, 0, data), leaf_hash(1, 0, data));
-        assert_ne!(leaf_hash(0, 0, data), *blake3::hash(data).as_bytes());
+        let digest = blake3::hash(b"same bytes").as_bytes().to_owned();
+        assert_ne!(leaf_hash(0, 0, &digest), leaf_hash(0, 1, &digest));
+        assert_ne!(leaf_hash(0, 0, &digest), leaf_hash(1, 0, &digest));
+        assert_ne!(leaf_hash(0, 0, &digest), digest);
     }
 }

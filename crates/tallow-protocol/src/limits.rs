@@ -5,15 +5,18 @@
 use std::time::Duration;
 
 /// Version byte at the start of every handshake message. Version 2: the
-/// offer lists what the sender left out.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// offer lists what the sender left out. Version 3: chunk hashes are
+/// BLAKE3 chaining values (each byte hashed once; chunk sizes are powers
+/// of two).
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Largest handshake message (the biggest is ~3.3 KB).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 8 * 1024;
 
 /// Default plaintext bytes per chunk.
 pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
-/// Smallest chunk size a manifest may declare.
+/// Smallest chunk size a manifest may declare (every chunk size is a power
+/// of two, so a chunk is a whole subtree of the file's BLAKE3 tree).
 pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
 /// Largest chunk size a manifest may declare.
 pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;

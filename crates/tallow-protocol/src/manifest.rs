@@ -144,8 +144,10 @@ pub enum ManifestError {
     /// normalisation), or a file where another entry needs a folder.
     #[error("the offer names {0:?} twice (or as both a file and a folder; names that differ only in case or Unicode form count as one, as on macOS and Windows)")]
     Duplicate(String),
-    /// Chunk size outside the allowed range.
-    #[error("the offer's chunk size {0} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}")]
+    /// Chunk size outside the allowed range, or not a power of two.
+    #[error(
+        "the offer's chunk size {0} is not a power of two in {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"
+    )]
     ChunkSize(u32),
     /// The sizes add up to more than 2^64 - 1 bytes.
     #[error("the offer's total size overflows")]
@@ -203,7 +205,9 @@ impl Manifest {
 
     /// Check everything a receiver relies on.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size)
+            || !tallow_crypto::file_hash::valid_chunk_size(self.chunk_size)
+        {
             return Err(ManifestError::ChunkSize(self.chunk_size));
         }
         let count = self.dirs.len() + self.files.len();
@@ -605,6 +609,12 @@ mod tests {
         let mut m = manifest(&["a"]);
         m.chunk_size = 0;
         assert_eq!(m.validate(), Err(ManifestError::ChunkSize(0)));
+        m.chunk_size = 3 * MIN_CHUNK_SIZE;
+        assert_eq!(
+            m.validate(),
+            Err(ManifestError::ChunkSize(3 * MIN_CHUNK_SIZE)),
+            "chunks are whole BLAKE3 subtrees"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Messages as a scripted peer sends them: encoded plaintext frames, with
 //! honest hashes unless a test changes them.
 
+use tallow_crypto::file_hash::chunk_digest;
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
 use tallow_protocol::message::{ChunkHeader, Message};
@@ -31,14 +32,27 @@ pub fn manifest(chunk_size: u32, files: Vec<FileEntry>) -> Manifest {
     }
 }
 
-/// Chunk `index` of file `file`, sent raw with its right leaf.
-pub fn chunk(file: u32, index: u64, data: &[u8]) -> Vec<u8> {
+/// The honest leaf of chunk `index` of file `file` of `m`, holding `data`.
+pub fn leaf(m: &Manifest, file: u32, index: u64, data: &[u8]) -> [u8; 32] {
+    let chunks = m
+        .files
+        .get(file as usize)
+        .map_or(1, |f| m.chunk_count(f.size));
+    leaf_hash(
+        file,
+        index,
+        &chunk_digest(chunks, m.chunk_size, index, data),
+    )
+}
+
+/// Chunk `index` of file `file` of `m`, sent raw with its right leaf.
+pub fn chunk(m: &Manifest, file: u32, index: u64, data: &[u8]) -> Vec<u8> {
     encode(Message::Chunk {
         header: ChunkHeader {
             file,
             index,
             compressed: false,
-            leaf: leaf_hash(file, index, data),
+            leaf: leaf(m, file, index, data),
         },
         data,
     })
@@ -52,18 +66,18 @@ pub fn file_end(file: u32, data: &[u8]) -> Vec<u8> {
     })
 }
 
-/// The Merkle root over these chunks `(file, index, data)`, in order.
-pub fn merkle_root(chunks: &[(u32, u64, &[u8])]) -> [u8; 32] {
+/// The Merkle root over these chunks `(file, index, data)` of `m`, in order.
+pub fn merkle_root(m: &Manifest, chunks: &[(u32, u64, &[u8])]) -> [u8; 32] {
     let mut b = MerkleBuilder::new();
     for (f, i, d) in chunks {
-        b.push(leaf_hash(*f, *i, d));
+        b.push(leaf(m, *f, *i, d));
     }
     b.root()
 }
 
-/// `TransferComplete` with the honest root over `chunks`.
-pub fn complete(chunks: &[(u32, u64, &[u8])]) -> Vec<u8> {
+/// `TransferComplete` with the honest root over `chunks` of `m`.
+pub fn complete(m: &Manifest, chunks: &[(u32, u64, &[u8])]) -> Vec<u8> {
     encode(Message::TransferComplete {
-        merkle_root: merkle_root(chunks),
+        merkle_root: merkle_root(m, chunks),
     })
 }

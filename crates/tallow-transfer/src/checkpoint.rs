@@ -1,14 +1,16 @@
 //! The receiver's resume checkpoint: which chunks are durable on disk, with
-//! their Merkle leaves, and which files are finished.
+//! their digests, and which files are finished.
 //!
 //! One file per transfer, `.tallow-<identity>.checkpoint` in the output
 //! folder, named by the manifest's identity, so a new `tallow send` of the
 //! same unchanged files (with a new code) finds it. Layout:
 //!
 //! ```text
-//! header  "TALLOWCK" | version 2 | identity [32] | manifest length u32 | manifest | check [8]
+//! header  "TALLOWCK" | version 3 | identity [32] | manifest length u32 | manifest | check [8]
 //! record  kind u8 | file u32 | chunk u64 | hash [32] | check [8]
-//!   kind 1 chunk:       file, chunk index, the chunk's Merkle leaf
+//!   kind 1 chunk:       file, chunk index, the chunk's digest (its BLAKE3
+//!                       chaining value: its Merkle leaf and the file's hash
+//!                       follow from the digests without reading the data)
 //!   kind 2 file done:   file, inode, then size u64 | ctime s i64 | ctime ns u32 | 0 [12]
 //!   kind 3 folder made: folder index (in `file`), zeros
 //! ```
@@ -41,7 +43,9 @@ use tallow_protocol::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
 /// Bytes of a record before its check: kind, file, chunk, 32 bytes.
 const BODY_LEN: usize = 1 + 4 + 8 + 32;
 const MAGIC: &[u8; 8] = b"TALLOWCK";
-const VERSION: u8 = 2;
+/// Version 3: chunk records hold digests (version 2 held leaves; its
+/// checkpoints are not read, and those transfers start over).
+const VERSION: u8 = 3;
 const CHECK_LEN: usize = 8;
 /// Bytes of one record.
 pub const RECORD_LEN: usize = BODY_LEN + CHECK_LEN;
@@ -57,14 +61,15 @@ const SUFFIX: &str = ".checkpoint";
 /// One fact the log records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record {
-    /// Chunk `chunk` of file `file` is durable; `leaf` is its Merkle leaf.
+    /// Chunk `chunk` of file `file` is durable; `digest` is its
+    /// [`chunk_digest`](tallow_crypto::file_hash::chunk_digest).
     Chunk {
         /// Index into the manifest's files.
         file: u32,
         /// Chunk index.
         chunk: u64,
-        /// Merkle leaf of the chunk's plaintext.
-        leaf: [u8; 32],
+        /// Digest of the chunk's plaintext.
+        digest: [u8; 32],
     },
     /// File `file` is verified and in place under its final name, as `stamp`.
     FileDone {
@@ -104,7 +109,11 @@ impl Record {
 impl Encode for Record {
     fn encode(&self, out: &mut Vec<u8>) {
         let (kind, file, chunk, hash) = match *self {
-            Record::Chunk { file, chunk, leaf } => (KIND_CHUNK, file, chunk, leaf),
+            Record::Chunk {
+                file,
+                chunk,
+                digest,
+            } => (KIND_CHUNK, file, chunk, digest),
             Record::FileDone { file, stamp } => {
                 let mut hash = [0u8; 32];
                 hash[..8].copy_from_slice(&stamp.size.to_be_bytes());
@@ -133,7 +142,7 @@ impl Decode<'_> for Record {
             KIND_CHUNK => Ok(Record::Chunk {
                 file,
                 chunk,
-                leaf: hash.array("chunk leaf")?,
+                digest: hash.array("chunk digest")?,
             }),
             KIND_FILE_DONE => Ok(Record::FileDone {
                 file,
@@ -444,12 +453,12 @@ pub fn list(out: &OutputDir, local: &LocalKey) -> Vec<Loaded> {
 }
 
 /// Progress a checkpoint's records describe, after checking their order:
-/// for each file, the leaves of its chunks recorded in sequence from 0, and
+/// for each file, the digests of its chunks recorded in sequence from 0, and
 /// whether it was finished.
 #[derive(Debug, Default)]
 pub struct RecordedProgress {
-    /// Per file of the manifest: leaves of chunks 0, 1, … recorded.
-    pub leaves: Vec<Vec<[u8; 32]>>,
+    /// Per file of the manifest: digests of chunks 0, 1, … recorded.
+    pub digests: Vec<Vec<[u8; 32]>>,
     /// Per file: verified and renamed, and what identified it then.
     pub done: Vec<Option<FileStamp>>,
     /// Per folder of the manifest: this transfer made it.
@@ -458,30 +467,34 @@ pub struct RecordedProgress {
 
 impl RecordedProgress {
     /// Fold records into per-file progress. Records out of sequence (a gap,
-    /// an index past the file) are ignored; a repeat keeps the first leaf.
+    /// an index past the file) are ignored; a repeat keeps the first digest.
     pub fn from_records(manifest: &Manifest, records: &[Record]) -> Self {
         let n = manifest.files.len();
         let mut p = RecordedProgress {
-            leaves: vec![Vec::new(); n],
+            digests: vec![Vec::new(); n],
             done: vec![None; n],
             folders_made: vec![false; manifest.dirs.len()],
         };
         for r in records {
             match *r {
-                Record::Chunk { file, chunk, leaf } => {
+                Record::Chunk {
+                    file,
+                    chunk,
+                    digest,
+                } => {
                     let f = file as usize;
                     let Some(entry) = manifest.files.get(f) else {
                         continue;
                     };
-                    let have = p.leaves[f].len() as u64;
+                    let have = p.digests[f].len() as u64;
                     if chunk == have && chunk < manifest.chunk_count(entry.size) {
-                        p.leaves[f].push(leaf);
+                        p.digests[f].push(digest);
                     }
                 }
                 Record::FileDone { file, stamp } => {
                     let f = file as usize;
                     if let Some(entry) = manifest.files.get(f) {
-                        if p.leaves[f].len() as u64 == manifest.chunk_count(entry.size) {
+                        if p.digests[f].len() as u64 == manifest.chunk_count(entry.size) {
                             p.done[f] = Some(stamp);
                         }
                     }
@@ -501,7 +514,7 @@ impl RecordedProgress {
         manifest
             .files
             .iter()
-            .zip(&self.leaves)
+            .zip(&self.digests)
             .map(|(f, l)| {
                 (0..l.len() as u64)
                     .map(|i| manifest.chunk_len(f.size, i))
@@ -558,7 +571,7 @@ mod tests {
         Record::Chunk {
             file,
             chunk,
-            leaf: [chunk as u8 + 1; 32],
+            digest: [chunk as u8 + 1; 32],
         }
     }
 
@@ -659,7 +672,7 @@ mod tests {
         );
         // Chunk 1 before 0 is a gap; the repeat of 0 is ignored; 7 is past
         // the file; the file is not done with only one of two chunks.
-        assert_eq!(p.leaves[0].len(), 1);
+        assert_eq!(p.digests[0].len(), 1);
         assert_eq!(p.done, [None, None]);
     }
 }

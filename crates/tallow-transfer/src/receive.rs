@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
+use tallow_crypto::file_hash::{chunk_digest, FileHasher};
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tokio::sync::mpsc;
 
@@ -732,7 +733,7 @@ struct OpenPartial {
     name: String,
     /// Its path, for messages.
     partial: PathBuf,
-    hasher: blake3::Hasher,
+    hasher: FileHasher,
 }
 
 /// A verified file waiting for its batch to become durable.
@@ -763,7 +764,7 @@ struct FileWriter {
     /// Where this run starts.
     point: ResumePoint,
     /// The durable prefix of file `point.files_done`: its length and hash state.
-    resumed: Option<(u64, blake3::Hasher)>,
+    resumed: Option<(u64, FileHasher)>,
     current: Option<OpenPartial>,
     index: usize,
     merkle: MerkleBuilder,
@@ -790,7 +791,9 @@ impl FileWriter {
         skipped_bytes: u64,
     ) -> Self {
         let mut merkle = MerkleBuilder::new();
-        plan.leaves.iter().for_each(|l| merkle.push(*l));
+        plan.leaves(&manifest)
+            .into_iter()
+            .for_each(|l| merkle.push(l));
         let point = plan.point;
         let resumed = plan.hasher.filter(|_| point.chunks_done > 0).map(|h| {
             let size = manifest
@@ -914,7 +917,10 @@ impl FileWriter {
         } else {
             data
         };
-        let leaf = leaf_hash(header.file, header.index, plain);
+        let entry = &self.manifest.files[self.index];
+        let chunks = self.manifest.chunk_count(entry.size);
+        let digest = chunk_digest(chunks, self.manifest.chunk_size, header.index, plain);
+        let leaf = leaf_hash(header.file, header.index, &digest);
         if !bool::from(leaf.ct_eq(&header.leaf)) {
             return Err(TransferError::ChunkIntegrity {
                 path: self.manifest.files[self.index].path.clone(),
@@ -936,11 +942,11 @@ impl FileWriter {
                 path: open.partial.clone(),
                 source,
             })?;
-        open.hasher.update(plain);
+        open.hasher.push(digest);
         self.records.push(Record::Chunk {
             file: header.file,
             chunk: header.index,
-            leaf,
+            digest,
         });
         self.unsynced += plain.len() as u64;
         self.counters
@@ -1036,7 +1042,7 @@ impl FileWriter {
         let entry = self.manifest.files[self.index].clone();
         self.index += 1;
         let actual = open.hasher.finalize();
-        if !bool::from(actual.as_bytes().ct_eq(expected)) {
+        if !bool::from(actual.ct_eq(expected)) {
             drop(open.file);
             let _ = open.folder.remove(&open.name);
             return Err(TransferError::Integrity { path: entry.path });
@@ -1181,7 +1187,7 @@ impl FileWriter {
 /// reached through handles, and kept open for the next file in it.
 fn open_partial<'a>(
     current: &'a mut Option<OpenPartial>,
-    resumed: &mut Option<(u64, blake3::Hasher)>,
+    resumed: &mut Option<(u64, FileHasher)>,
     folder_cache: &mut Option<(String, Folder)>,
     out: &OutputDir,
     rel: &str,
@@ -1221,7 +1227,7 @@ fn open_partial<'a>(
         // the new one is made exclusively, never through a link.
         None => (
             folder.create_private(&name).map_err(failed)?,
-            blake3::Hasher::new(),
+            FileHasher::new(),
         ),
     };
     Ok(current.insert(OpenPartial {

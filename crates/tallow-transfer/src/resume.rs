@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use tallow_crypto::file_hash::{chunk_digest, FileHasher};
 use tallow_crypto::merkle::leaf_hash;
 
 use crate::checkpoint::{self, checkpoint_name, LocalKey, Record, RecordedProgress};
@@ -38,9 +39,9 @@ pub struct ResumePlan {
     /// changed since the interrupted transfer, which starts over.
     pub source_changed: bool,
     /// Leaves of every chunk before the point, in stream order.
-    pub(crate) leaves: Vec<[u8; 32]>,
+    pub(crate) digests: Vec<[u8; 32]>,
     /// BLAKE3 state over the durable prefix of file `point.files_done`.
-    pub(crate) hasher: Option<blake3::Hasher>,
+    pub(crate) hasher: Option<FileHasher>,
     /// Paths an earlier run of ours finished and nobody changed since:
     /// replacing them is not overwriting the user's files.
     pub(crate) ours: HashSet<String>,
@@ -63,8 +64,9 @@ impl ResumePlan {
     /// Do not continue the partial file at the point (the user keeps the
     /// file of that name that is there): its chunks come off the point.
     pub(crate) fn forget_partial(&mut self, manifest: &Manifest) {
-        let kept = self.leaves.len() as u64 - self.point.chunks_done.min(self.leaves.len() as u64);
-        self.leaves.truncate(kept as usize);
+        let kept =
+            self.digests.len() as u64 - self.point.chunks_done.min(self.digests.len() as u64);
+        self.digests.truncate(kept as usize);
         self.point.chunks_done = 0;
         self.hasher = None;
         self.bytes = self.point.bytes(manifest);
@@ -75,39 +77,66 @@ impl ResumePlan {
         self.folders_made.contains(path)
     }
 
+    /// Every chunk before the point, in stream order: file, chunk, digest.
+    fn chunks_before_point<'a>(
+        &'a self,
+        manifest: &'a Manifest,
+    ) -> impl Iterator<Item = (u32, u64, &'a [u8; 32])> + 'a {
+        let point = self.point;
+        manifest
+            .files
+            .iter()
+            .enumerate()
+            .map_while(move |(index, entry)| {
+                let file = index as u32;
+                let chunks = match file.cmp(&point.files_done) {
+                    std::cmp::Ordering::Less => manifest.chunk_count(entry.size),
+                    std::cmp::Ordering::Equal => point.chunks_done,
+                    std::cmp::Ordering::Greater => return None,
+                };
+                Some((0..chunks).map(move |chunk| (file, chunk)))
+            })
+            .flatten()
+            .zip(&self.digests)
+            .map(|((file, chunk), digest)| (file, chunk, digest))
+    }
+
+    /// The Merkle leaves of every chunk before the point, in stream order.
+    pub(crate) fn leaves(&self, manifest: &Manifest) -> Vec<[u8; 32]> {
+        self.chunks_before_point(manifest)
+            .map(|(file, chunk, digest)| leaf_hash(file, chunk, digest))
+            .collect()
+    }
+
     /// The records a fresh checkpoint starts with: everything before the
     /// point, and the folders earlier runs made.
     pub(crate) fn records(&self, manifest: &Manifest) -> Vec<Record> {
-        let mut records = Vec::with_capacity(self.leaves.len() + self.point.files_done as usize);
+        let mut records = Vec::with_capacity(self.digests.len() + self.point.files_done as usize);
         for (index, dir) in manifest.dirs.iter().enumerate() {
             if self.folders_made.contains(&dir.path) {
                 records.push(Record::FolderMade { dir: index as u32 });
             }
         }
-        let mut leaves = self.leaves.iter();
-        for (index, entry) in manifest.files.iter().enumerate() {
-            let file = index as u32;
-            let chunks = match file.cmp(&self.point.files_done) {
-                std::cmp::Ordering::Less => manifest.chunk_count(entry.size),
-                std::cmp::Ordering::Equal => self.point.chunks_done,
-                std::cmp::Ordering::Greater => break,
-            };
-            for chunk in 0..chunks {
-                if let Some(leaf) = leaves.next() {
-                    records.push(Record::Chunk {
-                        file,
-                        chunk,
-                        leaf: *leaf,
-                    });
-                }
-            }
-            if let Some(stamp) = self.stamps.get(index) {
+        let mut done = self.stamps.iter().enumerate().peekable();
+        for (file, chunk, digest) in self.chunks_before_point(manifest) {
+            // A file's done record follows its last chunk; empty files
+            // before it have theirs first.
+            while let Some((index, stamp)) = done.next_if(|(i, _)| (*i as u32) < file) {
                 records.push(Record::FileDone {
-                    file,
+                    file: index as u32,
                     stamp: *stamp,
                 });
             }
+            records.push(Record::Chunk {
+                file,
+                chunk,
+                digest: *digest,
+            });
         }
+        records.extend(done.map(|(index, stamp)| Record::FileDone {
+            file: index as u32,
+            stamp: *stamp,
+        }));
         records
     }
 }
@@ -229,12 +258,12 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool, local: &LocalKey)
             (true, Some(stamp), _) => stamp,
             (false, None, Existing::File(now))
                 if now.size == entry.size
-                    && progress.leaves[k].len() as u64 == manifest.chunk_count(entry.size)
+                    && progress.digests[k].len() as u64 == manifest.chunk_count(entry.size)
                     && lookup.existing(&format!("{}{PARTIAL_SUFFIX}", entry.path))
                         == Existing::Nothing
                     && lookup
                         .open(&entry.path)
-                        .is_some_and(|f| matches_leaves(f, manifest, k, &progress.leaves[k])) =>
+                        .is_some_and(|f| matches_digests(f, manifest, k, &progress.digests[k])) =>
             {
                 now
             }
@@ -242,24 +271,25 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool, local: &LocalKey)
         };
         plan.stamps.push(stamp);
         plan.ours.insert(entry.path.clone());
-        plan.leaves.extend_from_slice(&progress.leaves[k]);
+        plan.digests.extend_from_slice(&progress.digests[k]);
         k += 1;
     }
     plan.point.files_done = k as u32;
     if let Some(entry) = manifest.files.get(k) {
         if let Some(mut file) = lookup.open(&format!("{}{PARTIAL_SUFFIX}", entry.path)) {
-            let mut hasher = blake3::Hasher::new();
+            let mut hasher = FileHasher::new();
             let mut buf = Vec::new();
-            for (chunk, recorded) in progress.leaves[k].iter().enumerate() {
+            let chunks = manifest.chunk_count(entry.size);
+            for (chunk, recorded) in progress.digests[k].iter().enumerate() {
                 let chunk = chunk as u64;
                 buf.resize(manifest.chunk_len(entry.size, chunk) as usize, 0);
                 if file.read_exact(&mut buf).is_err()
-                    || leaf_hash(k as u32, chunk, &buf) != *recorded
+                    || chunk_digest(chunks, manifest.chunk_size, chunk, &buf) != *recorded
                 {
                     break;
                 }
-                hasher.update(&buf);
-                plan.leaves.push(*recorded);
+                hasher.push(*recorded);
+                plan.digests.push(*recorded);
                 plan.point.chunks_done += 1;
             }
             plan.hasher = Some(hasher);
@@ -269,14 +299,21 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool, local: &LocalKey)
     plan
 }
 
-/// Whether `file` consists of chunks with exactly these leaves.
-fn matches_leaves(mut file: File, manifest: &Manifest, index: usize, leaves: &[[u8; 32]]) -> bool {
+/// Whether `file` consists of chunks with exactly these digests.
+fn matches_digests(
+    mut file: File,
+    manifest: &Manifest,
+    index: usize,
+    digests: &[[u8; 32]],
+) -> bool {
     let size = manifest.files[index].size;
+    let chunks = manifest.chunk_count(size);
     let mut buf = Vec::new();
-    leaves.iter().enumerate().all(|(chunk, leaf)| {
+    digests.iter().enumerate().all(|(chunk, digest)| {
         let chunk = chunk as u64;
         buf.resize(manifest.chunk_len(size, chunk) as usize, 0);
-        file.read_exact(&mut buf).is_ok() && leaf_hash(index as u32, chunk, &buf) == *leaf
+        file.read_exact(&mut buf).is_ok()
+            && chunk_digest(chunks, manifest.chunk_size, chunk, &buf) == *digest
     })
 }
 
@@ -360,12 +397,12 @@ mod tests {
             Record::Chunk {
                 file: 0,
                 chunk: 0,
-                leaf: leaf_hash(0, 0, &a[..4096]),
+                digest: chunk_digest(2, 4096, 0, &a[..4096]),
             },
             Record::Chunk {
                 file: 0,
                 chunk: 1,
-                leaf: leaf_hash(0, 1, &a[4096..]),
+                digest: chunk_digest(2, 4096, 1, &a[4096..]),
             },
             Record::FileDone {
                 file: 0,
@@ -377,7 +414,7 @@ mod tests {
             records.push(Record::Chunk {
                 file: 1,
                 chunk: c,
-                leaf: leaf_hash(1, c, &b[s..s + 4096]),
+                digest: chunk_digest(4, 4096, c, &b[s..s + 4096]),
             });
         }
         CheckpointLog::create(&out(&dir), &m, &records, &key()).unwrap();
@@ -396,11 +433,13 @@ mod tests {
             }
         );
         assert_eq!(p.bytes, 5000 + 3 * 4096);
-        assert_eq!(p.leaves.len(), 5);
+        assert_eq!(p.digests.len(), 5);
         assert!(p.is_ours("a") && !p.source_changed);
-        let mut h = blake3::Hasher::new();
-        h.update(&b[..3 * 4096]);
-        assert_eq!(p.hasher.unwrap().finalize(), h.finalize());
+        // The hash state is rebuilt from the recorded digests.
+        assert_eq!(
+            p.hasher.unwrap().finalize(),
+            *blake3::hash(&b[..3 * 4096]).as_bytes()
+        );
     }
 
     #[test]
@@ -438,7 +477,7 @@ mod tests {
         log.push(Record::Chunk {
             file: 1,
             chunk: 3,
-            leaf: leaf_hash(1, 3, &b[3 * 4096..]),
+            digest: chunk_digest(4, 4096, 3, &b[3 * 4096..]),
         });
         CheckpointLog::create(&out(&dir), &m, &log, &key()).unwrap();
         let p = plan(&m, dir.path(), true, &key());
@@ -515,6 +554,6 @@ mod tests {
             rebuilt.done.iter().map(Option::is_some).collect::<Vec<_>>(),
             [true, false]
         );
-        assert_eq!(rebuilt.leaves[1].len(), 3);
+        assert_eq!(rebuilt.digests[1].len(), 3);
     }
 }

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
+use tallow_crypto::file_hash::{chunk_digest, FileHasher};
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::mpsc;
@@ -490,7 +491,7 @@ fn produce(
         // Only the file that was listed: a link, FIFO or other file put in
         // its place since the scan, or a change to it, stops here.
         let mut file = tree.open(index)?;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = FileHasher::new();
         let chunks = manifest.chunk_count(entry.size);
         // What the receiver already has is read and hashed (the root and
         // the file's hash cover it) but not sent.
@@ -504,8 +505,9 @@ fn produce(
             skipped.resize(len, 0);
             file.read_exact(&mut skipped)
                 .map_err(|e| chunk_read_error(source, e))?;
-            hasher.update(&skipped);
-            merkle.push(leaf_hash(file_index, chunk_index, &skipped));
+            let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, &skipped);
+            hasher.push(digest);
+            merkle.push(leaf_hash(file_index, chunk_index, &digest));
             skipped_bytes += len as u64;
             if skipped_bytes >= KEEPALIVE_BYTES {
                 // Re-reading a large resumed part takes time; keep the
@@ -535,9 +537,9 @@ fn produce(
             if chunk_index + 1 == chunks {
                 ensure_ended(&mut file, source)?;
             }
-            let data = &buf[data_at..];
-            hasher.update(data);
-            let leaf = leaf_hash(file_index, chunk_index, data);
+            let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf[data_at..]);
+            hasher.push(digest);
+            let leaf = leaf_hash(file_index, chunk_index, &digest);
             merkle.push(leaf);
             let header = ChunkHeader {
                 file: file_index,
@@ -571,7 +573,7 @@ fn produce(
         }
         let end = Message::FileEnd {
             file: file_index,
-            hash: *hasher.finalize().as_bytes(),
+            hash: hasher.finalize(),
         };
         if !queue_control(&end, &mut seq, false, pool, &queue) {
             return Ok(());

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tallow_crypto::merkle::leaf_hash;
 use tallow_crypto::FRAME_HEADER_LEN;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::machine::PeerMisbehaved;
@@ -15,7 +14,7 @@ use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
 use tallow_protocol::wire::{Decode, Encode};
 use tallow_protocol::Role;
 use tallow_testkit::memory::pipe;
-use tallow_testkit::messages::{chunk, complete, encode, entry, manifest, merkle_root};
+use tallow_testkit::messages::{chunk, complete, encode, entry, leaf, manifest, merkle_root};
 use tallow_transfer::receive::{receive_offer, IncomingOffer, Offered, ReceiveOptions};
 use tallow_transfer::send::{send_transfer, SendOptions};
 use tallow_transfer::source::SourceTree;
@@ -195,18 +194,19 @@ fn one_file(size: u64) -> Manifest {
 
 #[tokio::test]
 async fn wrong_file_hash_is_an_integrity_error_and_no_file_appears() {
+    let m = one_file(5000);
     let out = tempfile::tempdir().unwrap();
     let data = vec![7u8; 5000];
     let frames = vec![
-        chunk(0, 0, &data[..4096]),
-        chunk(0, 1, &data[4096..]),
+        chunk(&m, 0, 0, &data[..4096]),
+        chunk(&m, 0, 1, &data[4096..]),
         encode(Message::FileEnd {
             file: 0,
             hash: *blake3::hash(b"something else").as_bytes(),
         }),
-        complete(&[(0, 0, &data[..4096]), (0, 1, &data[4096..])]),
+        complete(&m, &[(0, 0, &data[..4096]), (0, 1, &data[4096..])]),
     ];
-    let (result, replies) = hostile_sender(one_file(5000), frames, out.path()).await;
+    let (result, replies) = hostile_sender(m, frames, out.path()).await;
     assert!(
         matches!(result, Err(TransferError::Integrity { ref path }) if path == "victim.bin"),
         "{result:?}"
@@ -226,28 +226,32 @@ async fn wrong_file_hash_is_an_integrity_error_and_no_file_appears() {
 
 #[tokio::test]
 async fn out_of_order_duplicate_oversize_and_early_completion_are_refused() {
+    let m = one_file(5000);
     let data = vec![1u8; 4096];
     let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
-        ("out of order", vec![chunk(0, 1, &data)]),
-        ("duplicate", vec![chunk(0, 0, &data), chunk(0, 0, &data)]),
+        ("out of order", vec![chunk(&m, 0, 1, &data)]),
+        (
+            "duplicate",
+            vec![chunk(&m, 0, 0, &data), chunk(&m, 0, 0, &data)],
+        ),
         (
             "chunk index out of range",
             vec![
-                chunk(0, 0, &data),
-                chunk(0, 1, &data[..904]),
-                chunk(0, 2, b"x"),
+                chunk(&m, 0, 0, &data),
+                chunk(&m, 0, 1, &data[..904]),
+                chunk(&m, 0, 2, b"x"),
             ],
         ),
-        ("longer than declared", vec![chunk(0, 0, &[1u8; 4097])]),
-        ("wrong file index", vec![chunk(3, 0, &data)]),
+        ("longer than declared", vec![chunk(&m, 0, 0, &[1u8; 4097])]),
+        ("wrong file index", vec![chunk(&m, 3, 0, &data)]),
         (
             "complete too early",
-            vec![chunk(0, 0, &data), complete(&[(0, 0, &data)])],
+            vec![chunk(&m, 0, 0, &data), complete(&m, &[(0, 0, &data)])],
         ),
         (
             "file ended early",
             vec![
-                chunk(0, 0, &data),
+                chunk(&m, 0, 0, &data),
                 encode(Message::FileEnd {
                     file: 0,
                     hash: [0; 32],
@@ -258,7 +262,7 @@ async fn out_of_order_duplicate_oversize_and_early_completion_are_refused() {
     ];
     for (what, frames) in cases {
         let out = tempfile::tempdir().unwrap();
-        let (result, _) = hostile_sender(one_file(5000), frames, out.path()).await;
+        let (result, _) = hostile_sender(m.clone(), frames, out.path()).await;
         assert!(
             matches!(
                 result,
@@ -314,21 +318,16 @@ async fn a_symlink_in_the_output_folder_is_never_written_through() {
     let out = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(elsewhere.path(), out.path().join("dir")).unwrap();
-    let manifest = Manifest {
-        chunk_size: 4096,
-        dirs: vec![],
-        files: vec![entry("dir/escape.txt", 1)],
-        left_out: Default::default(),
-    };
+    let m = manifest(4096, vec![entry("dir/escape.txt", 1)]);
     let frames = vec![
-        chunk(0, 0, b"x"),
+        chunk(&m, 0, 0, b"x"),
         encode(Message::FileEnd {
             file: 0,
             hash: *blake3::hash(b"x").as_bytes(),
         }),
-        complete(&[(0, 0, b"x")]),
+        complete(&m, &[(0, 0, b"x")]),
     ];
-    let (result, _) = hostile_sender(manifest, frames, out.path()).await;
+    let (result, _) = hostile_sender(m, frames, out.path()).await;
     assert!(
         matches!(result, Err(TransferError::UnsafeDestination { .. })),
         "{result:?}"
@@ -341,15 +340,16 @@ async fn a_symlink_in_the_output_folder_is_never_written_through() {
     std::fs::write(&target, b"untouched").unwrap();
     std::os::unix::fs::symlink(&target, out.path().join("victim.bin.tallow-partial")).unwrap();
     let data = vec![5u8; 10];
+    let m = one_file(10);
     let frames = vec![
-        chunk(0, 0, &data),
+        chunk(&m, 0, 0, &data),
         encode(Message::FileEnd {
             file: 0,
             hash: *blake3::hash(&data).as_bytes(),
         }),
-        complete(&[(0, 0, &data)]),
+        complete(&m, &[(0, 0, &data)]),
     ];
-    let (result, _) = hostile_sender(one_file(10), frames, out.path()).await;
+    let (result, _) = hostile_sender(m, frames, out.path()).await;
     result.unwrap();
     assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
     assert_eq!(std::fs::read(out.path().join("victim.bin")).unwrap(), data);
@@ -389,14 +389,14 @@ async fn unsafe_names_in_the_offer_are_refused_before_anything_is_written() {
     }
 }
 
-fn compressed_chunk(file: u32, index: u64, plain: &[u8]) -> Vec<u8> {
+fn compressed_chunk(m: &Manifest, file: u32, index: u64, plain: &[u8]) -> Vec<u8> {
     let data = zstd::bulk::compress(plain, 3).unwrap();
     encode(Message::Chunk {
         header: ChunkHeader {
             file,
             index,
             compressed: true,
-            leaf: leaf_hash(file, index, plain),
+            leaf: leaf(m, file, index, plain),
         },
         data: &data,
     })
@@ -437,16 +437,17 @@ async fn a_compression_bomb_is_refused_without_inflating_it() {
 async fn compressed_chunks_are_accepted_when_honest() {
     let out = tempfile::tempdir().unwrap();
     let plain = b"abcabcabc".repeat(500);
+    let m = one_file(plain.len() as u64);
     let frames = vec![
-        compressed_chunk(0, 0, &plain[..4096]),
-        compressed_chunk(0, 1, &plain[4096..]),
+        compressed_chunk(&m, 0, 0, &plain[..4096]),
+        compressed_chunk(&m, 0, 1, &plain[4096..]),
         encode(Message::FileEnd {
             file: 0,
             hash: *blake3::hash(&plain).as_bytes(),
         }),
-        complete(&[(0, 0, &plain[..4096]), (0, 1, &plain[4096..])]),
+        complete(&m, &[(0, 0, &plain[..4096]), (0, 1, &plain[4096..])]),
     ];
-    let (result, replies) = hostile_sender(one_file(plain.len() as u64), frames, out.path()).await;
+    let (result, replies) = hostile_sender(m, frames, out.path()).await;
     result.unwrap();
     assert_eq!(std::fs::read(out.path().join("victim.bin")).unwrap(), plain);
     assert!(matches!(
@@ -457,12 +458,13 @@ async fn compressed_chunks_are_accepted_when_honest() {
 
 #[tokio::test]
 async fn a_wrong_chunk_leaf_names_the_chunk_and_a_wrong_root_is_refused() {
+    let m = one_file(5000);
     let data = vec![3u8; 5000];
     let out = tempfile::tempdir().unwrap();
-    let mut bad = chunk(0, 1, &data[4096..]);
+    let mut bad = chunk(&m, 0, 1, &data[4096..]);
     bad[20] ^= 1; // inside the leaf hash
-    let frames = vec![chunk(0, 0, &data[..4096]), bad];
-    let (result, _) = hostile_sender(one_file(5000), frames, out.path()).await;
+    let frames = vec![chunk(&m, 0, 0, &data[..4096]), bad];
+    let (result, _) = hostile_sender(m.clone(), frames, out.path()).await;
     assert!(
         matches!(&result, Err(TransferError::ChunkIntegrity { path, chunk: 1 }) if path == "victim.bin"),
         "{result:?}"
@@ -471,17 +473,17 @@ async fn a_wrong_chunk_leaf_names_the_chunk_and_a_wrong_root_is_refused() {
 
     let out = tempfile::tempdir().unwrap();
     let frames = vec![
-        chunk(0, 0, &data[..4096]),
-        chunk(0, 1, &data[4096..]),
+        chunk(&m, 0, 0, &data[..4096]),
+        chunk(&m, 0, 1, &data[4096..]),
         encode(Message::FileEnd {
             file: 0,
             hash: *blake3::hash(&data).as_bytes(),
         }),
         encode(Message::TransferComplete {
-            merkle_root: merkle_root(&[(0, 1, &data[..4096]), (0, 0, &data[4096..])]),
+            merkle_root: merkle_root(&m, &[(0, 1, &data[..4096]), (0, 0, &data[4096..])]),
         }),
     ];
-    let (result, replies) = hostile_sender(one_file(5000), frames, out.path()).await;
+    let (result, replies) = hostile_sender(m, frames, out.path()).await;
     assert!(
         matches!(result, Err(TransferError::MerkleRoot)),
         "{result:?}"

@@ -143,18 +143,17 @@ impl Outcome {
 }
 
 fn offer(files: Vec<FileEntry>) -> Vec<u8> {
-    encode(Message::Offer(manifest(files)))
+    offer_of(&manifest(files))
+}
+
+fn offer_of(m: &Manifest) -> Vec<u8> {
+    encode(Message::Offer(m.clone()))
 }
 
 #[test]
 fn manifest_with_dotdot_path() {
-    against_receiver(
-        offer(vec![entry("../escape.txt", 1)]),
-        vec![],
-        &[],
-        |_, _| {},
-    )
-    .refused("unsafe name");
+    let m = manifest(vec![entry("../escape.txt", 1)]);
+    against_receiver(offer_of(&m), vec![], &[], |_, _| {}).refused("unsafe name");
 }
 
 #[test]
@@ -166,12 +165,13 @@ fn manifest_with_absolute_path() {
 #[test]
 fn manifest_escaping_through_a_symlink_in_the_output_folder() {
     let data = b"x";
+    let m = manifest(vec![entry("dir/escape.txt", 1)]);
     against_receiver(
-        offer(vec![entry("dir/escape.txt", 1)]),
+        offer_of(&m),
         vec![
-            chunk(0, 0, data),
+            chunk(&m, 0, 0, data),
             file_end(0, data),
-            complete(&[(0, 0, data)]),
+            complete(&m, &[(0, 0, data)]),
         ],
         &[],
         |out, outside| std::os::unix::fs::symlink(outside, out.join("dir")).unwrap(),
@@ -181,56 +181,31 @@ fn manifest_escaping_through_a_symlink_in_the_output_folder() {
 
 #[test]
 fn manifest_with_duplicate_names() {
-    against_receiver(
-        offer(vec![entry("a", 1), entry("a", 1)]),
-        vec![],
-        &[],
-        |_, _| {},
-    )
-    .refused("twice");
+    let m = manifest(vec![entry("a", 1), entry("a", 1)]);
+    against_receiver(offer_of(&m), vec![], &[], |_, _| {}).refused("twice");
 }
 
 #[test]
 fn manifest_with_names_equal_after_case_folding() {
     // One file on APFS, exFAT or casefold ext4: refused on every disk.
-    against_receiver(
-        offer(vec![entry("Readme.txt", 1), entry("README.TXT", 1)]),
-        vec![],
-        &[],
-        |_, _| {},
-    )
-    .refused("twice");
+    let m = manifest(vec![entry("Readme.txt", 1), entry("README.TXT", 1)]);
+    against_receiver(offer_of(&m), vec![], &[], |_, _| {}).refused("twice");
 }
 
 #[test]
 fn manifest_with_names_equal_after_unicode_normalisation() {
     // "café" precomposed and with a combining accent.
-    against_receiver(
-        offer(vec![entry("caf\u{e9}.txt", 1), entry("cafe\u{301}.txt", 1)]),
-        vec![],
-        &[],
-        |_, _| {},
-    )
-    .refused("twice");
+    let m = manifest(vec![entry("caf\u{e9}.txt", 1), entry("cafe\u{301}.txt", 1)]);
+    against_receiver(offer_of(&m), vec![], &[], |_, _| {}).refused("twice");
 }
 
 #[test]
 fn manifest_with_a_reserved_name_in_another_case() {
     // Would be the receiver's own partial file on a case-insensitive disk.
-    against_receiver(
-        offer(vec![entry("x.bin", 1), entry("x.bin.TALLOW-PARTIAL", 1)]),
-        vec![],
-        &[],
-        |_, _| {},
-    )
-    .refused("reserved suffix");
-    against_receiver(
-        offer(vec![entry(".Tallow-0123.checkpoint", 1)]),
-        vec![],
-        &[],
-        |_, _| {},
-    )
-    .refused("reserved prefix");
+    let m = manifest(vec![entry("x.bin", 1), entry("x.bin.TALLOW-PARTIAL", 1)]);
+    against_receiver(offer_of(&m), vec![], &[], |_, _| {}).refused("reserved suffix");
+    let m = manifest(vec![entry(".Tallow-0123.checkpoint", 1)]);
+    against_receiver(offer_of(&m), vec![], &[], |_, _| {}).refused("reserved prefix");
 }
 
 #[test]
@@ -251,21 +226,18 @@ fn manifest_with_an_absurd_count() {
 #[test]
 fn chunk_index_out_of_range() {
     let d = [1u8; 100];
-    against_receiver(
-        offer(vec![entry("f", 100)]),
-        vec![chunk(0, 5, &d)],
-        &[],
-        |_, _| {},
-    )
-    .refused("broke the protocol");
+    let m = manifest(vec![entry("f", 100)]);
+    against_receiver(offer_of(&m), vec![chunk(&m, 0, 5, &d)], &[], |_, _| {})
+        .refused("broke the protocol");
 }
 
 #[test]
 fn duplicate_chunk() {
     let d = vec![1u8; CHUNK as usize];
+    let m = manifest(vec![entry("f", 2 * CHUNK as u64)]);
     against_receiver(
-        offer(vec![entry("f", 2 * CHUNK as u64)]),
-        vec![chunk(0, 0, &d), chunk(0, 0, &d)],
+        offer_of(&m),
+        vec![chunk(&m, 0, 0, &d), chunk(&m, 0, 0, &d)],
         &[],
         |_, _| {},
     )
@@ -275,13 +247,9 @@ fn duplicate_chunk() {
 #[test]
 fn chunk_longer_than_declared() {
     let d = [1u8; 200];
-    against_receiver(
-        offer(vec![entry("f", 100)]),
-        vec![chunk(0, 0, &d)],
-        &[],
-        |_, _| {},
-    )
-    .refused("broke the protocol");
+    let m = manifest(vec![entry("f", 100)]);
+    against_receiver(offer_of(&m), vec![chunk(&m, 0, 0, &d)], &[], |_, _| {})
+        .refused("broke the protocol");
 }
 
 #[test]
@@ -291,12 +259,13 @@ fn wrong_merkle_root() {
     // inconsistency, reported as an integrity failure. The file that did
     // verify stays.
     let d = [1u8; 100];
+    let m = manifest(vec![entry("f", 100)]);
     let o = against_receiver(
-        offer(vec![entry("f", 100)]),
+        offer_of(&m),
         vec![
-            chunk(0, 0, &d),
+            chunk(&m, 0, 0, &d),
             file_end(0, &d),
-            complete(&[(0, 0, b"other")]),
+            complete(&m, &[(0, 0, b"other")]),
         ],
         &[],
         |_, _| {},
@@ -308,12 +277,13 @@ fn wrong_merkle_root() {
 #[test]
 fn wrong_file_hash() {
     let d = [1u8; 100];
+    let m = manifest(vec![entry("f", 100)]);
     against_receiver(
-        offer(vec![entry("f", 100)]),
+        offer_of(&m),
         vec![
-            chunk(0, 0, &d),
+            chunk(&m, 0, 0, &d),
             file_end(0, b"not the data"),
-            complete(&[(0, 0, &d)]),
+            complete(&m, &[(0, 0, &d)]),
         ],
         &[],
         |_, _| {},
@@ -324,9 +294,10 @@ fn wrong_file_hash() {
 #[test]
 fn transfer_complete_before_all_chunks() {
     let d = vec![1u8; CHUNK as usize];
+    let m = manifest(vec![entry("f", 2 * CHUNK as u64)]);
     against_receiver(
-        offer(vec![entry("f", 2 * CHUNK as u64)]),
-        vec![chunk(0, 0, &d), complete(&[(0, 0, &d)])],
+        offer_of(&m),
+        vec![chunk(&m, 0, 0, &d), complete(&m, &[(0, 0, &d)])],
         &[],
         |_, _| {},
     )
@@ -354,14 +325,15 @@ fn frames_after_completion_are_never_read_and_the_transfer_stands() {
     // Everything verified before the extra frames: the receiver is done and
     // has stopped reading; the junk cannot change what was verified.
     let d = [7u8; 100];
+    let m = manifest(vec![entry("f", 100)]);
     let o = against_receiver(
-        offer(vec![entry("f", 100)]),
+        offer_of(&m),
         vec![
-            chunk(0, 0, &d),
+            chunk(&m, 0, 0, &d),
             file_end(0, &d),
-            complete(&[(0, 0, &d)]),
+            complete(&m, &[(0, 0, &d)]),
             vec![0xee; 10],
-            chunk(0, 0, &d),
+            chunk(&m, 0, 0, &d),
         ],
         &[],
         |_, _| {},
@@ -372,40 +344,32 @@ fn frames_after_completion_are_never_read_and_the_transfer_stands() {
 
 #[test]
 fn unknown_message() {
-    against_receiver(
-        offer(vec![entry("f", 100)]),
-        vec![vec![0xee, 1, 2]],
-        &[],
-        |_, _| {},
-    )
-    .refused("invalid message");
+    let m = manifest(vec![entry("f", 100)]);
+    against_receiver(offer_of(&m), vec![vec![0xee, 1, 2]], &[], |_, _| {})
+        .refused("invalid message");
 }
 
 #[test]
 fn stalled_peer() {
     let d = vec![1u8; CHUNK as usize];
-    against_receiver(
-        offer(vec![entry("f", 2 * CHUNK as u64)]),
-        vec![chunk(0, 0, &d)],
-        &[],
-        |_, _| {},
-    )
-    .refused("sent nothing for 3 s");
+    let m = manifest(vec![entry("f", 2 * CHUNK as u64)]);
+    against_receiver(offer_of(&m), vec![chunk(&m, 0, 0, &d)], &[], |_, _| {})
+        .refused("sent nothing for 3 s");
 }
 
 #[test]
 fn names_with_terminal_escapes_are_refused_and_bidi_names_shown_escaped() {
-    against_receiver(
-        offer(vec![entry("\u{1b}]0;pwned\u{7}", 1)]),
-        vec![],
-        &[],
-        |_, _| {},
-    )
-    .refused("control character");
+    let m = manifest(vec![entry("\u{1b}]0;pwned\u{7}", 1)]);
+    against_receiver(offer_of(&m), vec![], &[], |_, _| {}).refused("control character");
     let d = [1u8; 3];
+    let m = manifest(vec![entry("invoice\u{202e}fdp.exe", 3)]);
     let o = against_receiver(
-        offer(vec![entry("invoice\u{202e}fdp.exe", 3)]),
-        vec![chunk(0, 0, &d), file_end(0, &d), complete(&[(0, 0, &d)])],
+        offer_of(&m),
+        vec![
+            chunk(&m, 0, 0, &d),
+            file_end(0, &d),
+            complete(&m, &[(0, 0, &d)]),
+        ],
         &[],
         |_, _| {},
     );
