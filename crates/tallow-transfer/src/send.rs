@@ -17,12 +17,14 @@
 //! reply per chunk.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::time::Instant;
+use std::thread::ScopedJoinHandle;
+use std::time::{Duration, Instant};
 
-use tallow_crypto::file_hash::{chunk_digest, FileHasher};
+use tallow_crypto::file_hash::{chunk_digest, ChunkDigest, FileHasher};
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::mpsc;
@@ -31,7 +33,7 @@ use crate::notice::tell_peer_about;
 use crate::source::SourceTree;
 use crate::{Progress, TransferError};
 use tallow_protocol::limits::{
-    Deadlines, ABORT_NOTICE_TIMEOUT, CHUNK_HEADER_LEN, SEND_QUEUE_FRAMES,
+    Deadlines, ABORT_NOTICE_TIMEOUT, CHUNK_HEADER_LEN, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES,
 };
 use tallow_protocol::machine::{Decision, PeerMisbehaved, Reply, SendMachine};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
@@ -39,8 +41,6 @@ use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
 use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 
-/// While re-reading what the receiver has, a keepalive per this many bytes.
-const KEEPALIVE_BYTES: u64 = 256 * 1024 * 1024;
 /// zstd level: fast, and most of the gain on text and logs.
 const ZSTD_LEVEL: i32 = 1;
 /// A compressed chunk is sent only if it saves at least 1/16 of the bytes.
@@ -451,10 +451,13 @@ fn compress_into(
     }
 }
 
-/// The reader thread: every file's chunks, each file's hash, then the root,
-/// numbered in stream order. Chunks go through the compression workers when
-/// compression is on. Returns early without error if the async side has gone
-/// (it reports why).
+/// The reader thread: every file's chunks from the resume point on, each
+/// file's hash, then the root, numbered in stream order. Chunks go through
+/// the compression workers when compression is on. What the receiver
+/// already has is hashed by a thread of its own ([`hash_prefix`]) while
+/// the new data goes out: the root and the resumed file's hash need it,
+/// the first new chunk does not. Returns early without error if the async
+/// side has gone (it reports why).
 fn produce(
     tree: &SourceTree,
     compression: Compression,
@@ -462,6 +465,157 @@ fn produce(
     skip: &FileRuns,
     queue: mpsc::Sender<QueuedFrame>,
     pool: &std_mpsc::Receiver<Vec<u8>>,
+) -> Result<(), TransferError> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let prefix = (resume != ResumePoint::default())
+            .then(|| scope.spawn(|| hash_prefix(tree, resume, &stop)));
+        let result = produce_from_point(tree, compression, resume, skip, queue, pool, prefix);
+        // Stopped early: the prefix is not needed any more.
+        stop.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+/// What the receiver already has, hashed: the Merkle tree over every chunk
+/// before the resume point, and the resumed file's hash state.
+struct Prefix {
+    merkle: MerkleBuilder,
+    resumed: FileHasher,
+}
+
+/// Read and hash every chunk before `resume` (only the files that were
+/// listed, as when sending them), until done or `stop`.
+fn hash_prefix(
+    tree: &SourceTree,
+    resume: ResumePoint,
+    stop: &AtomicBool,
+) -> Result<Prefix, TransferError> {
+    let manifest = tree.manifest();
+    let mut prefix = Prefix {
+        merkle: MerkleBuilder::new(),
+        resumed: FileHasher::new(),
+    };
+    let mut buf = Vec::new();
+    for (index, entry) in manifest.files.iter().enumerate() {
+        let file_index = index as u32;
+        let chunks = manifest.chunk_count(entry.size);
+        let upto = match file_index.cmp(&resume.files_done) {
+            std::cmp::Ordering::Less => chunks,
+            std::cmp::Ordering::Equal => resume.chunks_done,
+            std::cmp::Ordering::Greater => break,
+        };
+        if file_index == resume.files_done && upto == 0 {
+            break;
+        }
+        let source = tree.source(index);
+        let mut file = tree.open(index)?;
+        let mut hasher = FileHasher::new();
+        for chunk_index in 0..upto {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(prefix);
+            }
+            buf.resize(manifest.chunk_len(entry.size, chunk_index) as usize, 0);
+            file.read_exact(&mut buf)
+                .map_err(|e| chunk_read_error(source, e))?;
+            let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf);
+            hasher.push(digest);
+            prefix
+                .merkle
+                .push(leaf_hash(file_index, chunk_index, &digest));
+        }
+        if upto == chunks {
+            ensure_ended(&mut file, source)?;
+        }
+        if file_index == resume.files_done {
+            prefix.resumed = hasher;
+        }
+    }
+    Ok(prefix)
+}
+
+/// The root and the hash of the file in progress, while the prefix may
+/// still be hashed: leaves and digests wait until it is, then join it.
+struct Hashes<'s> {
+    prefix: Option<ScopedJoinHandle<'s, Result<Prefix, TransferError>>>,
+    merkle: MerkleBuilder,
+    /// Leaves made before the prefix was joined, in order.
+    pending: Vec<[u8; 32]>,
+    /// The hash of the file being read.
+    file: FileHasher,
+    /// The resumed file's new digests, until the prefix's digests (which
+    /// come first) are there.
+    tail: Vec<ChunkDigest>,
+}
+
+impl Hashes<'_> {
+    /// The next chunk's leaf and digest; `resumed` in the resumed file.
+    fn add(&mut self, leaf: [u8; 32], digest: ChunkDigest, resumed: bool) {
+        if self.prefix.is_none() {
+            self.merkle.push(leaf);
+            self.file.push(digest);
+            return;
+        }
+        self.pending.push(leaf);
+        if resumed {
+            self.tail.push(digest);
+        } else {
+            self.file.push(digest);
+        }
+    }
+
+    /// Join the prefix if it is done, or `now` (waiting for it, with a
+    /// keepalive to the receiver every few seconds so it does not take the
+    /// silence for a stall). `false` if the async side has gone. The file
+    /// being read is `resumed` when it is the one the prefix ends in.
+    fn join(
+        &mut self,
+        now: bool,
+        resumed: bool,
+        seq: &mut u64,
+        pool: &std_mpsc::Receiver<Vec<u8>>,
+        queue: &mpsc::Sender<QueuedFrame>,
+    ) -> Result<bool, TransferError> {
+        let Some(handle) = self.prefix.take_if(|h| now || h.is_finished()) else {
+            return Ok(true);
+        };
+        let mut said = Instant::now();
+        while !handle.is_finished() {
+            std::thread::sleep(PREFIX_POLL);
+            if said.elapsed() >= KEEPALIVE_INTERVAL {
+                said = Instant::now();
+                if !queue_control(&Message::KeepAlive, seq, false, pool, queue) {
+                    return Ok(false);
+                }
+            }
+        }
+        let prefix = handle.join().unwrap_or_else(|_| {
+            Err(TransferError::Internal {
+                what: "the resumed part's hashing",
+                detail: "it panicked".into(),
+            })
+        })?;
+        self.merkle = prefix.merkle;
+        self.pending.drain(..).for_each(|l| self.merkle.push(l));
+        if resumed {
+            self.file = prefix.resumed;
+            self.tail.drain(..).for_each(|d| self.file.push(d));
+        }
+        Ok(true)
+    }
+}
+
+/// How often a reader waiting for the prefix looks again.
+const PREFIX_POLL: Duration = Duration::from_millis(20);
+
+fn produce_from_point<'s>(
+    tree: &SourceTree,
+    compression: Compression,
+    resume: ResumePoint,
+    skip: &FileRuns,
+    queue: mpsc::Sender<QueuedFrame>,
+    pool: &std_mpsc::Receiver<Vec<u8>>,
+    prefix: Option<ScopedJoinHandle<'s, Result<Prefix, TransferError>>>,
 ) -> Result<(), TransferError> {
     let manifest = tree.manifest();
     let chunk_size = manifest.chunk_size as usize;
@@ -478,10 +632,19 @@ fn produce(
 
     let workers = CompressionWorkers::start(compression, chunk_size, &queue)?;
     let mut seq = 0u64;
-    let mut merkle = MerkleBuilder::new();
-    let mut skipped = Vec::new();
-    let mut skipped_bytes = 0u64;
-    for (index, entry) in manifest.files.iter().enumerate() {
+    let mut hashes = Hashes {
+        prefix,
+        merkle: MerkleBuilder::new(),
+        pending: Vec::new(),
+        file: FileHasher::new(),
+        tail: Vec::new(),
+    };
+    for (index, entry) in manifest
+        .files
+        .iter()
+        .enumerate()
+        .skip(resume.files_done as usize)
+    {
         let file_index = index as u32;
         // Not wanted: not read, not sent, not in the Merkle root.
         if skip.contains(file_index) {
@@ -491,40 +654,20 @@ fn produce(
         // Only the file that was listed: a link, FIFO or other file put in
         // its place since the scan, or a change to it, stops here.
         let mut file = tree.open(index)?;
-        let mut hasher = FileHasher::new();
+        hashes.file = FileHasher::new();
         let chunks = manifest.chunk_count(entry.size);
-        // What the receiver already has is read and hashed (the root and
-        // the file's hash cover it) but not sent.
-        let skip = match file_index.cmp(&resume.files_done) {
-            std::cmp::Ordering::Less => chunks,
-            std::cmp::Ordering::Equal => resume.chunks_done,
-            std::cmp::Ordering::Greater => 0,
-        };
-        for chunk_index in 0..skip {
-            let len = manifest.chunk_len(entry.size, chunk_index) as usize;
-            skipped.resize(len, 0);
-            file.read_exact(&mut skipped)
-                .map_err(|e| chunk_read_error(source, e))?;
-            let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, &skipped);
-            hasher.push(digest);
-            merkle.push(leaf_hash(file_index, chunk_index, &digest));
-            skipped_bytes += len as u64;
-            if skipped_bytes >= KEEPALIVE_BYTES {
-                // Re-reading a large resumed part takes time; keep the
-                // receiver from taking the silence for a stall.
-                skipped_bytes = 0;
-                if !queue_control(&Message::KeepAlive, &mut seq, false, pool, &queue) {
-                    return Ok(());
-                }
+        // The receiver has the first chunks of the resumed file: start
+        // after them (the prefix thread hashes them).
+        let resumed = file_index == resume.files_done && resume.chunks_done > 0;
+        let first = if resumed { resume.chunks_done } else { 0 };
+        if first > 0 {
+            file.seek(SeekFrom::Start(first * u64::from(manifest.chunk_size)))
+                .map_err(|e| read_error(source, e))?;
+            if first == chunks {
+                ensure_ended(&mut file, source)?;
             }
         }
-        if skip == chunks && chunks > 0 {
-            ensure_ended(&mut file, source)?;
-        }
-        if file_index < resume.files_done {
-            continue;
-        }
-        for chunk_index in skip..chunks {
+        for chunk_index in first..chunks {
             let len = manifest.chunk_len(entry.size, chunk_index) as usize;
             let Some(mut buf) = take_buffer() else {
                 return Ok(());
@@ -537,10 +680,13 @@ fn produce(
             if chunk_index + 1 == chunks {
                 ensure_ended(&mut file, source)?;
             }
-            let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf[data_at..]);
-            hasher.push(digest);
+            let digest =
+                chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf[data_at..]);
             let leaf = leaf_hash(file_index, chunk_index, &digest);
-            merkle.push(leaf);
+            hashes.add(leaf, digest, resumed);
+            if !hashes.join(false, resumed, &mut seq, pool, &queue)? {
+                return Ok(());
+            }
             let header = ChunkHeader {
                 file: file_index,
                 index: chunk_index,
@@ -558,7 +704,7 @@ fn produce(
                 frame,
                 header,
                 header_at,
-                first_of_file: chunk_index == 0,
+                first_of_file: chunk_index == first,
             };
             let delivered = match &workers {
                 Some(w) => w.jobs.send(job).is_ok(),
@@ -571,16 +717,24 @@ fn produce(
         if chunks == 0 {
             ensure_ended(&mut file, source)?;
         }
+        // The resumed file's hash covers the prefix.
+        if !hashes.join(resumed, resumed, &mut seq, pool, &queue)? {
+            return Ok(());
+        }
         let end = Message::FileEnd {
             file: file_index,
-            hash: hasher.finalize(),
+            hash: hashes.file.finalize(),
         };
         if !queue_control(&end, &mut seq, false, pool, &queue) {
             return Ok(());
         }
     }
+    // The root covers everything.
+    if !hashes.join(true, false, &mut seq, pool, &queue)? {
+        return Ok(());
+    }
     let complete = Message::TransferComplete {
-        merkle_root: merkle.root(),
+        merkle_root: hashes.merkle.root(),
     };
     queue_control(&complete, &mut seq, true, pool, &queue);
     if let Some(w) = workers {
