@@ -432,9 +432,9 @@ impl SendMachine {
 
 /// When the receiver acknowledges what it wrote: at each tick (every
 /// [`ACK_INTERVAL`](crate::limits::ACK_INTERVAL)) if the count changed, and
-/// every `keepalive` even if it did not, as long as the disk wrote something
-/// within `stall_limit` (a long sync is not a hung disk, but a hung disk is
-/// not hidden from the sender either).
+/// every `keepalive` even if it did not, as long as the disk did something
+/// within `stall_limit` (a long sync, or checking a resumed partial, is not
+/// a hung disk, but a hung disk is not hidden from the sender either).
 #[derive(Debug, Clone)]
 pub struct AckSchedule {
     keepalive: Duration,
@@ -443,7 +443,8 @@ pub struct AckSchedule {
     acked: u64,
     /// When the last ack went out.
     last_sent: Instant,
-    /// When the count last changed.
+    /// The disk's activity count at the last tick, and when it last moved.
+    activity: u64,
     last_change: Instant,
 }
 
@@ -455,15 +456,23 @@ impl AckSchedule {
             stall_limit,
             acked: 0,
             last_sent: now,
+            activity: 0,
             last_change: now,
         }
     }
 
-    /// A tick at `now` with `written` bytes written: the ack to send, if
-    /// one is due.
-    pub fn on_tick(&mut self, now: Instant, written: u64) -> Option<Message<'static>> {
+    /// A tick at `now` with `written` bytes written and `activity` (any
+    /// count that grows while the disk works: written plus checked bytes):
+    /// the ack to send, if one is due.
+    pub fn on_tick(
+        &mut self,
+        now: Instant,
+        written: u64,
+        activity: u64,
+    ) -> Option<Message<'static>> {
         let changed = written != self.acked;
-        if changed {
+        if changed || activity != self.activity {
+            self.activity = activity;
             self.last_change = now;
         }
         let keepalive = now.saturating_duration_since(self.last_sent) >= self.keepalive
@@ -943,19 +952,24 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut acks = AckSchedule::new(t0, Duration::from_secs(5), Duration::from_secs(20));
         let ack = |bytes| Some(Message::Ack { bytes });
-        assert_eq!(acks.on_tick(at(50), 0), None, "nothing to say yet");
-        assert_eq!(acks.on_tick(at(100), 10), ack(10));
-        assert_eq!(acks.on_tick(at(150), 10), None);
-        assert_eq!(acks.on_tick(at(200), 30), ack(30));
+        assert_eq!(acks.on_tick(at(50), 0, 0), None, "nothing to say yet");
+        assert_eq!(acks.on_tick(at(100), 10, 10), ack(10));
+        assert_eq!(acks.on_tick(at(150), 10, 10), None);
+        assert_eq!(acks.on_tick(at(200), 30, 30), ack(30));
         // A long sync: nothing changes, a keepalive every 5 s.
-        assert_eq!(acks.on_tick(at(5_150), 30), None);
-        assert_eq!(acks.on_tick(at(5_200), 30), ack(30));
-        assert_eq!(acks.on_tick(at(10_200), 30), ack(30));
-        assert_eq!(acks.on_tick(at(15_200), 30), ack(30));
+        assert_eq!(acks.on_tick(at(5_150), 30, 30), None);
+        assert_eq!(acks.on_tick(at(5_200), 30, 30), ack(30));
+        assert_eq!(acks.on_tick(at(10_200), 30, 30), ack(30));
+        assert_eq!(acks.on_tick(at(15_200), 30, 30), ack(30));
         // Nothing written for 20 s: the disk looks hung, the sender is not
         // told otherwise, until it moves again.
-        assert_eq!(acks.on_tick(at(20_200), 30), None);
-        assert_eq!(acks.on_tick(at(60_000), 30), None);
-        assert_eq!(acks.on_tick(at(60_050), 31), ack(31));
+        assert_eq!(acks.on_tick(at(20_200), 30, 30), None);
+        assert_eq!(acks.on_tick(at(60_000), 30, 30), None);
+        assert_eq!(acks.on_tick(at(60_050), 31, 31), ack(31));
+        // Checking a resumed partial is activity too: it keeps the
+        // keepalives going (of the bytes written, not of those checked).
+        assert_eq!(acks.on_tick(at(62_000), 31, 500), None);
+        assert_eq!(acks.on_tick(at(65_100), 31, 600), ack(31));
+        assert_eq!(acks.on_tick(at(90_000), 31, 600), None);
     }
 }

@@ -15,6 +15,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// `tallow`'s exit status for a file-system failure (see `tallow --help`).
+pub const EXIT_IO: i32 = 6;
+
 /// Longest any single process in a test may run.
 pub const PROCESS_DEADLINE: Duration = Duration::from_secs(120);
 

@@ -205,7 +205,10 @@ impl<'m> Sim<'m> {
                     }
                 }
                 Event::Tick => {
-                    if let Some(ack) = self.acks.on_tick(self.instant(), self.written) {
+                    if let Some(ack) = self
+                        .acks
+                        .on_tick(self.instant(), self.written, self.written)
+                    {
                         self.acks_sent += 1;
                         self.at(
                             self.now + self.link.latency,

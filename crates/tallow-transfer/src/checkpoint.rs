@@ -13,6 +13,8 @@
 //!                       follow from the digests without reading the data)
 //!   kind 2 file done:   file, inode, then size u64 | ctime s i64 | ctime ns u32 | 0 [12]
 //!   kind 3 folder made: folder index (in `file`), zeros
+//!   kind 4 rewind:      file, first chunk no longer there (its partial was
+//!                       changed on disk), zeros
 //! ```
 //!
 //! `check` is the first 8 bytes of BLAKE3 keyed with a key derived from the
@@ -52,6 +54,7 @@ pub const RECORD_LEN: usize = BODY_LEN + CHECK_LEN;
 const KIND_CHUNK: u8 = 1;
 const KIND_FILE_DONE: u8 = 2;
 const KIND_FOLDER_MADE: u8 = 3;
+const KIND_REWIND: u8 = 4;
 /// Bytes of the fixed header before the manifest.
 const HEADER_LEN: usize = 8 + 1 + 32 + 4;
 /// File-name prefix and suffix of checkpoints.
@@ -82,6 +85,15 @@ pub enum Record {
     FolderMade {
         /// Index into the manifest's folders.
         dir: u32,
+    },
+    /// The partial of file `file` no longer holds what was recorded from
+    /// chunk `chunk` on (it was changed on disk): those chunks are not
+    /// there.
+    Rewind {
+        /// Index into the manifest's files.
+        file: u32,
+        /// The first chunk that is not there.
+        chunk: u64,
     },
 }
 
@@ -122,6 +134,7 @@ impl Encode for Record {
                 (KIND_FILE_DONE, file, stamp.ino, hash)
             }
             Record::FolderMade { dir } => (KIND_FOLDER_MADE, dir, 0, [0; 32]),
+            Record::Rewind { file, chunk } => (KIND_REWIND, file, chunk, [0; 32]),
         };
         out.put_u8(kind);
         out.put_u32(file);
@@ -154,6 +167,7 @@ impl Decode<'_> for Record {
                 },
             }),
             KIND_FOLDER_MADE => Ok(Record::FolderMade { dir: file }),
+            KIND_REWIND => Ok(Record::Rewind { file, chunk }),
             _ => Err(DecodeError::Invalid("record kind")),
         }
     }
@@ -499,6 +513,12 @@ impl RecordedProgress {
                         }
                     }
                 }
+                Record::Rewind { file, chunk } => {
+                    if let Some(digests) = p.digests.get_mut(file as usize) {
+                        digests.truncate(usize::try_from(chunk).unwrap_or(usize::MAX));
+                        p.done[file as usize] = None;
+                    }
+                }
                 Record::FolderMade { dir } => {
                     if let Some(made) = p.folders_made.get_mut(dir as usize) {
                         *made = true;
@@ -600,6 +620,17 @@ mod tests {
         assert_eq!(p.done, [done_stamp(), done_stamp()]);
         assert_eq!(p.bytes(&m), 5000);
         assert_eq!(list(&out, &key()).len(), 1);
+        // A rewind takes back what it names, and round-trips too.
+        log.append(&[Record::Rewind { file: 0, chunk: 1 }]).unwrap();
+        let loaded = load(&out, &name, &key()).unwrap();
+        assert_eq!(
+            loaded.records.last(),
+            Some(&Record::Rewind { file: 0, chunk: 1 })
+        );
+        let p = RecordedProgress::from_records(&m, &loaded.records);
+        assert_eq!(p.digests[0].len(), 1);
+        assert_eq!(p.done, [None, done_stamp()]);
+        assert_eq!(p.bytes(&m), 4096);
         // Private to the user.
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir.path().join(&name)).unwrap().permissions();

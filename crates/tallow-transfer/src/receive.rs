@@ -32,13 +32,13 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
-use tallow_crypto::file_hash::{chunk_digest, FileHasher};
+use tallow_crypto::file_hash::{chunk_digest, ChunkDigest, FileHasher};
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tokio::sync::mpsc;
 
@@ -68,6 +68,56 @@ struct Counters {
     /// Files verified and in place (a count; batched small files may be
     /// placed after a later large one).
     files: AtomicUsize,
+    /// Bytes of a resumed partial checked against the checkpoint so far:
+    /// not progress, but a sign the disk is alive.
+    checked: AtomicU64,
+}
+
+impl Counters {
+    /// Anything the disk did: written or checked bytes.
+    fn activity(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed) + self.checked.load(Ordering::Relaxed)
+    }
+}
+
+/// The check, in a thread of its own, that a resumed partial still holds
+/// the chunks its checkpoint records (they were taken from the records so
+/// the transfer could start at once). The file is placed only once it
+/// checks out.
+struct PrefixCheck {
+    /// The resumed file's index.
+    file: usize,
+    /// The recorded digests of its kept chunks.
+    digests: Arc<Vec<ChunkDigest>>,
+    /// How many of them the disk still holds, once the thread is done.
+    running: Option<std::thread::JoinHandle<usize>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PrefixCheck {
+    /// Start reading `partial` (opened for reading).
+    fn start(&mut self, partial: File, manifest: Arc<Manifest>, counters: Arc<Counters>) {
+        let (digests, stop, file) = (self.digests.clone(), self.stop.clone(), self.file);
+        self.running = Some(std::thread::spawn(move || {
+            resume::intact_prefix(partial, &manifest, file, &digests, &mut |bytes| {
+                counters.checked.fetch_add(bytes, Ordering::Relaxed);
+                !stop.load(Ordering::Relaxed)
+            })
+        }));
+    }
+
+    /// Wait for the result: `None` if every kept chunk checked out, else
+    /// the first that did not.
+    fn first_damaged(&mut self) -> Option<u64> {
+        let intact = self.running.take().map_or(0, |t| t.join().unwrap_or(0));
+        (intact < self.digests.len()).then_some(intact as u64)
+    }
+}
+
+impl Drop for PrefixCheck {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 fn report(
@@ -237,6 +287,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
             &options.out_dir,
             options.resume,
             &options.local_key,
+            resume::VERIFY_BEFORE_ACCEPT,
         )
     }
 
@@ -319,13 +370,17 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
         let manifest = disk.manifest.clone();
         let mut writer_thread = tokio::task::spawn_blocking(move || disk.run(work_rx, &pool_tx));
+        let to_disk = ToDisk {
+            work: work_tx,
+            pool: pool_rx,
+            counters: counters.clone(),
+        };
         let mut streaming = tokio::spawn(stream(
             manifest.clone(),
             point,
             skip,
             reader,
-            work_tx,
-            pool_rx,
+            to_disk,
             *deadlines,
         ));
 
@@ -639,7 +694,7 @@ async fn send_acks<W: FrameSink>(
             }
             _ = tick.tick() => {
                 let written = counters.bytes.load(Ordering::Relaxed);
-                if let Some(ack) = schedule.on_tick(Instant::now(), written) {
+                if let Some(ack) = schedule.on_tick(Instant::now(), written, counters.activity()) {
                     ack.encode_frame(&mut frame);
                     // A failed ack means the sender is gone; the stream
                     // reader will say so.
@@ -653,6 +708,14 @@ async fn send_acks<W: FrameSink>(
     }
 }
 
+/// The stream task's way to the writer thread: work in, spent buffers
+/// back, and what the disk has done (to tell a busy disk from a hung one).
+struct ToDisk {
+    work: mpsc::Sender<Work>,
+    pool: std_mpsc::Receiver<Vec<u8>>,
+    counters: Arc<Counters>,
+}
+
 /// Read frames, check them against the rules ([`ReceiveMachine`]), hand
 /// them to the writer.
 async fn stream<R: FrameSource>(
@@ -660,10 +723,14 @@ async fn stream<R: FrameSource>(
     start: ResumePoint,
     skip: FileRuns,
     mut reader: R,
-    work: mpsc::Sender<Work>,
-    pool: std_mpsc::Receiver<Vec<u8>>,
+    disk: ToDisk,
     deadlines: Deadlines,
 ) -> Result<(), TransferError> {
+    let ToDisk {
+        work,
+        pool,
+        counters,
+    } = disk;
     let mut rules = ReceiveMachine::new(&manifest, start, skip);
     loop {
         let mut buf = pool.try_recv().unwrap_or_default();
@@ -690,12 +757,24 @@ async fn stream<R: FrameSource>(
             }
         };
         let limit = deadlines.disk_stall();
-        match tokio::time::timeout(limit, work.send(item)).await {
-            Ok(Ok(())) => {}
-            // The writer failed; its error is reported by the caller.
-            Ok(Err(_)) => return Ok(()),
-            Err(_) => return Err(TransferError::DiskStalled { waited: limit }),
-        }
+        let mut seen = counters.activity();
+        let permit = loop {
+            match tokio::time::timeout(limit, work.reserve()).await {
+                Ok(Ok(permit)) => break permit,
+                // The writer failed; its error is reported by the caller.
+                Ok(Err(_)) => return Ok(()),
+                // The disk took nothing for that long: hung, unless it was
+                // busy (checking a resumed partial before placing it).
+                Err(_) => {
+                    let now = counters.activity();
+                    if now == seen {
+                        return Err(TransferError::DiskStalled { waited: limit });
+                    }
+                    seen = now;
+                }
+            }
+        };
+        permit.send(item);
     }
 }
 
@@ -765,6 +844,9 @@ struct FileWriter {
     point: ResumePoint,
     /// The durable prefix of file `point.files_done`: its length and hash state.
     resumed: Option<(u64, FileHasher)>,
+    /// The check of that prefix against the disk, when it was not read
+    /// before accepting.
+    check: Option<PrefixCheck>,
     current: Option<OpenPartial>,
     index: usize,
     merkle: MerkleBuilder,
@@ -795,6 +877,18 @@ impl FileWriter {
             .into_iter()
             .for_each(|l| merkle.push(l));
         let point = plan.point;
+        let check = (plan.verify_later && point.chunks_done > 0).then(|| PrefixCheck {
+            file: point.files_done as usize,
+            digests: Arc::new(
+                plan.digests[plan
+                    .digests
+                    .len()
+                    .saturating_sub(point.chunks_done as usize)..]
+                    .to_vec(),
+            ),
+            running: None,
+            stop: Arc::default(),
+        });
         let resumed = plan.hasher.filter(|_| point.chunks_done > 0).map(|h| {
             let size = manifest
                 .files
@@ -823,6 +917,7 @@ impl FileWriter {
             counters,
             point,
             resumed,
+            check,
             current: None,
             index: point.files_done as usize,
             merkle,
@@ -896,6 +991,7 @@ impl FileWriter {
         data: &[u8],
         len: usize,
     ) -> Result<(), TransferError> {
+        self.open()?;
         let plain: &[u8] = if header.compressed {
             let decompressor = match &mut self.decompressor {
                 Some(d) => d,
@@ -969,14 +1065,28 @@ impl FileWriter {
     }
 
     fn open(&mut self) -> Result<(), TransferError> {
-        open_partial(
+        let open = open_partial(
             &mut self.current,
             &mut self.resumed,
             &mut self.folder,
             &self.out,
             &self.manifest.files[self.index].path,
-        )
-        .map(|_| ())
+        )?;
+        if let Some(check) = self
+            .check
+            .as_mut()
+            .filter(|c| c.file == self.index && c.running.is_none())
+        {
+            let partial = open
+                .folder
+                .open_regular(&open.name, false)
+                .map_err(|source| TransferError::WriteOutput {
+                    path: open.partial.clone(),
+                    source,
+                })?;
+            check.start(partial, self.manifest.clone(), self.counters.clone());
+        }
+        Ok(())
     }
 
     /// Make everything written so far durable, record it, then rename the
@@ -1040,6 +1150,19 @@ impl FileWriter {
             return Ok(());
         };
         let entry = self.manifest.files[self.index].clone();
+        // A resumed partial taken from the records must still hold them.
+        if let Some(mut check) = self.check.take_if(|c| c.file == self.index) {
+            if let Some(chunk) = check.first_damaged() {
+                self.records.push(Record::Rewind {
+                    file: self.index as u32,
+                    chunk,
+                });
+                return Err(TransferError::PartialAltered {
+                    path: entry.path,
+                    chunk,
+                });
+            }
+        }
         self.index += 1;
         let actual = open.hasher.finalize();
         if !bool::from(actual.ct_eq(expected)) {

@@ -42,6 +42,9 @@ pub struct ResumePlan {
     pub(crate) digests: Vec<[u8; 32]>,
     /// BLAKE3 state over the durable prefix of file `point.files_done`.
     pub(crate) hasher: Option<FileHasher>,
+    /// The partial's kept chunks were taken from the records without
+    /// reading them: the writer checks them against the disk.
+    pub(crate) verify_later: bool,
     /// Paths an earlier run of ours finished and nobody changed since:
     /// replacing them is not overwriting the user's files.
     pub(crate) ours: HashSet<String>,
@@ -141,6 +144,11 @@ impl ResumePlan {
     }
 }
 
+/// Kept chunks of a partial up to this size are read and checked before
+/// the receiver answers (a second or so); beyond, they are checked while
+/// the rest arrives, so a resume of a huge file starts at once.
+pub const VERIFY_BEFORE_ACCEPT: u64 = 64 * 1024 * 1024;
+
 /// Looks up names below the output folder through handles, keeping the
 /// last folder open (entries come folder by folder).
 pub(crate) struct Lookup<'a> {
@@ -182,8 +190,16 @@ impl<'a> Lookup<'a> {
 
 /// Work out what is already in `out_dir` for `manifest`. With `resume`
 /// false, nothing counts (but our earlier, unchanged output may still be
-/// replaced). Only checkpoints made with `local` are believed.
-pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool, local: &LocalKey) -> ResumePlan {
+/// replaced). Only checkpoints made with `local` are believed. A partial
+/// with more than `read_up_to` bytes kept is not read here (see
+/// [`VERIFY_BEFORE_ACCEPT`]).
+pub fn plan(
+    manifest: &Manifest,
+    out_dir: &Path,
+    resume: bool,
+    local: &LocalKey,
+    read_up_to: u64,
+) -> ResumePlan {
     let mut plan = ResumePlan::default();
     let Ok(out) = OutputDir::open(out_dir, false) else {
         return plan;
@@ -261,9 +277,10 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool, local: &LocalKey)
                     && progress.digests[k].len() as u64 == manifest.chunk_count(entry.size)
                     && lookup.existing(&format!("{}{PARTIAL_SUFFIX}", entry.path))
                         == Existing::Nothing
-                    && lookup
-                        .open(&entry.path)
-                        .is_some_and(|f| matches_digests(f, manifest, k, &progress.digests[k])) =>
+                    && lookup.open(&entry.path).is_some_and(|f| {
+                        intact_prefix(f, manifest, k, &progress.digests[k], &mut |_| true)
+                            == progress.digests[k].len()
+                    }) =>
             {
                 now
             }
@@ -276,22 +293,39 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool, local: &LocalKey)
     }
     plan.point.files_done = k as u32;
     if let Some(entry) = manifest.files.get(k) {
-        if let Some(mut file) = lookup.open(&format!("{}{PARTIAL_SUFFIX}", entry.path)) {
-            let mut hasher = FileHasher::new();
-            let mut buf = Vec::new();
-            let chunks = manifest.chunk_count(entry.size);
-            for (chunk, recorded) in progress.digests[k].iter().enumerate() {
-                let chunk = chunk as u64;
-                buf.resize(manifest.chunk_len(entry.size, chunk) as usize, 0);
-                if file.read_exact(&mut buf).is_err()
-                    || chunk_digest(chunks, manifest.chunk_size, chunk, &buf) != *recorded
-                {
-                    break;
+        let partial = format!("{}{PARTIAL_SUFFIX}", entry.path);
+        let recorded = &progress.digests[k];
+        let recorded_bytes: u64 = (0..recorded.len() as u64)
+            .map(|c| manifest.chunk_len(entry.size, c))
+            .sum();
+        let kept = if recorded_bytes > read_up_to {
+            // Too much to read before answering: the records are taken
+            // as they are, as far as the partial is long enough, and the
+            // writer checks them against the disk beside the new data.
+            match lookup.existing(&partial) {
+                Existing::File(now) => {
+                    let within = (1..=recorded.len() as u64)
+                        .take_while(|&n| {
+                            n.saturating_mul(u64::from(manifest.chunk_size))
+                                .min(entry.size)
+                                <= now.size
+                        })
+                        .count();
+                    plan.verify_later = within > 0;
+                    Some(&recorded[..within])
                 }
-                hasher.push(*recorded);
-                plan.digests.push(*recorded);
-                plan.point.chunks_done += 1;
+                _ => None,
             }
+        } else {
+            lookup
+                .open(&partial)
+                .map(|file| &recorded[..intact_prefix(file, manifest, k, recorded, &mut |_| true)])
+        };
+        if let Some(kept) = kept {
+            let mut hasher = FileHasher::new();
+            kept.iter().for_each(|d| hasher.push(*d));
+            plan.digests.extend_from_slice(kept);
+            plan.point.chunks_done = kept.len() as u64;
             plan.hasher = Some(hasher);
         }
     }
@@ -299,22 +333,31 @@ pub fn plan(manifest: &Manifest, out_dir: &Path, resume: bool, local: &LocalKey)
     plan
 }
 
-/// Whether `file` consists of chunks with exactly these digests.
-fn matches_digests(
+/// How many of the chunks at the start of `file` (holding file `index`'s
+/// first chunks) still have these digests: read up to the first that does
+/// not. `on_chunk` hears each chunk's length as it checks out, and stops
+/// the reading by returning `false`.
+pub(crate) fn intact_prefix(
     mut file: File,
     manifest: &Manifest,
     index: usize,
     digests: &[[u8; 32]],
-) -> bool {
+    on_chunk: &mut dyn FnMut(u64) -> bool,
+) -> usize {
     let size = manifest.files[index].size;
     let chunks = manifest.chunk_count(size);
     let mut buf = Vec::new();
-    digests.iter().enumerate().all(|(chunk, digest)| {
-        let chunk = chunk as u64;
-        buf.resize(manifest.chunk_len(size, chunk) as usize, 0);
-        file.read_exact(&mut buf).is_ok()
-            && chunk_digest(chunks, manifest.chunk_size, chunk, &buf) == *digest
-    })
+    digests
+        .iter()
+        .enumerate()
+        .take_while(|(chunk, digest)| {
+            let chunk = *chunk as u64;
+            buf.resize(manifest.chunk_len(size, chunk) as usize, 0);
+            file.read_exact(&mut buf).is_ok()
+                && chunk_digest(chunks, manifest.chunk_size, chunk, &buf) == **digest
+                && on_chunk(buf.len() as u64)
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -374,7 +417,7 @@ mod tests {
             .set_modified(std::time::SystemTime::now())
             .unwrap();
         assert_eq!(
-            plan(&m, dir.path(), true, &key()).point,
+            plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT).point,
             ResumePoint::default()
         );
     }
@@ -424,7 +467,7 @@ mod tests {
     #[test]
     fn resumes_after_the_last_durable_chunk() {
         let (dir, m, b) = setup();
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(
             p.point,
             ResumePoint {
@@ -449,19 +492,48 @@ mod tests {
         let mut bytes = fs::read(&partial).unwrap();
         bytes[4096 + 10] ^= 1; // inside chunk 1
         fs::write(&partial, bytes).unwrap();
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point.files_done, 1);
+        assert_eq!(p.point.chunks_done, 1);
+        assert!(!p.verify_later);
+    }
+
+    #[test]
+    fn a_large_partial_is_taken_from_the_records_unread_as_far_as_it_is_long() {
+        let (dir, m, b) = setup();
+        // Past the limit the partial is not read: the damage is not seen
+        // here (the writer checks it while the rest arrives), and the hash
+        // state comes from the recorded digests alone.
+        let partial = dir.path().join("b.tallow-partial");
+        let mut bytes = fs::read(&partial).unwrap();
+        bytes[4096 + 10] ^= 1;
+        fs::write(&partial, &bytes).unwrap();
+        let p = plan(&m, dir.path(), true, &key(), 4096);
+        assert_eq!(p.point.chunks_done, 3);
+        assert!(p.verify_later);
+        assert_eq!(
+            p.hasher.unwrap().finalize(),
+            *blake3::hash(&b[..3 * 4096]).as_bytes()
+        );
+        // A partial shorter than its records holds only what it holds.
+        fs::write(&partial, &bytes[..2 * 4096 + 5]).unwrap();
+        let p = plan(&m, dir.path(), true, &key(), 4096);
+        assert_eq!(p.point.chunks_done, 2);
+        // A recorded rewind (damage found by an earlier run) is believed.
+        let mut log = CheckpointLog::create(&out(&dir), &m, &p.records(&m), &key()).unwrap();
+        log.append(&[Record::Rewind { file: 1, chunk: 1 }]).unwrap();
+        let p = plan(&m, dir.path(), true, &key(), 4096);
         assert_eq!(p.point.chunks_done, 1);
     }
 
     #[test]
     fn a_missing_finished_file_is_sent_again_and_no_resume_means_from_zero() {
         let (dir, m, _) = setup();
-        let p = plan(&m, dir.path(), false, &key());
+        let p = plan(&m, dir.path(), false, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point, ResumePoint::default());
         assert!(p.is_ours("a"), "our own output may be replaced");
         fs::remove_file(dir.path().join("a")).unwrap();
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point, ResumePoint::default());
     }
 
@@ -480,13 +552,13 @@ mod tests {
             digest: chunk_digest(4, 4096, 3, &b[3 * 4096..]),
         });
         CheckpointLog::create(&out(&dir), &m, &log, &key()).unwrap();
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point.files_done, 2);
         assert!(p.is_ours("b"));
         // Not if the file there is something else.
         fs::write(dir.path().join("b"), vec![0u8; b.len()]).unwrap();
         set_epoch(&dir.path().join("b"));
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point.files_done, 1);
         assert!(!p.is_ours("b"));
     }
@@ -505,7 +577,7 @@ mod tests {
         )
         .unwrap();
         // Returns (instead of blocking in open) and trusts nothing of b.
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point.files_done, 1);
         assert_eq!(p.point.chunks_done, 0);
     }
@@ -514,7 +586,7 @@ mod tests {
     fn changed_sources_start_over_and_say_so() {
         let (dir, mut m, _) = setup();
         m.files[1].mtime.secs += 1;
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point, ResumePoint::default());
         assert!(p.source_changed);
         assert!(!p.is_ours("a"), "another version's output stays protected");
@@ -530,17 +602,23 @@ mod tests {
         bytes[0] ^= 1;
         fs::write(&path, &bytes).unwrap();
         set_epoch(&path);
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert!(!p.is_ours("a"));
         assert_eq!(p.point, ResumePoint::default());
-        let p = plan(&m, dir.path(), false, &key());
+        let p = plan(&m, dir.path(), false, &key(), VERIFY_BEFORE_ACCEPT);
         assert!(!p.is_ours("a"));
     }
 
     #[test]
     fn a_checkpoint_made_with_another_key_is_not_believed() {
         let (dir, m, _) = setup();
-        let p = plan(&m, dir.path(), true, &LocalKey::from_bytes([8; 32]));
+        let p = plan(
+            &m,
+            dir.path(),
+            true,
+            &LocalKey::from_bytes([8; 32]),
+            VERIFY_BEFORE_ACCEPT,
+        );
         assert_eq!(p.point, ResumePoint::default());
         assert!(!p.is_ours("a"));
     }
@@ -548,7 +626,7 @@ mod tests {
     #[test]
     fn records_rebuild_the_same_progress() {
         let (dir, m, _) = setup();
-        let p = plan(&m, dir.path(), true, &key());
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         let rebuilt = RecordedProgress::from_records(&m, &p.records(&m));
         assert_eq!(
             rebuilt.done.iter().map(Option::is_some).collect::<Vec<_>>(),

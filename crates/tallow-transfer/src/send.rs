@@ -680,8 +680,7 @@ fn produce_from_point<'s>(
             if chunk_index + 1 == chunks {
                 ensure_ended(&mut file, source)?;
             }
-            let digest =
-                chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf[data_at..]);
+            let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf[data_at..]);
             let leaf = leaf_hash(file_index, chunk_index, &digest);
             hashes.add(leaf, digest, resumed);
             if !hashes.join(false, resumed, &mut seq, pool, &queue)? {

@@ -156,6 +156,16 @@ pub enum TransferError {
         /// The file, as named in the manifest.
         path: String,
     },
+    /// What an earlier run received of a file was changed on disk since
+    /// (found while the rest arrived): the chunks from `chunk` on are
+    /// fetched again next time.
+    #[error("the part of {path} received earlier was changed on disk since (chunk {chunk} on no longer matches); nothing of it was placed: run the same transfer again to fetch it from there")]
+    PartialAltered {
+        /// The file, as named in the manifest.
+        path: String,
+        /// The first chunk that no longer matches.
+        chunk: u64,
+    },
 }
 
 impl TransferError {
@@ -212,6 +222,9 @@ impl TransferError {
             TransferError::NoSpace { .. } => "it has no space for this transfer".to_owned(),
             TransferError::DiskFull { .. } => "its disk is full".to_owned(),
             TransferError::Cancelled => CANCELLED_DETAIL.to_owned(),
+            TransferError::PartialAltered { .. } => {
+                "part of what it had received earlier was changed on its disk; run the transfer again to send that part again".to_owned()
+            }
             TransferError::WriteOutput { .. }
             | TransferError::DestinationExists { .. }
             | TransferError::UnsafeDestination { .. }

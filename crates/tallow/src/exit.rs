@@ -120,7 +120,8 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             | TransferError::DiskStalled { .. }
             | TransferError::NoSpace { .. }
             | TransferError::DestinationExists { .. }
-            | TransferError::UnsafeDestination { .. } => IO,
+            | TransferError::UnsafeDestination { .. }
+            | TransferError::PartialAltered { .. } => IO,
             TransferError::Cancelled => CANCELLED,
         };
     }

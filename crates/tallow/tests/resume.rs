@@ -209,19 +209,40 @@ fn losing_the_relay_at_half_then_rerunning_sends_only_the_rest() {
     check_resumed("relay");
 }
 
+/// The kept part (about 100 MiB here) is more than the receiver reads
+/// before answering, so the rerun starts at once and checks it while the
+/// rest arrives: the damage is found there, nothing of the file is placed,
+/// and the run after that fetches it again from the damaged chunk.
 #[test]
-fn a_partial_altered_on_disk_is_repaired_by_the_next_run() {
+fn a_partial_altered_on_disk_is_caught_and_repaired_from_the_damage() {
     let (_src, out, file, _) = interrupted("receiver");
     let partial = out.path().join("big.bin.tallow-partial");
     let mut bytes = fs::read(&partial).unwrap();
     bytes[5 * MIB as usize + 123] ^= 0x20;
     fs::write(&partial, bytes).unwrap();
     let relay = Relay::start(&[]);
-    let (sent, _) = finish_with_new_code(&relay, &file, out.path());
-    assert_same_file(&file, &out.path().join("big.bin"));
+    let (s, r, _hop) = start(&relay, "9912-caught-run-code", &file, out.path());
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert_eq!(r_status.code(), Some(EXIT_IO), "{r_err}");
     assert!(
-        sent > 190 * MIB,
-        "re-fetched from the damaged chunk on: {sent}"
+        r_err
+            .contains("the part of big.bin received earlier was changed on disk since (chunk 5 on")
+            && r_err.contains("run the same transfer again"),
+        "{r_err}"
+    );
+    assert!(!s_status.success());
+    assert!(
+        s_err.contains("part of what it had received earlier was changed on its disk"),
+        "{s_err}"
+    );
+    assert!(!out.path().join("big.bin").exists(), "nothing placed");
+    let (sent, r_err) = finish_with_new_code(&relay, &file, out.path());
+    assert_same_file(&file, &out.path().join("big.bin"));
+    assert!(r_err.contains("Resuming:"), "{r_err}");
+    assert!(
+        (190 * MIB..196 * MIB).contains(&sent),
+        "re-fetched from the damaged chunk (5 MiB) on, not from the start: {sent}"
     );
 }
 

@@ -14,9 +14,6 @@ use tallow_testkit::process::*;
 const CODE: &str = "4711-abacus-zoom-yodel";
 /// Big enough for several frames' worth of pattern, small enough to be quick.
 const SIZE: u64 = 64 * 1024;
-/// `exit::IO`: a local file could not be read.
-const EXIT_IO: i32 = 6;
-
 /// `tallow send` of `paths`, watched.
 fn start_sender(relay: &str, paths: &[PathBuf]) -> Watched {
     let mut cmd = tallow();
