@@ -87,6 +87,14 @@ pub enum PeerMisbehaved {
         /// Its chunk count.
         expected_chunks: u64,
     },
+    /// `FileFailed` for a file other than the one in progress.
+    #[error("it gave up on file {file} while file {expected_file} was in progress")]
+    FailedOutOfOrder {
+        /// The file it gave up on.
+        file: u32,
+        /// The file in progress.
+        expected_file: u32,
+    },
     /// `TransferComplete` before the last file.
     #[error("it declared the transfer complete after {files_done} of {files} files")]
     CompleteEarly {
@@ -137,6 +145,16 @@ pub enum Incoming<'a> {
         file: u32,
         /// The sender's BLAKE3 of the whole file.
         hash: [u8; 32],
+    },
+    /// The sender gave up on the file in progress: drop what arrived of
+    /// it. `missing` plaintext bytes of it will not come.
+    FileFailed {
+        /// Index of the file in the offer.
+        file: u32,
+        /// The sender's sentence.
+        reason: &'a str,
+        /// Bytes of the file that were not sent.
+        missing: u64,
     },
     /// Every file is complete: verify the root and finish.
     Complete {
@@ -259,6 +277,30 @@ impl<'m> ReceiveMachine<'m> {
                 self.pass_skipped();
                 Ok(Incoming::FileEnd { file, hash })
             }
+            Message::FileFailed { file, reason } => {
+                let entry = self
+                    .manifest
+                    .files
+                    .get(self.file)
+                    .ok_or(PeerMisbehaved::AfterLastFile("FileFailed"))?;
+                if file as usize != self.file {
+                    return Err(PeerMisbehaved::FailedOutOfOrder {
+                        file,
+                        expected_file: self.file as u32,
+                    });
+                }
+                let received: u64 = (0..self.next_chunk)
+                    .map(|i| self.manifest.chunk_len(entry.size, i))
+                    .sum();
+                self.file += 1;
+                self.next_chunk = 0;
+                self.pass_skipped();
+                Ok(Incoming::FileFailed {
+                    file,
+                    reason,
+                    missing: entry.size - received,
+                })
+            }
             Message::TransferComplete { merkle_root } => {
                 if self.file != self.manifest.files.len() {
                     return Err(PeerMisbehaved::CompleteEarly {
@@ -271,7 +313,10 @@ impl<'m> ReceiveMachine<'m> {
             }
             Message::KeepAlive => Ok(Incoming::Nothing),
             Message::Abort { kind, detail } => Ok(Incoming::Aborted { kind, detail }),
-            other => Err(unexpected(&other, "Chunk, FileEnd or TransferComplete")),
+            other => Err(unexpected(
+                &other,
+                "Chunk, FileEnd, FileFailed or TransferComplete",
+            )),
         }
     }
 }
@@ -906,6 +951,51 @@ mod tests {
                 got: "KeepAlive",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn a_file_the_sender_gives_up_on_ends_there_and_the_stream_goes_on() {
+        let m = offer(&[3 * C as u64, 10, 20]);
+        let mut r = ReceiveMachine::new(&m, ResumePoint::default(), FileRuns::default());
+        let failed = |file| Message::FileFailed {
+            file,
+            reason: "it changed",
+        };
+        r.on_message(message(M::C(0, 0, C))).unwrap();
+        // Given up after one of its three chunks: the rest never comes.
+        assert_eq!(
+            r.on_message(failed(0)),
+            Ok(Incoming::FileFailed {
+                file: 0,
+                reason: "it changed",
+                missing: 2 * C as u64
+            })
+        );
+        // Not for a file other than the one in progress, nor twice.
+        assert_eq!(
+            r.clone().on_message(failed(2)),
+            Err(PeerMisbehaved::FailedOutOfOrder {
+                file: 2,
+                expected_file: 1
+            })
+        );
+        assert!(r.clone().on_message(failed(0)).is_err());
+        // Before its first chunk, it is the whole file.
+        assert_eq!(
+            r.on_message(failed(1)),
+            Ok(Incoming::FileFailed {
+                file: 1,
+                reason: "it changed",
+                missing: 10
+            })
+        );
+        r.on_message(message(M::C(2, 0, 20))).unwrap();
+        r.on_message(message(M::E(2))).unwrap();
+        assert!(r.on_message(failed(3)).is_err(), "after the last file");
+        assert!(matches!(
+            r.on_message(message(M::Complete)),
+            Ok(Incoming::Complete { .. })
         ));
     }
 

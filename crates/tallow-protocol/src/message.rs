@@ -19,6 +19,7 @@ const ABORT: u8 = 8;
 const ACK: u8 = 9;
 const KEEP_ALIVE: u8 = 10;
 const TEXT: u8 = 11;
+const FILE_FAILED: u8 = 12;
 
 /// Chunk flag: `data` is a zstd frame of the chunk's plaintext.
 const FLAG_ZSTD: u8 = 1;
@@ -90,6 +91,15 @@ pub enum Message<'a> {
         /// BLAKE3 of the whole file.
         hash: [u8; 32],
     },
+    /// Sender → receiver: `file` cannot be sent after all (it changed while
+    /// it was read, or could not be read): nothing more of it comes, and
+    /// the stream goes on with the next file.
+    FileFailed {
+        /// Index into the manifest's files.
+        file: u32,
+        /// One sentence for the other side's user (never a local path).
+        reason: &'a str,
+    },
     /// Sender → receiver: nothing more follows; the Merkle root over every
     /// chunk's leaf, in order.
     TransferComplete {
@@ -158,6 +168,11 @@ impl Encode for Message<'_> {
                 out.put_u8(FILE_END);
                 out.put_u32(*file);
                 out.put_bytes(hash);
+            }
+            Message::FileFailed { file, reason } => {
+                out.put_u8(FILE_FAILED);
+                out.put_u32(*file);
+                out.put_string(reason, MAX_REASON_LEN);
             }
             Message::TransferComplete { merkle_root } => {
                 out.put_u8(TRANSFER_COMPLETE);
@@ -234,6 +249,10 @@ impl<'a> Decode<'a> for Message<'a> {
                 kind: AbortKind::from_byte(r.u8("abort kind")?)?,
                 detail: r.string(MAX_REASON_LEN, "abort detail")?,
             },
+            FILE_FAILED => Message::FileFailed {
+                file: r.u32("file index")?,
+                reason: r.string(MAX_REASON_LEN, "failure reason")?,
+            },
             other => return Err(DecodeError::UnknownType(other).into()),
         };
         Ok(msg)
@@ -266,6 +285,7 @@ impl<'a> Message<'a> {
             Message::Decline { .. } => "Decline",
             Message::Chunk { .. } => "Chunk",
             Message::FileEnd { .. } => "FileEnd",
+            Message::FileFailed { .. } => "FileFailed",
             Message::TransferComplete { .. } => "TransferComplete",
             Message::Done => "Done",
             Message::KeepAlive => "KeepAlive",
@@ -556,6 +576,10 @@ mod tests {
             },
             Message::TransferComplete {
                 merkle_root: [1; 32],
+            },
+            Message::FileFailed {
+                file: 7,
+                reason: "it changed while it was being sent",
             },
             Message::Done,
             Message::KeepAlive,

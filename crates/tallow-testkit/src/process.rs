@@ -15,8 +15,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// `tallow`'s exit status for a file-system failure (see `tallow --help`).
+/// `tallow`'s exit status for a file-system failure (docs/exit-codes.md).
 pub const EXIT_IO: i32 = 6;
+/// `tallow`'s exit status when some files could not be sent and the rest
+/// arrived.
+pub const EXIT_PARTIAL: i32 = 8;
 
 /// Longest any single process in a test may run.
 pub const PROCESS_DEADLINE: Duration = Duration::from_secs(120);

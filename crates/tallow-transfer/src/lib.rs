@@ -29,6 +29,19 @@ mod transfer_error;
 
 pub use transfer_error::TransferError;
 
+/// A file that could not be sent after all (it changed while it was read,
+/// or could not be read), while the others went: the transfer succeeded
+/// in part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedFile {
+    /// The file, as named in the offer.
+    pub path: String,
+    /// Its size in the offer.
+    pub size: u64,
+    /// Why, for this side's user.
+    pub reason: String,
+}
+
 /// Progress reported by the pipelines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {

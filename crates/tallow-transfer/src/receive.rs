@@ -46,7 +46,7 @@ use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
 use crate::notice::{tell_peer, tell_peer_about};
 use crate::placement::{split_parent, Existing, Folder, OutputDir};
 use crate::resume::{self, ResumePlan};
-use crate::{Progress, TransferError};
+use crate::{FailedFile, Progress, TransferError};
 use tallow_protocol::limits::{Deadlines, ACK_INTERVAL, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES};
 use tallow_protocol::machine::{AckSchedule, Incoming, PeerMisbehaved, ReceiveMachine};
 use tallow_protocol::manifest::{Manifest, Timestamp};
@@ -327,7 +327,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         plan: ResumePlan,
         deadlines: &Deadlines,
         progress: &mut (dyn FnMut(Progress) + Send),
-    ) -> Result<(), TransferError> {
+    ) -> Result<Vec<FailedFile>, TransferError> {
         let IncomingOffer {
             manifest,
             mut writer,
@@ -392,6 +392,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         let mut streamed = None;
         let mut written_result = None;
         let mut finished_log = None;
+        let mut failed = Vec::new();
         let result = loop {
             tokio::select! {
                 joined = &mut writer_thread, if written_result.is_none() => {
@@ -404,8 +405,9 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
                             streaming.abort();
                             break Err(e);
                         }
-                        Ok(log) => {
+                        Ok((log, gone)) => {
                             finished_log = log;
+                            failed = gone;
                             written_result = Some(());
                         }
                     }
@@ -448,7 +450,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         if let Some(log) = finished_log {
             let _ = log.remove();
         }
-        Ok(())
+        Ok(failed)
     }
 }
 
@@ -743,6 +745,15 @@ async fn stream<R: FrameSource>(
                 buf,
             },
             Incoming::FileEnd { file, hash } => Work::FileEnd { file, hash },
+            Incoming::FileFailed {
+                file,
+                reason,
+                missing,
+            } => Work::FileFailed {
+                file,
+                missing,
+                reason: reason.to_owned(),
+            },
             Incoming::Complete { merkle_root } => {
                 let _ = work.send(Work::Complete { merkle_root }).await;
                 return Ok(());
@@ -801,6 +812,13 @@ enum Work {
     },
     /// File `file`, the current one, is complete; verify it against `hash`.
     FileEnd { file: u32, hash: [u8; 32] },
+    /// The sender gave up on file `file`, the current one: `missing`
+    /// bytes of it will not come.
+    FileFailed {
+        file: u32,
+        missing: u64,
+        reason: String,
+    },
     /// Every file is complete; check the root and finish the folders.
     Complete { merkle_root: [u8; 32] },
 }
@@ -860,6 +878,8 @@ struct FileWriter {
     records: Vec<Record>,
     unsynced: u64,
     ours: HashSet<String>,
+    /// Files the sender gave up on.
+    failed: Vec<FailedFile>,
 }
 
 impl FileWriter {
@@ -930,14 +950,17 @@ impl FileWriter {
             records: Vec::new(),
             unsynced: 0,
             ours: plan.ours,
+            failed: Vec::new(),
         }
     }
 
+    /// Write everything; on success the checkpoint (for the caller to
+    /// remove once the sender knows) and the files the sender gave up on.
     fn run(
         mut self,
         mut work: mpsc::Receiver<Work>,
         pool: &std_mpsc::Sender<Vec<u8>>,
-    ) -> Result<Option<CheckpointLog>, TransferError> {
+    ) -> Result<(Option<CheckpointLog>, Vec<FailedFile>), TransferError> {
         let result = self.write_all(&mut work, pool);
         // Anything but a completed transfer (an error here, or the stream
         // ending early because the network or the sender failed):
@@ -949,7 +972,8 @@ impl FileWriter {
         }
         // Completed: the checkpoint, for the caller to remove once the
         // sender knows.
-        result.map(|completed| if completed { self.log.take() } else { None })
+        let failed = std::mem::take(&mut self.failed);
+        result.map(|completed| (if completed { self.log.take() } else { None }, failed))
     }
 
     /// `Ok(true)` once the transfer completed, `Ok(false)` if the stream
@@ -975,6 +999,14 @@ impl FileWriter {
                     self.reach(file as usize);
                     self.open()?;
                     self.finish_file(&hash)?;
+                }
+                Work::FileFailed {
+                    file,
+                    missing,
+                    reason,
+                } => {
+                    self.reach(file as usize);
+                    self.drop_failed(missing, reason);
                 }
                 Work::Complete { merkle_root } => {
                     self.reach(self.manifest.files.len());
@@ -1057,6 +1089,27 @@ impl FileWriter {
     /// Move on to file `file`, the one the stream (checked by
     /// [`ReceiveMachine`]) is at: any files between were skipped, and count
     /// as done (the user's own copy stays).
+    /// The sender gave up on the current file: what arrived of it goes
+    /// (nothing of it is placed), its missing bytes count as done.
+    fn drop_failed(&mut self, missing: u64, reason: String) {
+        if let Some(open) = self.current.take() {
+            drop(open.file);
+            let _ = open.folder.remove(&open.name);
+        }
+        if self.index == self.point.files_done as usize {
+            self.resumed = None;
+            self.check = None;
+        }
+        self.counters.bytes.fetch_add(missing, Ordering::Relaxed);
+        let entry = &self.manifest.files[self.index];
+        self.failed.push(FailedFile {
+            path: entry.path.clone(),
+            size: entry.size,
+            reason: format!("the sender could not send it: {reason}"),
+        });
+        self.index += 1;
+    }
+
     fn reach(&mut self, file: usize) {
         while self.current.is_none() && self.index < file {
             self.index += 1;

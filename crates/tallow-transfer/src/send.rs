@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::notice::tell_peer_about;
 use crate::source::SourceTree;
-use crate::{Progress, TransferError};
+use crate::{FailedFile, Progress, TransferError};
 use tallow_protocol::limits::{
     Deadlines, ABORT_NOTICE_TIMEOUT, CHUNK_HEADER_LEN, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES,
 };
@@ -114,7 +114,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     deadlines: &Deadlines,
     options: SendOptions,
     progress: &mut (dyn FnMut(Progress) + Send),
-) -> Result<(), TransferError> {
+) -> Result<Vec<FailedFile>, TransferError> {
     let mut frame = Message::Offer(tree.manifest().clone()).to_frame();
     writer.send_frame(&mut frame, deadlines.idle).await?;
 
@@ -185,6 +185,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
             }
         }
     };
+    let mut done_early = false;
     let streamed: Result<(), TransferError> = loop {
         let window_open = rules.window_open();
         tokio::select! {
@@ -195,7 +196,8 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                 // this loop at noticing the end.
                 Ok(Heard::Done) => {
                     progress(Progress::Bytes { done: total, total });
-                    return Ok(());
+                    done_early = true;
+                    break Ok(());
                 }
                 Err(e) => break Err(e),
             },
@@ -235,9 +237,15 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
             detail: e.to_string(),
         })
     });
-    if let Err(e) = produced {
-        tell_peer_about(&mut writer, &e).await;
-        return Err(e);
+    let failed = match produced {
+        Ok(failed) => failed,
+        Err(e) => {
+            tell_peer_about(&mut writer, &e).await;
+            return Err(e);
+        }
+    };
+    if done_early {
+        return Ok(failed);
     }
 
     // Everything is sent; the receiver writes the rest of the window,
@@ -249,7 +257,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                 Heard::Acked(acked) => progress(Progress::Bytes { done: acked, total }),
                 Heard::Done => {
                     progress(Progress::Bytes { done: total, total });
-                    return Ok(());
+                    return Ok(failed);
                 }
             },
             // Everything is sent, so the deadline is set (the fallback
@@ -465,7 +473,7 @@ fn produce(
     skip: &FileRuns,
     queue: mpsc::Sender<QueuedFrame>,
     pool: &std_mpsc::Receiver<Vec<u8>>,
-) -> Result<(), TransferError> {
+) -> Result<Vec<FailedFile>, TransferError> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let prefix = (resume != ResumePoint::default())
@@ -616,7 +624,7 @@ fn produce_from_point<'s>(
     queue: mpsc::Sender<QueuedFrame>,
     pool: &std_mpsc::Receiver<Vec<u8>>,
     prefix: Option<ScopedJoinHandle<'s, Result<Prefix, TransferError>>>,
-) -> Result<(), TransferError> {
+) -> Result<Vec<FailedFile>, TransferError> {
     let manifest = tree.manifest();
     let chunk_size = manifest.chunk_size as usize;
     let frame_capacity = FRAME_HEADER_LEN + CHUNK_HEADER_LEN + chunk_size + TAG_LEN;
@@ -639,6 +647,7 @@ fn produce_from_point<'s>(
         file: FileHasher::new(),
         tail: Vec::new(),
     };
+    let mut failed = Vec::new();
     for (index, entry) in manifest
         .files
         .iter()
@@ -650,87 +659,135 @@ fn produce_from_point<'s>(
         if skip.contains(file_index) {
             continue;
         }
-        let source = tree.source(index);
-        // Only the file that was listed: a link, FIFO or other file put in
-        // its place since the scan, or a change to it, stops here.
-        let mut file = tree.open(index)?;
-        hashes.file = FileHasher::new();
         let chunks = manifest.chunk_count(entry.size);
         // The receiver has the first chunks of the resumed file: start
         // after them (the prefix thread hashes them).
         let resumed = file_index == resume.files_done && resume.chunks_done > 0;
         let first = if resumed { resume.chunks_done } else { 0 };
-        if first > 0 {
-            file.seek(SeekFrom::Start(first * u64::from(manifest.chunk_size)))
-                .map_err(|e| read_error(source, e))?;
-            if first == chunks {
+        let mut next = first;
+        let mut spare = None;
+        hashes.file = FileHasher::new();
+        let mut send_file = || -> Result<bool, TransferError> {
+            let source = tree.source(index);
+            // Only the file that was listed: a link, FIFO or other file
+            // put in its place since the scan, or a change to it, stops
+            // here.
+            let mut file = tree.open(index)?;
+            if first > 0 {
+                file.seek(SeekFrom::Start(first * u64::from(manifest.chunk_size)))
+                    .map_err(|e| read_error(source, e))?;
+                if first == chunks {
+                    ensure_ended(&mut file, source)?;
+                }
+            }
+            while next < chunks {
+                let chunk_index = next;
+                let len = manifest.chunk_len(entry.size, chunk_index) as usize;
+                let Some(mut buf) = take_buffer() else {
+                    return Ok(false);
+                };
+                let header_at = FRAME_HEADER_LEN;
+                let data_at = header_at + CHUNK_HEADER_LEN;
+                buf.resize(data_at + len, 0);
+                let read = file
+                    .read_exact(&mut buf[data_at..])
+                    .map_err(|e| chunk_read_error(source, e))
+                    .and_then(|()| {
+                        if chunk_index + 1 == chunks {
+                            ensure_ended(&mut file, source)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                if let Err(e) = read {
+                    // The buffer carries the news of the failure instead.
+                    spare = Some(buf);
+                    return Err(e);
+                }
+                let digest =
+                    chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf[data_at..]);
+                let leaf = leaf_hash(file_index, chunk_index, &digest);
+                hashes.add(leaf, digest, resumed);
+                if !hashes.join(false, resumed, &mut seq, pool, &queue)? {
+                    return Ok(false);
+                }
+                let header = ChunkHeader {
+                    file: file_index,
+                    index: chunk_index,
+                    compressed: false,
+                    leaf,
+                };
+                let frame = QueuedFrame {
+                    seq,
+                    buf,
+                    data_len: len as u64,
+                    last: false,
+                };
+                seq += 1;
+                next += 1;
+                let job = CompressJob {
+                    frame,
+                    header,
+                    header_at,
+                    first_of_file: chunk_index == first,
+                };
+                let delivered = match &workers {
+                    Some(w) => w.jobs.send(job).is_ok(),
+                    None => queue.blocking_send(finish_raw(job)).is_ok(),
+                };
+                if !delivered {
+                    return Ok(false);
+                }
+            }
+            if chunks == 0 {
                 ensure_ended(&mut file, source)?;
             }
-        }
-        for chunk_index in first..chunks {
-            let len = manifest.chunk_len(entry.size, chunk_index) as usize;
-            let Some(mut buf) = take_buffer() else {
-                return Ok(());
-            };
-            let header_at = FRAME_HEADER_LEN;
-            let data_at = header_at + CHUNK_HEADER_LEN;
-            buf.resize(data_at + len, 0);
-            file.read_exact(&mut buf[data_at..])
-                .map_err(|e| chunk_read_error(source, e))?;
-            if chunk_index + 1 == chunks {
-                ensure_ended(&mut file, source)?;
+            // The resumed file's hash covers the prefix.
+            if !hashes.join(resumed, resumed, &mut seq, pool, &queue)? {
+                return Ok(false);
             }
-            let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf[data_at..]);
-            let leaf = leaf_hash(file_index, chunk_index, &digest);
-            hashes.add(leaf, digest, resumed);
-            if !hashes.join(false, resumed, &mut seq, pool, &queue)? {
-                return Ok(());
-            }
-            let header = ChunkHeader {
+            let end = Message::FileEnd {
                 file: file_index,
-                index: chunk_index,
-                compressed: false,
-                leaf,
+                hash: hashes.file.finalize(),
             };
-            let frame = QueuedFrame {
-                seq,
-                buf,
-                data_len: len as u64,
-                last: false,
-            };
-            seq += 1;
-            let job = CompressJob {
-                frame,
-                header,
-                header_at,
-                first_of_file: chunk_index == first,
-            };
-            let delivered = match &workers {
-                Some(w) => w.jobs.send(job).is_ok(),
-                None => queue.blocking_send(finish_raw(job)).is_ok(),
-            };
-            if !delivered {
-                return Ok(());
-            }
-        }
-        if chunks == 0 {
-            ensure_ended(&mut file, source)?;
-        }
-        // The resumed file's hash covers the prefix.
-        if !hashes.join(resumed, resumed, &mut seq, pool, &queue)? {
-            return Ok(());
-        }
-        let end = Message::FileEnd {
-            file: file_index,
-            hash: hashes.file.finalize(),
+            Ok(queue_control(&end, &mut seq, false, pool, &queue))
         };
-        if !queue_control(&end, &mut seq, false, pool, &queue) {
-            return Ok(());
+        match send_file() {
+            Ok(true) => {}
+            Ok(false) => return Ok(failed),
+            // This file alone: the receiver drops what it has of it, and
+            // the others still go. Its bytes not sent count as sent, on
+            // both sides, so the window and the acks stay in step.
+            Err(e) if e.fails_one_file() => {
+                hashes.tail.clear();
+                let sent: u64 = (0..next).map(|i| manifest.chunk_len(entry.size, i)).sum();
+                let reason = e.peer_detail();
+                let notice = Message::FileFailed {
+                    file: file_index,
+                    reason: &reason,
+                };
+                let buf = match spare.take() {
+                    Some(buf) => buf,
+                    None => match pool.recv() {
+                        Ok(buf) => buf,
+                        Err(_) => return Ok(failed),
+                    },
+                };
+                if !queue_frame(&notice, buf, &mut seq, entry.size - sent, false, &queue) {
+                    return Ok(failed);
+                }
+                failed.push(FailedFile {
+                    path: entry.path.clone(),
+                    size: entry.size,
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e),
         }
     }
     // The root covers everything.
     if !hashes.join(true, false, &mut seq, pool, &queue)? {
-        return Ok(());
+        return Ok(failed);
     }
     let complete = Message::TransferComplete {
         merkle_root: hashes.merkle.root(),
@@ -739,7 +796,7 @@ fn produce_from_point<'s>(
     if let Some(w) = workers {
         w.join();
     }
-    Ok(())
+    Ok(failed)
 }
 
 /// A short read means the file shrank since it was offered.
@@ -762,14 +819,26 @@ fn queue_control(
     pool: &std_mpsc::Receiver<Vec<u8>>,
     queue: &mpsc::Sender<QueuedFrame>,
 ) -> bool {
-    let Ok(mut buf) = pool.recv() else {
+    let Ok(buf) = pool.recv() else {
         return false;
     };
+    queue_frame(msg, buf, seq, 0, last, queue)
+}
+
+/// Queue `msg` in `buf`, counting as `data_len` plaintext bytes sent.
+fn queue_frame(
+    msg: &Message<'_>,
+    mut buf: Vec<u8>,
+    seq: &mut u64,
+    data_len: u64,
+    last: bool,
+    queue: &mpsc::Sender<QueuedFrame>,
+) -> bool {
     msg.encode_frame(&mut buf);
     let frame = QueuedFrame {
         seq: *seq,
         buf,
-        data_len: 0,
+        data_len,
         last,
     };
     *seq += 1;

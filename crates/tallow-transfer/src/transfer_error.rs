@@ -249,6 +249,18 @@ impl TransferError {
         }
     }
 
+    /// Whether this ends only the file it is about (the sender skips it
+    /// and goes on), not the transfer: a file that changed while it was
+    /// read, was replaced after it was listed, or could not be read.
+    pub fn fails_one_file(&self) -> bool {
+        matches!(
+            self,
+            TransferError::ReadSource { .. }
+                | TransferError::SourceChanged { .. }
+                | TransferError::SourceReplaced { .. }
+        )
+    }
+
     /// The `Abort` the other side should get for this error, if any.
     pub fn abort_notice(&self) -> Option<(AbortKind, String)> {
         self.should_notify_peer()

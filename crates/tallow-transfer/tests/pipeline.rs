@@ -18,7 +18,7 @@ use tallow_testkit::messages::{chunk, complete, encode, entry, leaf, manifest, m
 use tallow_transfer::receive::{receive_offer, IncomingOffer, Offered, ReceiveOptions};
 use tallow_transfer::send::{send_transfer, SendOptions};
 use tallow_transfer::source::SourceTree;
-use tallow_transfer::TransferError;
+use tallow_transfer::{FailedFile, TransferError};
 
 /// The offer of files (tests here never send text).
 fn files<W, R>(offered: Offered<W, R>) -> IncomingOffer<W, R> {
@@ -139,7 +139,7 @@ async fn hostile_sender(
     manifest: Manifest,
     frames: Vec<Vec<u8>>,
     out: &Path,
-) -> (Result<(), TransferError>, Vec<Vec<u8>>) {
+) -> (Result<Vec<FailedFile>, TransferError>, Vec<Vec<u8>>) {
     let ((mut s_sink, mut s_source), (r_sink, r_source)) = pipe();
     let d = deadlines();
     let script = tokio::spawn(async move {
@@ -492,4 +492,44 @@ async fn a_wrong_chunk_leaf_names_the_chunk_and_a_wrong_root_is_refused() {
         Message::decode_all(replies.last().unwrap()),
         Ok(Message::Abort { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_file_the_sender_gives_up_on_is_dropped_and_the_others_land() {
+    let out = tempfile::tempdir().unwrap();
+    let m = manifest(
+        4096,
+        vec![entry("a", 100), entry("b", 10_000), entry("c", 50)],
+    );
+    let (a, b, c) = (vec![1u8; 100], vec![2u8; 10_000], vec![3u8; 50]);
+    let frames = vec![
+        chunk(&m, 0, 0, &a),
+        tallow_testkit::messages::file_end(0, &a),
+        chunk(&m, 1, 0, &b[..4096]),
+        encode(Message::FileFailed {
+            file: 1,
+            reason: "b changed while it was being sent",
+        }),
+        chunk(&m, 2, 0, &c),
+        tallow_testkit::messages::file_end(2, &c),
+        // The root covers the chunks that were in the stream.
+        complete(&m, &[(0, 0, &a), (1, 0, &b[..4096]), (2, 0, &c)]),
+    ];
+    let (result, replies) = hostile_sender(m, frames, out.path()).await;
+    let failed = result.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].path.as_str(), failed[0].size), ("b", 10_000));
+    assert!(failed[0]
+        .reason
+        .contains("b changed while it was being sent"));
+    assert_eq!(final_names(out.path()), ["a", "c"]);
+    assert_eq!(names(out.path()), ["a", "c"], "no partial of b stays");
+    // The bytes of b that never came count as done, so the last ack is the
+    // whole offer, then Done.
+    let decoded: Vec<_> = replies
+        .iter()
+        .map(|r| Message::decode_all(r).unwrap())
+        .collect();
+    assert_eq!(decoded.last(), Some(&Message::Done));
+    assert_eq!(decoded[decoded.len() - 2], Message::Ack { bytes: 10_150 });
 }

@@ -22,6 +22,10 @@ pub const REFUSED: u8 = 5;
 pub const IO: u8 = 6;
 /// The relay, the network, or the other side could not be reached or went away.
 pub const NETWORK: u8 = 7;
+/// The transfer finished, but some files could not be sent (they changed
+/// while they were read, or could not be read); every other file arrived
+/// and verified.
+pub const PARTIAL: u8 = 8;
 /// This side's user pressed Ctrl-C (128 + SIGINT, as shells report it).
 pub const CANCELLED: u8 = 130;
 
@@ -46,6 +50,7 @@ pub fn kind_name(code: u8) -> &'static str {
         REFUSED => "refused",
         IO => "io",
         NETWORK => "network",
+        PARTIAL => "partial",
         CANCELLED => "cancelled",
         _ => "other",
     }
@@ -62,6 +67,43 @@ impl std::fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
+
+/// Some files could not be sent; the rest arrived and verified.
+#[derive(Debug)]
+pub struct Partial(pub Vec<tallow_transfer::FailedFile>);
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 5;
+        let n = self.0.len();
+        write!(
+            f,
+            "{} could not be sent: ",
+            if n == 1 {
+                "1 file".to_owned()
+            } else {
+                format!("{n} files")
+            }
+        )?;
+        for (i, failed) in self.0.iter().take(SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(
+                f,
+                "{} ({})",
+                crate::progress::display_name(&failed.path),
+                failed.reason
+            )?;
+        }
+        if n > SHOWN {
+            write!(f, "; and {} more", n - SHOWN)?;
+        }
+        f.write_str(". Every other file arrived and was verified; send those again once nothing is writing to them")
+    }
+}
+
+impl std::error::Error for Partial {}
 
 /// Ctrl-C before any transfer began.
 #[derive(Debug)]
@@ -85,6 +127,9 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
     }
     if e.downcast_ref::<Refused>().is_some() {
         return REFUSED;
+    }
+    if e.downcast_ref::<Partial>().is_some() {
+        return PARTIAL;
     }
     if let Some(e) = e.downcast_ref::<NetError>() {
         return match e {

@@ -400,8 +400,10 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         .accept(&options, plan, &deadlines, &mut |p| line.update(p))
         .await;
     line.finish();
-    result?;
-    let received = count as u64 - skip.count();
+    let failed = result?;
+    let failed_bytes: u64 = failed.iter().map(|f| f.size).sum();
+    let received = count as u64 - skip.count() - failed.len() as u64;
+    let skipped_bytes = skipped_bytes + failed_bytes;
     Event::new("done")
         .num("files", received)
         .num("bytes", total - skipped_bytes)
@@ -437,6 +439,9 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             human_bytes(total - skipped_bytes),
             line.took(),
         );
+    }
+    if !failed.is_empty() {
+        return Err(crate::exit::Partial(failed).into());
     }
     Ok(())
 }

@@ -244,10 +244,12 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
         // so there is nothing to resume.
         return Err(crate::exit::Interrupted.into());
     }
-    result?;
+    let failed = result?;
     // Files the receiver kept as it had them were neither sent nor compared.
     let (kept, kept_bytes) = line.kept();
-    let sent = count as u64 - kept;
+    let failed_bytes: u64 = failed.iter().map(|f| f.size).sum();
+    let sent = count as u64 - kept - failed.len() as u64;
+    let kept_bytes = kept_bytes + failed_bytes;
     Event::new("done")
         .num("files", sent)
         .num("bytes", total - kept_bytes)
@@ -269,6 +271,9 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
             human_bytes(total - kept_bytes),
             line.took(),
         );
+    }
+    if !failed.is_empty() {
+        return Err(crate::exit::Partial(failed).into());
     }
     Ok(())
 }

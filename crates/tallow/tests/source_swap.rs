@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tallow_testkit::process::*;
 
@@ -70,17 +71,19 @@ fn listed_share(relay: &Relay) -> (tempfile::TempDir, PathBuf, PathBuf, Watched)
     (src, share, outside, s)
 }
 
-/// Run the receiver, then check both sides: the sender stops naming b.bin
-/// with `detail`, and nothing of `outside` reaches the output folder.
+/// Run the receiver, then check both sides: the sender gives up on b.bin
+/// alone, naming it with `detail`, a.bin still arrives, and nothing of
+/// `outside` reaches the output folder.
 fn receive_and_check(relay: &Relay, s: Watched, share: &Path, outside: &Path, detail: &str) {
     let out = tempfile::tempdir().unwrap();
     let (r, r_err) = receiver(&relay.addr, CODE, out.path(), &["--yes"]).finish();
     let (s, s_err) = s.finish();
     assert_eq!(
         s.code(),
-        Some(EXIT_IO),
+        Some(EXIT_PARTIAL),
         "sender: {s_err}\nreceiver: {r_err}"
     );
+    assert_same_file(&share.join("a.bin"), &out.path().join("share/a.bin"));
     let named = format!(
         "{} was replaced or changed after it was listed",
         share.join("b.bin").display()
@@ -89,8 +92,12 @@ fn receive_and_check(relay: &Relay, s: Watched, share: &Path, outside: &Path, de
         s_err.contains(&named) && s_err.contains(detail) && s_err.contains("send again"),
         "{s_err}"
     );
-    assert!(!r.success(), "receiver: {r_err}");
-    assert!(r_err.contains("b.bin"), "the receiver is told why: {r_err}");
+    assert_eq!(r.code(), Some(EXIT_PARTIAL), "receiver: {r_err}");
+    assert!(
+        r_err
+            .contains("1 file could not be sent: share/b.bin (the sender could not send it: b.bin"),
+        "the receiver is told which and why: {r_err}"
+    );
     assert!(
         !out.path().join("share/b.bin").exists(),
         "b.bin never appears under its final name"
@@ -151,4 +158,65 @@ fn a_link_named_on_the_command_line_is_still_sent() {
         "sender: {s_err}\nreceiver: {r_err}"
     );
     assert_same_file(&target, &out.path().join("named.bin"));
+}
+
+/// Issue 14.5: a file that changes while it is being sent fails that file
+/// alone, named on both sides; the others arrive and verify, and the exit
+/// status says the transfer succeeded in part.
+#[test]
+fn a_file_that_shrinks_while_it_is_sent_fails_alone_and_the_rest_arrives() {
+    const MIB: u64 = 1024 * 1024;
+    // 32 MiB/s through the relay: the sender reads at most a window (32
+    // MiB) ahead of the receiver, so the cut below is ahead of its reading.
+    let relay = Relay::start(&["--max-rate", &(32 * MIB).to_string()]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let set = src.path().join("set");
+    fs::create_dir(&set).unwrap();
+    random_file(&set, "a.bin", MIB, 1);
+    let log = random_file(&set, "b.log", 160 * MIB, 2);
+    random_file(&set, "c.bin", MIB + 7, 3);
+    let s = sender(
+        &relay.addr,
+        CODE,
+        std::slice::from_ref(&set),
+        &["--compress", "none"],
+    );
+    let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
+    let partial = out.path().join("set/b.log.tallow-partial");
+    wait_until(Duration::from_secs(60), "b.log under way", || {
+        fs::metadata(&partial).is_ok_and(|m| m.len() >= 8 * MIB)
+    });
+    // Someone truncates the log while it is read.
+    fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(100 * MIB)
+        .unwrap();
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert_eq!(s_status.code(), Some(EXIT_PARTIAL), "sender: {s_err}");
+    assert_eq!(r_status.code(), Some(EXIT_PARTIAL), "receiver: {r_err}");
+    assert!(
+        s_err.contains("Sent 2 files")
+            && s_err.contains("1 file could not be sent: set/b.log (")
+            && s_err.contains("b.log changed while it was being sent"),
+        "{s_err}"
+    );
+    assert!(
+        r_err.contains("Received 2 files")
+            && r_err.contains(
+                "1 file could not be sent: set/b.log (the sender could not send it: b.log changed while it was being sent"
+            )
+            && r_err.contains("Every other file arrived and was verified"),
+        "{r_err}"
+    );
+    assert_same_file(&set.join("a.bin"), &out.path().join("set/a.bin"));
+    assert_same_file(&set.join("c.bin"), &out.path().join("set/c.bin"));
+    assert!(
+        !out.path().join("set/b.log").exists() && !partial.exists(),
+        "nothing of b.log stays: {:?}",
+        list_dir(&out.path().join("set"))
+    );
 }
