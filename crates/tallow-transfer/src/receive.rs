@@ -1023,7 +1023,6 @@ impl FileWriter {
         data: &[u8],
         len: usize,
     ) -> Result<(), TransferError> {
-        self.open()?;
         let plain: &[u8] = if header.compressed {
             let decompressor = match &mut self.decompressor {
                 Some(d) => d,
@@ -1063,6 +1062,13 @@ impl FileWriter {
             &mut self.folder,
             &self.out,
             &self.manifest.files[self.index].path,
+        )?;
+        start_check(
+            &mut self.check,
+            self.index,
+            open,
+            &self.manifest,
+            &self.counters,
         )?;
         open.file
             .write_all(plain)
@@ -1125,21 +1131,13 @@ impl FileWriter {
             &self.out,
             &self.manifest.files[self.index].path,
         )?;
-        if let Some(check) = self
-            .check
-            .as_mut()
-            .filter(|c| c.file == self.index && c.running.is_none())
-        {
-            let partial = open
-                .folder
-                .open_regular(&open.name, false)
-                .map_err(|source| TransferError::WriteOutput {
-                    path: open.partial.clone(),
-                    source,
-                })?;
-            check.start(partial, self.manifest.clone(), self.counters.clone());
-        }
-        Ok(())
+        start_check(
+            &mut self.check,
+            self.index,
+            open,
+            &self.manifest,
+            &self.counters,
+        )
     }
 
     /// Make everything written so far durable, record it, then rename the
@@ -1413,6 +1411,32 @@ fn open_partial<'a>(
         partial,
         hasher,
     }))
+}
+
+/// Start checking the resumed partial against its records once it is
+/// open (file `index` is the one in progress), if that is still to do.
+fn start_check(
+    check: &mut Option<PrefixCheck>,
+    index: usize,
+    open: &OpenPartial,
+    manifest: &Arc<Manifest>,
+    counters: &Arc<Counters>,
+) -> Result<(), TransferError> {
+    let Some(check) = check
+        .as_mut()
+        .filter(|c| c.file == index && c.running.is_none())
+    else {
+        return Ok(());
+    };
+    let partial = open
+        .folder
+        .open_regular(&open.name, false)
+        .map_err(|source| TransferError::WriteOutput {
+            path: open.partial.clone(),
+            source,
+        })?;
+    check.start(partial, manifest.clone(), counters.clone());
+    Ok(())
 }
 
 /// Flush everything written to the filesystem holding the output folder
