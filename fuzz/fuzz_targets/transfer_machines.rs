@@ -58,13 +58,22 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[2 + len..];
         now += Duration::from_secs(1);
         let Ok(msg) = Message::decode_all(frame) else { continue };
-        if let Ok(Incoming::Chunk { header, data, len }) = receiver.on_message(Message::decode_all(frame).unwrap()) {
-            // Only the next chunk of a file that is sent, of its length.
-            let entry = &manifest.files[header.file as usize];
-            assert!(!skip.contains(header.file));
-            assert_eq!(len as u64, manifest.chunk_len(entry.size, header.index));
-            assert!(header.compressed || data.len() == len);
-            received += len as u64;
+        match receiver.on_message(Message::decode_all(frame).unwrap()) {
+            Ok(Incoming::Chunk { header, data, len }) => {
+                // Only the next chunk of a file that is sent, of its length.
+                let entry = &manifest.files[header.file as usize];
+                assert!(!skip.contains(header.file));
+                assert_eq!(len as u64, manifest.chunk_len(entry.size, header.index));
+                assert!(header.compressed || data.len() == len);
+                received += len as u64;
+            }
+            // A file given up on: what did not come is its rest, exactly.
+            Ok(Incoming::FileFailed { file, missing, .. }) => {
+                assert!(!skip.contains(file));
+                assert!(missing <= manifest.files[file as usize].size);
+                received += missing;
+            }
+            _ => {}
         }
         if !decided {
             if let Ok(Decision::Accepted { .. }) = sender.on_decision(&manifest, msg, now) {
@@ -81,7 +90,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if receiver.is_complete() {
-        // Everything from the start point, less what was skipped, arrived.
+        // Everything from the start point, less what was skipped, arrived
+        // (or was given up on).
         let expected = manifest.total_size() - start.bytes(&manifest) - skip.bytes(&manifest);
         assert_eq!(received, expected);
     }

@@ -139,6 +139,14 @@ pub enum Incoming<'a> {
         /// Plaintext bytes it decodes to.
         len: usize,
     },
+    /// Chunk `header.index` of file `header.file` is `len` zero bytes (a
+    /// hole on the sender's disk): skip over it rather than write it.
+    Zeros {
+        /// The chunk header (file, index, leaf).
+        header: ChunkHeader,
+        /// Plaintext bytes it stands for.
+        len: usize,
+    },
     /// The file in progress is complete: verify it against `hash`.
     FileEnd {
         /// Index of the file in the offer.
@@ -211,31 +219,52 @@ impl<'m> ReceiveMachine<'m> {
         }
     }
 
+    /// The plaintext length of the chunk `header` names, if it is the next
+    /// one.
+    fn next_chunk_len(&self, header: &ChunkHeader) -> Result<u64, PeerMisbehaved> {
+        let entry = self
+            .manifest
+            .files
+            .get(self.file)
+            .ok_or(PeerMisbehaved::AfterLastFile("a chunk"))?;
+        let count = self.manifest.chunk_count(entry.size);
+        if header.file as usize != self.file
+            || header.index != self.next_chunk
+            || header.index >= count
+        {
+            return Err(PeerMisbehaved::ChunkOutOfOrder {
+                file: header.file,
+                index: header.index,
+                expected_file: self.file as u32,
+                expected_index: self.next_chunk,
+            });
+        }
+        Ok(self.manifest.chunk_len(entry.size, header.index))
+    }
+
     /// Check `msg` against the rules and say what to do with it.
     pub fn on_message<'a>(&mut self, msg: Message<'a>) -> Result<Incoming<'a>, PeerMisbehaved> {
         if self.complete {
             return Err(unexpected(&msg, "nothing after TransferComplete"));
         }
         match msg {
+            Message::Zeros { file, index, leaf } => {
+                let header = ChunkHeader {
+                    file,
+                    index,
+                    compressed: false,
+                    leaf,
+                };
+                let expected = self.next_chunk_len(&header)?;
+                self.next_chunk += 1;
+                Ok(Incoming::Zeros {
+                    header,
+                    len: expected as usize,
+                })
+            }
             Message::Chunk { header, data } => {
-                let entry = self
-                    .manifest
-                    .files
-                    .get(self.file)
-                    .ok_or(PeerMisbehaved::AfterLastFile("a chunk"))?;
-                let count = self.manifest.chunk_count(entry.size);
-                if header.file as usize != self.file
-                    || header.index != self.next_chunk
-                    || header.index >= count
-                {
-                    return Err(PeerMisbehaved::ChunkOutOfOrder {
-                        file: header.file,
-                        index: header.index,
-                        expected_file: self.file as u32,
-                        expected_index: self.next_chunk,
-                    });
-                }
-                let expected = self.manifest.chunk_len(entry.size, header.index);
+                let expected = self.next_chunk_len(&header)?;
+                let entry = &self.manifest.files[self.file];
                 // Compressed data must be shorter than what it stands for.
                 let fits = if header.compressed {
                     !data.is_empty() && (data.len() as u64) < expected
@@ -997,6 +1026,32 @@ mod tests {
             r.on_message(message(M::Complete)),
             Ok(Incoming::Complete { .. })
         ));
+    }
+
+    #[test]
+    fn a_hole_is_a_chunk_without_data_and_follows_the_same_order() {
+        let m = offer(&[2 * C as u64 + 5]);
+        let mut r = ReceiveMachine::new(&m, ResumePoint::default(), FileRuns::default());
+        let zeros = |index| Message::Zeros {
+            file: 0,
+            index,
+            leaf: [0; 32],
+        };
+        assert!(matches!(
+            r.clone().on_message(zeros(1)),
+            Err(PeerMisbehaved::ChunkOutOfOrder { index: 1, .. })
+        ));
+        assert!(matches!(
+            r.on_message(zeros(0)),
+            Ok(Incoming::Zeros { len, .. }) if len == C
+        ));
+        r.on_message(message(M::C(0, 1, C))).unwrap();
+        assert!(matches!(
+            r.on_message(zeros(2)),
+            Ok(Incoming::Zeros { len: 5, .. })
+        ));
+        assert!(r.on_message(zeros(3)).is_err(), "past the file's end");
+        r.on_message(message(M::E(0))).unwrap();
     }
 
     #[test]

@@ -20,6 +20,7 @@ const ACK: u8 = 9;
 const KEEP_ALIVE: u8 = 10;
 const TEXT: u8 = 11;
 const FILE_FAILED: u8 = 12;
+const ZEROS: u8 = 13;
 
 /// Chunk flag: `data` is a zstd frame of the chunk's plaintext.
 const FLAG_ZSTD: u8 = 1;
@@ -83,6 +84,17 @@ pub enum Message<'a> {
         header: ChunkHeader,
         /// Plaintext bytes, or a zstd frame of them.
         data: &'a [u8],
+    },
+    /// Sender → receiver: chunk `index` of `file` is all zeros (a hole in
+    /// the sender's sparse file): no data travels, and the receiver leaves
+    /// a hole too.
+    Zeros {
+        /// Index into the manifest's files.
+        file: u32,
+        /// Chunk number within the file.
+        index: u64,
+        /// The chunk's Merkle leaf, as for any chunk.
+        leaf: [u8; 32],
     },
     /// Sender → receiver: every chunk of `file` was sent; its BLAKE3 hash.
     FileEnd {
@@ -169,6 +181,12 @@ impl Encode for Message<'_> {
                 out.put_u32(*file);
                 out.put_bytes(hash);
             }
+            Message::Zeros { file, index, leaf } => {
+                out.put_u8(ZEROS);
+                out.put_u32(*file);
+                out.put_u64(*index);
+                out.put_bytes(leaf);
+            }
             Message::FileFailed { file, reason } => {
                 out.put_u8(FILE_FAILED);
                 out.put_u32(*file);
@@ -249,6 +267,11 @@ impl<'a> Decode<'a> for Message<'a> {
                 kind: AbortKind::from_byte(r.u8("abort kind")?)?,
                 detail: r.string(MAX_REASON_LEN, "abort detail")?,
             },
+            ZEROS => Message::Zeros {
+                file: r.u32("file index")?,
+                index: r.u64("chunk index")?,
+                leaf: r.array("chunk hash")?,
+            },
             FILE_FAILED => Message::FileFailed {
                 file: r.u32("file index")?,
                 reason: r.string(MAX_REASON_LEN, "failure reason")?,
@@ -286,6 +309,7 @@ impl<'a> Message<'a> {
             Message::Chunk { .. } => "Chunk",
             Message::FileEnd { .. } => "FileEnd",
             Message::FileFailed { .. } => "FileFailed",
+            Message::Zeros { .. } => "Zeros",
             Message::TransferComplete { .. } => "TransferComplete",
             Message::Done => "Done",
             Message::KeepAlive => "KeepAlive",
@@ -580,6 +604,11 @@ mod tests {
             Message::FileFailed {
                 file: 7,
                 reason: "it changed while it was being sent",
+            },
+            Message::Zeros {
+                file: 2,
+                index: 1 << 33,
+                leaf: [9; 32],
             },
             Message::Done,
             Message::KeepAlive,

@@ -42,6 +42,14 @@ pub struct FailedFile {
     pub reason: String,
 }
 
+/// `len` zero bytes (at most the largest chunk): the plaintext of a hole,
+/// for its digest. Made on first use only.
+pub(crate) fn zeros(len: usize) -> &'static [u8] {
+    static ZEROS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let zeros = ZEROS.get_or_init(|| vec![0; tallow_protocol::limits::MAX_CHUNK_SIZE as usize]);
+    &zeros[..len.min(zeros.len())]
+}
+
 /// Progress reported by the pipelines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {

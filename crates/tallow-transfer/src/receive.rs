@@ -744,6 +744,7 @@ async fn stream<R: FrameSource>(
                 len,
                 buf,
             },
+            Incoming::Zeros { header, len } => Work::Zeros { header, len },
             Incoming::FileEnd { file, hash } => Work::FileEnd { file, hash },
             Incoming::FileFailed {
                 file,
@@ -810,6 +811,8 @@ enum Work {
         start: usize,
         len: usize,
     },
+    /// A chunk of `len` zeros: a hole to leave.
+    Zeros { header: ChunkHeader, len: usize },
     /// File `file`, the current one, is complete; verify it against `hash`.
     FileEnd { file: u32, hash: [u8; 32] },
     /// The sender gave up on file `file`, the current one: `missing`
@@ -992,8 +995,12 @@ impl FileWriter {
                     len,
                 } => {
                     self.reach(header.file as usize);
-                    self.write_chunk(&header, &buf[start..], len)?;
+                    self.write_chunk(&header, &buf[start..], len, false)?;
                     let _ = pool.send(buf);
+                }
+                Work::Zeros { header, len } => {
+                    self.reach(header.file as usize);
+                    self.write_chunk(&header, crate::zeros(len), len, true)?;
                 }
                 Work::FileEnd { file, hash } => {
                     self.reach(file as usize);
@@ -1017,11 +1024,15 @@ impl FileWriter {
         Ok(false)
     }
 
+    /// Check chunk `header` (its `data` as sent, `len` bytes once decoded)
+    /// and write it; a `hole` (all zeros on the sender's disk) is skipped
+    /// over instead, so the file stays sparse.
     fn write_chunk(
         &mut self,
         header: &ChunkHeader,
         data: &[u8],
         len: usize,
+        hole: bool,
     ) -> Result<(), TransferError> {
         let plain: &[u8] = if header.compressed {
             let decompressor = match &mut self.decompressor {
@@ -1070,12 +1081,16 @@ impl FileWriter {
             &self.manifest,
             &self.counters,
         )?;
-        open.file
-            .write_all(plain)
-            .map_err(|source| TransferError::WriteOutput {
-                path: open.partial.clone(),
-                source,
-            })?;
+        let written = if hole {
+            use std::io::{Seek, SeekFrom};
+            open.file.seek(SeekFrom::Current(len as i64)).map(|_| ())
+        } else {
+            open.file.write_all(plain)
+        };
+        written.map_err(|source| TransferError::WriteOutput {
+            path: open.partial.clone(),
+            source,
+        })?;
         open.hasher.push(digest);
         self.records.push(Record::Chunk {
             file: header.file,
@@ -1092,9 +1107,6 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Move on to file `file`, the one the stream (checked by
-    /// [`ReceiveMachine`]) is at: any files between were skipped, and count
-    /// as done (the user's own copy stays).
     /// The sender gave up on the current file: what arrived of it goes
     /// (nothing of it is placed), its missing bytes count as done.
     fn drop_failed(&mut self, missing: u64, reason: String) {
@@ -1116,6 +1128,9 @@ impl FileWriter {
         self.index += 1;
     }
 
+    /// Move on to file `file`, the one the stream (checked by
+    /// [`ReceiveMachine`]) is at: any files between were skipped, and count
+    /// as done (the user's own copy stays).
     fn reach(&mut self, file: usize) {
         while self.current.is_none() && self.index < file {
             self.index += 1;
@@ -1225,6 +1240,8 @@ impl FileWriter {
             path: open.partial.clone(),
             source,
         };
+        // A hole at the end was skipped over: give the file its length.
+        open.file.set_len(entry.size).map_err(write_err)?;
         open.file
             .set_permissions(fs::Permissions::from_mode(
                 self.options.mode_for(entry.mode),

@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -31,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::notice::tell_peer_about;
 use crate::source::SourceTree;
-use crate::{FailedFile, Progress, TransferError};
+use crate::{zeros, FailedFile, Progress, TransferError};
 use tallow_protocol::limits::{
     Deadlines, ABORT_NOTICE_TIMEOUT, CHUNK_HEADER_LEN, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES,
 };
@@ -673,6 +674,11 @@ fn produce_from_point<'s>(
             // put in its place since the scan, or a change to it, stops
             // here.
             let mut file = tree.open(index)?;
+            // Fewer blocks than bytes: it may have holes, not read or sent.
+            let sparse = file
+                .metadata()
+                .is_ok_and(|m| m.blocks().saturating_mul(512) < m.len());
+            let mut data_seen = false;
             if first > 0 {
                 file.seek(SeekFrom::Start(first * u64::from(manifest.chunk_size)))
                     .map_err(|e| read_error(source, e))?;
@@ -686,6 +692,31 @@ fn produce_from_point<'s>(
                 let Some(mut buf) = take_buffer() else {
                     return Ok(false);
                 };
+                let offset = chunk_index * u64::from(manifest.chunk_size);
+                if sparse
+                    && skip_hole(&mut file, offset, len as u64)
+                        .map_err(|e| read_error(source, e))?
+                {
+                    let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, zeros(len));
+                    let leaf = leaf_hash(file_index, chunk_index, &digest);
+                    hashes.add(leaf, digest, resumed);
+                    if !hashes.join(false, resumed, &mut seq, pool, &queue)? {
+                        return Ok(false);
+                    }
+                    let hole = Message::Zeros {
+                        file: file_index,
+                        index: chunk_index,
+                        leaf,
+                    };
+                    next += 1;
+                    if chunk_index + 1 == chunks {
+                        ensure_ended(&mut file, source)?;
+                    }
+                    if !queue_frame(&hole, buf, &mut seq, len as u64, false, &queue) {
+                        return Ok(false);
+                    }
+                    continue;
+                }
                 let header_at = FRAME_HEADER_LEN;
                 let data_at = header_at + CHUNK_HEADER_LEN;
                 buf.resize(data_at + len, 0);
@@ -729,7 +760,7 @@ fn produce_from_point<'s>(
                     frame,
                     header,
                     header_at,
-                    first_of_file: chunk_index == first,
+                    first_of_file: !std::mem::replace(&mut data_seen, true),
                 };
                 let delivered = match &workers {
                     Some(w) => w.jobs.send(job).is_ok(),
@@ -797,6 +828,19 @@ fn produce_from_point<'s>(
         w.join();
     }
     Ok(failed)
+}
+
+/// Whether the `len` bytes at `offset` of `file` are a hole (no data on
+/// disk: all zeros). If so the file is left at the end of the range, else
+/// at `offset`. A file system that cannot tell says no hole.
+fn skip_hole(file: &mut File, offset: u64, len: u64) -> std::io::Result<bool> {
+    let hole = match rustix::fs::seek(&*file, rustix::fs::SeekFrom::Data(offset)) {
+        Ok(data) => data >= offset + len,
+        // No data at or after `offset`: the rest of the file is a hole.
+        Err(e) => e == rustix::io::Errno::NXIO,
+    };
+    file.seek(SeekFrom::Start(if hole { offset + len } else { offset }))?;
+    Ok(hole)
 }
 
 /// A short read means the file shrank since it was offered.

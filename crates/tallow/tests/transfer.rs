@@ -1379,3 +1379,52 @@ fn a_closed_stderr_does_not_turn_an_error_into_a_crash() {
     let status = output_of(child).unwrap().status;
     assert_eq!(status.code(), Some(7), "a panic would exit 101");
 }
+
+/// Issue 14.4: the holes of a sparse file are not read or sent, and the
+/// file arrives as sparse, byte for byte the same.
+#[test]
+fn a_sparse_file_moves_only_its_data_and_arrives_sparse() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    const MIB: u64 = 1024 * 1024;
+    let (relay, metrics) = Relay::with_metrics();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // 256 MiB, of which 1 MiB at 20 MiB and 100 KiB at the very end hold
+    // data; the rest is holes (a disk image, say).
+    let path = src.path().join("disk.img");
+    let data = fs::read(random_file(src.path(), "data", MIB + 100 * 1024, 5)).unwrap();
+    fs::remove_file(src.path().join("data")).unwrap();
+    let mut image = fs::File::create(&path).unwrap();
+    image.set_len(256 * MIB).unwrap();
+    image.seek(SeekFrom::Start(20 * MIB)).unwrap();
+    image.write_all(&data[..MIB as usize]).unwrap();
+    image.seek(SeekFrom::End(-100 * 1024)).unwrap();
+    image.write_all(&data[MIB as usize..]).unwrap();
+    drop(image);
+    let stored = |p: &Path| fs::metadata(p).unwrap().blocks() * 512;
+    assert!(
+        stored(&path) < 8 * MIB,
+        "the test folder's file system keeps no holes ({} bytes stored); run it on ext4, xfs, btrfs or tmpfs",
+        stored(&path)
+    );
+    let ((s_status, s_err), (r_status, r_err)) = transfer(
+        &relay.addr,
+        "4711-abacus-zoom-yodel",
+        std::slice::from_ref(&path),
+        out.path(),
+        &["--yes"],
+    );
+    assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    let got = out.path().join("disk.img");
+    assert_same_file(&path, &got);
+    assert_eq!(fs::metadata(&got).unwrap().len(), 256 * MIB);
+    assert!(
+        stored(&got) < 8 * MIB,
+        "arrived sparse: {} bytes stored",
+        stored(&got)
+    );
+    // About the data and the chunks' headers, not 256 MiB.
+    let forwarded = metric(&metrics, "tallow_relay_bytes_forwarded_total");
+    assert!(forwarded < 4 * MIB, "the relay forwarded {forwarded} bytes");
+}
