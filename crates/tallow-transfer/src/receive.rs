@@ -1034,6 +1034,8 @@ impl FileWriter {
         len: usize,
         hole: bool,
     ) -> Result<(), TransferError> {
+        // Inflated into the reused buffer, taken out while in use.
+        let mut inflated = Vec::new();
         let plain: &[u8] = if header.compressed {
             let decompressor = match &mut self.decompressor {
                 Some(d) => d,
@@ -1051,7 +1053,8 @@ impl FileWriter {
             if out != len {
                 return Err(self.undecompressable(header.index, len));
             }
-            &self.plain
+            inflated = std::mem::take(&mut self.plain);
+            &inflated
         } else {
             data
         };
@@ -1066,21 +1069,7 @@ impl FileWriter {
             });
         }
         self.merkle.push(leaf);
-        // `plain` borrows self.plain or the frame; take the file separately.
-        let open = open_partial(
-            &mut self.current,
-            &mut self.resumed,
-            &mut self.folder,
-            &self.out,
-            &self.manifest.files[self.index].path,
-        )?;
-        start_check(
-            &mut self.check,
-            self.index,
-            open,
-            &self.manifest,
-            &self.counters,
-        )?;
+        let open = self.open()?;
         let written = if hole {
             use std::io::{Seek, SeekFrom};
             open.file.seek(SeekFrom::Current(len as i64)).map(|_| ())
@@ -1101,6 +1090,9 @@ impl FileWriter {
         self.counters
             .bytes
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        if header.compressed {
+            self.plain = inflated;
+        }
         if self.unsynced >= CHECKPOINT_BYTES {
             self.checkpoint()?;
         }
@@ -1138,7 +1130,9 @@ impl FileWriter {
         }
     }
 
-    fn open(&mut self) -> Result<(), TransferError> {
+    /// The partial of the file in progress, opened (and its check started)
+    /// if it is not yet.
+    fn open(&mut self) -> Result<&mut OpenPartial, TransferError> {
         let open = open_partial(
             &mut self.current,
             &mut self.resumed,
@@ -1152,7 +1146,8 @@ impl FileWriter {
             open,
             &self.manifest,
             &self.counters,
-        )
+        )?;
+        Ok(open)
     }
 
     /// Make everything written so far durable, record it, then rename the
