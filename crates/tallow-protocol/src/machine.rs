@@ -403,6 +403,9 @@ pub struct SendMachine {
     complete_sent: bool,
     /// When the receiver last said anything.
     last_heard: Instant,
+    /// When we last began to wait on the receiver (the window filled, or
+    /// everything went out).
+    waiting_since: Instant,
 }
 
 impl SendMachine {
@@ -417,14 +420,24 @@ impl SendMachine {
             last_ack: 0,
             complete_sent: false,
             last_heard: now,
+            waiting_since: now,
         }
     }
 
+    /// Whether we wait on the receiver: the window is full, or everything
+    /// is sent.
+    fn waiting(&self) -> bool {
+        !self.window_open() || self.complete_sent
+    }
+
     /// When the receiver's silence becomes a failure: `idle` after it last
-    /// said anything, once we wait on it (the window is full, or everything
-    /// is sent). `None` while we may send: its acks are not needed yet.
+    /// said anything or after we began to wait on it (the window filled, or
+    /// everything was sent), whichever is later. `None` while we may send:
+    /// its acks are not needed yet (we may have been busy longer than that,
+    /// hashing what it already has, say).
     pub fn reply_deadline(&self, idle: Duration) -> Option<Instant> {
-        (!self.window_open() || self.complete_sent).then(|| self.last_heard + idle)
+        self.waiting()
+            .then(|| self.last_heard.max(self.waiting_since) + idle)
     }
 
     /// Check the receiver's answer to `manifest`; an accepted transfer
@@ -485,11 +498,15 @@ impl SendMachine {
         }
     }
 
-    /// A frame carrying `data_len` plaintext bytes went out; `last` for
-    /// `TransferComplete`.
-    pub fn on_sent(&mut self, data_len: u64, last: bool) {
+    /// A frame carrying `data_len` plaintext bytes went out at `now`;
+    /// `last` for `TransferComplete`.
+    pub fn on_sent(&mut self, data_len: u64, last: bool, now: Instant) {
+        let waiting = self.waiting();
         self.sent += data_len;
         self.complete_sent |= last;
+        if !waiting && self.waiting() {
+            self.waiting_since = now;
+        }
     }
 
     /// Whether another frame may go out: no more than the window is sent
@@ -942,10 +959,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.acked(), C as u64 + 100);
         // The window: two chunks may be unacknowledged, not more.
-        s.on_sent(C as u64, false);
-        s.on_sent(C as u64, false);
+        s.on_sent(C as u64, false, t0);
+        s.on_sent(C as u64, false, t0);
         assert!(s.window_open());
-        s.on_sent(1, false);
+        s.on_sent(1, false, t0);
         assert!(!s.window_open());
         assert_eq!(
             s.on_reply(
@@ -972,7 +989,7 @@ mod tests {
             s.on_reply(Message::Done, t0),
             Err(PeerMisbehaved::DoneEarly)
         );
-        s.on_sent(0, true);
+        s.on_sent(0, true, t0);
         assert_eq!(s.on_reply(Message::Done, t0), Ok(Reply::Done));
         assert!(matches!(
             s.on_reply(Message::KeepAlive, t0),
@@ -1067,8 +1084,8 @@ mod tests {
         let later = |secs| t0 + Duration::from_secs(secs);
         s.on_decision(&m, accept, later(1)).unwrap();
         assert_eq!(s.reply_deadline(idle), None, "the window is open");
-        s.on_sent(2 * C as u64, false);
-        assert_eq!(s.reply_deadline(idle), Some(later(1) + idle));
+        s.on_sent(2 * C as u64, false, later(2));
+        assert_eq!(s.reply_deadline(idle), Some(later(2) + idle));
         // Any reply, even one that does not open the window, is a sign of
         // life and moves the deadline.
         s.on_reply(Message::Ack { bytes: 0 }, later(30)).unwrap();
@@ -1076,7 +1093,7 @@ mod tests {
         s.on_reply(Message::Ack { bytes: C as u64 }, later(31))
             .unwrap();
         assert_eq!(s.reply_deadline(idle), None);
-        s.on_sent(2 * C as u64, true);
+        s.on_sent(2 * C as u64, true, later(31));
         s.on_reply(
             Message::Ack {
                 bytes: 4 * C as u64,
@@ -1089,6 +1106,21 @@ mod tests {
             Some(later(32) + idle),
             "everything sent: Done is awaited"
         );
+        // A sender busy for longer than idle before it waits (hashing what
+        // the receiver has, say) gives the receiver a whole idle period
+        // from then, not from its last ack.
+        let mut s = SendMachine::new(m.total_size(), C as u64, t0);
+        s.on_decision(
+            &m,
+            Message::Accept {
+                resume: ResumePoint::default(),
+                skip: FileRuns::default(),
+            },
+            later(1),
+        )
+        .unwrap();
+        s.on_sent(4 * C as u64, true, later(900));
+        assert_eq!(s.reply_deadline(idle), Some(later(900) + idle));
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl<'m> Sim<'m> {
             let Some((frame, data_len, last)) = self.stream.next_frame() else {
                 return;
             };
-            self.sender.on_sent(data_len, last);
+            self.sender.on_sent(data_len, last, self.instant());
             self.sent += data_len;
             self.peak_unacked = self.peak_unacked.max(self.sent - self.acked);
             let on_wire =

@@ -1102,13 +1102,16 @@ impl FileWriter {
     /// The sender gave up on the current file: what arrived of it goes
     /// (nothing of it is placed), its missing bytes count as done.
     fn drop_failed(&mut self, missing: u64, reason: String) {
+        // A resumed partial goes too, even if nothing new of it came.
+        if self.index == self.point.files_done as usize {
+            self.check = None;
+            if self.resumed.is_some() {
+                let _ = self.open();
+            }
+        }
         if let Some(open) = self.current.take() {
             drop(open.file);
             let _ = open.folder.remove(&open.name);
-        }
-        if self.index == self.point.files_done as usize {
-            self.resumed = None;
-            self.check = None;
         }
         self.counters.bytes.fetch_add(missing, Ordering::Relaxed);
         let entry = &self.manifest.files[self.index];

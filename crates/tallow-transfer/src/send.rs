@@ -212,7 +212,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                         break;
                     }
                     next_seq += 1;
-                    rules.on_sent(frame.data_len, frame.last);
+                    rules.on_sent(frame.data_len, frame.last, Instant::now());
                     // The reader thread may have finished; a closed pool is fine.
                     let _ = pool_tx.send(frame.buf);
                 }
@@ -668,12 +668,14 @@ fn produce_from_point<'s>(
         let mut next = first;
         let mut spare = None;
         hashes.file = FileHasher::new();
-        let mut send_file = || -> Result<bool, TransferError> {
+        // Reading the file can fail for this file alone (`Stop::File`);
+        // anything else ends the transfer.
+        let mut send_file = || -> Result<bool, Stop> {
             let source = tree.source(index);
             // Only the file that was listed: a link, FIFO or other file
             // put in its place since the scan, or a change to it, stops
             // here.
-            let mut file = tree.open(index)?;
+            let mut file = tree.open(index).map_err(Stop::File)?;
             // Fewer blocks than bytes: it may have holes, not read or sent.
             let sparse = file
                 .metadata()
@@ -681,66 +683,53 @@ fn produce_from_point<'s>(
             let mut data_seen = false;
             if first > 0 {
                 file.seek(SeekFrom::Start(first * u64::from(manifest.chunk_size)))
-                    .map_err(|e| read_error(source, e))?;
+                    .map_err(|e| Stop::File(read_error(source, e)))?;
                 if first == chunks {
-                    ensure_ended(&mut file, source)?;
+                    ensure_ended(&mut file, source).map_err(Stop::File)?;
                 }
             }
+            let header_at = FRAME_HEADER_LEN;
+            let data_at = header_at + CHUNK_HEADER_LEN;
             while next < chunks {
                 let chunk_index = next;
                 let len = manifest.chunk_len(entry.size, chunk_index) as usize;
                 let Some(mut buf) = take_buffer() else {
                     return Ok(false);
                 };
-                let offset = chunk_index * u64::from(manifest.chunk_size);
-                if sparse
-                    && skip_hole(&mut file, offset, len as u64)
-                        .map_err(|e| read_error(source, e))?
-                {
-                    let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, zeros(len));
-                    let leaf = leaf_hash(file_index, chunk_index, &digest);
-                    hashes.add(leaf, digest, resumed);
-                    if !hashes.join(false, resumed, &mut seq, pool, &queue)? {
-                        return Ok(false);
+                let at = Chunk {
+                    offset: chunk_index * u64::from(manifest.chunk_size),
+                    len,
+                    last: chunk_index + 1 == chunks,
+                };
+                let hole = match read_chunk(&mut file, source, &mut buf, data_at, at, sparse) {
+                    Ok(hole) => hole,
+                    Err(e) => {
+                        // The buffer carries the news of the failure instead.
+                        spare = Some(buf);
+                        return Err(Stop::File(e));
                     }
+                };
+                let data = if hole { zeros(len) } else { &buf[data_at..] };
+                let digest = chunk_digest(chunks, manifest.chunk_size, chunk_index, data);
+                let leaf = leaf_hash(file_index, chunk_index, &digest);
+                hashes.add(leaf, digest, resumed);
+                next += 1;
+                if !hashes
+                    .join(false, resumed, &mut seq, pool, &queue)
+                    .map_err(Stop::Transfer)?
+                {
+                    return Ok(false);
+                }
+                if hole {
                     let hole = Message::Zeros {
                         file: file_index,
                         index: chunk_index,
                         leaf,
                     };
-                    next += 1;
-                    if chunk_index + 1 == chunks {
-                        ensure_ended(&mut file, source)?;
-                    }
                     if !queue_frame(&hole, buf, &mut seq, len as u64, false, &queue) {
                         return Ok(false);
                     }
                     continue;
-                }
-                let header_at = FRAME_HEADER_LEN;
-                let data_at = header_at + CHUNK_HEADER_LEN;
-                buf.resize(data_at + len, 0);
-                let read = file
-                    .read_exact(&mut buf[data_at..])
-                    .map_err(|e| chunk_read_error(source, e))
-                    .and_then(|()| {
-                        if chunk_index + 1 == chunks {
-                            ensure_ended(&mut file, source)
-                        } else {
-                            Ok(())
-                        }
-                    });
-                if let Err(e) = read {
-                    // The buffer carries the news of the failure instead.
-                    spare = Some(buf);
-                    return Err(e);
-                }
-                let digest =
-                    chunk_digest(chunks, manifest.chunk_size, chunk_index, &buf[data_at..]);
-                let leaf = leaf_hash(file_index, chunk_index, &digest);
-                hashes.add(leaf, digest, resumed);
-                if !hashes.join(false, resumed, &mut seq, pool, &queue)? {
-                    return Ok(false);
                 }
                 let header = ChunkHeader {
                     file: file_index,
@@ -755,7 +744,6 @@ fn produce_from_point<'s>(
                     last: false,
                 };
                 seq += 1;
-                next += 1;
                 let job = CompressJob {
                     frame,
                     header,
@@ -771,10 +759,13 @@ fn produce_from_point<'s>(
                 }
             }
             if chunks == 0 {
-                ensure_ended(&mut file, source)?;
+                ensure_ended(&mut file, source).map_err(Stop::File)?;
             }
             // The resumed file's hash covers the prefix.
-            if !hashes.join(resumed, resumed, &mut seq, pool, &queue)? {
+            if !hashes
+                .join(resumed, resumed, &mut seq, pool, &queue)
+                .map_err(Stop::Transfer)?
+            {
                 return Ok(false);
             }
             let end = Message::FileEnd {
@@ -789,7 +780,7 @@ fn produce_from_point<'s>(
             // This file alone: the receiver drops what it has of it, and
             // the others still go. Its bytes not sent count as sent, on
             // both sides, so the window and the acks stay in step.
-            Err(e) if e.fails_one_file() => {
+            Err(Stop::File(e)) if e.fails_one_file() => {
                 hashes.tail.clear();
                 let sent: u64 = (0..next).map(|i| manifest.chunk_len(entry.size, i)).sum();
                 let reason = e.peer_detail();
@@ -813,7 +804,7 @@ fn produce_from_point<'s>(
                     reason: e.to_string(),
                 });
             }
-            Err(e) => return Err(e),
+            Err(Stop::File(e) | Stop::Transfer(e)) => return Err(e),
         }
     }
     // The root covers everything.
@@ -830,14 +821,61 @@ fn produce_from_point<'s>(
     Ok(failed)
 }
 
+/// Why a file's sending stopped: that file alone (if the error says so),
+/// or the whole transfer.
+enum Stop {
+    File(TransferError),
+    Transfer(TransferError),
+}
+
+/// Where a chunk lies in its file.
+#[derive(Clone, Copy)]
+struct Chunk {
+    offset: u64,
+    len: usize,
+    last: bool,
+}
+
+/// Read chunk `at` into `buf[data_at..]`, or find it is a hole in a
+/// `sparse` file (then nothing is read); `true` for a hole. The last chunk
+/// also checks that the file did not grow.
+fn read_chunk(
+    file: &mut File,
+    source: &Path,
+    buf: &mut Vec<u8>,
+    data_at: usize,
+    at: Chunk,
+    sparse: bool,
+) -> Result<bool, TransferError> {
+    let hole = sparse
+        && skip_hole(file, at.offset, at.len as u64).map_err(|e| chunk_read_error(source, e))?;
+    if !hole {
+        buf.resize(data_at + at.len, 0);
+        file.read_exact(&mut buf[data_at..])
+            .map_err(|e| chunk_read_error(source, e))?;
+    }
+    if at.last {
+        ensure_ended(file, source)?;
+    }
+    Ok(hole)
+}
+
 /// Whether the `len` bytes at `offset` of `file` are a hole (no data on
 /// disk: all zeros). If so the file is left at the end of the range, else
-/// at `offset`. A file system that cannot tell says no hole.
+/// at `offset`. A file system that cannot tell says no hole; a file now
+/// shorter than the range is an unexpected end, as a read would say.
 fn skip_hole(file: &mut File, offset: u64, len: u64) -> std::io::Result<bool> {
     let hole = match rustix::fs::seek(&*file, rustix::fs::SeekFrom::Data(offset)) {
         Ok(data) => data >= offset + len,
-        // No data at or after `offset`: the rest of the file is a hole.
-        Err(e) => e == rustix::io::Errno::NXIO,
+        // No data at or after `offset`: a hole up to the end of the file,
+        // which must still reach past the range (it may have shrunk).
+        Err(rustix::io::Errno::NXIO) => {
+            if file.metadata()?.len() < offset + len {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            true
+        }
+        Err(_) => false,
     };
     file.seek(SeekFrom::Start(if hole { offset + len } else { offset }))?;
     Ok(hole)
@@ -1075,5 +1113,39 @@ mod tests {
             .collect();
         assert!(!compress_into(&mut c, &noise, &mut out));
         assert!(!compress_into(&mut c, b"", &mut out));
+    }
+
+    #[test]
+    fn holes_are_found_skipped_and_a_shrunken_file_is_not_taken_for_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image");
+        let mut f = File::create(&path).unwrap();
+        f.set_len(1 << 20).unwrap();
+        f.seek(SeekFrom::Start(256 << 10)).unwrap();
+        f.write_all(&[7; 4096]).unwrap();
+        drop(f);
+        let mut f = File::open(&path).unwrap();
+        if f.metadata().unwrap().blocks() * 512 >= 1 << 20 {
+            panic!("the temporary folder's file system keeps no holes; run on ext4, xfs, btrfs or tmpfs");
+        }
+        let chunk = 128 << 10;
+        // A hole: skipped, the file left after it.
+        assert!(skip_hole(&mut f, 0, chunk).unwrap());
+        assert_eq!(f.stream_position().unwrap(), chunk);
+        // Data in the range: not a hole, the file left at its start.
+        assert!(!skip_hole(&mut f, 2 * chunk, chunk).unwrap());
+        assert_eq!(f.stream_position().unwrap(), 2 * chunk);
+        // The hole at the end.
+        assert!(skip_hole(&mut f, 7 * chunk, chunk).unwrap());
+        // Past the end of a file that shrank: an unexpected end, as a read
+        // would say, never a hole of zeros.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(512 << 10)
+            .unwrap();
+        let e = skip_hole(&mut f, 7 * chunk, chunk).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
