@@ -1117,7 +1117,12 @@ mod tests {
 
     #[test]
     fn holes_are_found_skipped_and_a_shrunken_file_is_not_taken_for_one() {
-        let dir = tempfile::tempdir().unwrap();
+        // tmpfs keeps holes and reports them.
+        let dir = if Path::new("/dev/shm").is_dir() {
+            tempfile::tempdir_in("/dev/shm").unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
         let path = dir.path().join("image");
         let mut f = File::create(&path).unwrap();
         f.set_len(1 << 20).unwrap();
