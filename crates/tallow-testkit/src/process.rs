@@ -437,6 +437,20 @@ pub fn transfer(
     (s, r)
 }
 
+/// A file of `size` bytes that is cheap to make however large: all zeros
+/// but one byte of data in each MiB, so every chunk carries data (a file
+/// of holes only would go as holes, in no time).
+pub fn mostly_empty_file(dir: &Path, name: &str, size: u64) -> PathBuf {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(name);
+    let f = fs::File::create(&path).expect("create");
+    f.set_len(size).expect("size");
+    for at in (0..size).step_by(1 << 20) {
+        f.write_at(&[1], at).expect("write");
+    }
+    path
+}
+
 /// A file of `size` pseudo-random (incompressible) bytes.
 pub fn random_file(dir: &Path, name: &str, size: u64, seed: u64) -> PathBuf {
     let path = dir.join(name);

@@ -1071,8 +1071,12 @@ impl FileWriter {
         self.merkle.push(leaf);
         let open = self.open()?;
         let written = if hole {
+            // The file grows by a hole: it says how far it got, and a
+            // resume keeps the holes it has.
             use std::io::{Seek, SeekFrom};
-            open.file.seek(SeekFrom::Current(len as i64)).map(|_| ())
+            open.file
+                .seek(SeekFrom::Current(len as i64))
+                .and_then(|end| open.file.set_len(end))
         } else {
             open.file.write_all(plain)
         };

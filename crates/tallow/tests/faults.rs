@@ -10,11 +10,8 @@ use tallow_testkit::process::*;
 const CODE: &str = "5150-abacus-zoom-yodel";
 
 /// A file big enough that the transfer is still running when we act on it.
-fn big_sparse_file(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("big.bin");
-    let f = fs::File::create(&path).unwrap();
-    f.set_len(8 << 30).unwrap();
-    path
+fn big_file(dir: &Path) -> std::path::PathBuf {
+    mostly_empty_file(dir, "big.bin", 8 << 30)
 }
 
 fn partial_len(out: &Path) -> u64 {
@@ -37,7 +34,7 @@ fn under_way(sender_extra: &[&str], receiver_extra: &[&str]) -> UnderWay {
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let file = big_sparse_file(src.path());
+    let file = big_file(src.path());
     let s = sender(&relay.addr, CODE, &[file], sender_extra);
     let mut r_args = vec!["--yes"];
     r_args.extend_from_slice(receiver_extra);

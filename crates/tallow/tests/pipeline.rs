@@ -180,18 +180,12 @@ fn the_sender_keeps_many_chunks_in_flight_across_a_slow_link() {
     );
 }
 
-fn sparse_file(dir: &Path, name: &str, size: u64) -> std::path::PathBuf {
-    let path = dir.join(name);
-    fs::File::create(&path).unwrap().set_len(size).unwrap();
-    path
-}
-
 /// Peak RSS of (sender, receiver) for one transfer of `size` bytes.
 fn transfer_peaks(size: u64) -> (u64, u64) {
     let relay = Relay::start(&[]);
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let file = sparse_file(src.path(), "big.bin", size);
+    let file = mostly_empty_file(src.path(), "big.bin", size);
     let s = sender(&relay.addr, CODE, &[file], &["--compress", "none"]);
     let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
     let (spid, rpid) = (s.pid(), r.pid());
