@@ -26,6 +26,52 @@ pub struct PeerChannel<R = OwnedReadHalf, W = OwnedWriteHalf> {
     pub short_authentication_string: String,
     /// Which way the bytes go, to tell the user.
     pub via: Via,
+    /// Closes the connection so that what we sent last arrives.
+    pub closing: OrderlyClose,
+}
+
+/// A second handle on the channel's connection, to close it so that our
+/// last message (an `Abort` saying why) reaches the peer.
+///
+/// Closing a TCP socket while bytes from the peer wait unread makes the
+/// kernel reset the connection and throw away what we had queued but not
+/// yet sent. A sender streams chunks, so its reason would sit behind
+/// megabytes in the send buffer while the receiver's acks arrive: the
+/// receiver would read "connection closed" instead. [`finish`] sends our
+/// end-of-stream after the queued bytes and reads (discarding) until the
+/// other side closes too, or for at most the time given.
+///
+/// [`finish`]: OrderlyClose::finish
+pub struct OrderlyClose(Option<std::net::TcpStream>);
+
+impl OrderlyClose {
+    /// A handle on `stream` (a duplicate descriptor: the socket stays open
+    /// until this is finished or dropped, even once the channel is gone).
+    pub fn new(stream: &tokio::net::TcpStream) -> Self {
+        OrderlyClose(
+            socket2::SockRef::from(stream)
+                .try_clone()
+                .ok()
+                .map(std::net::TcpStream::from),
+        )
+    }
+
+    /// Half-close our side and wait, reading and discarding, until the peer
+    /// closes or `within` has passed. Call it once the channel's halves are
+    /// dropped (they are shut for writing by then anyway).
+    pub async fn finish(self, within: Duration) {
+        let Some(std_stream) = self.0 else { return };
+        // The descriptor shares the original's non-blocking mode.
+        let Ok(mut stream) = tokio::net::TcpStream::from_std(std_stream) else {
+            return;
+        };
+        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(within, async {
+            let mut scratch = [0u8; 16 * 1024];
+            while let Ok(1..) = stream.read(&mut scratch).await {}
+        })
+        .await;
+    }
 }
 
 /// The route a channel took.
@@ -353,5 +399,58 @@ mod tests {
                 .await,
             Err(TransportError::ReadTimeout { .. })
         ));
+    }
+
+    /// Sent with the peer's bytes unread, then closed: with a plain close
+    /// the kernel resets the connection and what was still queued is lost;
+    /// with [`OrderlyClose`] all of it arrives, then the end of the stream.
+    async fn bytes_arriving_after_close(orderly: bool) -> (usize, usize, std::io::Result<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut theirs, _) = listener.accept().await.unwrap();
+        // Theirs says something we never read (acks, say).
+        theirs.write_all(&[7u8; 1024]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Ours fills every buffer on the way while they do not read.
+        let mut sent = 0;
+        let block = vec![1u8; 64 * 1024];
+        loop {
+            match ours.try_write(&block) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let closing = orderly.then(|| OrderlyClose::new(&ours));
+        drop(ours);
+        let finished = tokio::spawn(async move {
+            if let Some(closing) = closing {
+                closing.finish(Duration::from_secs(10)).await;
+            }
+        });
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = loop {
+            match theirs.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) => break Err(e),
+            }
+        };
+        drop(theirs);
+        finished.await.unwrap();
+        (sent, got, end)
+    }
+
+    #[tokio::test]
+    async fn an_orderly_close_delivers_what_was_queued_despite_unread_bytes() {
+        let (sent, got, end) = bytes_arriving_after_close(true).await;
+        assert!(end.is_ok(), "{end:?}");
+        assert_eq!(got, sent);
+        // What the test shows is real: a plain close loses the queue.
+        let (sent, got, end) = bytes_arriving_after_close(false).await;
+        assert!(end.is_err() && got < sent, "{got} of {sent}: {end:?}");
     }
 }

@@ -80,12 +80,14 @@ fn into_channel(
     peer: Role,
     deadlines: &Deadlines,
 ) -> PeerChannel {
+    let closing = crate::channel::OrderlyClose::new(&stream);
     let (read, write) = stream.into_split();
     PeerChannel {
         reader: ChannelReader::new(read, keys.opener, peer, deadlines.idle),
         writer: ChannelWriter::new(write, keys.sealer, peer),
         short_authentication_string: keys.short_authentication_string,
         via: crate::channel::Via::Direct,
+        closing,
     }
 }
 

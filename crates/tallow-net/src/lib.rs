@@ -15,7 +15,7 @@ pub mod lan;
 pub mod relay_client;
 pub mod session;
 
-pub use channel::{ChannelReader, ChannelWriter, PeerChannel, Via};
+pub use channel::{ChannelReader, ChannelWriter, OrderlyClose, PeerChannel, Via};
 pub use handshake_io::{
     handshake_as_receiver, handshake_as_sender, read_sender_hello, SenderHelloRead,
 };

@@ -34,7 +34,8 @@ use crate::lan::{announce, discover};
 use crate::relay_client::{connect_to_relay, connect_with_password, pick_relay};
 use crate::NetError;
 
-/// Longest the in-process relay is kept to deliver a last message.
+/// Longest we wait for a last message to drain out to the peer: out of our
+/// socket ([`crate::OrderlyClose`]), or through the in-process relay.
 pub const ABORT_DRAIN: Duration = Duration::from_secs(2);
 
 /// Longest a receiver listens for a sender on the local network.

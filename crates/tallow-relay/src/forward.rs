@@ -88,12 +88,28 @@ async fn pump(
     let mut buf = vec![0u8; FORWARD_BUFFER];
     let mut moved = 0u64;
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = match from.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                // `from` is gone: what it sent is queued for `to`; end the
+                // stream after it rather than let a reset drop it.
+                let _ = to.shutdown().await;
+                return Err(e);
+            }
+        };
         if n == 0 {
             // Pass the half-close on; the other direction may still flow.
             return to.shutdown().await;
         }
-        to.write_all(&buf[..n]).await?;
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            // `to` is gone. Keep reading `from` (discarding) until it
+            // closes: closing with its bytes unread would reset it and
+            // throw away what the other direction still has queued for it,
+            // often its peer's last message saying why. For a moment only.
+            let drain = async { while let Ok(1..) = from.read(&mut buf).await {} };
+            let _ = tokio::time::timeout(ERROR_GRACE, drain).await;
+            return Err(e);
+        }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
         moved += n as u64;
@@ -104,5 +120,82 @@ async fn pump(
                 tokio::time::sleep(ahead).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Two connected streams: (the client's end, the relay's end).
+    async fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (relay_end, _) = listener.accept().await.unwrap();
+        (client, relay_end)
+    }
+
+    /// One peer streams and then vanishes with a reset; the other, slow to
+    /// read and still talking, gets every byte the relay took from the
+    /// first and then a clean end, not a reset that would drop them.
+    #[tokio::test]
+    async fn a_peer_that_resets_does_not_cost_the_other_its_last_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A small receive buffer: what the relay has for this peer waits in
+        // the relay's own send buffer.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(32 * 1024).unwrap();
+        let mut slow = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (slow_at_relay, _) = listener.accept().await.unwrap();
+        let (mut gone, gone_at_relay) = connection(&listener).await;
+        let relay = tokio::spawn(forward(
+            slow_at_relay,
+            gone_at_relay,
+            Duration::from_secs(30),
+            None,
+        ));
+        // The slow peer talks (acks, say); the other streams until every
+        // buffer on the way is full, since the slow one does not read yet.
+        slow.write_all(&[1u8; 1024]).await.unwrap();
+        let block = vec![2u8; 64 * 1024];
+        let streaming = async {
+            loop {
+                if gone.write_all(&block).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(300), streaming).await;
+        // It vanishes: a reset, whatever it had queued lost.
+        socket2::SockRef::from(&gone)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(gone);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The slow peer still says something (the relay cannot pass it on
+        // now), and again, then reads. A relay that closed at once would
+        // answer the second with a reset, dropping what it had queued.
+        slow.write_all(&[3u8; 1024]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slow.write_all(&[4u8; 1024]).await.unwrap();
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = loop {
+            match slow.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n as u64,
+                Err(e) => break Err(e),
+            }
+        };
+        drop(slow);
+        let (_, from_gone, _) = relay.await.unwrap();
+        assert!(end.is_ok(), "{end:?} after {got} bytes");
+        assert!(got > 0);
+        assert_eq!(got, from_gone);
     }
 }

@@ -289,8 +289,10 @@ fn main() -> ExitCode {
 /// and stops by itself; before or after, there is nobody to tell.
 pub static TRANSFERRING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// How long a cancelled pipeline may take to tell the other side.
-const CANCEL_GRACE: Duration = Duration::from_secs(3);
+/// How long a cancelled pipeline may take to tell the other side: to send
+/// its notice, let it drain out to the peer (`ABORT_DRAIN`), and let our
+/// own relay pass it on (`ABORT_DRAIN` again).
+const CANCEL_GRACE: Duration = Duration::from_secs(6);
 
 /// Run `work`; on Ctrl-C, cancel it. A running transfer then tells the
 /// other side "cancelled" and returns; otherwise (waiting, asking), or on a

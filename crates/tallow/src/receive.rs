@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use tallow_crypto::code::DEFAULT_WORDS;
 use tallow_crypto::CodePhrase;
-use tallow_net::session::open_as_receiver;
+use tallow_net::session::{open_as_receiver, ABORT_DRAIN};
 use tallow_net::{ChannelReader, ChannelWriter};
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::machine::PeerMisbehaved;
@@ -195,6 +195,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     let early =
         confirm_connected(&mut channel, args.client.verify, Role::Receiver, &deadlines).await?;
 
+    let closing = channel.closing;
     let reader = Prefetched::new(early, channel.reader);
     let mut offer = match receive_offer(channel.writer, reader, &deadlines).await? {
         Offered::Files(offer) => offer,
@@ -400,6 +401,10 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         .accept(&options, plan, &deadlines, &mut |p| line.update(p))
         .await;
     line.finish();
+    if result.is_err() {
+        // Our reason (an Abort) must reach the sender before we go.
+        closing.finish(ABORT_DRAIN).await;
+    }
     let failed = result?;
     let failed_bytes: u64 = failed.iter().map(|f| f.size).sum();
     let received = count as u64 - skip.count() - failed.len() as u64;

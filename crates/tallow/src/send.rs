@@ -200,6 +200,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
+    let closing = channel.closing;
     let reader = Prefetched::new(early, channel.reader);
     if let Some(text) = &args.text {
         send_text(text, channel.writer, reader, &deadlines).await?;
@@ -236,6 +237,11 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     )
     .await;
     line.finish();
+    if result.is_err() {
+        // Our reason (an Abort) waits behind the chunks still queued for
+        // the receiver: let them go out before we close.
+        closing.finish(ABORT_DRAIN).await;
+    }
     // Through our own relay, a last message (an Abort) may still be in
     // flight to the receiver.
     relay_guard.drain(ABORT_DRAIN).await;
