@@ -19,6 +19,7 @@ pub mod limits;
 pub mod machine;
 pub mod manifest;
 pub mod message;
+pub mod offer;
 pub mod path;
 pub mod rendezvous;
 pub mod transport;

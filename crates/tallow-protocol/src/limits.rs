@@ -7,8 +7,8 @@ use std::time::Duration;
 /// Version byte at the start of every handshake message. Version 2: the
 /// offer lists what the sender left out. Version 3: chunk hashes are
 /// BLAKE3 chaining values (each byte hashed once; chunk sizes are powers
-/// of two).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// of two). Version 4: the offer is a header and then pages of entries.
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// Largest handshake message (the biggest is ~3.3 KB).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 8 * 1024;
@@ -21,8 +21,13 @@ pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
 /// Largest chunk size a manifest may declare.
 pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 
-/// Most files in one manifest.
-pub const MAX_MANIFEST_ENTRIES: usize = 1_000_000;
+/// Most entries (folders and files) in one offer.
+pub const MAX_MANIFEST_ENTRIES: usize = 10_000_000;
+/// Most entries of each kind in one page of an offer.
+pub const MAX_OFFER_PAGE_ENTRIES: usize = 8192;
+/// About how many bytes of entries a sender puts in one page (a page is
+/// one frame; the largest entry, a 4096-byte path, always fits).
+pub const OFFER_PAGE_BYTES: usize = 1024 * 1024;
 /// Most names of left-out entries (links, special files) an offer lists.
 pub const MAX_LEFT_OUT_NAMES: usize = 64;
 /// Longest relative path in a manifest, in bytes.

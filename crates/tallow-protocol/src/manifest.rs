@@ -149,6 +149,9 @@ pub enum ManifestError {
         "the offer's chunk size {0} is not a power of two in {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"
     )]
     ChunkSize(u32),
+    /// The pages of the offer do not add up to its header.
+    #[error("{0}")]
+    Pages(#[from] crate::offer::PageMismatch),
     /// The sizes add up to more than 2^64 - 1 bytes.
     #[error("the offer's total size overflows")]
     TotalOverflow,
@@ -186,9 +189,23 @@ impl Manifest {
     /// What was left out is not part of it: a link added to or removed
     /// from the folder changes nothing that is sent.
     pub fn identity(&self) -> [u8; 32] {
-        let mut encoded = Vec::new();
-        self.encode_entries(&mut encoded);
-        blake3::derive_key("tallow 2026-11 manifest identity v1", &encoded)
+        let mut hasher = blake3::Hasher::new_derive_key("tallow 2026-11 manifest identity v1");
+        let mut part = Vec::new();
+        self.encode_entries_in_parts(&mut part, &mut |bytes| {
+            hasher.update(bytes);
+        });
+        hasher.update(&part);
+        *hasher.finalize().as_bytes()
+    }
+
+    /// The encoding [`Encode`] writes, handed to `sink` in pieces of about
+    /// 64 KiB: hashing or storing a manifest of millions of entries needs
+    /// no buffer of its size.
+    pub fn encode_in_parts(&self, sink: &mut dyn FnMut(&[u8])) {
+        let mut part = Vec::new();
+        self.encode_entries_in_parts(&mut part, sink);
+        self.left_out.encode(&mut part);
+        sink(&part);
     }
 
     /// Top-level names (the first component of every entry), in order.
@@ -230,16 +247,7 @@ impl Manifest {
                     .map(|f| (&f.path, f.mode, f.mtime, Some(f.size))),
             );
         for (path, mode, mtime, size) in entries {
-            validate_relative_path(path).map_err(|reason| ManifestError::UnsafePath {
-                path: path.clone(),
-                reason,
-            })?;
-            if mode & !MODE_MASK != 0 {
-                return Err(ManifestError::Metadata("mode", path.clone()));
-            }
-            if mtime.nanos >= 1_000_000_000 {
-                return Err(ManifestError::Metadata("modification time", path.clone()));
-            }
+            check_entry(path, mode, mtime)?;
             if let Some(size) = size {
                 total = total
                     .checked_add(size)
@@ -277,31 +285,32 @@ impl Manifest {
     }
 
     /// The chunk size, folders and files: everything that decides what is
-    /// sent.
-    fn encode_entries(&self, out: &mut Vec<u8>) {
-        out.put_u32(self.chunk_size);
-        out.put_u32(self.dirs.len() as u32);
+    /// sent. What `part` holds at the end is still to be passed on.
+    fn encode_entries_in_parts(&self, part: &mut Vec<u8>, sink: &mut dyn FnMut(&[u8])) {
+        const PART: usize = 64 * 1024;
+        let mut flush = |part: &mut Vec<u8>| {
+            if part.len() >= PART {
+                sink(part);
+                part.clear();
+            }
+        };
+        part.put_u32(self.chunk_size);
+        part.put_u32(self.dirs.len() as u32);
         for d in &self.dirs {
-            out.put_string(&d.path, MAX_PATH_LEN);
-            put_metadata(out, d.mode, d.mtime);
+            put_dir(part, d);
+            flush(part);
         }
-        out.put_u32(self.files.len() as u32);
+        part.put_u32(self.files.len() as u32);
         for f in &self.files {
-            out.put_string(&f.path, MAX_PATH_LEN);
-            out.put_u64(f.size);
-            put_metadata(out, f.mode, f.mtime);
+            put_file(part, f);
+            flush(part);
         }
     }
 }
 
 impl Encode for Manifest {
     fn encode(&self, out: &mut Vec<u8>) {
-        self.encode_entries(out);
-        out.put_u64(self.left_out.count);
-        out.put_u32(self.left_out.names.len() as u32);
-        for name in &self.left_out.names {
-            out.put_string(name, MAX_PATH_LEN);
-        }
+        self.encode_in_parts(&mut |bytes| out.extend_from_slice(bytes));
     }
 }
 
@@ -311,26 +320,35 @@ impl Decode<'_> for Manifest {
     /// Decode and [`validate`](Manifest::validate).
     fn decode(r: &mut WireReader<'_>) -> Result<Self, ManifestError> {
         let chunk_size = r.u32("chunk size")?;
-        let dir_count = bounded_count(r, "folder count", MIN_DIR_LEN)?;
-        let mut dirs = Vec::with_capacity(dir_count);
-        for _ in 0..dir_count {
-            let path = r.string(MAX_PATH_LEN, "folder path")?.to_owned();
-            let (mode, mtime) = read_metadata(r)?;
-            dirs.push(DirEntry { path, mode, mtime });
+        let (dirs, files) = decode_entries(r, MAX_MANIFEST_ENTRIES)?;
+        let left_out = LeftOut::decode(r)?;
+        let m = Manifest {
+            chunk_size,
+            dirs,
+            files,
+            left_out,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+}
+
+impl Encode for LeftOut {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.count);
+        out.put_u32(self.names.len() as u32);
+        for name in &self.names {
+            out.put_string(name, MAX_PATH_LEN);
         }
-        let file_count = bounded_count(r, "file count", MIN_FILE_LEN)?;
-        let mut files = Vec::with_capacity(file_count);
-        for _ in 0..file_count {
-            let path = r.string(MAX_PATH_LEN, "file path")?.to_owned();
-            let size = r.u64("file size")?;
-            let (mode, mtime) = read_metadata(r)?;
-            files.push(FileEntry {
-                path,
-                size,
-                mode,
-                mtime,
-            });
-        }
+    }
+}
+
+impl Decode<'_> for LeftOut {
+    type Error = ManifestError;
+
+    /// At most [`MAX_LEFT_OUT_NAMES`] names, no more than the count, each
+    /// a valid relative path.
+    fn decode(r: &mut WireReader<'_>) -> Result<Self, ManifestError> {
         let mut left_out = LeftOut {
             count: r.u64("left-out count")?,
             names: Vec::new(),
@@ -352,15 +370,80 @@ impl Decode<'_> for Manifest {
             })?;
             left_out.names.push(name);
         }
-        let m = Manifest {
-            chunk_size,
-            dirs,
-            files,
-            left_out,
-        };
-        m.validate()?;
-        Ok(m)
+        Ok(left_out)
     }
+}
+
+/// Check one entry's own fields: a safe relative path, permission bits
+/// within [`MODE_MASK`], nanoseconds below 10^9.
+pub(crate) fn check_entry(path: &str, mode: u32, mtime: Timestamp) -> Result<(), ManifestError> {
+    validate_relative_path(path).map_err(|reason| ManifestError::UnsafePath {
+        path: path.to_owned(),
+        reason,
+    })?;
+    if mode & !MODE_MASK != 0 {
+        return Err(ManifestError::Metadata("mode", path.to_owned()));
+    }
+    if mtime.nanos >= 1_000_000_000 {
+        return Err(ManifestError::Metadata(
+            "modification time",
+            path.to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Folders and then files, each list after its count.
+pub(crate) fn encode_entries(dirs: &[DirEntry], files: &[FileEntry], out: &mut Vec<u8>) {
+    out.put_u32(dirs.len() as u32);
+    for d in dirs {
+        put_dir(out, d);
+    }
+    out.put_u32(files.len() as u32);
+    for f in files {
+        put_file(out, f);
+    }
+}
+
+fn put_dir(out: &mut Vec<u8>, d: &DirEntry) {
+    out.put_string(&d.path, MAX_PATH_LEN);
+    put_metadata(out, d.mode, d.mtime);
+}
+
+fn put_file(out: &mut Vec<u8>, f: &FileEntry) {
+    out.put_string(&f.path, MAX_PATH_LEN);
+    out.put_u64(f.size);
+    put_metadata(out, f.mode, f.mtime);
+}
+
+/// What [`encode_entries`] wrote: at most `max` entries of each kind (and
+/// no more than the bytes present could hold), fields decoded but not yet
+/// checked.
+pub(crate) fn decode_entries(
+    r: &mut WireReader<'_>,
+    max: usize,
+) -> Result<(Vec<DirEntry>, Vec<FileEntry>), ManifestError> {
+    let dir_count = bounded_count(r, "folder count", MIN_DIR_LEN, max)?;
+    let mut dirs = Vec::with_capacity(dir_count);
+    for _ in 0..dir_count {
+        let path = r.string(MAX_PATH_LEN, "folder path")?.to_owned();
+        let (mode, mtime) = read_metadata(r)?;
+        dirs.push(DirEntry { path, mode, mtime });
+    }
+    let file_count = bounded_count(r, "file count", MIN_FILE_LEN, max)?;
+    let mut files = Vec::with_capacity(file_count);
+    for _ in 0..file_count {
+        let path = r.string(MAX_PATH_LEN, "file path")?.to_owned();
+        let size = r.u64("file size")?;
+        let (mode, mtime) = read_metadata(r)?;
+        files.push(FileEntry {
+            path,
+            size,
+            mode,
+            mtime,
+        });
+    }
+    Ok((dirs, files))
 }
 
 /// A path with '/' replaced by NUL (which no valid path contains), so that
@@ -371,19 +454,20 @@ fn sort_key(path: &str) -> Vec<u8> {
         .collect()
 }
 
-/// A count, checked against the limit and against the bytes present
+/// A count, checked against `max` and against the bytes present
 /// (each entry takes at least `min_len`) before anything is allocated.
 fn bounded_count(
     r: &mut WireReader<'_>,
     what: &'static str,
     min_len: usize,
+    max: usize,
 ) -> Result<usize, ManifestError> {
     let count = r.u32(what)? as usize;
-    if count > MAX_MANIFEST_ENTRIES {
+    if count > max {
         return Err(DecodeError::TooLarge {
             what,
             got: count as u64,
-            max: MAX_MANIFEST_ENTRIES as u64,
+            max: max as u64,
         }
         .into());
     }

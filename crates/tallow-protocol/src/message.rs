@@ -5,7 +5,8 @@
 //! copies nothing.
 
 use crate::limits::{CHUNK_HEADER_LEN, MAX_REASON_LEN};
-use crate::manifest::{Manifest, ManifestError};
+use crate::manifest::ManifestError;
+use crate::offer::{OfferHeader, OfferPage};
 use crate::wire::{floor_char_boundary, Decode, DecodeError, Encode, WireReader, WireWrite};
 
 const OFFER: u8 = 1;
@@ -21,6 +22,7 @@ const KEEP_ALIVE: u8 = 10;
 const TEXT: u8 = 11;
 const FILE_FAILED: u8 = 12;
 const ZEROS: u8 = 13;
+const OFFER_PAGE: u8 = 14;
 
 /// Chunk flag: `data` is a zstd frame of the chunk's plaintext.
 const FLAG_ZSTD: u8 = 1;
@@ -62,8 +64,11 @@ impl AbortKind {
 /// One message. `'a` borrows from the frame it was decoded from.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message<'a> {
-    /// Sender → receiver: what is offered.
-    Offer(Manifest),
+    /// Sender → receiver: what is offered; the entries follow in
+    /// [`Message::OfferPage`]s.
+    Offer(OfferHeader),
+    /// Sender → receiver, right after the offer: some of its entries.
+    OfferPage(OfferPage<'a>),
     /// Receiver → sender: go ahead, starting after what is already here
     /// (from an interrupted earlier transfer of the same files).
     Accept {
@@ -159,9 +164,13 @@ impl Encode for Message<'_> {
     /// The type byte, then the fields.
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Message::Offer(m) => {
+            Message::Offer(header) => {
                 out.put_u8(OFFER);
-                m.encode(out);
+                header.encode(out);
+            }
+            Message::OfferPage(page) => {
+                out.put_u8(OFFER_PAGE);
+                page.encode(out);
             }
             Message::Accept { resume, skip } => {
                 out.put_u8(ACCEPT);
@@ -224,7 +233,8 @@ impl<'a> Decode<'a> for Message<'a> {
     /// [`decode_all`](Decode::decode_all)).
     fn decode(r: &mut WireReader<'a>) -> Result<Self, MessageError> {
         let msg = match r.u8("message type")? {
-            OFFER => Message::Offer(Manifest::decode(r)?),
+            OFFER => Message::Offer(OfferHeader::decode(r)?),
+            OFFER_PAGE => Message::OfferPage(OfferPage::decode(r)?),
             ACCEPT => Message::Accept {
                 resume: ResumePoint::decode(r)?,
                 skip: FileRuns::decode(r)?,
@@ -304,6 +314,7 @@ impl<'a> Message<'a> {
     pub fn name(&self) -> &'static str {
         match self {
             Message::Offer(_) => "Offer",
+            Message::OfferPage(_) => "OfferPage",
             Message::Accept { .. } => "Accept",
             Message::Decline { .. } => "Decline",
             Message::Chunk { .. } => "Chunk",
@@ -547,21 +558,23 @@ impl Encode for ChunkHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::FileEntry;
+    use crate::manifest::{FileEntry, Manifest};
 
     fn all_messages() -> Vec<Message<'static>> {
+        let one_file: &'static Manifest = Box::leak(Box::new(Manifest {
+            chunk_size: 65536,
+            dirs: vec![],
+            files: vec![FileEntry {
+                path: "a b/ç.txt".into(),
+                size: 7,
+                mode: 0o600,
+                mtime: Default::default(),
+            }],
+            left_out: Default::default(),
+        }));
         vec![
-            Message::Offer(Manifest {
-                chunk_size: 65536,
-                dirs: vec![],
-                files: vec![FileEntry {
-                    path: "a b/ç.txt".into(),
-                    size: 7,
-                    mode: 0o600,
-                    mtime: Default::default(),
-                }],
-                left_out: Default::default(),
-            }),
+            Message::Offer(one_file.offer_header()),
+            Message::OfferPage(one_file.offer_pages().next().unwrap()),
             Message::Accept {
                 resume: ResumePoint::default(),
                 skip: FileRuns::default(),

@@ -12,6 +12,14 @@ pub fn encode(m: Message<'_>) -> Vec<u8> {
     m.to_bytes()
 }
 
+/// The offer of `m` as a sender sends it: the header, then every page.
+/// (Any manifest, valid or not: the receiver is the one to check.)
+pub fn offer(m: &Manifest) -> Vec<Vec<u8>> {
+    std::iter::once(encode(Message::Offer(m.offer_header())))
+        .chain(m.offer_pages().map(|page| encode(Message::OfferPage(page))))
+        .collect()
+}
+
 /// A file of `size` bytes named `path` (mode 0644, time 0).
 pub fn entry(path: &str, size: u64) -> FileEntry {
     FileEntry {

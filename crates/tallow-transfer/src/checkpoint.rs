@@ -48,6 +48,9 @@ const MAGIC: &[u8; 8] = b"TALLOWCK";
 /// Version 3: chunk records hold digests (version 2 held leaves; its
 /// checkpoints are not read, and those transfers start over).
 const VERSION: u8 = 3;
+/// Longest manifest a checkpoint may hold (about 10 million entries of
+/// typical names; the offer's own limit on entries comes first).
+const MAX_STORED_MANIFEST_LEN: usize = 1 << 30;
 const CHECK_LEN: usize = 8;
 /// Bytes of one record.
 pub const RECORD_LEN: usize = BODY_LEN + CHECK_LEN;
@@ -302,24 +305,35 @@ impl CheckpointLog {
         let key = local.for_identity(&identity);
         let name = checkpoint_name(&identity);
         let tmp = format!("{name}-new");
+        // Written in pieces (a manifest of a million files takes tens of
+        // MiB), its length counted first, the check hashed as it goes.
+        let mut len = 0usize;
+        manifest.encode_in_parts(&mut |part| len += part.len());
+        let len = u32::try_from(len).map_err(std::io::Error::other)?;
         let mut header = Vec::new();
         header.put_bytes(MAGIC);
         header.put_u8(VERSION);
         header.put_bytes(&identity);
-        let encoded = manifest.to_bytes();
-        let len = u32::try_from(encoded.len()).map_err(std::io::Error::other)?;
         header.put_u32(len);
-        header.put_bytes(&encoded);
-        let c = check(&key, &header);
-        header.put_bytes(&c);
-        for r in records {
-            header.put_bytes(&r.seal(&key));
-        }
+        let mut checked = blake3::Hasher::new_keyed(&key);
+        checked.update(&header);
         let root = out.root();
         {
-            let mut f = root.create_private(&tmp)?;
+            let mut f = std::io::BufWriter::new(root.create_private(&tmp)?);
             f.write_all(&header)?;
-            f.sync_all()?;
+            let mut written = Ok(());
+            manifest.encode_in_parts(&mut |part| {
+                checked.update(part);
+                if written.is_ok() {
+                    written = f.write_all(part);
+                }
+            });
+            written?;
+            f.write_all(&checked.finalize().as_bytes()[..CHECK_LEN])?;
+            for r in records {
+                f.write_all(&r.seal(&key))?;
+            }
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
         root.rename(&tmp, &name, true)?;
         root.sync()?;
@@ -381,7 +395,7 @@ pub fn load(out: &OutputDir, name: &str, local: &LocalKey) -> Option<Loaded> {
     let mut header = vec![0u8; HEADER_LEN];
     file.read_exact(&mut header).ok()?;
     let manifest_len = u32::from_be_bytes(header[HEADER_LEN - 4..].try_into().ok()?) as usize;
-    if manifest_len > tallow_protocol::limits::MAX_FRAME_LEN {
+    if manifest_len > MAX_STORED_MANIFEST_LEN {
         return None;
     }
     let mut bytes = header;
@@ -422,7 +436,7 @@ pub fn parse(bytes: &[u8], local: &LocalKey) -> Option<(Manifest, Vec<Record>)> 
     let identity: [u8; 32] = r.array("identity").ok()?;
     let key = local.for_identity(&identity);
     let len = r.u32("manifest length").ok()? as usize;
-    if len > tallow_protocol::limits::MAX_FRAME_LEN {
+    if len > MAX_STORED_MANIFEST_LEN {
         return None;
     }
     let encoded = r.bytes(len, "manifest").ok()?;

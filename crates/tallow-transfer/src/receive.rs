@@ -49,8 +49,9 @@ use crate::resume::{self, ResumePlan};
 use crate::{FailedFile, Progress, TransferError};
 use tallow_protocol::limits::{Deadlines, ACK_INTERVAL, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES};
 use tallow_protocol::machine::{AckSchedule, Incoming, PeerMisbehaved, ReceiveMachine};
-use tallow_protocol::manifest::{Manifest, Timestamp};
+use tallow_protocol::manifest::{Manifest, ManifestError, Timestamp};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
+use tallow_protocol::offer::OfferAssembly;
 use tallow_protocol::path::PARTIAL_SUFFIX;
 use tallow_protocol::transport::{FrameSink, FrameSource};
 use tallow_protocol::wire::Decode;
@@ -213,7 +214,7 @@ impl Placement {
 
 /// An offer received and not yet answered.
 pub struct IncomingOffer<W, R> {
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     writer: W,
     reader: R,
 }
@@ -239,11 +240,19 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
         .recv_frame(&mut buf, Some(deadlines.decision))
         .await?;
     match decode(&buf) {
-        Ok(Message::Offer(manifest)) => Ok(Offered::Files(IncomingOffer {
-            manifest,
-            writer,
-            reader,
-        })),
+        Ok(Message::Offer(header)) => {
+            match read_offer_pages(OfferAssembly::new(header), &mut reader, deadlines).await {
+                Ok(manifest) => Ok(Offered::Files(IncomingOffer {
+                    manifest: Arc::new(manifest),
+                    writer,
+                    reader,
+                })),
+                Err(e) => {
+                    tell_peer_about(&mut writer, &e).await;
+                    Err(e)
+                }
+            }
+        }
         Ok(Message::Text { text }) => {
             let text = text.to_owned();
             let mut frame = Message::Done.to_frame();
@@ -266,9 +275,39 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
     }
 }
 
+/// The offer's entries, page by page (each follows at once: the idle
+/// deadline applies), checked as they come and as a whole at the end.
+async fn read_offer_pages<R: FrameSource>(
+    mut offer: OfferAssembly,
+    reader: &mut R,
+    deadlines: &Deadlines,
+) -> Result<Manifest, TransferError> {
+    let mut buf = Vec::new();
+    while !offer.is_complete() {
+        reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
+        match decode(&buf)? {
+            Message::OfferPage(page) => offer.add(page).map_err(bad_offer)?,
+            Message::Abort { kind, detail } => {
+                return Err(TransferError::PeerAborted {
+                    peer: Role::Sender,
+                    kind,
+                    detail: detail.to_owned(),
+                })
+            }
+            other => {
+                return Err(broke(PeerMisbehaved::Unexpected {
+                    got: other.name(),
+                    expected: "OfferPage",
+                }))
+            }
+        }
+    }
+    offer.finish().map_err(bad_offer)
+}
+
 impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
-    /// What the sender offers.
-    pub fn manifest(&self) -> &Manifest {
+    /// What the sender offers (shared, not copied: it can be large).
+    pub fn manifest(&self) -> &Arc<Manifest> {
         &self.manifest
     }
 
@@ -339,7 +378,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
             Ok((out, log, made, skip)) => {
                 let skipped_bytes = skip.bytes(&manifest);
                 let disk = FileWriter::new(
-                    Arc::new(manifest.clone()),
+                    manifest.clone(),
                     options.clone(),
                     out,
                     plan,
@@ -792,6 +831,14 @@ async fn stream<R: FrameSource>(
 
 fn broke(rule: PeerMisbehaved) -> TransferError {
     TransferError::broke(Role::Sender, rule)
+}
+
+/// An offer whose pages, together, are not a valid manifest.
+fn bad_offer(e: ManifestError) -> TransferError {
+    TransferError::BadMessage {
+        peer: Role::Sender,
+        source: e.into(),
+    }
 }
 
 fn decode(buf: &[u8]) -> Result<Message<'_>, TransferError> {

@@ -116,8 +116,12 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     options: SendOptions,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Vec<FailedFile>, TransferError> {
-    let mut frame = Message::Offer(tree.manifest().clone()).to_frame();
+    let mut frame = Message::Offer(tree.manifest().offer_header()).to_frame();
     writer.send_frame(&mut frame, deadlines.idle).await?;
+    for page in tree.manifest().offer_pages() {
+        Message::OfferPage(page).encode_frame(&mut frame);
+        writer.send_frame(&mut frame, deadlines.idle).await?;
+    }
 
     let mut buf = Vec::new();
     tokio::select! {
@@ -517,7 +521,7 @@ fn hash_prefix(
         if file_index == resume.files_done && upto == 0 {
             break;
         }
-        let source = tree.source(index);
+        let source = &tree.source(index);
         let mut file = tree.open(index)?;
         let mut hasher = FileHasher::new();
         for chunk_index in 0..upto {
@@ -671,7 +675,7 @@ fn produce_from_point<'s>(
         // Reading the file can fail for this file alone (`Stop::File`);
         // anything else ends the transfer.
         let mut send_file = || -> Result<bool, Stop> {
-            let source = tree.source(index);
+            let source = &tree.source(index);
             // Only the file that was listed: a link, FIFO or other file
             // put in its place since the scan, or a change to it, stops
             // here.

@@ -24,28 +24,31 @@ use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
 
 use crate::TransferError;
-use tallow_protocol::limits::MAX_FRAME_LEN;
 use tallow_protocol::manifest::{DirEntry, FileEntry, Manifest, Timestamp, MODE_MASK};
 use tallow_protocol::path::validate_relative_path;
-use tallow_protocol::wire::Encode;
 
 /// What will be offered, and where each file is on disk.
 #[derive(Debug)]
 pub struct SourceTree {
     manifest: Manifest,
+    /// The paths named on the command line.
+    roots: Vec<PathBuf>,
     /// One per manifest file, in the same order; never sent.
     sources: Vec<SourceFile>,
     skipped: Vec<PathBuf>,
 }
 
-/// Where a listed file is, and which file it was when listed.
+/// Which file a manifest entry is, and which file it was when listed. Its
+/// path is not stored (with millions of files it would double the memory
+/// the list takes): it is its root followed by the entry's name below the
+/// root's top-level name.
 #[derive(Debug, Clone)]
 struct SourceFile {
-    /// As named on the command line or found in a folder: for messages.
-    path: PathBuf,
-    /// What is opened: `path`, or for a link named on the command line, the
-    /// file it led to when listed (opening never follows a link).
-    open_path: PathBuf,
+    /// Index into [`SourceTree::roots`].
+    root: u32,
+    /// What is opened instead of the path: for a link named on the command
+    /// line, the file it led to when listed (opening never follows a link).
+    link_target: Option<Box<Path>>,
     identity: FileIdentity,
 }
 
@@ -79,10 +82,12 @@ impl SourceTree {
                 files: Vec::new(),
                 left_out: Default::default(),
             },
+            roots: paths.to_vec(),
             sources: Vec::new(),
             skipped: Vec::new(),
         };
-        for path in paths {
+        for (root, path) in paths.iter().enumerate() {
+            let root = root as u32;
             let meta = fs::metadata(path).map_err(|source| TransferError::ReadSource {
                 path: path.clone(),
                 source,
@@ -90,37 +95,30 @@ impl SourceTree {
             let name = top_level_name(path)?;
             if meta.is_dir() {
                 tree.add_dir(name.clone(), &meta);
-                tree.walk(path, &name)?;
+                tree.walk(root, &name)?;
             } else if meta.is_file() {
                 // A link named on the command line is followed once, here;
                 // its target is what will be opened and checked.
-                let open_path = match fs::symlink_metadata(path) {
-                    Ok(m) if m.file_type().is_symlink() => {
-                        fs::canonicalize(path).map_err(|source| TransferError::ReadSource {
-                            path: path.clone(),
-                            source,
-                        })?
-                    }
-                    _ => path.clone(),
+                let link_target = match fs::symlink_metadata(path) {
+                    Ok(m) if m.file_type().is_symlink() => Some(
+                        fs::canonicalize(path)
+                            .map_err(|source| TransferError::ReadSource {
+                                path: path.clone(),
+                                source,
+                            })?
+                            .into_boxed_path(),
+                    ),
+                    _ => None,
                 };
-                tree.add_file(name, path.clone(), open_path, &meta);
+                tree.add_file(name, root, link_target, &meta);
             } else {
                 return Err(unsendable(path, "it is not a regular file or a folder"));
             }
         }
-        let encoded = tree.manifest.to_bytes();
-        // The offer travels as one frame: message type, manifest, tag.
-        if encoded.len() + 1 + tallow_crypto::TAG_LEN > MAX_FRAME_LEN {
-            return Err(unsendable(
-                paths.first().map(PathBuf::as_path).unwrap_or(Path::new("")),
-                &format!(
-                    "the list of {} files and folders takes {} MiB, more than one offer may hold ({} MiB); send fewer at once, or archive them first",
-                    tree.manifest.files.len() + tree.manifest.dirs.len(),
-                    encoded.len() >> 20,
-                    MAX_FRAME_LEN >> 20
-                ),
-            ));
-        }
+        // Held for the whole transfer: no room left over from growing.
+        tree.manifest.dirs.shrink_to_fit();
+        tree.manifest.files.shrink_to_fit();
+        tree.sources.shrink_to_fit();
         tree.manifest.validate().map_err(|e| {
             unsendable(
                 paths.first().map(PathBuf::as_path).unwrap_or(Path::new("")),
@@ -129,10 +127,8 @@ impl SourceTree {
         })?;
         // One locked file would end the transfer after the receiver said
         // yes: find them now, before a code is shown.
-        let unreadable: Vec<(PathBuf, std::io::Error)> = tree
-            .sources
-            .iter()
-            .filter_map(|s| match open_listed(s) {
+        let unreadable: Vec<(PathBuf, std::io::Error)> = (0..tree.sources.len())
+            .filter_map(|index| match tree.open(index) {
                 Err(TransferError::ReadSource { path, source }) => Some((path, source)),
                 _ => None,
             })
@@ -150,8 +146,17 @@ impl SourceTree {
 
     /// Where file `index` of the manifest is on disk, as named by the user
     /// or found in a folder.
-    pub fn source(&self, index: usize) -> &Path {
-        &self.sources[index].path
+    pub fn source(&self, index: usize) -> PathBuf {
+        let (Some(file), Some(entry)) = (self.sources.get(index), self.manifest.files.get(index))
+        else {
+            return PathBuf::new();
+        };
+        let root = &self.roots[file.root as usize];
+        // A folder's files: the root, then the name below its top level.
+        match entry.path.split_once('/') {
+            Some((_, below)) => root.join(below),
+            None => root.clone(),
+        }
     }
 
     /// Open file `index` of the manifest for reading, if it is still the
@@ -172,7 +177,7 @@ impl SourceTree {
                 path: PathBuf::new(),
                 reason: format!("file {index} is not in the list"),
             })?;
-        open_listed(source)
+        open_listed(source, &self.source(index))
     }
 
     /// Links and special files that were left out.
@@ -188,7 +193,13 @@ impl SourceTree {
         });
     }
 
-    fn add_file(&mut self, path: String, source: PathBuf, open_path: PathBuf, meta: &Metadata) {
+    fn add_file(
+        &mut self,
+        path: String,
+        root: u32,
+        link_target: Option<Box<Path>>,
+        meta: &Metadata,
+    ) {
         self.manifest.files.push(FileEntry {
             path,
             size: meta.len(),
@@ -196,13 +207,15 @@ impl SourceTree {
             mtime: mtime(meta),
         });
         self.sources.push(SourceFile {
-            path: source,
-            open_path,
+            root,
+            link_target,
             identity: FileIdentity::of(meta),
         });
     }
 
-    fn walk(&mut self, root: &Path, root_name: &str) -> Result<(), TransferError> {
+    fn walk(&mut self, root_index: u32, root_name: &str) -> Result<(), TransferError> {
+        let root = self.roots[root_index as usize].clone();
+        let root = root.as_path();
         let walker = WalkDir::new(root)
             .min_depth(1)
             .follow_links(false)
@@ -235,24 +248,25 @@ impl SourceTree {
             if file_type.is_dir() {
                 self.add_dir(rel, &meta);
             } else {
-                let path = entry.path().to_path_buf();
-                self.add_file(rel, path.clone(), path, &meta);
+                self.add_file(rel, root_index, None, &meta);
             }
         }
         Ok(())
     }
 }
 
-fn open_listed(source: &SourceFile) -> Result<File, TransferError> {
+/// Open `source`, found at `path`.
+fn open_listed(source: &SourceFile, path: &Path) -> Result<File, TransferError> {
     let replaced = |detail: String| TransferError::SourceReplaced {
-        path: source.path.clone(),
+        path: path.to_owned(),
         detail,
     };
+    let open_path = source.link_target.as_deref().unwrap_or(path);
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(flags.bits() as i32)
-        .open(&source.open_path)
+        .open(open_path)
     {
         Ok(file) => file,
         Err(e) => {
@@ -262,19 +276,19 @@ fn open_listed(source: &SourceFile) -> Result<File, TransferError> {
                 errno,
                 Some(rustix::io::Errno::LOOP | rustix::io::Errno::NXIO)
             ) {
-                let now = fs::symlink_metadata(&source.open_path)
+                let now = fs::symlink_metadata(open_path)
                     .map(|m| kind(&m))
                     .unwrap_or("something else");
                 return Err(replaced(format!("it is now {now}")));
             }
             return Err(TransferError::ReadSource {
-                path: source.path.clone(),
+                path: path.to_owned(),
                 source: e,
             });
         }
     };
     let meta = file.metadata().map_err(|e| TransferError::ReadSource {
-        path: source.path.clone(),
+        path: path.to_owned(),
         source: e,
     })?;
     let now = FileIdentity::of(&meta);

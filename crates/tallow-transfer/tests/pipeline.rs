@@ -11,10 +11,12 @@ use tallow_protocol::machine::PeerMisbehaved;
 use tallow_protocol::manifest::Manifest;
 use tallow_protocol::message::{ChunkHeader, Message};
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
-use tallow_protocol::wire::{Decode, Encode};
+use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 use tallow_testkit::memory::pipe;
-use tallow_testkit::messages::{chunk, complete, encode, entry, leaf, manifest, merkle_root};
+use tallow_testkit::messages::{
+    chunk, complete, encode, entry, leaf, manifest, merkle_root, offer,
+};
 use tallow_transfer::receive::{receive_offer, IncomingOffer, Offered, ReceiveOptions};
 use tallow_transfer::send::{send_transfer, SendOptions};
 use tallow_transfer::source::SourceTree;
@@ -143,12 +145,14 @@ async fn hostile_sender(
     let ((mut s_sink, mut s_source), (r_sink, r_source)) = pipe();
     let d = deadlines();
     let script = tokio::spawn(async move {
-        let mut f = vec![0u8; FRAME_HEADER_LEN];
-        Message::Offer(manifest).encode(&mut f);
-        s_sink
-            .send_frame(&mut f, Duration::from_secs(1))
-            .await
-            .unwrap();
+        for plaintext in offer(&manifest) {
+            let mut f = vec![0u8; FRAME_HEADER_LEN];
+            f.extend_from_slice(&plaintext);
+            s_sink
+                .send_frame(&mut f, Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
         let mut replies = Vec::new();
         let mut buf = Vec::new();
         s_source
@@ -292,12 +296,14 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
         idle: Duration::from_millis(200),
         ..deadlines()
     };
-    let mut f = vec![0u8; FRAME_HEADER_LEN];
-    Message::Offer(one_file(10)).encode(&mut f);
-    s_sink
-        .send_frame(&mut f, Duration::from_secs(1))
-        .await
-        .unwrap();
+    for plaintext in offer(&one_file(10)) {
+        let mut f = vec![0u8; FRAME_HEADER_LEN];
+        f.extend_from_slice(&plaintext);
+        s_sink
+            .send_frame(&mut f, Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
     let offer = files(receive_offer(r_sink, r_source, &d).await.unwrap());
     let options = receive_options(out.path());
     let result = offer

@@ -42,10 +42,11 @@ struct Outcome {
     outside: tempfile::TempDir,
 }
 
-/// Offer `offer` (raw message bytes, so invalid offers can be sent), then,
-/// if accepted, send `frames`; the receiver runs with `extra` arguments.
+/// Offer `offer` (raw message bytes of the offer's frames, so invalid
+/// offers can be sent), then, if accepted, send `frames`; the receiver runs
+/// with `extra` arguments.
 fn against_receiver(
-    offer: Vec<u8>,
+    offer: Vec<Vec<u8>>,
     frames: Vec<Vec<u8>>,
     extra: &[&str],
     setup: impl FnOnce(&Path, &Path),
@@ -67,12 +68,18 @@ fn against_receiver(
             .await
             .unwrap();
         let mut ch = handshake_as_sender(stream, &code, &d).await.unwrap();
-        let mut f = vec![0u8; FRAME_HEADER_LEN];
-        f.extend_from_slice(&offer);
-        ch.writer
-            .send_frame(&mut f, Duration::from_secs(5))
-            .await
-            .unwrap();
+        for plaintext in offer {
+            let mut f = vec![0u8; FRAME_HEADER_LEN];
+            f.extend_from_slice(&plaintext);
+            if ch
+                .writer
+                .send_frame(&mut f, Duration::from_secs(5))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
         let mut buf = Vec::new();
         if ch
             .reader
@@ -142,12 +149,12 @@ impl Outcome {
     }
 }
 
-fn offer(files: Vec<FileEntry>) -> Vec<u8> {
+fn offer(files: Vec<FileEntry>) -> Vec<Vec<u8>> {
     offer_of(&manifest(files))
 }
 
-fn offer_of(m: &Manifest) -> Vec<u8> {
-    encode(Message::Offer(m.clone()))
+fn offer_of(m: &Manifest) -> Vec<Vec<u8>> {
+    tallow_testkit::messages::offer(m)
 }
 
 #[test]
@@ -215,12 +222,37 @@ fn manifest_with_an_absurd_size() {
 
 #[test]
 fn manifest_with_an_absurd_count() {
-    // Claims 2^32-1 files in a few bytes: refused before allocating.
-    let mut raw = vec![1u8];
-    raw.extend_from_slice(&CHUNK.to_be_bytes());
-    raw.extend_from_slice(&0u32.to_be_bytes());
-    raw.extend_from_slice(&u32::MAX.to_be_bytes());
-    against_receiver(raw, vec![], &[], |_, _| {}).refused("invalid message");
+    // A header announcing 2^63 files: refused before any page.
+    let m = manifest(vec![entry("a", 1)]);
+    let mut header = m.offer_header();
+    header.files = 1 << 63;
+    let raw = encode(Message::Offer(header));
+    against_receiver(vec![raw], vec![], &[], |_, _| {}).refused("invalid message");
+    // A page claiming 2^32-1 files in a few bytes: refused before allocating.
+    let mut page = vec![14u8];
+    page.extend_from_slice(&0u32.to_be_bytes());
+    page.extend_from_slice(&u32::MAX.to_be_bytes());
+    let frames = vec![offer_of(&m).remove(0), page];
+    against_receiver(frames, vec![], &[], |_, _| {}).refused("invalid message");
+}
+
+#[test]
+fn offer_pages_that_do_not_match_the_header() {
+    let m = manifest(vec![entry("a", 1), entry("b", 2)]);
+    // A page with more files than announced.
+    let mut header = m.offer_header();
+    header.files = 1;
+    let frames = vec![encode(Message::Offer(header)), offer_of(&m).remove(1)];
+    against_receiver(frames, vec![], &[], |_, _| {}).refused("more entries than its header");
+    // Sizes that do not add up to the announced total.
+    let mut header = m.offer_header();
+    header.total_size += 1;
+    let frames = vec![encode(Message::Offer(header)), offer_of(&m).remove(1)];
+    against_receiver(frames, vec![], &[], |_, _| {}).refused("do not add up");
+    // Entries other than those the identity stands for.
+    let other = manifest(vec![entry("a", 2), entry("b", 1)]);
+    let frames = vec![offer_of(&m).remove(0), offer_of(&other).remove(1)];
+    against_receiver(frames, vec![], &[], |_, _| {}).refused("identity");
 }
 
 #[test]
