@@ -5,7 +5,7 @@
 //! ever travel encrypted. Its [`Decode`] impl bounds every count and length
 //! before allocating and validates every path and field.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::limits::{
@@ -260,25 +260,43 @@ impl Manifest {
         // entry: sorted with '/' as the lowest byte, everything under `a/`
         // directly follows `a`, so one look at each successor finds any
         // clash in O(n log n).
-        let paths = || {
-            self.dirs
-                .iter()
-                .map(|d| (&d.path, false))
-                .chain(self.files.iter().map(|f| (&f.path, true)))
-        };
-        let mut sorted: Vec<(Vec<u8>, bool, usize)> = paths()
-            .enumerate()
-            .map(|(i, (path, is_file))| (sort_key(&comparison_key(path)), is_file, i))
-            .collect();
-        sorted.sort_unstable();
-        let name = |i: usize| paths().nth(i).map(|(p, _)| p.clone()).unwrap_or_default();
-        for pair in sorted.windows(2) {
-            let ((a, a_is_file, a_index), (b, _, b_index)) = (&pair[0], &pair[1]);
-            if a == b {
-                return Err(ManifestError::Duplicate(name(*b_index)));
+        let dirs = self.dirs.len();
+        let path = |i: u32| -> &str {
+            let i = i as usize;
+            match i.checked_sub(dirs) {
+                None => &self.dirs[i].path,
+                Some(file) => &self.files[file].path,
             }
-            if *a_is_file && b.len() > a.len() && b.starts_with(a) && b[a.len()] == 0 {
-                return Err(ManifestError::Duplicate(name(*a_index)));
+        };
+        // Sorting indices, not copies of millions of names: an ASCII name's
+        // key is itself lower-cased, made on the fly; only other names have
+        // theirs computed and kept.
+        let count = (dirs + self.files.len()) as u32;
+        let unicode: HashMap<u32, Vec<u8>> = (0..count)
+            .filter(|&i| !path(i).is_ascii())
+            .map(|i| (i, sort_key(&comparison_key(path(i)))))
+            .collect();
+        let key = |i: u32| -> SortKey<'_> {
+            match unicode.get(&i) {
+                Some(key) => SortKey::Kept(key.iter()),
+                None => SortKey::Ascii(path(i).bytes()),
+            }
+        };
+        let mut order: Vec<u32> = (0..count).collect();
+        order.sort_unstable_by(|&a, &b| key(a).cmp(key(b)));
+        for pair in order.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let (a_len, b_len) = (key(a).count(), key(b).count());
+            if key(a).eq(key(b)) {
+                return Err(ManifestError::Duplicate(path(b).to_owned()));
+            }
+            let a_is_file = a as usize >= dirs;
+            if a_is_file
+                && b_len > a_len
+                && key(b).take(a_len).eq(key(a))
+                && key(b).nth(a_len) == Some(0)
+            {
+                return Err(ManifestError::Duplicate(path(a).to_owned()));
             }
         }
         Ok(())
@@ -449,9 +467,36 @@ pub(crate) fn decode_entries(
 /// A path with '/' replaced by NUL (which no valid path contains), so that
 /// sorting puts a folder's contents right after the folder.
 fn sort_key(path: &str) -> Vec<u8> {
-    path.bytes()
-        .map(|b| if b == b'/' { 0 } else { b })
-        .collect()
+    path.bytes().map(sort_byte).collect()
+}
+
+fn sort_byte(b: u8) -> u8 {
+    if b == b'/' {
+        0
+    } else {
+        b
+    }
+}
+
+/// The bytes of a name's [`sort_key`] of its [`comparison_key`], without
+/// allocating for an ASCII name.
+#[derive(Clone)]
+enum SortKey<'a> {
+    /// An ASCII name: its key is the name lower-cased.
+    Ascii(std::str::Bytes<'a>),
+    /// Any other name: its key, computed once.
+    Kept(std::slice::Iter<'a, u8>),
+}
+
+impl Iterator for SortKey<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        match self {
+            SortKey::Ascii(bytes) => bytes.next().map(|b| sort_byte(b.to_ascii_lowercase())),
+            SortKey::Kept(bytes) => bytes.next().copied(),
+        }
+    }
 }
 
 /// A count, checked against `max` and against the bytes present
@@ -614,6 +659,15 @@ mod tests {
             manifest(&["caf\u{e9}.txt", "cafe\u{301}.txt"]).validate(),
             Err(ManifestError::Duplicate(_))
         ));
+        // A name whose key is ASCII though it is not (KELVIN SIGN is "k").
+        assert!(matches!(
+            manifest(&["\u{212A}.txt", "k.txt"]).validate(),
+            Err(ManifestError::Duplicate(_))
+        ));
+        assert!(matches!(
+            manifest(&["\u{212A}", "k/x"]).validate(),
+            Err(ManifestError::Duplicate(_))
+        ));
         // Tallow's own names in another case.
         assert!(matches!(
             manifest(&[".TALLOW-00.checkpoint"]).validate(),
@@ -748,5 +802,45 @@ mod tests {
             manifest(&[&long(MAX_PATH_LEN + 1)]).validate(),
             Err(ManifestError::UnsafePath { .. })
         ));
+    }
+
+    proptest::proptest! {
+        /// The sorted check finds exactly the clashes that comparing every
+        /// pair of names finds.
+        #[test]
+        fn clashes_are_found_as_a_pairwise_comparison_finds_them(
+            names in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec!["a", "A", "b", "\u{e9}", "e\u{301}", "k", "\u{212A}", "a b"]),
+                    1..4,
+                ),
+                1..8,
+            ),
+            dirs in 0usize..3,
+        ) {
+            let paths: Vec<String> = names.iter().map(|parts| parts.join("/")).collect();
+            let dirs = dirs.min(paths.len());
+            let m = Manifest {
+                dirs: paths[..dirs]
+                    .iter()
+                    .map(|p| DirEntry { path: p.clone(), mode: 0o755, mtime: Timestamp::default() })
+                    .collect(),
+                ..manifest(&paths[dirs..].iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            let keys: Vec<String> = paths.iter().map(|p| comparison_key(p)).collect();
+            let clash = (0..keys.len()).any(|i| {
+                (0..keys.len()).any(|j| {
+                    i != j
+                        && (keys[i] == keys[j]
+                            || (i >= dirs && keys[j].starts_with(&format!("{}/", keys[i]))))
+                })
+            });
+            proptest::prop_assert_eq!(
+                matches!(m.validate(), Err(ManifestError::Duplicate(_))),
+                clash,
+                "{:?}",
+                paths
+            );
+        }
     }
 }

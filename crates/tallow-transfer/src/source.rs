@@ -20,6 +20,7 @@
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use walkdir::WalkDir;
 
@@ -30,60 +31,44 @@ use tallow_protocol::path::validate_relative_path;
 /// What will be offered, and where each file is on disk.
 #[derive(Debug)]
 pub struct SourceTree {
-    manifest: Manifest,
+    /// Shared with the progress display, never copied (it can be large).
+    manifest: Arc<Manifest>,
     /// The paths named on the command line.
     roots: Vec<PathBuf>,
     /// One per manifest file, in the same order; never sent.
     sources: Vec<SourceFile>,
+    /// For links named on the command line (by file index, ascending): the
+    /// file each led to when listed, which is what is opened (opening never
+    /// follows a link).
+    link_targets: Vec<(u32, PathBuf)>,
     skipped: Vec<PathBuf>,
 }
 
-/// Which file a manifest entry is, and which file it was when listed. Its
-/// path is not stored (with millions of files it would double the memory
-/// the list takes): it is its root followed by the entry's name below the
-/// root's top-level name.
-#[derive(Debug, Clone)]
+/// Where a manifest entry is and which file it was when listed: with its
+/// entry's size and time, what must still hold when it is opened. Small on
+/// purpose (millions of files): its path is not stored but made from its
+/// root and the entry's name below the root's top-level name.
+#[derive(Debug, Clone, Copy)]
 struct SourceFile {
     /// Index into [`SourceTree::roots`].
     root: u32,
-    /// What is opened instead of the path: for a link named on the command
-    /// line, the file it led to when listed (opening never follows a link).
-    link_target: Option<Box<Path>>,
-    identity: FileIdentity,
-}
-
-/// What must still hold when a listed file is opened to be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
     dev: u64,
     ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-}
-
-impl FileIdentity {
-    fn of(meta: &Metadata) -> Self {
-        FileIdentity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-        }
-    }
 }
 
 impl SourceTree {
     /// Walk `paths` and build the manifest.
     pub fn scan(paths: &[PathBuf], chunk_size: u32) -> Result<Self, TransferError> {
         let mut tree = SourceTree {
-            manifest: Manifest {
+            manifest: Arc::new(Manifest {
                 chunk_size,
                 dirs: Vec::new(),
                 files: Vec::new(),
                 left_out: Default::default(),
-            },
+            }),
             roots: paths.to_vec(),
             sources: Vec::new(),
+            link_targets: Vec::new(),
             skipped: Vec::new(),
         };
         for (root, path) in paths.iter().enumerate() {
@@ -99,25 +84,23 @@ impl SourceTree {
             } else if meta.is_file() {
                 // A link named on the command line is followed once, here;
                 // its target is what will be opened and checked.
-                let link_target = match fs::symlink_metadata(path) {
-                    Ok(m) if m.file_type().is_symlink() => Some(
-                        fs::canonicalize(path)
-                            .map_err(|source| TransferError::ReadSource {
-                                path: path.clone(),
-                                source,
-                            })?
-                            .into_boxed_path(),
-                    ),
-                    _ => None,
-                };
-                tree.add_file(name, root, link_target, &meta);
+                if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    let target =
+                        fs::canonicalize(path).map_err(|source| TransferError::ReadSource {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    let index = tree.sources.len() as u32;
+                    tree.link_targets.push((index, target));
+                }
+                tree.add_file(name, root, &meta);
             } else {
                 return Err(unsendable(path, "it is not a regular file or a folder"));
             }
         }
         // Held for the whole transfer: no room left over from growing.
-        tree.manifest.dirs.shrink_to_fit();
-        tree.manifest.files.shrink_to_fit();
+        tree.listing().dirs.shrink_to_fit();
+        tree.listing().files.shrink_to_fit();
         tree.sources.shrink_to_fit();
         tree.manifest.validate().map_err(|e| {
             unsendable(
@@ -140,8 +123,14 @@ impl SourceTree {
     }
 
     /// What will be offered.
-    pub fn manifest(&self) -> &Manifest {
+    pub fn manifest(&self) -> &Arc<Manifest> {
         &self.manifest
+    }
+
+    /// The manifest while the scan fills it (not shared yet: nothing is
+    /// copied).
+    fn listing(&mut self) -> &mut Manifest {
+        Arc::make_mut(&mut self.manifest)
     }
 
     /// Where file `index` of the manifest is on disk, as named by the user
@@ -177,7 +166,14 @@ impl SourceTree {
                 path: PathBuf::new(),
                 reason: format!("file {index} is not in the list"),
             })?;
-        open_listed(source, &self.source(index))
+        let entry = &self.manifest.files[index];
+        let path = self.source(index);
+        let link_target = self
+            .link_targets
+            .binary_search_by_key(&(index as u32), |(i, _)| *i)
+            .ok()
+            .map(|at| self.link_targets[at].1.as_path());
+        open_listed(source, entry, &path, link_target)
     }
 
     /// Links and special files that were left out.
@@ -186,21 +182,15 @@ impl SourceTree {
     }
 
     fn add_dir(&mut self, path: String, meta: &Metadata) {
-        self.manifest.dirs.push(DirEntry {
+        self.listing().dirs.push(DirEntry {
             path,
             mode: meta.permissions().mode() & MODE_MASK,
             mtime: mtime(meta),
         });
     }
 
-    fn add_file(
-        &mut self,
-        path: String,
-        root: u32,
-        link_target: Option<Box<Path>>,
-        meta: &Metadata,
-    ) {
-        self.manifest.files.push(FileEntry {
+    fn add_file(&mut self, path: String, root: u32, meta: &Metadata) {
+        self.listing().files.push(FileEntry {
             path,
             size: meta.len(),
             mode: meta.permissions().mode() & MODE_MASK,
@@ -208,8 +198,8 @@ impl SourceTree {
         });
         self.sources.push(SourceFile {
             root,
-            link_target,
-            identity: FileIdentity::of(meta),
+            dev: meta.dev(),
+            ino: meta.ino(),
         });
     }
 
@@ -235,7 +225,7 @@ impl SourceTree {
                 self.skipped.push(entry.path().to_path_buf());
                 // Named for the receiver if its name would pass there.
                 let name = relative_name(root_name, root, entry.path()).ok();
-                self.manifest.left_out.push(name);
+                self.listing().left_out.push(name);
                 continue;
             }
             let rel = relative_name(root_name, root, entry.path())?;
@@ -248,20 +238,26 @@ impl SourceTree {
             if file_type.is_dir() {
                 self.add_dir(rel, &meta);
             } else {
-                self.add_file(rel, root_index, None, &meta);
+                self.add_file(rel, root_index, &meta);
             }
         }
         Ok(())
     }
 }
 
-/// Open `source`, found at `path`.
-fn open_listed(source: &SourceFile, path: &Path) -> Result<File, TransferError> {
+/// Open `source` (listed as `entry`), found at `path` or, for a link named
+/// on the command line, at its `link_target`.
+fn open_listed(
+    source: &SourceFile,
+    entry: &FileEntry,
+    path: &Path,
+    link_target: Option<&Path>,
+) -> Result<File, TransferError> {
     let replaced = |detail: String| TransferError::SourceReplaced {
         path: path.to_owned(),
         detail,
     };
-    let open_path = source.link_target.as_deref().unwrap_or(path);
+    let open_path = link_target.unwrap_or(path);
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = match OpenOptions::new()
         .read(true)
@@ -291,23 +287,22 @@ fn open_listed(source: &SourceFile, path: &Path) -> Result<File, TransferError> 
         path: path.to_owned(),
         source: e,
     })?;
-    let now = FileIdentity::of(&meta);
-    let was = source.identity;
     if !meta.is_file() {
         return Err(replaced(format!("it is now {}", kind(&meta))));
     }
-    if (now.dev, now.ino) != (was.dev, was.ino) {
+    if (meta.dev(), meta.ino()) != (source.dev, source.ino) {
         return Err(replaced(
             "another file is in its place now (a different inode)".to_owned(),
         ));
     }
-    if now.size != was.size {
+    if meta.size() != entry.size {
         return Err(replaced(format!(
             "its size went from {} to {} bytes",
-            was.size, now.size
+            entry.size,
+            meta.size()
         )));
     }
-    if now.mtime != was.mtime {
+    if mtime(&meta) != entry.mtime {
         return Err(replaced("it was modified".to_owned()));
     }
     Ok(file)

@@ -3,9 +3,11 @@
 //! the file in progress. Drawn only when stderr is a terminal (and not with
 //! `--quiet` or `--json`); at most five times a second.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
 use tallow_protocol::manifest::Manifest;
 use tallow_transfer::Progress;
 
@@ -21,8 +23,10 @@ const TEMPLATE: &str =
 pub struct ProgressLine {
     bar: ProgressBar,
     file_line: ProgressBar,
-    /// Where each file ends in the stream of bytes, and its name.
-    files: Vec<(u64, String)>,
+    /// What is transferred, to name the file at the current byte count.
+    manifest: Arc<Manifest>,
+    /// That file: its index, and where it starts and ends in the stream.
+    current: (usize, u64, u64),
     started: Instant,
     done: u64,
     /// Bytes that were already there; not counted in the speed.
@@ -38,7 +42,7 @@ pub struct ProgressLine {
 
 impl ProgressLine {
     /// `manifest`: what is being transferred, to name the current file.
-    pub fn new(quiet: bool, manifest: &Manifest) -> Self {
+    pub fn new(quiet: bool, manifest: &Arc<Manifest>) -> Self {
         let target = if quiet || events::enabled() {
             ProgressDrawTarget::hidden()
         } else {
@@ -53,19 +57,12 @@ impl ProgressLine {
         if let Ok(style) = ProgressStyle::with_template("  {msg}") {
             file_line.set_style(style);
         }
-        let mut end = 0;
-        let files = manifest
-            .files
-            .iter()
-            .map(|f| {
-                end += f.size;
-                (end, display_name(&f.path))
-            })
-            .collect();
+        let first_end = manifest.files.first().map_or(0, |f| f.size);
         ProgressLine {
             bar,
             file_line,
-            files,
+            manifest: manifest.clone(),
+            current: (0, 0, first_end),
             started: Instant::now(),
             done: 0,
             resumed: 0,
@@ -92,13 +89,13 @@ impl ProgressLine {
                 self.bar.set_position(done);
                 self.bar
                     .set_message(format!("{}/s", human_bytes(self.rate())));
-                // The first file not yet complete at this byte count.
-                let i = self.files.partition_point(|(end, _)| *end <= done);
-                if let Some((_, name)) = self.files.get(i) {
+                if let Some(i) = self.file_at(done) {
+                    let files = &self.manifest.files;
                     self.file_line.set_message(format!(
-                        "{name} ({} of {})",
+                        "{} ({} of {})",
+                        display_name(&files[i].path),
                         i + 1,
-                        self.files.len()
+                        files.len()
                     ));
                 }
                 let now = Instant::now();
@@ -157,6 +154,23 @@ impl ProgressLine {
                 Event::new("file_done").num("index", index as u64).emit();
             }
         }
+    }
+
+    /// The first file not yet complete at byte count `done`: found from
+    /// the last one (counts only grow, but for a resume's first count).
+    fn file_at(&mut self, done: u64) -> Option<usize> {
+        let files = &self.manifest.files;
+        let (mut i, mut start, mut end) = self.current;
+        if done < start {
+            (i, start, end) = (0, 0, files.first().map_or(0, |f| f.size));
+        }
+        while end <= done && i + 1 < files.len() {
+            i += 1;
+            start = end;
+            end += files[i].size;
+        }
+        self.current = (i, start, end);
+        (end > done).then_some(i)
     }
 
     /// Bytes moved per second since the start.
@@ -267,6 +281,32 @@ pub fn display_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_named_is_the_first_one_not_complete_at_the_count() {
+        let sizes = [0, 10, 0, 5];
+        let manifest = Arc::new(Manifest {
+            chunk_size: 1 << 20,
+            dirs: vec![],
+            files: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| tallow_protocol::manifest::FileEntry {
+                    path: format!("f{i}"),
+                    size,
+                    mode: 0o644,
+                    mtime: Default::default(),
+                })
+                .collect(),
+            left_out: Default::default(),
+        });
+        let mut line = ProgressLine::new(true, &manifest);
+        // Empty files are complete at once; counts grow, or start again
+        // lower (a resume).
+        for (done, file) in [(0, Some(1)), (9, Some(1)), (10, Some(3)), (15, None), (3, Some(1))] {
+            assert_eq!(line.file_at(done), file, "at {done}");
+        }
+    }
 
     #[test]
     fn ages_and_name_lists_read_naturally() {
