@@ -765,28 +765,30 @@ mod tests {
 
     #[test]
     fn entry_count_and_path_length_limits_hold_at_the_boundary() {
-        use crate::limits::MAX_PATH_LEN;
-        let mut m = Manifest {
-            chunk_size: MIN_CHUNK_SIZE,
-            dirs: vec![],
-            files: (0..MAX_MANIFEST_ENTRIES)
-                .map(|i| FileEntry {
-                    path: format!("f{i}"),
-                    size: 0,
-                    mode: 0o644,
-                    mtime: Timestamp::default(),
-                })
-                .collect(),
-            left_out: LeftOut::default(),
-        };
-        assert_eq!(m.validate(), Ok(()));
-        m.dirs.push(DirEntry {
-            path: "one-too-many".into(),
-            mode: 0o755,
-            mtime: Timestamp::default(),
-        });
+        use crate::limits::{MAX_OFFER_PAGE_ENTRIES, MAX_PATH_LEN};
+        use crate::offer::{OfferHeader, OfferPage};
+        // The offer's header: at most MAX_MANIFEST_ENTRIES folders and files
+        // (a manifest that many would take a gigabyte here; the header is
+        // where the count arrives).
+        let mut header = manifest(&["a"]).offer_header();
+        (header.dirs, header.files) = (1, MAX_MANIFEST_ENTRIES as u64 - 1);
+        assert!(OfferHeader::decode_all(&header.to_bytes()).is_ok());
+        header.dirs = 2;
         assert!(matches!(
-            m.validate(),
+            OfferHeader::decode_all(&header.to_bytes()),
+            Err(ManifestError::Decode(DecodeError::TooLarge { .. }))
+        ));
+        // A page: at most MAX_OFFER_PAGE_ENTRIES of each kind.
+        let page = |n: usize| {
+            let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+            let m = manifest(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            let mut bytes = Vec::new();
+            encode_entries(&[], &m.files, &mut bytes);
+            OfferPage::decode_all(&bytes).map(|p| p.files.len())
+        };
+        assert_eq!(page(MAX_OFFER_PAGE_ENTRIES), Ok(MAX_OFFER_PAGE_ENTRIES));
+        assert!(matches!(
+            page(MAX_OFFER_PAGE_ENTRIES + 1),
             Err(ManifestError::Decode(DecodeError::TooLarge { .. }))
         ));
 

@@ -743,6 +743,21 @@ fn pump(
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
+/// A temporary folder in memory (`/dev/shm`) when the machine has one with
+/// room for `files` more files and `bytes` more bytes, so tests with many
+/// files measure Tallow rather than the disk; otherwise the usual one.
+pub fn memory_tempdir(files: u64, bytes: u64) -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let room = rustix::fs::statvfs(shm)
+        .is_ok_and(|fs| fs.f_favail >= files && fs.f_bavail.saturating_mul(fs.f_frsize) >= bytes);
+    if room {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary folder: {e}"))
+}
+
 /// Peak resident memory (VmHWM) of a process, in bytes, polled until it
 /// exits; returns the last value seen.
 pub fn peak_rss_until_exit(pid: u32, deadline: Duration) -> u64 {

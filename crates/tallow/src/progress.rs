@@ -303,7 +303,13 @@ mod tests {
         let mut line = ProgressLine::new(true, &manifest);
         // Empty files are complete at once; counts grow, or start again
         // lower (a resume).
-        for (done, file) in [(0, Some(1)), (9, Some(1)), (10, Some(3)), (15, None), (3, Some(1))] {
+        for (done, file) in [
+            (0, Some(1)),
+            (9, Some(1)),
+            (10, Some(3)),
+            (15, None),
+            (3, Some(1)),
+        ] {
             assert_eq!(line.file_at(done), file, "at {done}");
         }
     }
