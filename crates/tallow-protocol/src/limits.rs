@@ -23,6 +23,11 @@ pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 
 /// Most entries (folders and files) in one offer.
 pub const MAX_MANIFEST_ENTRIES: usize = 10_000_000;
+/// Most bytes an offer's entries may take, encoded (their paths and fields;
+/// about 10 million entries with 80-byte paths). The receiver holds the
+/// entries in memory before its user is asked, so this bounds what a
+/// sender can make it hold.
+pub const MAX_OFFER_BYTES: u64 = 1 << 30;
 /// Most entries of each kind in one page of an offer.
 pub const MAX_OFFER_PAGE_ENTRIES: usize = 8192;
 /// About how many bytes of entries a sender puts in one page (a page is

@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::limits::{
-    MAX_CHUNK_SIZE, MAX_LEFT_OUT_NAMES, MAX_MANIFEST_ENTRIES, MAX_PATH_LEN, MIN_CHUNK_SIZE,
+    MAX_CHUNK_SIZE, MAX_LEFT_OUT_NAMES, MAX_MANIFEST_ENTRIES, MAX_OFFER_BYTES, MAX_PATH_LEN,
+    MIN_CHUNK_SIZE,
 };
 use crate::path::{comparison_key, validate_relative_path, PathError};
 use crate::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
@@ -208,6 +209,11 @@ impl Manifest {
         sink(&part);
     }
 
+    /// Bytes the entries take encoded: what [`MAX_OFFER_BYTES`] bounds.
+    pub fn entries_len(&self) -> u64 {
+        entries_len(&self.dirs, &self.files)
+    }
+
     /// Top-level names (the first component of every entry), in order.
     pub fn top_level_names(&self) -> Vec<&str> {
         let mut seen = HashSet::new();
@@ -233,6 +239,15 @@ impl Manifest {
                 what: "entry count",
                 got: count as u64,
                 max: MAX_MANIFEST_ENTRIES as u64,
+            }
+            .into());
+        }
+        let encoded = self.entries_len();
+        if encoded > MAX_OFFER_BYTES {
+            return Err(DecodeError::TooLarge {
+                what: "offer (bytes of names and fields)",
+                got: encoded,
+                max: MAX_OFFER_BYTES,
             }
             .into());
         }
@@ -421,6 +436,14 @@ pub(crate) fn encode_entries(dirs: &[DirEntry], files: &[FileEntry], out: &mut V
     for f in files {
         put_file(out, f);
     }
+}
+
+/// Bytes `dirs` and `files` take encoded, counts aside.
+pub(crate) fn entries_len(dirs: &[DirEntry], files: &[FileEntry]) -> u64 {
+    let paths: usize = dirs.iter().map(|d| d.path.len()).sum::<usize>()
+        + files.iter().map(|f| f.path.len()).sum::<usize>();
+    // The minimum lengths count a one-byte path.
+    (paths + dirs.len() * (MIN_DIR_LEN - 1) + files.len() * (MIN_FILE_LEN - 1)) as u64
 }
 
 fn put_dir(out: &mut Vec<u8>, d: &DirEntry) {

@@ -12,11 +12,12 @@
 use std::borrow::Cow;
 
 use crate::limits::{
-    MAX_CHUNK_SIZE, MAX_MANIFEST_ENTRIES, MAX_OFFER_PAGE_ENTRIES, MIN_CHUNK_SIZE, OFFER_PAGE_BYTES,
+    MAX_CHUNK_SIZE, MAX_MANIFEST_ENTRIES, MAX_OFFER_BYTES, MAX_OFFER_PAGE_ENTRIES, MIN_CHUNK_SIZE,
+    OFFER_PAGE_BYTES,
 };
 use crate::manifest::{
-    check_entry, decode_entries, encode_entries, DirEntry, FileEntry, LeftOut, Manifest,
-    ManifestError,
+    check_entry, decode_entries, encode_entries, entries_len, DirEntry, FileEntry, LeftOut,
+    Manifest, ManifestError,
 };
 use crate::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
 
@@ -47,9 +48,8 @@ pub struct OfferPage<'a> {
     pub files: Cow<'a, [FileEntry]>,
 }
 
-/// Bytes of an entry besides its path: path length, mode, time and (for a
-/// file) the size.
-const ENTRY_FIXED_LEN: usize = 2 + 4 + 8 + 4 + 8;
+/// Bytes of a file entry besides its path: path length, size, mode, time.
+const ENTRY_FIXED_LEN: usize = 2 + 8 + 4 + 8 + 4;
 
 impl Manifest {
     /// The header announcing this manifest.
@@ -199,6 +199,9 @@ pub struct OfferAssembly {
     header: OfferHeader,
     manifest: Manifest,
     total: u64,
+    /// Bytes of entries so far, against `limit` ([`MAX_OFFER_BYTES`]).
+    bytes: u64,
+    limit: u64,
 }
 
 impl OfferAssembly {
@@ -214,6 +217,8 @@ impl OfferAssembly {
             header,
             manifest,
             total: 0,
+            bytes: 0,
+            limit: MAX_OFFER_BYTES,
         }
     }
 
@@ -236,6 +241,15 @@ impl OfferAssembly {
         }
         if !page.files.is_empty() && dirs < self.header.dirs {
             return mismatch(PageMismatch::FilesBeforeFolders);
+        }
+        self.bytes += entries_len(&page.dirs, &page.files);
+        if self.bytes > self.limit {
+            return Err(DecodeError::TooLarge {
+                what: "offer (bytes of names and fields)",
+                got: self.bytes,
+                max: self.limit,
+            }
+            .into());
         }
         for f in page.files.iter() {
             self.total = self
@@ -411,6 +425,27 @@ mod tests {
             assemble(&m.offer_header(), m.offer_pages()),
             Err(ManifestError::Duplicate(_))
         ));
+    }
+
+    #[test]
+    fn the_bytes_an_offer_may_take_are_bounded_as_pages_arrive() {
+        let m = big(20_000);
+        let exact = m.entries_len();
+        for (limit, fits) in [(exact, true), (exact - 1, false)] {
+            let mut offer = OfferAssembly::new(m.offer_header());
+            offer.limit = limit;
+            let added: Result<Vec<()>, _> = m.offer_pages().map(|page| offer.add(page)).collect();
+            assert_eq!(added.is_ok(), fits, "limit {limit}");
+            if let Err(e) = added {
+                assert!(matches!(
+                    e,
+                    ManifestError::Decode(DecodeError::TooLarge { .. })
+                ));
+            }
+        }
+        // The encoded pages are what is counted.
+        let pages: usize = m.offer_pages().map(|p| p.to_bytes().len() - 8).sum();
+        assert_eq!(pages as u64, exact);
     }
 
     #[test]
