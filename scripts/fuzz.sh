@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decode message_decode manifest_paths handshake resume_records transfer_machines)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decode message_decode manifest_paths offer_pages handshake resume_records transfer_machines)
 jobs=${JOBS:-1}
 command -v cargo-fuzz >/dev/null || { echo "needs cargo-fuzz: cargo install cargo-fuzz" >&2; exit 1; }
 

@@ -173,6 +173,13 @@ impl Decode<'_> for OfferPage<'static> {
     }
 }
 
+/// Room in `entries` for `more`, growing by at least an eighth.
+fn grow<T>(entries: &mut Vec<T>, more: usize) {
+    if entries.capacity() - entries.len() < more {
+        entries.reserve_exact(more.max(entries.len() / 8));
+    }
+}
+
 /// How the pages fail to match the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PageMismatch {
@@ -257,10 +264,11 @@ impl OfferAssembly {
                 .checked_add(f.size)
                 .ok_or(ManifestError::TotalOverflow)?;
         }
-        // Exactly what arrived: doubling would hold up to twice the offer.
-        self.manifest.dirs.reserve_exact(page.dirs.len());
+        // Growing by an eighth, not by doubling (which could hold twice the
+        // offer); trimmed in `finish`.
+        grow(&mut self.manifest.dirs, page.dirs.len());
         self.manifest.dirs.extend(page.dirs.into_owned());
-        self.manifest.files.reserve_exact(page.files.len());
+        grow(&mut self.manifest.files, page.files.len());
         self.manifest.files.extend(page.files.into_owned());
         Ok(())
     }
@@ -274,7 +282,9 @@ impl OfferAssembly {
         if self.total != self.header.total_size {
             return Err(ManifestError::Pages(PageMismatch::Total));
         }
-        let manifest = self.manifest;
+        let mut manifest = self.manifest;
+        manifest.dirs.shrink_to_fit();
+        manifest.files.shrink_to_fit();
         if manifest.identity() != self.header.identity {
             return Err(ManifestError::Pages(PageMismatch::Identity));
         }

@@ -48,9 +48,12 @@ const MAGIC: &[u8; 8] = b"TALLOWCK";
 /// Version 3: chunk records hold digests (version 2 held leaves; its
 /// checkpoints are not read, and those transfers start over).
 const VERSION: u8 = 3;
-/// Longest manifest a checkpoint may hold (about 10 million entries of
-/// typical names; the offer's own limit on entries comes first).
-const MAX_STORED_MANIFEST_LEN: usize = 1 << 30;
+/// Longest manifest a checkpoint may hold: the largest offer's entries,
+/// its counts and chunk size, and what was left out (64 names at most).
+const MAX_STORED_MANIFEST_LEN: usize = tallow_protocol::limits::MAX_OFFER_BYTES as usize
+    + 12
+    + 12
+    + tallow_protocol::limits::MAX_LEFT_OUT_NAMES * (2 + tallow_protocol::limits::MAX_PATH_LEN);
 const CHECK_LEN: usize = 8;
 /// Bytes of one record.
 pub const RECORD_LEN: usize = BODY_LEN + CHECK_LEN;

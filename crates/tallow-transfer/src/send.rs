@@ -118,7 +118,11 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
 ) -> Result<Vec<FailedFile>, TransferError> {
     let mut frame = Message::Offer(tree.manifest().offer_header()).to_frame();
     writer.send_frame(&mut frame, deadlines.idle).await?;
+    // Millions of entries take a while to send: a Ctrl-C meanwhile is told.
     for page in tree.manifest().offer_pages() {
+        if options.cancel.is_cancelled() {
+            return Err(tell_cancelled(&mut writer).await);
+        }
         Message::OfferPage(page).encode_frame(&mut frame);
         writer.send_frame(&mut frame, deadlines.idle).await?;
     }

@@ -197,7 +197,15 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
 
     let closing = channel.closing;
     let reader = Prefetched::new(early, channel.reader);
-    let mut offer = match receive_offer(channel.writer, reader, &deadlines).await? {
+    let offered = match receive_offer(channel.writer, reader, &deadlines).await {
+        Ok(offered) => offered,
+        Err(e) => {
+            // A refused page was told to the sender, still sending more.
+            closing.finish(ABORT_DRAIN).await;
+            return Err(e.into());
+        }
+    };
+    let mut offer = match offered {
         Offered::Files(offer) => offer,
         Offered::Text(text) => {
             show_text(&text);
