@@ -199,6 +199,11 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         let window_open = rules.window_open();
         tokio::select! {
             biased;
+            // First: with frames and acks always ready, a later arm would
+            // never be polled on a slow link.
+            _ = options.cancel.cancelled() => {
+                break Err(tell_cancelled(&mut writer).await);
+            }
             reply = reply_rx.recv() => match hear(&mut rules, reply) {
                 Ok(Heard::Acked(acked)) => progress(Progress::Bytes { done: acked, total }),
                 // Done after our last frame: the receiver was quicker than
@@ -231,9 +236,6 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
             _ = silent(&rules) => {
                 break Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
             }
-            _ = options.cancel.cancelled() => {
-                break Err(tell_cancelled(&mut writer).await);
-            }
         }
     };
     drop(queue_rx);
@@ -262,6 +264,9 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     loop {
         tokio::select! {
             biased;
+            _ = options.cancel.cancelled() => {
+                return Err(tell_cancelled(&mut writer).await);
+            }
             reply = reply_rx.recv() => match hear(&mut rules, reply)? {
                 Heard::Acked(acked) => progress(Progress::Bytes { done: acked, total }),
                 Heard::Done => {
@@ -273,9 +278,6 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
             // only keeps a broken producer from waiting forever).
             _ = tokio::time::sleep_until(rules.reply_deadline(deadlines.idle).unwrap_or_else(|| Instant::now() + deadlines.idle).into()) => {
                 return Err(TransportError::ReadTimeout { peer: Role::Receiver, waited: deadlines.idle }.into());
-            }
-            _ = options.cancel.cancelled() => {
-                return Err(tell_cancelled(&mut writer).await);
             }
         }
     }
