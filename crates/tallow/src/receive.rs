@@ -354,7 +354,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         // The sender learns that we cannot accept, never what is here.
         let reason = match e {
             TransferError::NoSpace { .. } => "it has no space for it",
-            _ => DECLINED,
+            _ => NOT_ACCEPTED,
         };
         let _ = offer.decline(reason, &deadlines).await;
         return Err(e.into());
@@ -383,7 +383,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             flags.push("--allow-hidden");
         }
         if !flags.is_empty() {
-            let _ = offer.decline(DECLINED, &deadlines).await;
+            let _ = offer.decline(NOT_ACCEPTED, &deadlines).await;
             return Err(crate::exit::Refused(format!(
                 "not accepted with --yes alone: {}; nothing was written. Check the list above, then pass {} to accept it, or receive into an empty folder with --out",
                 placement_summary(&placement),
@@ -459,8 +459,12 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// What the sender hears when we say no (never why: what is here is ours).
+/// What the sender hears when our user says no (never why: what is here
+/// is ours).
 const DECLINED: &str = "its user said no";
+/// What the sender hears when the offer is refused without asking (with
+/// `--yes`, or because of what is here, which it is not told).
+const NOT_ACCEPTED: &str = "it could not accept this offer as it is";
 
 /// Ask about the offer; if the sender stops meanwhile (Ctrl-C there), the
 /// question ends with its reason.

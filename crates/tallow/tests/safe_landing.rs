@@ -122,8 +122,12 @@ fn an_offer_adding_to_ssh_is_refused_with_yes_alone() {
     );
     // Both sides list the same ten names and "and 1 more".
     assert!(s_err.contains("holiday-08.txt, and 1 more"), "{s_err}");
-    // The sender hears "declined", not what the receiver has.
-    assert!(s_err.contains("declined"), "{s_err}");
+    // The sender hears "declined", not what the receiver has, and not that
+    // a person said no (nobody was asked).
+    assert!(
+        s_err.contains("declined the transfer: it could not accept this offer as it is"),
+        "{s_err}"
+    );
     let home = offer.home.path().display().to_string();
     for leak in [home.as_str(), "already", "merge", "hidden"] {
         assert!(
@@ -206,7 +210,10 @@ fn a_file_that_exists_is_refused_without_telling_the_sender() {
         fs::read_to_string(out.path().join("report.pdf")).unwrap(),
         "mine"
     );
-    assert!(s_err.contains("declined"), "{s_err}");
+    assert!(
+        s_err.contains("declined the transfer: it could not accept this offer as it is"),
+        "{s_err}"
+    );
     let out_path = out.path().display().to_string();
     for leak in [out_path.as_str(), "already", "exists", "overwrite"] {
         assert!(
