@@ -122,16 +122,13 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             say!("warning: {typo:?} is not in the word list; did you mean {word:?}? (trying the code as typed)");
         }
     }
-    // Too few words is most often a word left out, and a word with no
-    // near list word may be a slip too: one more look before the sender's
-    // try is spent (a code the sender chose with --code is still taken).
+    // Too few words is most often a word left out, and a word not in the
+    // list (one with no near list word, or whose correction was turned
+    // down) may be a slip too: one more look, whose default is not to try,
+    // before the sender's try is spent (a code the sender chose with
+    // --code is still taken).
     if terminal {
-        let corrected: Vec<String> = code.suggestions().into_iter().map(|(w, _)| w).collect();
-        let unknown: Vec<String> = code
-            .unlisted_words()
-            .into_iter()
-            .filter(|w| !corrected.contains(w))
-            .collect();
+        let unknown = code.unlisted_words();
         let question = if code.word_count() < DEFAULT_WORDS {
             Some(format!(
                 "This code has {} after the number; a generated one has {DEFAULT_WORDS}. Is it complete?",

@@ -782,6 +782,23 @@ fn a_mistyped_word_is_corrected_on_a_terminal_before_connecting() {
         "{shown}"
     );
     assert_same_file(&file, &out.path().join("typo.bin"));
+    // "n" to the correction, then Enter: the code is not tried, and the
+    // sender's try is not spent.
+    let code = "6790-abacus-zoom-yodel";
+    let s = sender(&relay.addr, code, std::slice::from_ref(&file), &[]);
+    let line = receive_line(&relay.addr, "6790-abacsu-zoom-yodel", out.path(), "");
+    let (status, shown) = on_terminal(&line, b"n\n\n", Duration::ZERO);
+    assert!(!status.success(), "{shown}");
+    assert!(
+        shown.contains("Use the code as typed?") && shown.contains("code not tried"),
+        "{shown}"
+    );
+    let again = tempfile::tempdir().unwrap();
+    let r = receiver(&relay.addr, code, again.path(), &["--yes"]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    assert_same_file(&file, &again.path().join("typo.bin"));
 }
 
 /// A file the sender cannot read is named before any code is shown, not
