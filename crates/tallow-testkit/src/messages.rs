@@ -89,3 +89,18 @@ pub fn complete(m: &Manifest, chunks: &[(u32, u64, &[u8])]) -> Vec<u8> {
         merkle_root: merkle_root(m, chunks),
     })
 }
+
+/// Send each plaintext in `frames` as one frame, as a scripted peer does;
+/// stops at the first that cannot be sent (the other side gave up).
+pub async fn send_plaintexts<W: tallow_protocol::transport::FrameSink>(
+    sink: &mut W,
+    frames: &[Vec<u8>],
+    timeout: std::time::Duration,
+) -> Result<(), tallow_protocol::transport::TransportError> {
+    for plaintext in frames {
+        let mut frame = vec![0u8; tallow_crypto::FRAME_HEADER_LEN];
+        frame.extend_from_slice(plaintext);
+        sink.send_frame(&mut frame, timeout).await?;
+    }
+    Ok(())
+}

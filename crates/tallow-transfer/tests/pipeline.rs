@@ -5,17 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tallow_crypto::FRAME_HEADER_LEN;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::machine::PeerMisbehaved;
 use tallow_protocol::manifest::Manifest;
 use tallow_protocol::message::{ChunkHeader, Message};
-use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
+use tallow_protocol::transport::{FrameSource, TransportError};
 use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
 use tallow_testkit::memory::pipe;
 use tallow_testkit::messages::{
-    chunk, complete, encode, entry, leaf, manifest, merkle_root, offer,
+    chunk, complete, encode, entry, leaf, manifest, merkle_root, offer, send_plaintexts,
 };
 use tallow_transfer::receive::{receive_offer, IncomingOffer, Offered, ReceiveOptions};
 use tallow_transfer::send::{send_transfer, SendOptions};
@@ -145,14 +144,9 @@ async fn hostile_sender(
     let ((mut s_sink, mut s_source), (r_sink, r_source)) = pipe();
     let d = deadlines();
     let script = tokio::spawn(async move {
-        for plaintext in offer(&manifest) {
-            let mut f = vec![0u8; FRAME_HEADER_LEN];
-            f.extend_from_slice(&plaintext);
-            s_sink
-                .send_frame(&mut f, Duration::from_secs(1))
-                .await
-                .unwrap();
-        }
+        send_plaintexts(&mut s_sink, &offer(&manifest), Duration::from_secs(1))
+            .await
+            .unwrap();
         let mut replies = Vec::new();
         let mut buf = Vec::new();
         s_source
@@ -160,17 +154,7 @@ async fn hostile_sender(
             .await
             .unwrap();
         replies.push(buf.clone());
-        for plaintext in frames {
-            let mut f = vec![0u8; FRAME_HEADER_LEN];
-            f.extend_from_slice(&plaintext);
-            if s_sink
-                .send_frame(&mut f, Duration::from_secs(1))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+        let _ = send_plaintexts(&mut s_sink, &frames, Duration::from_secs(1)).await;
         while s_source
             .recv_frame(&mut buf, Some(Duration::from_secs(5)))
             .await
@@ -296,14 +280,9 @@ async fn a_sender_that_goes_quiet_hits_the_idle_deadline() {
         idle: Duration::from_millis(200),
         ..deadlines()
     };
-    for plaintext in offer(&one_file(10)) {
-        let mut f = vec![0u8; FRAME_HEADER_LEN];
-        f.extend_from_slice(&plaintext);
-        s_sink
-            .send_frame(&mut f, Duration::from_secs(1))
-            .await
-            .unwrap();
-    }
+    send_plaintexts(&mut s_sink, &offer(&one_file(10)), Duration::from_secs(1))
+        .await
+        .unwrap();
     let offer = files(receive_offer(r_sink, r_source, &d).await.unwrap());
     let options = receive_options(out.path());
     let result = offer

@@ -18,7 +18,7 @@ use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, Resume
 use tallow_protocol::transport::{FrameSink, FrameSource};
 use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
-use tallow_testkit::messages::{chunk, complete, encode, entry, file_end};
+use tallow_testkit::messages::{chunk, complete, encode, entry, file_end, send_plaintexts};
 
 const CODE: &str = "3141-abacus-zoom-yodel";
 const CHUNK: u32 = 4096;
@@ -68,18 +68,7 @@ fn against_receiver(
             .await
             .unwrap();
         let mut ch = handshake_as_sender(stream, &code, &d).await.unwrap();
-        for plaintext in offer {
-            let mut f = vec![0u8; FRAME_HEADER_LEN];
-            f.extend_from_slice(&plaintext);
-            if ch
-                .writer
-                .send_frame(&mut f, Duration::from_secs(5))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+        let _ = send_plaintexts(&mut ch.writer, &offer, Duration::from_secs(5)).await;
         let mut buf = Vec::new();
         if ch
             .reader
@@ -92,18 +81,7 @@ fn against_receiver(
         if !matches!(Message::decode_all(&buf), Ok(Message::Accept { .. })) {
             return;
         }
-        for plaintext in frames {
-            let mut f = vec![0u8; FRAME_HEADER_LEN];
-            f.extend_from_slice(&plaintext);
-            if ch
-                .writer
-                .send_frame(&mut f, Duration::from_secs(5))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+        let _ = send_plaintexts(&mut ch.writer, &frames, Duration::from_secs(5)).await;
         // Hold the connection open (a stalled peer) until the receiver ends.
         let _ = ch
             .reader
