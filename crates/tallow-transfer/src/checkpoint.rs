@@ -241,16 +241,30 @@ impl LocalKey {
         }
         let mut key = LocalKey([0u8; 32]);
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key.0);
-        let made = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(crate::placement::PRIVATE_FILE_MODE)
-            .custom_flags(nofollow)
-            .open(path);
-        match made {
-            Ok(mut file) => {
-                file.write_all(&key.0)?;
-                file.sync_all()?;
+        // Written whole under a private name, then linked into place: a
+        // link fails if the name exists, so a reader never sees a key file
+        // half written (several receivers started at once on a new account
+        // would otherwise read it empty and lose their resume state).
+        let mut tag = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut tag);
+        let tmp = path.with_extension(format!("new-{}", u64::from_le_bytes(tag)));
+        let written = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(crate::placement::PRIVATE_FILE_MODE)
+                .custom_flags(nofollow)
+                .open(&tmp)?;
+            file.write_all(&key.0)?;
+            file.sync_all()?;
+            fs::hard_link(&tmp, path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        match written {
+            Ok(()) => {
+                if let Some(parent) = path.parent() {
+                    let _ = fs::File::open(parent).and_then(|d| d.sync_all());
+                }
                 Ok(key)
             }
             // Another tallow made it first: use theirs.
@@ -568,6 +582,35 @@ mod tests {
 
     fn key() -> LocalKey {
         LocalKey::from_bytes([7; 32])
+    }
+
+    /// Receivers started together on a new account (a test suite, a
+    /// script) all end up with the one key, none with an error.
+    #[test]
+    fn receivers_started_at_once_share_one_local_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("data/checkpoint.key");
+            let start = std::sync::Barrier::new(8);
+            let keys: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            LocalKey::load_or_create(&path)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let first = keys[0].as_ref().unwrap().0;
+            for k in &keys {
+                assert_eq!(k.as_ref().unwrap().0, first);
+            }
+            assert_eq!(fs::read(&path).unwrap(), first);
+            let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+            assert_eq!(left.len(), 1, "no temporary files left behind");
+        }
     }
 
     fn done(file: u32) -> Record {
