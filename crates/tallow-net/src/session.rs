@@ -128,13 +128,23 @@ pub async fn open_as_sender(
         guard.tasks.push(tokio::spawn(async move {
             let _ = server.run().await;
         }));
+        // Announced only once we wait in our own room: a receiver that
+        // found us sooner would be there first, and we would pair without
+        // ever having said that we wait.
         let discovery_port = route.discovery_port;
+        let (in_room, waiting_in_room) = tokio::sync::oneshot::channel::<()>();
         announcer = Some(tokio::spawn(async move {
-            let _ = announce(room, port, discovery_port).await;
+            if waiting_in_room.await.is_ok() {
+                let _ = announce(room, port, discovery_port).await;
+            }
         }));
         let addr = format!("127.0.0.1:{port}");
+        let on_waiting = move || {
+            notify();
+            let _ = in_room.send(());
+        };
         Some(async move {
-            let stream = connect_to_relay(&addr, Role::Sender, room, deadlines, notify)
+            let stream = connect_to_relay(&addr, Role::Sender, room, deadlines, on_waiting)
                 .await
                 .map_err(|e| e.on_lan(Role::Receiver))?;
             Ok((stream, Via::LocalNetwork(None)))
