@@ -9,6 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tallow_protocol::file_list::FileList;
 use tallow_protocol::manifest::{DirEntry, FileEntry, LeftOut, Manifest, Timestamp};
 use tallow_protocol::message::Message;
 use tallow_protocol::wire::Decode;
@@ -38,14 +39,15 @@ fuzz_target!(|data: &[u8]| {
                     mtime: Timestamp::default(),
                 })
                 .collect(),
-            files: (0..data[1] % 4)
+            files: FileList::from_entries((0..data[1] % 4)
                 .map(|i| FileEntry {
                     path: format!("f{i}"),
                     size: u64::from(i) * 5000,
                     mode: 0o644,
                     mtime: Timestamp::default(),
                 })
-                .collect(),
+                )
+                .unwrap(),
             left_out: LeftOut::default(),
         };
         let records: Vec<Record> = data[2..]
@@ -76,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = resume.bytes(&Manifest {
             chunk_size: 4096,
             dirs: vec![],
-            files: vec![],
+            files: FileList::new(),
             left_out: LeftOut::default(),
         });
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use tallow_protocol::machine::{Decision, Incoming, ReceiveMachine, Reply, SendMachine};
+use tallow_protocol::file_list::FileList;
 use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
 use tallow_protocol::message::{FileRuns, Message, ResumePoint};
 use tallow_protocol::wire::Decode;
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let manifest = Manifest {
         chunk_size: CHUNK,
         dirs: vec![],
-        files: (0..files)
+        files: FileList::from_entries((0..files)
             .map(|i| FileEntry {
                 path: format!("f{i}"),
                 // 0 to 3 chunks and a bit, from the second byte's bits.
@@ -34,7 +35,8 @@ fuzz_target!(|data: &[u8]| {
                 mode: 0o644,
                 mtime: Timestamp::default(),
             })
-            .collect(),
+            )
+            .unwrap(),
         left_out: LeftOut::default(),
     };
     let start = ResumePoint {
@@ -61,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
         match receiver.on_message(Message::decode_all(frame).unwrap()) {
             Ok(Incoming::Chunk { header, data, len }) => {
                 // Only the next chunk of a file that is sent, of its length.
-                let entry = &manifest.files[header.file as usize];
+                let entry = &manifest.files.at(header.file as usize);
                 assert!(!skip.contains(header.file));
                 assert_eq!(len as u64, manifest.chunk_len(entry.size, header.index));
                 assert!(header.compressed || data.len() == len);
@@ -70,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             // A file given up on: what did not come is its rest, exactly.
             Ok(Incoming::FileFailed { file, missing, .. }) => {
                 assert!(!skip.contains(file));
-                assert!(missing <= manifest.files[file as usize].size);
+                assert!(missing <= manifest.files.at(file as usize).size);
                 received += missing;
             }
             _ => {}

@@ -8,12 +8,14 @@
 //! * [`machine`]: the rules of the transfer stream (what each side may send
 //!   when), as the sender's and the receiver's machines.
 //! * [`rendezvous`]: the relay hello and status, the only bytes a relay reads.
-//! * [`message`] and [`manifest`]: what travels inside the encrypted channel.
+//! * [`message`] and [`manifest`]: what travels inside the encrypted channel;
+//!   [`file_list`] holds an offer's files packed.
 //! * [`wire`]: the reader every decoder uses, bounding each length first.
 //! * [`path`]: rejecting unsafe names from a peer.
 //! * [`transport`]: what a pipeline needs from a connection (traits only).
 //! * [`limits`]: the protocol's bounds and deadlines.
 
+pub mod file_list;
 pub mod handshake;
 pub mod limits;
 pub mod machine;

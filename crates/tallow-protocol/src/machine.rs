@@ -264,7 +264,7 @@ impl<'m> ReceiveMachine<'m> {
             }
             Message::Chunk { header, data } => {
                 let expected = self.next_chunk_len(&header)?;
-                let entry = &self.manifest.files[self.file];
+                let entry = &self.manifest.files.at(self.file);
                 // Compressed data must be shorter than what it stands for.
                 let fits = if header.compressed {
                     !data.is_empty() && (data.len() as u64) < expected
@@ -273,7 +273,7 @@ impl<'m> ReceiveMachine<'m> {
                 };
                 if !fits {
                     return Err(PeerMisbehaved::ChunkLength {
-                        path: entry.path.clone(),
+                        path: entry.path.to_owned(),
                         index: header.index,
                         got: data.len(),
                         expected,
@@ -587,6 +587,7 @@ fn unexpected(msg: &Message<'_>, expected: &'static str) -> PeerMisbehaved {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::file_list::FileList;
     use crate::manifest::{FileEntry, LeftOut, Timestamp};
 
     const CHUNK: u32 = 4096;
@@ -596,16 +597,13 @@ mod tests {
         Manifest {
             chunk_size: CHUNK,
             dirs: vec![],
-            files: sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &size)| FileEntry {
-                    path: format!("f{i}"),
-                    size,
-                    mode: 0o644,
-                    mtime: Timestamp::default(),
-                })
-                .collect(),
+            files: FileList::from_entries(sizes.iter().enumerate().map(|(i, &size)| FileEntry {
+                path: format!("f{i}"),
+                size,
+                mode: 0o644,
+                mtime: Timestamp::default(),
+            }))
+            .unwrap(),
             left_out: LeftOut::default(),
         }
     }

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::file_list::{FileList, FileRef};
 use crate::limits::{
     MAX_CHUNK_SIZE, MAX_LEFT_OUT_NAMES, MAX_MANIFEST_ENTRIES, MAX_OFFER_BYTES, MAX_PATH_LEN,
     MIN_CHUNK_SIZE,
@@ -77,7 +78,8 @@ pub struct DirEntry {
     pub mtime: Timestamp,
 }
 
-/// A regular file in the offer.
+/// A regular file in the offer, owned (a [`FileList`] holds them packed;
+/// [`FileRef`] is one of them borrowed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     /// Relative `/`-separated path, checked by [`validate_relative_path`].
@@ -98,7 +100,7 @@ pub struct Manifest {
     /// Folders, parents before children.
     pub dirs: Vec<DirEntry>,
     /// Files, in the order they are sent; chunk messages index this list.
-    pub files: Vec<FileEntry>,
+    pub files: FileList,
     /// What the sender found in its folders and left out (symbolic links,
     /// sockets, pipes, devices), so the receiver is told.
     pub left_out: LeftOut,
@@ -169,7 +171,7 @@ const MIN_FILE_LEN: usize = MIN_DIR_LEN + 8;
 impl Manifest {
     /// Total bytes offered.
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files.sizes().iter().sum()
     }
 
     /// Number of chunks a file of `size` bytes is sent in (0 for an empty file).
@@ -211,7 +213,7 @@ impl Manifest {
 
     /// Bytes the entries take encoded: what [`MAX_OFFER_BYTES`] bounds.
     pub fn entries_len(&self) -> u64 {
-        entries_len(&self.dirs, &self.files)
+        entries_len(&self.dirs, self.files.len(), self.files.path_bytes())
     }
 
     /// Top-level names (the first component of every entry), in order.
@@ -220,7 +222,7 @@ impl Manifest {
         self.dirs
             .iter()
             .map(|d| d.path.as_str())
-            .chain(self.files.iter().map(|f| f.path.as_str()))
+            .chain(self.files.iter().map(|f| f.path))
             .map(|p| p.split('/').next().unwrap_or(p))
             .filter(|name| seen.insert(*name))
             .collect()
@@ -255,11 +257,11 @@ impl Manifest {
         let entries = self
             .dirs
             .iter()
-            .map(|d| (&d.path, d.mode, d.mtime, None))
+            .map(|d| (d.path.as_str(), d.mode, d.mtime, None))
             .chain(
                 self.files
                     .iter()
-                    .map(|f| (&f.path, f.mode, f.mtime, Some(f.size))),
+                    .map(|f| (f.path, f.mode, f.mtime, Some(f.size))),
             );
         for (path, mode, mtime, size) in entries {
             check_entry(path, mode, mtime)?;
@@ -280,7 +282,7 @@ impl Manifest {
             let i = i as usize;
             match i.checked_sub(dirs) {
                 None => &self.dirs[i].path,
-                Some(file) => &self.files[file].path,
+                Some(file) => self.files.at(file).path,
             }
         };
         // Sorting indices, not copies of millions of names: an ASCII name's
@@ -334,7 +336,7 @@ impl Manifest {
             flush(part);
         }
         part.put_u32(self.files.len() as u32);
-        for f in &self.files {
+        for f in self.files.iter() {
             put_file(part, f);
             flush(part);
         }
@@ -427,7 +429,11 @@ pub(crate) fn check_entry(path: &str, mode: u32, mtime: Timestamp) -> Result<(),
 }
 
 /// Folders and then files, each list after its count.
-pub(crate) fn encode_entries(dirs: &[DirEntry], files: &[FileEntry], out: &mut Vec<u8>) {
+pub(crate) fn encode_entries<'a>(
+    dirs: &[DirEntry],
+    files: impl ExactSizeIterator<Item = FileRef<'a>>,
+    out: &mut Vec<u8>,
+) {
     out.put_u32(dirs.len() as u32);
     for d in dirs {
         put_dir(out, d);
@@ -439,11 +445,10 @@ pub(crate) fn encode_entries(dirs: &[DirEntry], files: &[FileEntry], out: &mut V
 }
 
 /// Bytes `dirs` and `files` take encoded, counts aside.
-pub(crate) fn entries_len(dirs: &[DirEntry], files: &[FileEntry]) -> u64 {
-    let paths: usize = dirs.iter().map(|d| d.path.len()).sum::<usize>()
-        + files.iter().map(|f| f.path.len()).sum::<usize>();
+pub(crate) fn entries_len(dirs: &[DirEntry], files: usize, file_path_bytes: usize) -> u64 {
+    let paths: usize = dirs.iter().map(|d| d.path.len()).sum::<usize>() + file_path_bytes;
     // The minimum lengths count a one-byte path.
-    (paths + dirs.len() * (MIN_DIR_LEN - 1) + files.len() * (MIN_FILE_LEN - 1)) as u64
+    (paths + dirs.len() * (MIN_DIR_LEN - 1) + files * (MIN_FILE_LEN - 1)) as u64
 }
 
 fn put_dir(out: &mut Vec<u8>, d: &DirEntry) {
@@ -451,8 +456,8 @@ fn put_dir(out: &mut Vec<u8>, d: &DirEntry) {
     put_metadata(out, d.mode, d.mtime);
 }
 
-fn put_file(out: &mut Vec<u8>, f: &FileEntry) {
-    out.put_string(&f.path, MAX_PATH_LEN);
+fn put_file(out: &mut Vec<u8>, f: FileRef<'_>) {
+    out.put_string(f.path, MAX_PATH_LEN);
     out.put_u64(f.size);
     put_metadata(out, f.mode, f.mtime);
 }
@@ -463,7 +468,7 @@ fn put_file(out: &mut Vec<u8>, f: &FileEntry) {
 pub(crate) fn decode_entries(
     r: &mut WireReader<'_>,
     max: usize,
-) -> Result<(Vec<DirEntry>, Vec<FileEntry>), ManifestError> {
+) -> Result<(Vec<DirEntry>, FileList), ManifestError> {
     let dir_count = bounded_count(r, "folder count", MIN_DIR_LEN, max)?;
     let mut dirs = Vec::with_capacity(dir_count);
     for _ in 0..dir_count {
@@ -472,17 +477,12 @@ pub(crate) fn decode_entries(
         dirs.push(DirEntry { path, mode, mtime });
     }
     let file_count = bounded_count(r, "file count", MIN_FILE_LEN, max)?;
-    let mut files = Vec::with_capacity(file_count);
+    let mut files = FileList::new();
     for _ in 0..file_count {
-        let path = r.string(MAX_PATH_LEN, "file path")?.to_owned();
+        let path = r.string(MAX_PATH_LEN, "file path")?;
         let size = r.u64("file size")?;
         let (mode, mtime) = read_metadata(r)?;
-        files.push(FileEntry {
-            path,
-            size,
-            mode,
-            mtime,
-        });
+        files.push(path, size, mode, mtime)?;
     }
     Ok((dirs, files))
 }
@@ -566,18 +566,16 @@ mod tests {
         Manifest {
             chunk_size: MIN_CHUNK_SIZE,
             dirs: vec![],
-            files: paths
-                .iter()
-                .map(|p| FileEntry {
-                    path: p.to_string(),
-                    size: 10,
-                    mode: 0o644,
-                    mtime: Timestamp {
-                        secs: 1_700_000_000,
-                        nanos: 5,
-                    },
-                })
-                .collect(),
+            files: FileList::from_entries(paths.iter().map(|p| FileEntry {
+                path: p.to_string(),
+                size: 10,
+                mode: 0o644,
+                mtime: Timestamp {
+                    secs: 1_700_000_000,
+                    nanos: 5,
+                },
+            }))
+            .unwrap(),
             left_out: LeftOut::default(),
         }
     }
@@ -704,23 +702,31 @@ mod tests {
         let m = manifest(&["a", "b/c"]);
         assert_eq!(m.identity(), m.clone().identity());
         let mut sized = m.clone();
-        sized.files[0].size += 1;
+        sized.files.set_size(0, sized.files.at(0).size + 1);
         assert_ne!(sized.identity(), m.identity());
         let mut touched = m.clone();
-        touched.files[1].mtime.nanos += 1;
+        let mut t = touched.files.at(1).mtime;
+        t.nanos += 1;
+        touched.files.set_mtime(1, t);
         assert_ne!(touched.identity(), m.identity());
     }
 
     #[test]
     fn out_of_range_metadata_is_rejected() {
         let mut m = manifest(&["a"]);
-        m.files[0].mode = 0o10000;
+        m.files.set_mode(0, 0o10000);
         assert!(matches!(
             m.validate(),
             Err(ManifestError::Metadata("mode", _))
         ));
         let mut m = manifest(&["a"]);
-        m.files[0].mtime.nanos = 1_000_000_000;
+        m.files.set_mtime(
+            0,
+            Timestamp {
+                secs: 0,
+                nanos: 1_000_000_000,
+            },
+        );
         assert!(matches!(m.validate(), Err(ManifestError::Metadata(..))));
     }
 
@@ -765,7 +771,7 @@ mod tests {
             Err(ManifestError::Decode(DecodeError::Truncated(_)))
         ));
         let mut m = manifest(&["a", "b"]);
-        m.files[0].size = u64::MAX;
+        m.files.set_size(0, u64::MAX);
         assert_eq!(m.validate(), Err(ManifestError::TotalOverflow));
         let mut m = manifest(&["a"]);
         m.chunk_size = 0;
@@ -806,7 +812,7 @@ mod tests {
             let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
             let m = manifest(&names.iter().map(String::as_str).collect::<Vec<_>>());
             let mut bytes = Vec::new();
-            encode_entries(&[], &m.files, &mut bytes);
+            encode_entries(&[], m.files.iter(), &mut bytes);
             OfferPage::decode_all(&bytes).map(|p| p.files.len())
         };
         assert_eq!(page(MAX_OFFER_PAGE_ENTRIES), Ok(MAX_OFFER_PAGE_ENTRIES));

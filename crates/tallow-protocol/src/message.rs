@@ -352,7 +352,7 @@ impl ResumePoint {
     pub fn fits(&self, manifest: &crate::manifest::Manifest) -> bool {
         let files = manifest.files.len();
         let f = self.files_done as usize;
-        f < files && self.chunks_done <= manifest.chunk_count(manifest.files[f].size)
+        f < files && self.chunks_done <= manifest.chunk_count(manifest.files.at(f).size)
             || f == files && self.chunks_done == 0
     }
 
@@ -366,7 +366,7 @@ impl ResumePoint {
     /// Plaintext bytes before the point.
     pub fn bytes(&self, manifest: &crate::manifest::Manifest) -> u64 {
         let f = (self.files_done as usize).min(manifest.files.len());
-        let whole: u64 = manifest.files[..f].iter().map(|e| e.size).sum();
+        let whole: u64 = manifest.files.sizes()[..f].iter().sum();
         let part = manifest.files.get(f).map_or(0, |e| {
             (0..self.chunks_done)
                 .map(|i| manifest.chunk_len(e.size, i))
@@ -558,18 +558,20 @@ impl Encode for ChunkHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::file_list::FileList;
     use crate::manifest::{FileEntry, Manifest};
 
     fn all_messages() -> Vec<Message<'static>> {
         let one_file: &'static Manifest = Box::leak(Box::new(Manifest {
             chunk_size: 65536,
             dirs: vec![],
-            files: vec![FileEntry {
+            files: FileList::from_entries([FileEntry {
                 path: "a b/ç.txt".into(),
                 size: 7,
                 mode: 0o600,
                 mtime: Default::default(),
-            }],
+            }])
+            .unwrap(),
             left_out: Default::default(),
         }));
         vec![

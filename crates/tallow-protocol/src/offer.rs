@@ -10,14 +10,16 @@
 //! identity) and, once complete, the manifest as a whole (names that clash).
 
 use std::borrow::Cow;
+use std::ops::Range;
 
+use crate::file_list::{grow, FileList, FileRef};
 use crate::limits::{
     MAX_CHUNK_SIZE, MAX_MANIFEST_ENTRIES, MAX_OFFER_BYTES, MAX_OFFER_PAGE_ENTRIES, MIN_CHUNK_SIZE,
     OFFER_PAGE_BYTES,
 };
 use crate::manifest::{
-    check_entry, decode_entries, encode_entries, entries_len, DirEntry, FileEntry, LeftOut,
-    Manifest, ManifestError,
+    check_entry, decode_entries, encode_entries, entries_len, DirEntry, LeftOut, Manifest,
+    ManifestError,
 };
 use crate::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
 
@@ -45,8 +47,59 @@ pub struct OfferPage<'a> {
     /// Folders, parents before children.
     pub dirs: Cow<'a, [DirEntry]>,
     /// Files, in the order they are sent.
-    pub files: Cow<'a, [FileEntry]>,
+    pub files: PageFiles<'a>,
 }
+
+/// The files of one page: a run of the sender's list, or a list decoded.
+#[derive(Debug, Clone)]
+pub enum PageFiles<'a> {
+    /// Files `range` of a list.
+    Borrowed(&'a FileList, Range<usize>),
+    /// A list of their own.
+    Owned(FileList),
+}
+
+impl PageFiles<'_> {
+    /// No files.
+    pub fn none() -> Self {
+        PageFiles::Owned(FileList::new())
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        match self {
+            PageFiles::Borrowed(_, range) => range.len(),
+            PageFiles::Owned(list) => list.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The files, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = FileRef<'_>> + '_ {
+        let (list, range) = match self {
+            PageFiles::Borrowed(list, range) => (*list, range.clone()),
+            PageFiles::Owned(list) => (list, 0..list.len()),
+        };
+        range.map(move |i| list.at(i))
+    }
+
+    /// Bytes of their paths together.
+    fn path_bytes(&self) -> usize {
+        self.iter().map(|f| f.path.len()).sum()
+    }
+}
+
+impl PartialEq for PageFiles<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for PageFiles<'_> {}
 
 /// Bytes of a file entry besides its path: path length, size, mode, time.
 const ENTRY_FIXED_LEN: usize = 2 + 8 + 4 + 8 + 4;
@@ -68,36 +121,38 @@ impl Manifest {
     /// entries and, beyond its first entry, about [`OFFER_PAGE_BYTES`].
     /// Folders and files never share a page. None for an empty offer.
     pub fn offer_pages(&self) -> impl Iterator<Item = OfferPage<'_>> {
-        let dir_pages = pages(&self.dirs, |d| d.path.len()).map(|dirs| OfferPage {
-            dirs: Cow::Borrowed(dirs),
-            files: Cow::Borrowed(&[]),
+        let dir_pages = pages(self.dirs.len(), |i| self.dirs[i].path.len()).map(|r| OfferPage {
+            dirs: Cow::Borrowed(&self.dirs[r]),
+            files: PageFiles::none(),
         });
-        let file_pages = pages(&self.files, |f| f.path.len()).map(|files| OfferPage {
+        let files = &self.files;
+        let file_pages = pages(files.len(), |i| files.at(i).path.len()).map(|r| OfferPage {
             dirs: Cow::Borrowed(&[]),
-            files: Cow::Borrowed(files),
+            files: PageFiles::Borrowed(files, r),
         });
         dir_pages.chain(file_pages)
     }
 }
 
-/// `entries` cut into pages by count and by encoded size.
-fn pages<T>(entries: &[T], path_len: impl Fn(&T) -> usize) -> impl Iterator<Item = &[T]> {
-    let mut rest = entries;
+/// `count` entries cut into pages (ranges of their indices) by count and
+/// by encoded size.
+fn pages(count: usize, path_len: impl Fn(usize) -> usize) -> impl Iterator<Item = Range<usize>> {
+    let mut start = 0;
     std::iter::from_fn(move || {
-        if rest.is_empty() {
+        if start == count {
             return None;
         }
         let mut bytes = 0;
-        let mut n = 0;
-        for entry in rest.iter().take(MAX_OFFER_PAGE_ENTRIES) {
-            bytes += path_len(entry) + ENTRY_FIXED_LEN;
-            if n > 0 && bytes > OFFER_PAGE_BYTES {
+        let mut end = start;
+        while end < count.min(start + MAX_OFFER_PAGE_ENTRIES) {
+            bytes += path_len(end) + ENTRY_FIXED_LEN;
+            if end > start && bytes > OFFER_PAGE_BYTES {
                 break;
             }
-            n += 1;
+            end += 1;
         }
-        let (page, after) = rest.split_at(n);
-        rest = after;
+        let page = start..end;
+        start = end;
         Some(page)
     })
 }
@@ -149,7 +204,7 @@ impl Decode<'_> for OfferHeader {
 
 impl Encode for OfferPage<'_> {
     fn encode(&self, out: &mut Vec<u8>) {
-        encode_entries(&self.dirs, &self.files, out);
+        encode_entries(&self.dirs, self.files.iter(), out);
     }
 }
 
@@ -163,20 +218,13 @@ impl Decode<'_> for OfferPage<'static> {
         for d in &dirs {
             check_entry(&d.path, d.mode, d.mtime)?;
         }
-        for f in &files {
-            check_entry(&f.path, f.mode, f.mtime)?;
+        for f in files.iter() {
+            check_entry(f.path, f.mode, f.mtime)?;
         }
         Ok(OfferPage {
             dirs: Cow::Owned(dirs),
-            files: Cow::Owned(files),
+            files: PageFiles::Owned(files),
         })
-    }
-}
-
-/// Room in `entries` for `more`, growing by at least an eighth.
-fn grow<T>(entries: &mut Vec<T>, more: usize) {
-    if entries.capacity() - entries.len() < more {
-        entries.reserve_exact(more.max(entries.len() / 8));
     }
 }
 
@@ -217,7 +265,7 @@ impl OfferAssembly {
         let manifest = Manifest {
             chunk_size: header.chunk_size,
             dirs: Vec::new(),
-            files: Vec::new(),
+            files: FileList::new(),
             left_out: header.left_out.clone(),
         };
         OfferAssembly {
@@ -249,7 +297,7 @@ impl OfferAssembly {
         if !page.files.is_empty() && dirs < self.header.dirs {
             return mismatch(PageMismatch::FilesBeforeFolders);
         }
-        self.bytes += entries_len(&page.dirs, &page.files);
+        self.bytes += entries_len(&page.dirs, page.files.len(), page.files.path_bytes());
         if self.bytes > self.limit {
             return Err(DecodeError::TooLarge {
                 what: "offer (bytes of names and fields)",
@@ -268,8 +316,12 @@ impl OfferAssembly {
         // offer); trimmed in `finish`.
         grow(&mut self.manifest.dirs, page.dirs.len());
         self.manifest.dirs.extend(page.dirs.into_owned());
-        grow(&mut self.manifest.files, page.files.len());
-        self.manifest.files.extend(page.files.into_owned());
+        self.manifest
+            .files
+            .reserve(page.files.len(), page.files.path_bytes());
+        for f in page.files.iter() {
+            self.manifest.files.push(f.path, f.size, f.mode, f.mtime)?;
+        }
         Ok(())
     }
 
@@ -296,7 +348,7 @@ impl OfferAssembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Timestamp;
+    use crate::manifest::{FileEntry, Timestamp};
     use crate::wire::Decode;
 
     fn file(path: String, size: u64) -> FileEntry {
@@ -318,9 +370,10 @@ mod tests {
                     mtime: Timestamp::default(),
                 })
                 .collect(),
-            files: (0..files)
-                .map(|i| file(format!("d{}/f{i}", i % 10), i as u64))
-                .collect(),
+            files: FileList::from_entries(
+                (0..files).map(|i| file(format!("d{}/f{i}", i % 10), i as u64)),
+            )
+            .unwrap(),
             left_out: LeftOut::default(),
         }
     }
@@ -350,9 +403,10 @@ mod tests {
         assert_eq!(assemble(&m.offer_header(), pages).unwrap(), m);
         // Long names: pages are cut by size too.
         let long = Manifest {
-            files: (0..2000)
-                .map(|i| file(format!("{i:04}{}", "x".repeat(230)), 1))
-                .collect(),
+            files: FileList::from_entries(
+                (0..2000).map(|i| file(format!("{i:04}{}", "x".repeat(230)), 1)),
+            )
+            .unwrap(),
             ..big(0)
         };
         assert!(long
@@ -388,7 +442,7 @@ mod tests {
             1,
             OfferPage {
                 dirs: Cow::Borrowed(&[]),
-                files: Cow::Borrowed(&[]),
+                files: PageFiles::none(),
             },
         );
         assert_eq!(
@@ -422,7 +476,7 @@ mod tests {
         // An unsafe name is refused by the page that carries it.
         let bad = OfferPage {
             dirs: Cow::Borrowed(&[]),
-            files: Cow::Owned(vec![file("../up".into(), 1)]),
+            files: PageFiles::Owned(FileList::from_entries([file("../up".into(), 1)]).unwrap()),
         };
         assert!(matches!(
             OfferPage::decode_all(&bad.to_bytes()),
@@ -430,7 +484,9 @@ mod tests {
         ));
         // Names that clash across pages are found once all are in.
         let mut m = big(10_000);
-        m.files.push(file("D7/F7".into(), 0));
+        m.files
+            .push("D7/F7", 0, 0o644, Timestamp::default())
+            .unwrap();
         assert!(matches!(
             assemble(&m.offer_header(), m.offer_pages()),
             Err(ManifestError::Duplicate(_))

@@ -3,6 +3,7 @@
 
 use tallow_crypto::file_hash::chunk_digest;
 use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
+use tallow_protocol::file_list::FileList;
 use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
 use tallow_protocol::message::{ChunkHeader, Message};
 use tallow_protocol::wire::Encode;
@@ -35,7 +36,7 @@ pub fn manifest(chunk_size: u32, files: Vec<FileEntry>) -> Manifest {
     Manifest {
         chunk_size,
         dirs: vec![],
-        files,
+        files: FileList::from_entries(files).expect("a test's files fit in an offer"),
         left_out: LeftOut::default(),
     }
 }

@@ -578,6 +578,7 @@ impl RecordedProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tallow_protocol::file_list::FileList;
     use tallow_protocol::manifest::{FileEntry, Timestamp};
 
     fn key() -> LocalKey {
@@ -629,7 +630,7 @@ mod tests {
         Manifest {
             chunk_size: 4096,
             dirs: vec![],
-            files: vec![
+            files: FileList::from_entries([
                 FileEntry {
                     path: "a".into(),
                     size: 5000,
@@ -642,7 +643,8 @@ mod tests {
                     mode: 0o644,
                     mtime: Timestamp::default(),
                 },
-            ],
+            ])
+            .unwrap(),
             left_out: Default::default(),
         }
     }

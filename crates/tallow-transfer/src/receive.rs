@@ -513,7 +513,7 @@ fn prepare(
     // is not continued.
     if skip.contains(plan.point.files_done) {
         plan.forget_partial(manifest);
-        let entry = &manifest.files[plan.point.files_done as usize];
+        let entry = &manifest.files.at(plan.point.files_done as usize);
         let (dir, name) = split_parent(&entry.path);
         if let Ok(Some(folder)) = out.folder(dir, false, &mut |_| {}) {
             let _ = folder.remove(&format!("{name}{PARTIAL_SUFFIX}"));
@@ -679,8 +679,8 @@ fn placement(manifest: &Manifest, options: &ReceiveOptions, plan: &ResumePlan) -
         let inside = manifest
             .dirs
             .iter()
-            .map(|d| &d.path)
-            .chain(manifest.files.iter().map(|f| &f.path))
+            .map(|d| d.path.as_str())
+            .chain(manifest.files.iter().map(|f| f.path))
             .filter(|p| p.starts_with(&prefix));
         // A top-level file that exists is refused by check_destination.
         let is_folder =
@@ -1105,13 +1105,13 @@ impl FileWriter {
         } else {
             data
         };
-        let entry = &self.manifest.files[self.index];
+        let entry = &self.manifest.files.at(self.index);
         let chunks = self.manifest.chunk_count(entry.size);
         let digest = chunk_digest(chunks, self.manifest.chunk_size, header.index, plain);
         let leaf = leaf_hash(header.file, header.index, &digest);
         if !bool::from(leaf.ct_eq(&header.leaf)) {
             return Err(TransferError::ChunkIntegrity {
-                path: self.manifest.files[self.index].path.clone(),
+                path: self.manifest.files.at(self.index).path.to_owned(),
                 chunk: header.index,
             });
         }
@@ -1165,9 +1165,9 @@ impl FileWriter {
             let _ = open.folder.remove(&open.name);
         }
         self.counters.bytes.fetch_add(missing, Ordering::Relaxed);
-        let entry = &self.manifest.files[self.index];
+        let entry = &self.manifest.files.at(self.index);
         self.failed.push(FailedFile {
-            path: entry.path.clone(),
+            path: entry.path.to_owned(),
             size: entry.size,
             reason: format!("the sender could not send it: {reason}"),
         });
@@ -1192,7 +1192,7 @@ impl FileWriter {
             &mut self.resumed,
             &mut self.folder,
             &self.out,
-            &self.manifest.files[self.index].path,
+            &self.manifest.files.at(self.index).path,
         )?;
         start_check(
             &mut self.check,
@@ -1246,7 +1246,7 @@ impl FileWriter {
     /// The sender's compressed chunk does not inflate to its length.
     fn undecompressable(&self, index: u64, expected: usize) -> TransferError {
         broke(PeerMisbehaved::Decompression {
-            path: self.manifest.files[self.index].path.clone(),
+            path: self.manifest.files.at(self.index).path.to_owned(),
             index,
             expected,
         })
@@ -1264,7 +1264,7 @@ impl FileWriter {
         let Some(open) = self.current.take() else {
             return Ok(());
         };
-        let entry = self.manifest.files[self.index].clone();
+        let entry = self.manifest.files.at(self.index).to_entry();
         // A resumed partial taken from the records must still hold them.
         if let Some(mut check) = self.check.take_if(|c| c.file == self.index) {
             if let Some(chunk) = check.first_damaged() {
@@ -1338,7 +1338,7 @@ impl FileWriter {
     fn place(&mut self, files: &[Verified]) -> Result<(), TransferError> {
         let mut folders: Vec<&Folder> = Vec::new();
         for v in files {
-            let path = &self.manifest.files[v.index as usize].path;
+            let path = self.manifest.files.at(v.index as usize).path;
             let replace = self.options.overwrite || self.ours.contains(path);
             let failed = |source| TransferError::WriteOutput {
                 path: v.folder.path().join(&v.name),

@@ -258,7 +258,7 @@ pub fn plan(
             .iter()
             .zip(&unchanged)
             .filter(|(_, yes)| **yes)
-            .map(|(f, _)| f.path.clone()),
+            .map(|(f, _)| f.path.to_owned()),
     );
     if !resume {
         plan.obsolete.push(name);
@@ -266,7 +266,7 @@ pub fn plan(
     }
     let mut k = 0;
     while k < manifest.files.len() {
-        let entry = &manifest.files[k];
+        let entry = &manifest.files.at(k);
         // Done, or renamed into place just before an interruption kept the
         // "done" record from being written: every chunk durable, no partial
         // left, and the file under its final name holds exactly those chunks.
@@ -287,7 +287,7 @@ pub fn plan(
             _ => break,
         };
         plan.stamps.push(stamp);
-        plan.ours.insert(entry.path.clone());
+        plan.ours.insert(entry.path.to_owned());
         plan.digests.extend_from_slice(&progress.digests[k]);
         k += 1;
     }
@@ -344,7 +344,7 @@ pub(crate) fn intact_prefix(
     digests: &[[u8; 32]],
     on_chunk: &mut dyn FnMut(u64) -> bool,
 ) -> usize {
-    let size = manifest.files[index].size;
+    let size = manifest.files.at(index).size;
     let chunks = manifest.chunk_count(size);
     let mut buf = Vec::new();
     digests
@@ -365,6 +365,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::CheckpointLog;
     use std::fs;
+    use tallow_protocol::file_list::FileList;
     use tallow_protocol::manifest::{FileEntry, Timestamp};
 
     fn key() -> LocalKey {
@@ -428,7 +429,7 @@ mod tests {
         let m = Manifest {
             chunk_size: 4096,
             dirs: vec![],
-            files: vec![entry("a", 5000), entry("b", 4 * 4096)],
+            files: FileList::from_entries([entry("a", 5000), entry("b", 4 * 4096)]).unwrap(),
             left_out: Default::default(),
         };
         let a = data(5000, 1);
@@ -585,7 +586,9 @@ mod tests {
     #[test]
     fn changed_sources_start_over_and_say_so() {
         let (dir, mut m, _) = setup();
-        m.files[1].mtime.secs += 1;
+        let mut t = m.files.at(1).mtime;
+        t.secs += 1;
+        m.files.set_mtime(1, t);
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point, ResumePoint::default());
         assert!(p.source_changed);

@@ -809,7 +809,7 @@ fn produce_from_point<'s>(
                     return Ok(failed);
                 }
                 failed.push(FailedFile {
-                    path: entry.path.clone(),
+                    path: entry.path.to_owned(),
                     size: entry.size,
                     reason: e.to_string(),
                 });

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use walkdir::WalkDir;
 
 use crate::TransferError;
-use tallow_protocol::manifest::{DirEntry, FileEntry, Manifest, Timestamp, MODE_MASK};
+use tallow_protocol::file_list::{FileList, FileRef};
+use tallow_protocol::manifest::{DirEntry, Manifest, Timestamp, MODE_MASK};
 use tallow_protocol::path::validate_relative_path;
 
 /// What will be offered, and where each file is on disk.
@@ -35,8 +36,8 @@ pub struct SourceTree {
     manifest: Arc<Manifest>,
     /// The paths named on the command line.
     roots: Vec<PathBuf>,
-    /// One per manifest file, in the same order; never sent.
-    sources: Vec<SourceFile>,
+    /// Which file each manifest file was when listed; never sent.
+    sources: SourceFiles,
     /// For links named on the command line (by file index, ascending): the
     /// file each led to when listed, which is what is opened (opening never
     /// follows a link).
@@ -44,16 +45,64 @@ pub struct SourceTree {
     skipped: Vec<PathBuf>,
 }
 
-/// Where a manifest entry is and which file it was when listed: with its
-/// entry's size and time, what must still hold when it is opened. Small on
-/// purpose (millions of files): its path is not stored but made from its
-/// root and the entry's name below the root's top-level name.
+/// Where each manifest file is and which file it was when listed: with
+/// its entry's size and time, what must still hold when it is opened.
+/// Small on purpose (millions of files): a path is not stored but made from
+/// its root and the entry's name below the root's top-level name, and the
+/// root and device are kept once per run of files that share them, so a
+/// file costs its inode number.
+#[derive(Debug, Default)]
+struct SourceFiles {
+    inos: Vec<u64>,
+    /// (first file, index into [`SourceTree::roots`]), by first file.
+    roots: Vec<(u32, u32)>,
+    /// (first file, device), by first file.
+    devs: Vec<(u32, u64)>,
+}
+
+/// The value of the run (first index, value) that `index` falls in.
+fn run_value<T: Copy>(runs: &[(u32, T)], index: usize) -> Option<T> {
+    let after = runs.partition_point(|&(first, _)| first as usize <= index);
+    runs.get(after.checked_sub(1)?).map(|&(_, v)| v)
+}
+
+/// One file of [`SourceFiles`].
 #[derive(Debug, Clone, Copy)]
 struct SourceFile {
-    /// Index into [`SourceTree::roots`].
     root: u32,
     dev: u64,
     ino: u64,
+}
+
+impl SourceFiles {
+    fn len(&self) -> usize {
+        self.inos.len()
+    }
+
+    fn push(&mut self, root: u32, dev: u64, ino: u64) {
+        let index = self.inos.len() as u32;
+        if self.roots.last().is_none_or(|&(_, r)| r != root) {
+            self.roots.push((index, root));
+        }
+        if self.devs.last().is_none_or(|&(_, d)| d != dev) {
+            self.devs.push((index, dev));
+        }
+        self.inos.push(ino);
+    }
+
+    fn get(&self, index: usize) -> Option<SourceFile> {
+        Some(SourceFile {
+            root: run_value(&self.roots, index)?,
+            dev: run_value(&self.devs, index)?,
+            ino: *self.inos.get(index)?,
+        })
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.inos.shrink_to_fit();
+        self.roots.shrink_to_fit();
+        self.devs.shrink_to_fit();
+    }
 }
 
 impl SourceTree {
@@ -63,11 +112,11 @@ impl SourceTree {
             manifest: Arc::new(Manifest {
                 chunk_size,
                 dirs: Vec::new(),
-                files: Vec::new(),
+                files: FileList::new(),
                 left_out: Default::default(),
             }),
             roots: paths.to_vec(),
-            sources: Vec::new(),
+            sources: SourceFiles::default(),
             link_targets: Vec::new(),
             skipped: Vec::new(),
         };
@@ -93,7 +142,7 @@ impl SourceTree {
                     let index = tree.sources.len() as u32;
                     tree.link_targets.push((index, target));
                 }
-                tree.add_file(name, root, &meta);
+                tree.add_file(&name, root, &meta)?;
             } else {
                 return Err(unsendable(path, "it is not a regular file or a folder"));
             }
@@ -166,14 +215,14 @@ impl SourceTree {
                 path: PathBuf::new(),
                 reason: format!("file {index} is not in the list"),
             })?;
-        let entry = &self.manifest.files[index];
+        let entry = &self.manifest.files.at(index);
         let path = self.source(index);
         let link_target = self
             .link_targets
             .binary_search_by_key(&(index as u32), |(i, _)| *i)
             .ok()
             .map(|at| self.link_targets[at].1.as_path());
-        open_listed(source, entry, &path, link_target)
+        open_listed(&source, entry, &path, link_target)
     }
 
     /// Links and special files that were left out.
@@ -189,18 +238,14 @@ impl SourceTree {
         });
     }
 
-    fn add_file(&mut self, path: String, root: u32, meta: &Metadata) {
-        self.listing().files.push(FileEntry {
-            path,
-            size: meta.len(),
-            mode: meta.permissions().mode() & MODE_MASK,
-            mtime: mtime(meta),
-        });
-        self.sources.push(SourceFile {
-            root,
-            dev: meta.dev(),
-            ino: meta.ino(),
-        });
+    fn add_file(&mut self, path: &str, root: u32, meta: &Metadata) -> Result<(), TransferError> {
+        let mode = meta.permissions().mode() & MODE_MASK;
+        self.listing()
+            .files
+            .push(path, meta.len(), mode, mtime(meta))
+            .map_err(|e| unsendable(&self.roots[root as usize], &e.to_string()))?;
+        self.sources.push(root, meta.dev(), meta.ino());
+        Ok(())
     }
 
     fn walk(&mut self, root_index: u32, root_name: &str) -> Result<(), TransferError> {
@@ -238,7 +283,7 @@ impl SourceTree {
             if file_type.is_dir() {
                 self.add_dir(rel, &meta);
             } else {
-                self.add_file(rel, root_index, &meta);
+                self.add_file(&rel, root_index, &meta)?;
             }
         }
         Ok(())
@@ -249,7 +294,7 @@ impl SourceTree {
 /// on the command line, at its `link_target`.
 fn open_listed(
     source: &SourceFile,
-    entry: &FileEntry,
+    entry: &FileRef<'_>,
     path: &Path,
     link_target: Option<&Path>,
 ) -> Result<File, TransferError> {
@@ -402,9 +447,9 @@ mod tests {
         let m = tree.manifest();
         let dirs: Vec<_> = m.dirs.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(dirs, ["photos", "photos/2026", "photos/2026/empty"]);
-        let files: Vec<_> = m.files.iter().map(|f| (f.path.as_str(), f.size)).collect();
+        let files: Vec<_> = m.files.iter().map(|f| (f.path, f.size)).collect();
         assert_eq!(files, [("photos/2026/a.jpg", 4), ("photos/b.txt", 0)]);
-        assert_eq!(m.files[1].mode, 0o640);
+        assert_eq!(m.files.at(1).mode, 0o640);
         assert_eq!(tree.skipped(), [root.join("link")]);
         assert_eq!(tree.source(0), root.join("2026/a.jpg"));
         assert_eq!(m.top_level_names(), ["photos"]);
@@ -478,7 +523,7 @@ mod tests {
         let link = dir.path().join("named-link");
         std::os::unix::fs::symlink(root.join("a.txt"), &link).unwrap();
         let tree = SourceTree::scan(std::slice::from_ref(&link), 4096).unwrap();
-        assert_eq!(tree.manifest().files[0].path, "named-link");
+        assert_eq!(tree.manifest().files.at(0).path, "named-link");
         assert_eq!(tree.source(0), link);
         assert_eq!(read_all(tree.open(0).unwrap()), b"aaaaaaaa");
         // Pointed elsewhere after the scan: what was listed is still sent.

@@ -356,12 +356,7 @@ async fn unsafe_names_in_the_offer_are_refused_before_anything_is_written() {
             files.push(files[0].clone());
         }
         let (result, _) = hostile_sender(
-            Manifest {
-                chunk_size: 4096,
-                dirs: vec![],
-                files,
-                left_out: Default::default(),
-            },
+            tallow_testkit::messages::manifest(4096, files),
             vec![],
             out.path(),
         )

@@ -93,7 +93,7 @@ impl ProgressLine {
                     let files = &self.manifest.files;
                     self.file_line.set_message(format!(
                         "{} ({} of {})",
-                        display_name(&files[i].path),
+                        display_name(files.at(i).path),
                         i + 1,
                         files.len()
                     ));
@@ -167,7 +167,7 @@ impl ProgressLine {
         while end <= done && i + 1 < files.len() {
             i += 1;
             start = end;
-            end += files[i].size;
+            end += files.at(i).size;
         }
         self.current = (i, start, end);
         (end > done).then_some(i)
@@ -288,16 +288,18 @@ mod tests {
         let manifest = Arc::new(Manifest {
             chunk_size: 1 << 20,
             dirs: vec![],
-            files: sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &size)| tallow_protocol::manifest::FileEntry {
-                    path: format!("f{i}"),
-                    size,
-                    mode: 0o644,
-                    mtime: Default::default(),
-                })
-                .collect(),
+            files: tallow_protocol::file_list::FileList::from_entries(
+                sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &size)| tallow_protocol::manifest::FileEntry {
+                        path: format!("f{i}"),
+                        size,
+                        mode: 0o644,
+                        mtime: Default::default(),
+                    }),
+            )
+            .unwrap(),
             left_out: Default::default(),
         });
         let mut line = ProgressLine::new(true, &manifest);

@@ -315,7 +315,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         if let Some(existing) = existing {
             let names: Vec<&str> = existing
                 .files()
-                .map(|f| manifest.files[f as usize].path.as_str())
+                .map(|f| manifest.files.at(f as usize).path)
                 .collect();
             let question = format!(
                 "{} of this offer already exist{} here: {}. Replace {} [r], keep yours and skip {} [s], or stop [N]?",
@@ -420,7 +420,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         .secs("seconds", line.elapsed().as_secs_f64())
         .emit();
     if to_stdout {
-        let path = out.join(&manifest.files[0].path);
+        let path = out.join(&manifest.files.at(0).path);
         let mut file = std::fs::File::open(&path).context("cannot reopen the verified file")?;
         let mut stdout = std::io::stdout().lock();
         std::io::copy(&mut file, &mut stdout).context("cannot write to standard output")?;
@@ -654,7 +654,7 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
         let limit = Duration::from_secs(days.saturating_mul(86_400));
         let mut cleaned = 0;
         for cp in found.iter().filter(|cp| age(cp.modified) >= limit) {
-            for f in &cp.manifest.files {
+            for f in cp.manifest.files.iter() {
                 let partial = out.join(format!("{}{PARTIAL_SUFFIX}", f.path));
                 // Never follow a link: remove_file removes the link itself.
                 let _ = std::fs::remove_file(partial);
