@@ -514,7 +514,7 @@ fn prepare(
     if skip.contains(plan.point.files_done) {
         plan.forget_partial(manifest);
         let entry = &manifest.files.at(plan.point.files_done as usize);
-        let (dir, name) = split_parent(&entry.path);
+        let (dir, name) = split_parent(entry.path);
         if let Ok(Some(folder)) = out.folder(dir, false, &mut |_| {}) {
             let _ = folder.remove(&format!("{name}{PARTIAL_SUFFIX}"));
         }
@@ -645,15 +645,15 @@ fn existing_files(
     }
     let mut skipped = Vec::new();
     for (index, entry) in manifest.files.iter().enumerate() {
-        let target = || options.out_dir.join(&entry.path);
-        match at(&entry.path)? {
+        let target = || options.out_dir.join(entry.path);
+        match at(entry.path)? {
             Existing::Nothing => {}
             Existing::Folder | Existing::Other => {
                 return Err(TransferError::UnsafeDestination { path: target() })
             }
             // Our own unchanged output from an interrupted run is not the
             // user's file.
-            Existing::File(_) if options.overwrite || plan.is_ours(&entry.path) => {}
+            Existing::File(_) if options.overwrite || plan.is_ours(entry.path) => {}
             Existing::File(_) if options.skip_existing => skipped.push(index as u32),
             Existing::File(_) => return Err(TransferError::DestinationExists { path: target() }),
         }
@@ -1192,7 +1192,7 @@ impl FileWriter {
             &mut self.resumed,
             &mut self.folder,
             &self.out,
-            &self.manifest.files.at(self.index).path,
+            self.manifest.files.at(self.index).path,
         )?;
         start_check(
             &mut self.check,

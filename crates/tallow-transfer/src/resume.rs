@@ -248,9 +248,7 @@ pub fn plan(
         .files
         .iter()
         .zip(&progress.done)
-        .map(|(f, done)| {
-            done.is_some_and(|stamp| lookup.existing(&f.path) == Existing::File(stamp))
-        })
+        .map(|(f, done)| done.is_some_and(|stamp| lookup.existing(f.path) == Existing::File(stamp)))
         .collect();
     plan.ours.extend(
         manifest
@@ -270,14 +268,14 @@ pub fn plan(
         // Done, or renamed into place just before an interruption kept the
         // "done" record from being written: every chunk durable, no partial
         // left, and the file under its final name holds exactly those chunks.
-        let stamp = match (unchanged[k], progress.done[k], lookup.existing(&entry.path)) {
+        let stamp = match (unchanged[k], progress.done[k], lookup.existing(entry.path)) {
             (true, Some(stamp), _) => stamp,
             (false, None, Existing::File(now))
                 if now.size == entry.size
                     && progress.digests[k].len() as u64 == manifest.chunk_count(entry.size)
                     && lookup.existing(&format!("{}{PARTIAL_SUFFIX}", entry.path))
                         == Existing::Nothing
-                    && lookup.open(&entry.path).is_some_and(|f| {
+                    && lookup.open(entry.path).is_some_and(|f| {
                         intact_prefix(f, manifest, k, &progress.digests[k], &mut |_| true)
                             == progress.digests[k].len()
                     }) =>

@@ -420,7 +420,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         .secs("seconds", line.elapsed().as_secs_f64())
         .emit();
     if to_stdout {
-        let path = out.join(&manifest.files.at(0).path);
+        let path = out.join(manifest.files.at(0).path);
         let mut file = std::fs::File::open(&path).context("cannot reopen the verified file")?;
         let mut stdout = std::io::stdout().lock();
         std::io::copy(&mut file, &mut stdout).context("cannot write to standard output")?;
