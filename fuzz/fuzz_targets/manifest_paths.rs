@@ -22,7 +22,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut r = WireReader::new(data);
     if let Ok(m) = Manifest::decode(&mut r) {
-        for p in m.dirs.iter().map(|d| &d.path).chain(m.files.iter().map(|f| &f.path)) {
+        for p in m
+            .dirs
+            .iter()
+            .map(|d| d.path.as_str())
+            .chain(m.files.iter().map(|f| f.path))
+        {
             assert!(stays_inside(p), "{p:?}");
         }
         let mut again = Vec::new();

@@ -36,9 +36,16 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(manifest) = offer.finish() else { return };
     assert_eq!(manifest.offer_header(), header);
-    for p in manifest.dirs.iter().map(|d| d.path.as_str()).chain(manifest.files.iter().map(|f| f.path)) {
+    for p in manifest
+        .dirs
+        .iter()
+        .map(|d| d.path.as_str())
+        .chain(manifest.files.iter().map(|f| f.path))
+    {
         assert!(
-            Path::new(p).components().all(|c| matches!(c, Component::Normal(_))),
+            Path::new(p)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_))),
             "{p:?}"
         );
     }

@@ -39,15 +39,13 @@ fuzz_target!(|data: &[u8]| {
                     mtime: Timestamp::default(),
                 })
                 .collect(),
-            files: FileList::from_entries((0..data[1] % 4)
-                .map(|i| FileEntry {
-                    path: format!("f{i}"),
-                    size: u64::from(i) * 5000,
-                    mode: 0o644,
-                    mtime: Timestamp::default(),
-                })
-                )
-                .unwrap(),
+            files: FileList::from_entries((0..data[1] % 4).map(|i| FileEntry {
+                path: format!("f{i}"),
+                size: u64::from(i) * 5000,
+                mode: 0o644,
+                mtime: Timestamp::default(),
+            }))
+            .unwrap(),
             left_out: LeftOut::default(),
         };
         let records: Vec<Record> = data[2..]

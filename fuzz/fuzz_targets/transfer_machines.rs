@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use tallow_protocol::machine::{Decision, Incoming, ReceiveMachine, Reply, SendMachine};
 use tallow_protocol::file_list::FileList;
+use tallow_protocol::machine::{Decision, Incoming, ReceiveMachine, Reply, SendMachine};
 use tallow_protocol::manifest::{FileEntry, LeftOut, Manifest, Timestamp};
 use tallow_protocol::message::{FileRuns, Message, ResumePoint};
 use tallow_protocol::wire::Decode;
@@ -26,26 +26,23 @@ fuzz_target!(|data: &[u8]| {
     let manifest = Manifest {
         chunk_size: CHUNK,
         dirs: vec![],
-        files: FileList::from_entries((0..files)
-            .map(|i| FileEntry {
-                path: format!("f{i}"),
-                // 0 to 3 chunks and a bit, from the second byte's bits.
-                size: u64::from((data[1] >> (i % 4) * 2) & 3) * u64::from(CHUNK)
-                    + u64::from(data[1] & (1 << i)) * 7,
-                mode: 0o644,
-                mtime: Timestamp::default(),
-            })
-            )
-            .unwrap(),
+        files: FileList::from_entries((0..files).map(|i| FileEntry {
+            path: format!("f{i}"),
+            // 0 to 3 chunks and a bit, from the second byte's bits.
+            size: u64::from((data[1] >> (i % 4) * 2) & 3) * u64::from(CHUNK)
+                + u64::from(data[1] & (1 << i)) * 7,
+            mode: 0o644,
+            mtime: Timestamp::default(),
+        }))
+        .unwrap(),
         left_out: LeftOut::default(),
     };
     let start = ResumePoint {
         files_done: u32::from(data[2] % (files as u8 + 1)),
         chunks_done: 0,
     };
-    let skip = FileRuns::from_sorted(
-        (start.files_done..files as u32).filter(|f| data[3] & (1 << f) != 0),
-    );
+    let skip =
+        FileRuns::from_sorted((start.files_done..files as u32).filter(|f| data[3] & (1 << f) != 0));
     let mut receiver = ReceiveMachine::new(&manifest, start, skip.clone());
     // Time is passed in: each frame arrives a second after the last.
     let mut now = Instant::now();
@@ -59,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
         let frame = &rest[2..2 + len];
         rest = &rest[2 + len..];
         now += Duration::from_secs(1);
-        let Ok(msg) = Message::decode_all(frame) else { continue };
+        let Ok(msg) = Message::decode_all(frame) else {
+            continue;
+        };
         match receiver.on_message(Message::decode_all(frame).unwrap()) {
             Ok(Incoming::Chunk { header, data, len }) => {
                 // Only the next chunk of a file that is sent, of its length.
