@@ -409,31 +409,12 @@ pub struct Loaded {
 pub fn load(out: &OutputDir, name: &str, local: &LocalKey) -> Option<Loaded> {
     let mut file = out.root().open_regular(name, false).ok()?;
     let modified = file.metadata().and_then(|m| m.modified()).ok()?;
-    let mut header = vec![0u8; HEADER_LEN];
-    file.read_exact(&mut header).ok()?;
-    let manifest_len = u32::from_be_bytes(header[HEADER_LEN - 4..].try_into().ok()?) as usize;
-    if manifest_len > MAX_STORED_MANIFEST_LEN {
-        return None;
-    }
-    let mut bytes = header;
-    (&mut file)
-        .take((manifest_len + CHECK_LEN) as u64)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    let (manifest, _) = parse(&bytes, local)?;
-    // Each chunk and file recorded at most about twice (a resumed run
-    // re-records what it re-fetches), plus one per folder.
-    let chunks: u64 = manifest
-        .files
-        .iter()
-        .map(|f| manifest.chunk_count(f.size) + 1)
-        .sum();
-    let most = chunks
-        .saturating_add(manifest.dirs.len() as u64)
-        .saturating_add(16)
-        .saturating_mul(2 * RECORD_LEN as u64);
-    file.take(most).read_to_end(&mut bytes).ok()?;
-    let (manifest, records) = parse(&bytes, local)?;
+    let head = read_head(&mut file, local, None)?;
+    let manifest = head.manifest?;
+    let mut records = Vec::new();
+    read_records(file, &head.key, record_bound(&manifest), &mut |r| {
+        records.push(r)
+    });
     Some(Loaded {
         manifest,
         records,
@@ -442,55 +423,151 @@ pub fn load(out: &OutputDir, name: &str, local: &LocalKey) -> Option<Loaded> {
     })
 }
 
+/// The progress the checkpoint called `name` records for `manifest`, whose
+/// identity it must have (`None` as for [`load`]). For the transfer's own
+/// checkpoint: the stored manifest is only checked, not decoded (the caller
+/// holds it), and the records are folded as they are read, so a resume of
+/// a million files holds no second copy of either.
+pub fn load_progress(
+    out: &OutputDir,
+    name: &str,
+    local: &LocalKey,
+    manifest: &Manifest,
+    identity: &[u8; 32],
+) -> Option<RecordedProgress> {
+    let mut file = out.root().open_regular(name, false).ok()?;
+    let head = read_head(&mut file, local, Some(identity))?;
+    let mut progress = RecordedProgress::new(manifest);
+    read_records(file, &head.key, record_bound(manifest), &mut |r| {
+        progress.add(manifest, &r)
+    });
+    Some(progress)
+}
+
 /// Parse checkpoint bytes: the manifest and every intact record before the
 /// first torn or corrupt one. `None` if the header does not check out
 /// under `local`.
-pub fn parse(bytes: &[u8], local: &LocalKey) -> Option<(Manifest, Vec<Record>)> {
-    let mut r = WireReader::new(bytes);
-    if r.bytes(8, "magic").ok()? != MAGIC || r.u8("version").ok()? != VERSION {
+pub fn parse(mut bytes: &[u8], local: &LocalKey) -> Option<(Manifest, Vec<Record>)> {
+    let head = read_head(&mut bytes, local, None)?;
+    let mut records = Vec::new();
+    read_records(bytes, &head.key, u64::MAX, &mut |r| records.push(r));
+    Some((head.manifest?, records))
+}
+
+/// A checkpoint's header, checked.
+struct Head {
+    /// The key its records are checked with.
+    key: [u8; 32],
+    /// The manifest, when it was decoded.
+    manifest: Option<Manifest>,
+}
+
+/// Read and check the header and manifest under `local`. With `expect`,
+/// the identity must be that one and the manifest is only checked, read
+/// in pieces and not kept; without, it is decoded and must have the
+/// identity.
+fn read_head(r: &mut impl Read, local: &LocalKey, expect: Option<&[u8; 32]>) -> Option<Head> {
+    let mut header = [0u8; HEADER_LEN];
+    r.read_exact(&mut header).ok()?;
+    let mut h = WireReader::new(&header);
+    if h.bytes(8, "magic").ok()? != MAGIC || h.u8("version").ok()? != VERSION {
         return None;
     }
-    let identity: [u8; 32] = r.array("identity").ok()?;
-    let key = local.for_identity(&identity);
-    let len = r.u32("manifest length").ok()? as usize;
+    let identity: [u8; 32] = h.array("identity").ok()?;
+    if expect.is_some_and(|e| *e != identity) {
+        return None;
+    }
+    let len = h.u32("manifest length").ok()? as usize;
     if len > MAX_STORED_MANIFEST_LEN {
         return None;
     }
-    let encoded = r.bytes(len, "manifest").ok()?;
-    let header_len = bytes.len() - r.remaining();
-    let stored_check = r.bytes(CHECK_LEN, "header check").ok()?;
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        &check(&key, &bytes[..header_len])[..],
-        stored_check,
-    )) {
+    let key = local.for_identity(&identity);
+    let mut checked = blake3::Hasher::new_keyed(&key);
+    checked.update(&header);
+    let mut kept = Vec::new();
+    let mut piece = vec![0u8; len.min(64 * 1024)];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(piece.len());
+        r.read_exact(&mut piece[..n]).ok()?;
+        checked.update(&piece[..n]);
+        if expect.is_none() {
+            kept.extend_from_slice(&piece[..n]);
+        }
+        left -= n;
+    }
+    let mut stored = [0u8; CHECK_LEN];
+    r.read_exact(&mut stored).ok()?;
+    let ok: bool =
+        subtle::ConstantTimeEq::ct_eq(&checked.finalize().as_bytes()[..CHECK_LEN], &stored[..])
+            .into();
+    if !ok {
         return None;
     }
-    let manifest = Manifest::decode_all(encoded).ok()?;
-    if manifest.identity() != identity {
+    let manifest = match expect {
+        Some(_) => None,
+        None => {
+            let m = Manifest::decode_all(&kept).ok()?;
+            drop(kept);
+            (m.identity() == identity).then_some(m)
+        }
+    };
+    if expect.is_none() && manifest.is_none() {
         return None;
     }
-    let records = r
-        .rest()
-        .chunks_exact(RECORD_LEN)
-        .map_while(|chunk| {
-            let chunk: &[u8; RECORD_LEN] = chunk.try_into().ok()?;
-            Record::open(chunk, &key)
-        })
-        .collect();
-    Some((manifest, records))
+    Some(Head { key, manifest })
 }
 
-/// Every checkpoint of this user's in the output folder.
-pub fn list(out: &OutputDir, local: &LocalKey) -> Vec<Loaded> {
+/// Most records a checkpoint for `manifest` can need: each chunk and file
+/// recorded about twice at most (a resumed run re-records what it
+/// re-fetches), plus one per folder.
+fn record_bound(manifest: &Manifest) -> u64 {
+    let chunks: u64 = manifest
+        .files
+        .sizes()
+        .iter()
+        .map(|&size| manifest.chunk_count(size) + 1)
+        .sum();
+    chunks
+        .saturating_add(manifest.dirs.len() as u64)
+        .saturating_add(16)
+        .saturating_mul(2)
+}
+
+/// Hand `each` the records read from `r`, up to `most` and up to the first
+/// torn or corrupt one.
+fn read_records(r: impl Read, key: &[u8; 32], most: u64, each: &mut dyn FnMut(Record)) {
+    let mut r = std::io::BufReader::with_capacity(
+        64 * 1024,
+        r.take(most.saturating_mul(RECORD_LEN as u64)),
+    );
+    let mut bytes = [0u8; RECORD_LEN];
+    while r.read_exact(&mut bytes).is_ok() {
+        match Record::open(&bytes, key) {
+            Some(record) => each(record),
+            None => break,
+        }
+    }
+}
+
+/// The names of the checkpoints (anyone's) in the output folder.
+pub fn names(out: &OutputDir) -> Vec<String> {
     let Ok(entries) = fs::read_dir(out.path()) else {
         return Vec::new();
     };
-    let mut found: Vec<Loaded> = entries
+    entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             (name.starts_with(PREFIX) && name.ends_with(SUFFIX)).then_some(name)
         })
+        .collect()
+}
+
+/// Every checkpoint of this user's in the output folder.
+pub fn list(out: &OutputDir, local: &LocalKey) -> Vec<Loaded> {
+    let mut found: Vec<Loaded> = names(out)
+        .into_iter()
         .filter_map(|name| load(out, &name, local))
         .collect();
     found.sort_by_key(|l| l.modified);
@@ -500,78 +577,216 @@ pub fn list(out: &OutputDir, local: &LocalKey) -> Vec<Loaded> {
 /// Progress a checkpoint's records describe, after checking their order:
 /// for each file, the digests of its chunks recorded in sequence from 0, and
 /// whether it was finished.
-#[derive(Debug, Default)]
+///
+/// Sized for millions of files: the digests of all files share one vector
+/// (a file's are a run in it; a writer records file after file, so a run
+/// only moves if records for two files interleave), and a finished file is
+/// kept as a keyed 64-bit hash of what identified it, 8 bytes instead of
+/// the 40 of the stamp.
+#[derive(Debug)]
 pub struct RecordedProgress {
-    /// Per file of the manifest: digests of chunks 0, 1, … recorded.
-    pub digests: Vec<Vec<[u8; 32]>>,
-    /// Per file: verified and renamed, and what identified it then.
-    pub done: Vec<Option<FileStamp>>,
+    /// Where each file with recorded chunks has them in `digests`, by file.
+    runs: Vec<DigestRun>,
+    digests: Vec<[u8; 32]>,
+    /// Digests in `digests` no run points at any more.
+    unused: usize,
+    /// Per file: the hash of its stamp when finished, or 0.
+    done: Vec<u64>,
+    /// Keys the stamp hashes (for this process only).
+    stamp_key: [u8; 32],
     /// Per folder of the manifest: this transfer made it.
     pub folders_made: Vec<bool>,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct DigestRun {
+    file: u32,
+    start: usize,
+    len: usize,
+}
+
 impl RecordedProgress {
+    /// Nothing recorded yet, for `manifest`.
+    pub fn new(manifest: &Manifest) -> Self {
+        let mut stamp_key = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut stamp_key);
+        RecordedProgress {
+            runs: Vec::new(),
+            digests: Vec::new(),
+            unused: 0,
+            done: vec![0; manifest.files.len()],
+            stamp_key,
+            folders_made: vec![false; manifest.dirs.len()],
+        }
+    }
+
     /// Fold records into per-file progress. Records out of sequence (a gap,
     /// an index past the file) are ignored; a repeat keeps the first digest.
     pub fn from_records(manifest: &Manifest, records: &[Record]) -> Self {
-        let n = manifest.files.len();
-        let mut p = RecordedProgress {
-            digests: vec![Vec::new(); n],
-            done: vec![None; n],
-            folders_made: vec![false; manifest.dirs.len()],
-        };
+        let mut p = RecordedProgress::new(manifest);
         for r in records {
-            match *r {
-                Record::Chunk {
-                    file,
-                    chunk,
-                    digest,
-                } => {
-                    let f = file as usize;
-                    let Some(entry) = manifest.files.get(f) else {
-                        continue;
-                    };
-                    let have = p.digests[f].len() as u64;
-                    if chunk == have && chunk < manifest.chunk_count(entry.size) {
-                        p.digests[f].push(digest);
-                    }
-                }
-                Record::FileDone { file, stamp } => {
-                    let f = file as usize;
-                    if let Some(entry) = manifest.files.get(f) {
-                        if p.digests[f].len() as u64 == manifest.chunk_count(entry.size) {
-                            p.done[f] = Some(stamp);
-                        }
-                    }
-                }
-                Record::Rewind { file, chunk } => {
-                    if let Some(digests) = p.digests.get_mut(file as usize) {
-                        digests.truncate(usize::try_from(chunk).unwrap_or(usize::MAX));
-                        p.done[file as usize] = None;
-                    }
-                }
-                Record::FolderMade { dir } => {
-                    if let Some(made) = p.folders_made.get_mut(dir as usize) {
-                        *made = true;
-                    }
-                }
-            }
+            p.add(manifest, r);
         }
         p
     }
 
+    /// Fold one more record.
+    pub fn add(&mut self, manifest: &Manifest, record: &Record) {
+        match *record {
+            Record::Chunk {
+                file,
+                chunk,
+                digest,
+            } => {
+                let Some(entry) = manifest.files.get(file as usize) else {
+                    return;
+                };
+                if chunk == self.digests(file as usize).len() as u64
+                    && chunk < manifest.chunk_count(entry.size)
+                {
+                    self.push_digest(file, digest);
+                }
+            }
+            Record::FileDone { file, stamp } => {
+                let f = file as usize;
+                if let Some(entry) = manifest.files.get(f) {
+                    if self.digests(f).len() as u64 == manifest.chunk_count(entry.size) {
+                        self.done[f] = self.stamp_hash(&stamp);
+                    }
+                }
+            }
+            Record::Rewind { file, chunk } => {
+                let f = file as usize;
+                if f < self.done.len() {
+                    self.truncate(file, usize::try_from(chunk).unwrap_or(usize::MAX));
+                    self.done[f] = 0;
+                }
+            }
+            Record::FolderMade { dir } => {
+                if let Some(made) = self.folders_made.get_mut(dir as usize) {
+                    *made = true;
+                }
+            }
+        }
+    }
+
+    /// The digests of file `index`'s chunks 0, 1, … recorded.
+    pub fn digests(&self, index: usize) -> &[[u8; 32]] {
+        match self.run(index as u32) {
+            Ok(at) if self.runs[at].len > 0 => {
+                let run = self.runs[at];
+                &self.digests[run.start..run.start + run.len]
+            }
+            _ => &[],
+        }
+    }
+
+    /// Whether file `index` was recorded as verified and in place.
+    pub fn is_done(&self, index: usize) -> bool {
+        self.done.get(index).is_some_and(|&h| h != 0)
+    }
+
+    /// Whether file `index` was recorded as verified and in place as
+    /// `stamp` (what identifies it now).
+    pub fn done_as(&self, index: usize, stamp: &FileStamp) -> bool {
+        self.is_done(index) && self.done[index] == self.stamp_hash(stamp)
+    }
+
     /// Plaintext bytes the records cover.
     pub fn bytes(&self, manifest: &Manifest) -> u64 {
-        manifest
-            .files
+        self.runs
             .iter()
-            .zip(&self.digests)
-            .map(|(f, l)| {
-                (0..l.len() as u64)
-                    .map(|i| manifest.chunk_len(f.size, i))
-                    .sum::<u64>()
+            .filter_map(|run| {
+                let size = *manifest.files.sizes().get(run.file as usize)?;
+                Some(
+                    (0..run.len as u64)
+                        .map(|i| manifest.chunk_len(size, i))
+                        .sum::<u64>(),
+                )
             })
             .sum()
+    }
+
+    fn stamp_hash(&self, stamp: &FileStamp) -> u64 {
+        let mut bytes = [0u8; 28];
+        bytes[..8].copy_from_slice(&stamp.ino.to_le_bytes());
+        bytes[8..16].copy_from_slice(&stamp.size.to_le_bytes());
+        bytes[16..24].copy_from_slice(&stamp.ctime_secs.to_le_bytes());
+        bytes[24..].copy_from_slice(&stamp.ctime_nanos.to_le_bytes());
+        let hash = blake3::keyed_hash(&self.stamp_key, &bytes);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        // 0 means "not done".
+        u64::from_le_bytes(first).max(1)
+    }
+
+    /// Where file `file`'s run is in `runs` (or where it would go).
+    fn run(&self, file: u32) -> Result<usize, usize> {
+        // Files come in order: the last run is the likely one.
+        match self.runs.last() {
+            Some(last) if last.file == file => Ok(self.runs.len() - 1),
+            Some(last) if last.file < file => Err(self.runs.len()),
+            _ => self.runs.binary_search_by_key(&file, |r| r.file),
+        }
+    }
+
+    fn push_digest(&mut self, file: u32, digest: [u8; 32]) {
+        let at = match self.run(file) {
+            Ok(at) => at,
+            Err(at) => {
+                self.runs.insert(
+                    at,
+                    DigestRun {
+                        file,
+                        start: self.digests.len(),
+                        len: 0,
+                    },
+                );
+                at
+            }
+        };
+        let run = self.runs[at];
+        if run.len == 0 {
+            // Empty (its old place may be past the end by now): start anew.
+            self.runs[at].start = self.digests.len();
+        } else if run.start + run.len != self.digests.len() {
+            // Its run does not end the vector: move it there.
+            self.digests
+                .extend_from_within(run.start..run.start + run.len);
+            self.unused += run.len;
+            self.runs[at].start = self.digests.len() - run.len;
+        }
+        self.digests.push(digest);
+        self.runs[at].len += 1;
+        if self.unused > 1024 && self.unused > self.digests.len() / 2 {
+            self.compact();
+        }
+    }
+
+    fn truncate(&mut self, file: u32, len: usize) {
+        if let Ok(at) = self.run(file) {
+            let run = &mut self.runs[at];
+            if len < run.len {
+                if run.start + run.len == self.digests.len() {
+                    self.digests.truncate(run.start + len);
+                } else {
+                    self.unused += run.len - len;
+                }
+                run.len = len;
+            }
+        }
+    }
+
+    /// Drop the digests no run uses.
+    fn compact(&mut self) {
+        let mut digests = Vec::with_capacity(self.digests.len() - self.unused);
+        for run in &mut self.runs {
+            let start = digests.len();
+            digests.extend_from_slice(&self.digests[run.start..run.start + run.len]);
+            run.start = start;
+        }
+        self.digests = digests;
+        self.unused = 0;
     }
 }
 
@@ -653,8 +868,12 @@ mod tests {
         Record::Chunk {
             file,
             chunk,
-            digest: [chunk as u8 + 1; 32],
+            digest: chunk_digest(chunk),
         }
+    }
+
+    fn chunk_digest(chunk: u64) -> [u8; 32] {
+        [chunk as u8 + 1; 32]
     }
 
     #[test]
@@ -679,7 +898,16 @@ mod tests {
             ]
         );
         let p = RecordedProgress::from_records(&m, &loaded.records);
-        assert_eq!(p.done, [done_stamp(), done_stamp()]);
+        let stamp = done_stamp().unwrap();
+        assert!(p.done_as(0, &stamp) && p.done_as(1, &stamp));
+        let other = FileStamp { ino: 98, ..stamp };
+        assert!(p.is_done(0) && !p.done_as(0, &other));
+        // The same, folded as read, for the transfer's own manifest.
+        let streamed = load_progress(&out, &name, &key(), &m, &m.identity()).unwrap();
+        assert!(streamed.done_as(0, &stamp) && streamed.done_as(1, &stamp));
+        assert_eq!(streamed.digests(0), p.digests(0));
+        assert_eq!(streamed.folders_made, p.folders_made);
+        assert!(load_progress(&out, &name, &key(), &m, &[9; 32]).is_none());
         assert_eq!(p.bytes(&m), 5000);
         assert_eq!(list(&out, &key()).len(), 1);
         // A rewind takes back what it names, and round-trips too.
@@ -690,8 +918,8 @@ mod tests {
             Some(&Record::Rewind { file: 0, chunk: 1 })
         );
         let p = RecordedProgress::from_records(&m, &loaded.records);
-        assert_eq!(p.digests[0].len(), 1);
-        assert_eq!(p.done, [None, done_stamp()]);
+        assert_eq!(p.digests(0), [chunk_digest(0)]);
+        assert!(!p.is_done(0) && p.done_as(1, &done_stamp().unwrap()));
         assert_eq!(p.bytes(&m), 4096);
         // Private to the user.
         use std::os::unix::fs::PermissionsExt;
@@ -756,6 +984,89 @@ mod tests {
         assert!(load(&out, &name, &key()).is_none());
     }
 
+    /// What the records mean, kept the plain way: a vector of digests and
+    /// a stamp per file.
+    fn plain_fold(
+        m: &Manifest,
+        records: &[Record],
+    ) -> (Vec<Vec<[u8; 32]>>, Vec<Option<FileStamp>>) {
+        let n = m.files.len();
+        let (mut digests, mut done) = (vec![Vec::new(); n], vec![None; n]);
+        for r in records {
+            match *r {
+                Record::Chunk {
+                    file,
+                    chunk,
+                    digest,
+                } => {
+                    let f = file as usize;
+                    if f < n
+                        && chunk == digests[f].len() as u64
+                        && chunk < m.chunk_count(m.files.at(f).size)
+                    {
+                        digests[f].push(digest);
+                    }
+                }
+                Record::FileDone { file, stamp } => {
+                    let f = file as usize;
+                    if f < n && digests[f].len() as u64 == m.chunk_count(m.files.at(f).size) {
+                        done[f] = Some(stamp);
+                    }
+                }
+                Record::Rewind { file, chunk } => {
+                    let f = file as usize;
+                    if f < n {
+                        digests[f].truncate(chunk as usize);
+                        done[f] = None;
+                    }
+                }
+                Record::FolderMade { .. } => {}
+            }
+        }
+        (digests, done)
+    }
+
+    proptest::proptest! {
+        /// Interleaved files, rewinds and repeats: the packed progress says
+        /// what the plain fold says (runs moved and compacted on the way).
+        #[test]
+        fn packed_progress_matches_the_plain_fold(
+            ops in proptest::collection::vec((0u8..4, 0u32..5, 0u64..40, 0u8..3), 0..3000)
+        ) {
+            let m = Manifest {
+                chunk_size: 4096,
+                dirs: vec![],
+                files: FileList::from_entries((0..4).map(|i| FileEntry {
+                    path: format!("f{i}"),
+                    size: 4096 * [30, 1, 0, 40][i],
+                    mode: 0o644,
+                    mtime: Timestamp::default(),
+                }))
+                .unwrap(),
+                left_out: Default::default(),
+            };
+            let stamp = |v: u8| FileStamp { ino: u64::from(v), size: 1, ctime_secs: 2, ctime_nanos: 3 };
+            let records: Vec<Record> = ops
+                .iter()
+                .map(|&(kind, file, chunk, v)| match kind {
+                    0 | 1 => Record::Chunk { file, chunk, digest: [v + chunk as u8; 32] },
+                    2 => Record::FileDone { file, stamp: stamp(v) },
+                    _ => Record::Rewind { file, chunk: chunk / 4 },
+                })
+                .collect();
+            let p = RecordedProgress::from_records(&m, &records);
+            let (digests, done) = plain_fold(&m, &records);
+            for f in 0..m.files.len() {
+                proptest::prop_assert_eq!(p.digests(f), &digests[f][..]);
+                proptest::prop_assert_eq!(p.is_done(f), done[f].is_some());
+                for v in 0..3 {
+                    proptest::prop_assert_eq!(p.done_as(f, &stamp(v)), done[f] == Some(stamp(v)));
+                }
+            }
+            proptest::prop_assert!(p.digests.len() <= 2 * (p.digests.len() - p.unused) + 1100);
+        }
+    }
+
     #[test]
     fn records_out_of_sequence_are_ignored() {
         let m = manifest();
@@ -765,7 +1076,7 @@ mod tests {
         );
         // Chunk 1 before 0 is a gap; the repeat of 0 is ignored; 7 is past
         // the file; the file is not done with only one of two chunks.
-        assert_eq!(p.digests[0].len(), 1);
-        assert_eq!(p.done, [None, None]);
+        assert_eq!(p.digests(0).len(), 1);
+        assert!(!p.is_done(0) && !p.is_done(1));
     }
 }

@@ -45,7 +45,7 @@ use tokio::sync::mpsc;
 use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
 use crate::notice::{tell_peer, tell_peer_about};
 use crate::placement::{split_parent, Existing, Folder, OutputDir};
-use crate::resume::{self, ResumePlan};
+use crate::resume::{self, OurFiles, ResumePlan};
 use crate::{FailedFile, Progress, TransferError};
 use tallow_protocol::limits::{Deadlines, ACK_INTERVAL, KEEPALIVE_INTERVAL, SEND_QUEUE_FRAMES};
 use tallow_protocol::machine::{AckSchedule, Incoming, PeerMisbehaved, ReceiveMachine};
@@ -653,7 +653,7 @@ fn existing_files(
             }
             // Our own unchanged output from an interrupted run is not the
             // user's file.
-            Existing::File(_) if options.overwrite || plan.is_ours(entry.path) => {}
+            Existing::File(_) if options.overwrite || plan.is_ours(index) => {}
             Existing::File(_) if options.skip_existing => skipped.push(index as u32),
             Existing::File(_) => return Err(TransferError::DestinationExists { path: target() }),
         }
@@ -927,7 +927,7 @@ struct FileWriter {
     /// Facts not yet in the checkpoint, in stream order.
     records: Vec<Record>,
     unsynced: u64,
-    ours: HashSet<String>,
+    ours: OurFiles,
     /// Files the sender gave up on.
     failed: Vec<FailedFile>,
 }
@@ -1338,8 +1338,7 @@ impl FileWriter {
     fn place(&mut self, files: &[Verified]) -> Result<(), TransferError> {
         let mut folders: Vec<&Folder> = Vec::new();
         for v in files {
-            let path = self.manifest.files.at(v.index as usize).path;
-            let replace = self.options.overwrite || self.ours.contains(path);
+            let replace = self.options.overwrite || self.ours.contains(v.index as usize);
             let failed = |source| TransferError::WriteOutput {
                 path: v.folder.path().join(&v.name),
                 source,

@@ -45,9 +45,9 @@ pub struct ResumePlan {
     /// The partial's kept chunks were taken from the records without
     /// reading them: the writer checks them against the disk.
     pub(crate) verify_later: bool,
-    /// Paths an earlier run of ours finished and nobody changed since:
+    /// Files an earlier run of ours finished and nobody changed since:
     /// replacing them is not overwriting the user's files.
-    pub(crate) ours: HashSet<String>,
+    pub(crate) ours: OurFiles,
     /// Folders an earlier run of a transfer of these names made: they are
     /// its own, not the user's.
     pub(crate) folders_made: HashSet<String>,
@@ -59,9 +59,10 @@ pub struct ResumePlan {
 }
 
 impl ResumePlan {
-    /// Whether the earlier run of ours wrote `path` (and it is unchanged).
-    pub(crate) fn is_ours(&self, path: &str) -> bool {
-        self.ours.contains(path)
+    /// Whether the earlier run of ours wrote file `index` (and it is
+    /// unchanged).
+    pub(crate) fn is_ours(&self, index: usize) -> bool {
+        self.ours.contains(index)
     }
 
     /// Do not continue the partial file at the point (the user keeps the
@@ -144,6 +145,25 @@ impl ResumePlan {
     }
 }
 
+/// Files of the offer, by index, that an earlier run of this transfer put
+/// in place and nobody changed since (a flag a file, not its name: a
+/// million files take a megabyte).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OurFiles(Vec<bool>);
+
+impl OurFiles {
+    fn insert(&mut self, index: usize) {
+        if self.0.len() <= index {
+            self.0.resize(index + 1, false);
+        }
+        self.0[index] = true;
+    }
+
+    pub(crate) fn contains(&self, index: usize) -> bool {
+        self.0.get(index).copied().unwrap_or(false)
+    }
+}
+
 /// Kept chunks of a partial up to this size are read and checked before
 /// the receiver answers (a second or so); beyond, they are checked while
 /// the rest arrives, so a resume of a huge file starts at once.
@@ -207,8 +227,15 @@ pub fn plan(
     let identity = manifest.identity();
     let top = manifest.top_level_names();
     let mut lookup = Lookup::new(&out);
-    for other in checkpoint::list(&out, local) {
-        if other.manifest.identity() == identity || other.manifest.top_level_names() != top {
+    let name = checkpoint_name(&identity);
+    // Our own checkpoint is read below, without decoding its manifest (it
+    // is this one): only the others are loaded whole.
+    let others = checkpoint::names(&out)
+        .into_iter()
+        .filter(|n| *n != name)
+        .filter_map(|n| checkpoint::load(&out, &n, local));
+    for other in others {
+        if other.manifest.top_level_names() != top {
             continue;
         }
         // Files it finished stay protected: they may be someone else's
@@ -229,11 +256,9 @@ pub fn plan(
             plan.obsolete.push(name.to_owned());
         }
     }
-    let name = checkpoint_name(&identity);
-    let Some(loaded) = checkpoint::load(&out, &name, local) else {
+    let Some(progress) = checkpoint::load_progress(&out, &name, local, manifest, &identity) else {
         return plan;
     };
-    let progress = RecordedProgress::from_records(manifest, &loaded.records);
     plan.folders_made.extend(
         manifest
             .dirs
@@ -247,17 +272,15 @@ pub fn plan(
     let unchanged: Vec<bool> = manifest
         .files
         .iter()
-        .zip(&progress.done)
-        .map(|(f, done)| done.is_some_and(|stamp| lookup.existing(f.path) == Existing::File(stamp)))
+        .enumerate()
+        .map(|(k, f)| {
+            progress.is_done(k)
+                && matches!(lookup.existing(f.path), Existing::File(now) if progress.done_as(k, &now))
+        })
         .collect();
-    plan.ours.extend(
-        manifest
-            .files
-            .iter()
-            .zip(&unchanged)
-            .filter(|(_, yes)| **yes)
-            .map(|(f, _)| f.path.to_owned()),
-    );
+    for (index, _) in unchanged.iter().enumerate().filter(|(_, yes)| **yes) {
+        plan.ours.insert(index);
+    }
     if !resume {
         plan.obsolete.push(name);
         return plan;
@@ -268,16 +291,17 @@ pub fn plan(
         // Done, or renamed into place just before an interruption kept the
         // "done" record from being written: every chunk durable, no partial
         // left, and the file under its final name holds exactly those chunks.
-        let stamp = match (unchanged[k], progress.done[k], lookup.existing(entry.path)) {
-            (true, Some(stamp), _) => stamp,
-            (false, None, Existing::File(now))
-                if now.size == entry.size
-                    && progress.digests[k].len() as u64 == manifest.chunk_count(entry.size)
+        let recorded = progress.digests(k);
+        let stamp = match (unchanged[k], lookup.existing(entry.path)) {
+            (true, Existing::File(now)) => now,
+            (false, Existing::File(now))
+                if !progress.is_done(k)
+                    && now.size == entry.size
+                    && recorded.len() as u64 == manifest.chunk_count(entry.size)
                     && lookup.existing(&format!("{}{PARTIAL_SUFFIX}", entry.path))
                         == Existing::Nothing
                     && lookup.open(entry.path).is_some_and(|f| {
-                        intact_prefix(f, manifest, k, &progress.digests[k], &mut |_| true)
-                            == progress.digests[k].len()
+                        intact_prefix(f, manifest, k, recorded, &mut |_| true) == recorded.len()
                     }) =>
             {
                 now
@@ -285,14 +309,14 @@ pub fn plan(
             _ => break,
         };
         plan.stamps.push(stamp);
-        plan.ours.insert(entry.path.to_owned());
-        plan.digests.extend_from_slice(&progress.digests[k]);
+        plan.ours.insert(k);
+        plan.digests.extend_from_slice(recorded);
         k += 1;
     }
     plan.point.files_done = k as u32;
     if let Some(entry) = manifest.files.get(k) {
         let partial = format!("{}{PARTIAL_SUFFIX}", entry.path);
-        let recorded = &progress.digests[k];
+        let recorded = progress.digests(k);
         let recorded_bytes: u64 = (0..recorded.len() as u64)
             .map(|c| manifest.chunk_len(entry.size, c))
             .sum();
@@ -476,7 +500,7 @@ mod tests {
         );
         assert_eq!(p.bytes, 5000 + 3 * 4096);
         assert_eq!(p.digests.len(), 5);
-        assert!(p.is_ours("a") && !p.source_changed);
+        assert!(p.is_ours(0) && !p.source_changed);
         // The hash state is rebuilt from the recorded digests.
         assert_eq!(
             p.hasher.unwrap().finalize(),
@@ -530,7 +554,7 @@ mod tests {
         let (dir, m, _) = setup();
         let p = plan(&m, dir.path(), false, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point, ResumePoint::default());
-        assert!(p.is_ours("a"), "our own output may be replaced");
+        assert!(p.is_ours(0), "our own output may be replaced");
         fs::remove_file(dir.path().join("a")).unwrap();
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point, ResumePoint::default());
@@ -553,13 +577,13 @@ mod tests {
         CheckpointLog::create(&out(&dir), &m, &log, &key()).unwrap();
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point.files_done, 2);
-        assert!(p.is_ours("b"));
+        assert!(p.is_ours(1));
         // Not if the file there is something else.
         fs::write(dir.path().join("b"), vec![0u8; b.len()]).unwrap();
         set_epoch(&dir.path().join("b"));
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point.files_done, 1);
-        assert!(!p.is_ours("b"));
+        assert!(!p.is_ours(1));
     }
 
     #[test]
@@ -590,7 +614,7 @@ mod tests {
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point, ResumePoint::default());
         assert!(p.source_changed);
-        assert!(!p.is_ours("a"), "another version's output stays protected");
+        assert!(!p.is_ours(0), "another version's output stays protected");
         assert_eq!(p.obsolete.len(), 1);
     }
 
@@ -604,10 +628,10 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         set_epoch(&path);
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
-        assert!(!p.is_ours("a"));
+        assert!(!p.is_ours(0));
         assert_eq!(p.point, ResumePoint::default());
         let p = plan(&m, dir.path(), false, &key(), VERIFY_BEFORE_ACCEPT);
-        assert!(!p.is_ours("a"));
+        assert!(!p.is_ours(0));
     }
 
     #[test]
@@ -621,7 +645,7 @@ mod tests {
             VERIFY_BEFORE_ACCEPT,
         );
         assert_eq!(p.point, ResumePoint::default());
-        assert!(!p.is_ours("a"));
+        assert!(!p.is_ours(0));
     }
 
     #[test]
@@ -629,10 +653,7 @@ mod tests {
         let (dir, m, _) = setup();
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         let rebuilt = RecordedProgress::from_records(&m, &p.records(&m));
-        assert_eq!(
-            rebuilt.done.iter().map(Option::is_some).collect::<Vec<_>>(),
-            [true, false]
-        );
-        assert_eq!(rebuilt.digests[1].len(), 3);
+        assert!(rebuilt.is_done(0) && !rebuilt.is_done(1));
+        assert_eq!(rebuilt.digests(1).len(), 3);
     }
 }
