@@ -366,6 +366,29 @@ impl CheckpointLog {
         })
     }
 
+    /// Go on with the checkpoint of the transfer `identity` names, whose
+    /// first `len` bytes were read back intact ([`load_progress`]): what
+    /// follows (a torn record) is cut off, and records are appended after.
+    pub fn reopen(
+        out: &OutputDir,
+        identity: &[u8; 32],
+        len: u64,
+        local: &LocalKey,
+    ) -> std::io::Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        let name = checkpoint_name(identity);
+        let mut file = out.root().open_regular(&name, true)?;
+        file.set_len(len)?;
+        file.seek(SeekFrom::End(0))?;
+        file.sync_data()?;
+        Ok(CheckpointLog {
+            out: out.clone(),
+            name,
+            file,
+            key: local.for_identity(identity),
+        })
+    }
+
     /// Append records and make them durable. Call only once the data they
     /// describe is durable.
     pub fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
@@ -424,24 +447,25 @@ pub fn load(out: &OutputDir, name: &str, local: &LocalKey) -> Option<Loaded> {
 }
 
 /// The progress the checkpoint called `name` records for `manifest`, whose
-/// identity it must have (`None` as for [`load`]). For the transfer's own
-/// checkpoint: the stored manifest is only checked, not decoded (the caller
-/// holds it), and the records are folded as they are read, so a resume of
-/// a million files holds no second copy of either.
+/// identity it must have (`None` as for [`load`]), and how many of its
+/// bytes are intact (what follows is a torn or corrupt tail). For the
+/// transfer's own checkpoint: the stored manifest is only checked, not
+/// decoded (the caller holds it), and the records are folded as they are
+/// read, so a resume of a million files holds no second copy of either.
 pub fn load_progress(
     out: &OutputDir,
     name: &str,
     local: &LocalKey,
     manifest: &Manifest,
     identity: &[u8; 32],
-) -> Option<RecordedProgress> {
+) -> Option<(RecordedProgress, u64)> {
     let mut file = out.root().open_regular(name, false).ok()?;
     let head = read_head(&mut file, local, Some(identity))?;
     let mut progress = RecordedProgress::new(manifest);
-    read_records(file, &head.key, record_bound(manifest), &mut |r| {
+    let records = read_records(file, &head.key, record_bound(manifest), &mut |r| {
         progress.add(manifest, &r)
     });
-    Some(progress)
+    Some((progress, head.len + records * RECORD_LEN as u64))
 }
 
 /// Parse checkpoint bytes: the manifest and every intact record before the
@@ -458,6 +482,8 @@ pub fn parse(mut bytes: &[u8], local: &LocalKey) -> Option<(Manifest, Vec<Record
 struct Head {
     /// The key its records are checked with.
     key: [u8; 32],
+    /// Its bytes (the records follow).
+    len: u64,
     /// The manifest, when it was decoded.
     manifest: Option<Manifest>,
 }
@@ -515,7 +541,11 @@ fn read_head(r: &mut impl Read, local: &LocalKey, expect: Option<&[u8; 32]>) -> 
     if expect.is_none() && manifest.is_none() {
         return None;
     }
-    Some(Head { key, manifest })
+    Some(Head {
+        key,
+        len: (HEADER_LEN + len + CHECK_LEN) as u64,
+        manifest,
+    })
 }
 
 /// Most records a checkpoint for `manifest` can need: each chunk and file
@@ -535,19 +565,22 @@ fn record_bound(manifest: &Manifest) -> u64 {
 }
 
 /// Hand `each` the records read from `r`, up to `most` and up to the first
-/// torn or corrupt one.
-fn read_records(r: impl Read, key: &[u8; 32], most: u64, each: &mut dyn FnMut(Record)) {
+/// torn or corrupt one; returns how many.
+fn read_records(r: impl Read, key: &[u8; 32], most: u64, each: &mut dyn FnMut(Record)) -> u64 {
     let mut r = std::io::BufReader::with_capacity(
         64 * 1024,
         r.take(most.saturating_mul(RECORD_LEN as u64)),
     );
     let mut bytes = [0u8; RECORD_LEN];
+    let mut count = 0;
     while r.read_exact(&mut bytes).is_ok() {
         match Record::open(&bytes, key) {
             Some(record) => each(record),
             None => break,
         }
+        count += 1;
     }
+    count
 }
 
 /// The names of the checkpoints (anyone's) in the output folder.
@@ -903,7 +936,8 @@ mod tests {
         let other = FileStamp { ino: 98, ..stamp };
         assert!(p.is_done(0) && !p.done_as(0, &other));
         // The same, folded as read, for the transfer's own manifest.
-        let streamed = load_progress(&out, &name, &key(), &m, &m.identity()).unwrap();
+        let (streamed, len) = load_progress(&out, &name, &key(), &m, &m.identity()).unwrap();
+        assert_eq!(len, fs::metadata(dir.path().join(&name)).unwrap().len());
         assert!(streamed.done_as(0, &stamp) && streamed.done_as(1, &stamp));
         assert_eq!(streamed.digests(0), p.digests(0));
         assert_eq!(streamed.folders_made, p.folders_made);

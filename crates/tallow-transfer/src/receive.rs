@@ -534,20 +534,30 @@ fn prepare(
     for obsolete in &plan.obsolete {
         let _ = out.root().remove(obsolete);
     }
-    // Folders earlier runs made are in the plan's records already.
-    let mut records = plan.records(manifest);
+    // The transfer's own checkpoint is gone on with (a million files'
+    // records are not written again); else a new one starts.
+    let mut records = plan.log_records();
     records.extend(
-        made.iter()
-            .filter(|&&dir| !plan.made_folder(&manifest.dirs[dir as usize].path))
-            .map(|&dir| Record::FolderMade { dir }),
+        manifest
+            .dirs
+            .iter()
+            .enumerate()
+            .filter(|(i, dir)| {
+                (made.contains(&(*i as u32)) || plan.made_folder(&dir.path))
+                    && !plan.logged_folder(*i)
+            })
+            .map(|(i, _)| Record::FolderMade { dir: i as u32 }),
     );
-    let log =
-        CheckpointLog::create(&out, manifest, &records, &options.local_key).map_err(|source| {
-            TransferError::WriteOutput {
-                path: checkpoint::checkpoint_path(&options.out_dir, &manifest.identity()),
-                source,
-            }
-        })?;
+    let identity = manifest.identity();
+    let log = match &plan.own_log {
+        Some(own) => CheckpointLog::reopen(&out, &identity, own.len, &options.local_key)
+            .and_then(|mut log| log.append(&records).map(|()| log)),
+        None => CheckpointLog::create(&out, manifest, &records, &options.local_key),
+    }
+    .map_err(|source| TransferError::WriteOutput {
+        path: checkpoint::checkpoint_path(&options.out_dir, &identity),
+        source,
+    })?;
     for dir in &manifest.dirs {
         out.folder(&dir.path, true, &mut |_| {})?;
     }

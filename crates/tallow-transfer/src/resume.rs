@@ -23,7 +23,7 @@ use tallow_crypto::file_hash::{chunk_digest, FileHasher};
 use tallow_crypto::merkle::leaf_hash;
 
 use crate::checkpoint::{self, checkpoint_name, LocalKey, Record, RecordedProgress};
-use crate::placement::{split_parent, Existing, FileStamp, Folder, OutputDir};
+use crate::placement::{split_parent, Existing, Folder, OutputDir};
 use tallow_protocol::manifest::Manifest;
 use tallow_protocol::message::ResumePoint;
 use tallow_protocol::path::PARTIAL_SUFFIX;
@@ -51,8 +51,8 @@ pub struct ResumePlan {
     /// Folders an earlier run of a transfer of these names made: they are
     /// its own, not the user's.
     pub(crate) folders_made: HashSet<String>,
-    /// What identifies each file before the point, as it is now.
-    pub(crate) stamps: Vec<FileStamp>,
+    /// The transfer's own checkpoint, if it has one: gone on with.
+    pub(crate) own_log: Option<OwnLog>,
     /// Checkpoints (names in the output folder) to delete when the
     /// transfer starts.
     pub(crate) obsolete: Vec<String>,
@@ -112,37 +112,53 @@ impl ResumePlan {
             .collect()
     }
 
-    /// The records a fresh checkpoint starts with: everything before the
-    /// point, and the folders earlier runs made.
-    pub(crate) fn records(&self, manifest: &Manifest) -> Vec<Record> {
-        let mut records = Vec::with_capacity(self.digests.len() + self.point.files_done as usize);
-        for (index, dir) in manifest.dirs.iter().enumerate() {
-            if self.folders_made.contains(&dir.path) {
-                records.push(Record::FolderMade { dir: index as u32 });
-            }
-        }
-        let mut done = self.stamps.iter().enumerate().peekable();
-        for (file, chunk, digest) in self.chunks_before_point(manifest) {
-            // A file's done record follows its last chunk; empty files
-            // before it have theirs first.
-            while let Some((index, stamp)) = done.next_if(|(i, _)| (*i as u32) < file) {
-                records.push(Record::FileDone {
-                    file: index as u32,
-                    stamp: *stamp,
-                });
-            }
-            records.push(Record::Chunk {
-                file,
-                chunk,
-                digest: *digest,
+    /// The records that make the transfer's checkpoint say what this plan
+    /// says before the transfer starts: files found renamed into place with
+    /// no record of it (the run was killed in between) are done, and what is
+    /// recorded from the point on is taken back (a partial not continued,
+    /// damage, files past the point). Nothing without a checkpoint of its
+    /// own (a new one starts from the folders).
+    pub(crate) fn log_records(&self) -> Vec<Record> {
+        let Some(own) = &self.own_log else {
+            return Vec::new();
+        };
+        let mut records = own.found_done.clone();
+        let point = self.point;
+        if own.at_point.0 > point.chunks_done || own.at_point.1 {
+            records.push(Record::Rewind {
+                file: point.files_done,
+                chunk: point.chunks_done,
             });
         }
-        records.extend(done.map(|(index, stamp)| Record::FileDone {
-            file: index as u32,
-            stamp: *stamp,
-        }));
+        records.extend(
+            own.later
+                .iter()
+                .map(|&file| Record::Rewind { file, chunk: 0 }),
+        );
         records
     }
+
+    /// Whether the transfer's own checkpoint records folder `dir` as made.
+    pub(crate) fn logged_folder(&self, dir: usize) -> bool {
+        self.own_log
+            .as_ref()
+            .is_some_and(|own| own.folders_made.get(dir).copied().unwrap_or(false))
+    }
+}
+
+/// The transfer's own checkpoint, as the plan found it.
+#[derive(Debug)]
+pub(crate) struct OwnLog {
+    /// Its intact bytes (a torn tail is cut off when it is reopened).
+    pub(crate) len: u64,
+    /// Files before the point found in place that it does not record done.
+    found_done: Vec<Record>,
+    /// What it records for the file at the point: chunks, and "done".
+    at_point: (u64, bool),
+    /// Files after the point it records anything for.
+    later: Vec<u32>,
+    /// Per folder: it records the folder as made.
+    folders_made: Vec<bool>,
 }
 
 /// Files of the offer, by index, that an earlier run of this transfer put
@@ -256,7 +272,9 @@ pub fn plan(
             plan.obsolete.push(name.to_owned());
         }
     }
-    let Some(progress) = checkpoint::load_progress(&out, &name, local, manifest, &identity) else {
+    let Some((progress, log_len)) =
+        checkpoint::load_progress(&out, &name, local, manifest, &identity)
+    else {
         return plan;
     };
     plan.folders_made.extend(
@@ -286,33 +304,50 @@ pub fn plan(
         return plan;
     }
     let mut k = 0;
+    let mut found_done = Vec::new();
     while k < manifest.files.len() {
         let entry = &manifest.files.at(k);
         // Done, or renamed into place just before an interruption kept the
         // "done" record from being written: every chunk durable, no partial
         // left, and the file under its final name holds exactly those chunks.
         let recorded = progress.digests(k);
-        let stamp = match (unchanged[k], lookup.existing(entry.path)) {
-            (true, Existing::File(now)) => now,
-            (false, Existing::File(now))
-                if !progress.is_done(k)
-                    && now.size == entry.size
-                    && recorded.len() as u64 == manifest.chunk_count(entry.size)
-                    && lookup.existing(&format!("{}{PARTIAL_SUFFIX}", entry.path))
-                        == Existing::Nothing
-                    && lookup.open(entry.path).is_some_and(|f| {
-                        intact_prefix(f, manifest, k, recorded, &mut |_| true) == recorded.len()
-                    }) =>
-            {
-                now
-            }
-            _ => break,
-        };
-        plan.stamps.push(stamp);
+        let done = unchanged[k]
+            || match lookup.existing(entry.path) {
+                Existing::File(now)
+                    if !progress.is_done(k)
+                        && now.size == entry.size
+                        && recorded.len() as u64 == manifest.chunk_count(entry.size)
+                        && lookup.existing(&format!("{}{PARTIAL_SUFFIX}", entry.path))
+                            == Existing::Nothing
+                        && lookup.open(entry.path).is_some_and(|f| {
+                            intact_prefix(f, manifest, k, recorded, &mut |_| true) == recorded.len()
+                        }) =>
+                {
+                    found_done.push(Record::FileDone {
+                        file: k as u32,
+                        stamp: now,
+                    });
+                    true
+                }
+                _ => false,
+            };
+        if !done {
+            break;
+        }
         plan.ours.insert(k);
         plan.digests.extend_from_slice(recorded);
         k += 1;
     }
+    plan.own_log = Some(OwnLog {
+        len: log_len,
+        found_done,
+        at_point: (progress.digests(k).len() as u64, progress.is_done(k)),
+        later: (k + 1..manifest.files.len())
+            .filter(|&f| progress.is_done(f) || !progress.digests(f).is_empty())
+            .map(|f| f as u32)
+            .collect(),
+        folders_made: progress.folders_made.clone(),
+    });
     plan.point.files_done = k as u32;
     if let Some(entry) = manifest.files.get(k) {
         let partial = format!("{}{PARTIAL_SUFFIX}", entry.path);
@@ -385,8 +420,10 @@ pub(crate) fn intact_prefix(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::CheckpointLog;
+    use crate::checkpoint::{CheckpointLog, RECORD_LEN};
+    use crate::placement::FileStamp;
     use std::fs;
+    use std::io::Write;
     use tallow_protocol::file_list::FileList;
     use tallow_protocol::manifest::{FileEntry, Timestamp};
 
@@ -543,7 +580,7 @@ mod tests {
         let p = plan(&m, dir.path(), true, &key(), 4096);
         assert_eq!(p.point.chunks_done, 2);
         // A recorded rewind (damage found by an earlier run) is believed.
-        let mut log = CheckpointLog::create(&out(&dir), &m, &p.records(&m), &key()).unwrap();
+        let mut log = go_on(&dir, &m, &p);
         log.append(&[Record::Rewind { file: 1, chunk: 1 }]).unwrap();
         let p = plan(&m, dir.path(), true, &key(), 4096);
         assert_eq!(p.point.chunks_done, 1);
@@ -648,12 +685,71 @@ mod tests {
         assert!(!p.is_ours(0));
     }
 
+    /// What `prepare` does with the plan's checkpoint.
+    fn go_on(dir: &tempfile::TempDir, m: &Manifest, p: &ResumePlan) -> CheckpointLog {
+        let own = p.own_log.as_ref().expect("the transfer's own checkpoint");
+        let mut log = CheckpointLog::reopen(&out(dir), &m.identity(), own.len, &key()).unwrap();
+        log.append(&p.log_records()).unwrap();
+        log
+    }
+
     #[test]
-    fn records_rebuild_the_same_progress() {
-        let (dir, m, _) = setup();
+    fn the_checkpoint_is_gone_on_with_and_says_what_the_plan_says() {
+        let (dir, m, b) = setup();
+        let name = checkpoint_name(&m.identity());
+        let path = dir.path().join(&name);
+        // A torn record at the end: cut off when the log is reopened.
+        let intact = fs::metadata(&path).unwrap().len();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[1; RECORD_LEN / 2])
+            .unwrap();
+        let mut p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
+        assert_eq!(p.own_log.as_ref().unwrap().len, intact);
+        assert!(p.log_records().is_empty(), "nothing to take back");
+        // The user keeps their own `b`: its partial is not continued, so
+        // its recorded chunks are taken back.
+        p.forget_partial(&m);
+        assert_eq!(p.log_records(), [Record::Rewind { file: 1, chunk: 0 }]);
+        let mut log = go_on(&dir, &m, &p);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            intact + RECORD_LEN as u64
+        );
+        let again = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
+        assert_eq!((again.point.files_done, again.point.chunks_done), (1, 0));
+        assert!(again.is_ours(0));
+        // All of b arrives and is renamed, and the run is killed before its
+        // "done" record: the next plan finds it and records it.
+        log.append(&[Record::Chunk {
+            file: 1,
+            chunk: 0,
+            digest: chunk_digest(4, 4096, 0, &b[..4096]),
+        }])
+        .unwrap();
+        for c in 1..4u64 {
+            let at = c as usize * 4096;
+            log.append(&[Record::Chunk {
+                file: 1,
+                chunk: c,
+                digest: chunk_digest(4, 4096, c, &b[at..at + 4096]),
+            }])
+            .unwrap();
+        }
+        fs::write(dir.path().join("b"), &b).unwrap();
+        set_epoch(&dir.path().join("b"));
+        fs::remove_file(dir.path().join("b.tallow-partial")).unwrap();
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
-        let rebuilt = RecordedProgress::from_records(&m, &p.records(&m));
-        assert!(rebuilt.is_done(0) && !rebuilt.is_done(1));
-        assert_eq!(rebuilt.digests(1).len(), 3);
+        assert_eq!(p.point.files_done, 2);
+        assert!(matches!(
+            p.log_records()[..],
+            [Record::FileDone { file: 1, .. }]
+        ));
+        go_on(&dir, &m, &p);
+        let (progress, _) =
+            checkpoint::load_progress(&out(&dir), &name, &key(), &m, &m.identity()).unwrap();
+        assert!(progress.is_done(0) && progress.done_as(1, &stamp(&dir, "b")));
     }
 }
