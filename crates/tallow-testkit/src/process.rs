@@ -626,6 +626,14 @@ pub struct Hop {
 }
 
 impl Hop {
+    /// Bytes forwarded from the client to the server (a sender's upload).
+    pub fn upstream_bytes(&self) -> u64 {
+        self.events
+            .lock()
+            .map(|events| events.iter().filter(|e| e.1).map(|e| e.2 as u64).sum())
+            .unwrap_or(0)
+    }
+
     pub fn start(target: &str, behaviour: HopBehaviour) -> Hop {
         use std::net::{TcpListener, TcpStream};
         use std::sync::{Arc, Mutex};

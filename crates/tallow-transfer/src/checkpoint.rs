@@ -315,7 +315,7 @@ impl CheckpointLog {
     pub fn create(
         out: &OutputDir,
         manifest: &Manifest,
-        records: &[Record],
+        records: impl IntoIterator<Item = Record>,
         local: &LocalKey,
     ) -> std::io::Result<Self> {
         let identity = manifest.identity();
@@ -914,7 +914,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path(), false).unwrap();
         let m = manifest();
-        let mut log = CheckpointLog::create(&out, &m, &[chunk(0, 0)], &key()).unwrap();
+        let mut log = CheckpointLog::create(&out, &m, [chunk(0, 0)], &key()).unwrap();
         log.append(&[chunk(0, 1), done(0), done(1), Record::FolderMade { dir: 0 }])
             .unwrap();
         let name = checkpoint_name(&m.identity());
@@ -979,7 +979,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path(), false).unwrap();
         let m = manifest();
-        CheckpointLog::create(&out, &m, &[chunk(0, 0)], &key()).unwrap();
+        CheckpointLog::create(&out, &m, [chunk(0, 0)], &key()).unwrap();
         let name = checkpoint_name(&m.identity());
         let path = dir.path().join(&name);
         // Gigabytes of trailing garbage: read up to the bound, not all.
@@ -998,7 +998,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path(), false).unwrap();
         let m = manifest();
-        let mut log = CheckpointLog::create(&out, &m, &[], &key()).unwrap();
+        let mut log = CheckpointLog::create(&out, &m, [], &key()).unwrap();
         log.append(&[chunk(0, 0), chunk(0, 1)]).unwrap();
         let name = checkpoint_name(&m.identity());
         let path = dir.path().join(&name);

@@ -485,8 +485,10 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         let told = acks.await.unwrap_or(Ok(()));
         result?;
         told.map_err(TransferError::from)?;
-        // The sender knows: nothing is left to resume.
-        if let Some(log) = finished_log {
+        // The sender knows: nothing is left to resume, unless files failed
+        // (the checkpoint then says which arrived, so a rerun sends only
+        // the failed ones, although they changed).
+        if let Some(log) = finished_log.filter(|_| failed.is_empty()) {
             let _ = log.remove();
         }
         Ok(failed)
@@ -531,9 +533,6 @@ fn prepare(
             made.insert(i as u32);
         }
     }
-    for obsolete in &plan.obsolete {
-        let _ = out.root().remove(obsolete);
-    }
     // The transfer's own checkpoint is gone on with (a million files'
     // records are not written again); else a new one starts.
     let mut records = plan.log_records();
@@ -552,12 +551,25 @@ fn prepare(
     let log = match &plan.own_log {
         Some(own) => CheckpointLog::reopen(&out, &identity, own.len, &options.local_key)
             .and_then(|mut log| log.append(&records).map(|()| log)),
-        None => CheckpointLog::create(&out, manifest, &records, &options.local_key),
+        // What an earlier version's checkpoint says of the files carried
+        // over goes into the new one before that is deleted.
+        None => CheckpointLog::create(
+            &out,
+            manifest,
+            records
+                .into_iter()
+                .chain(plan.carried_records(manifest, &out)),
+            &options.local_key,
+        ),
     }
     .map_err(|source| TransferError::WriteOutput {
         path: checkpoint::checkpoint_path(&options.out_dir, &identity),
         source,
     })?;
+    let own_name = checkpoint::checkpoint_name(&identity);
+    for obsolete in plan.obsolete.iter().filter(|n| **n != own_name) {
+        let _ = out.root().remove(obsolete);
+    }
     for dir in &manifest.dirs {
         out.folder(&dir.path, true, &mut |_| {})?;
     }
@@ -655,6 +667,11 @@ fn existing_files(
     }
     let mut skipped = Vec::new();
     for (index, entry) in manifest.files.iter().enumerate() {
+        // Verified by an earlier run and unchanged since: not sent again.
+        if plan.is_already_here(index) {
+            skipped.push(index as u32);
+            continue;
+        }
         let target = || options.out_dir.join(entry.path);
         match at(entry.path)? {
             Existing::Nothing => {}

@@ -53,6 +53,12 @@ pub struct ResumePlan {
     pub(crate) folders_made: HashSet<String>,
     /// The transfer's own checkpoint, if it has one: gone on with.
     pub(crate) own_log: Option<OwnLog>,
+    /// Files after the point that are here already, verified by an earlier
+    /// run and unchanged since (by index, ascending): not sent again.
+    pub(crate) already_here: Vec<u32>,
+    /// Of those, the ones an earlier version's checkpoint records: their
+    /// records go into this transfer's new checkpoint.
+    pub(crate) carried: Option<Carried>,
     /// Checkpoints (names in the output folder) to delete when the
     /// transfer starts.
     pub(crate) obsolete: Vec<String>,
@@ -74,6 +80,49 @@ impl ResumePlan {
         self.point.chunks_done = 0;
         self.hasher = None;
         self.bytes = self.point.bytes(manifest);
+    }
+
+    /// Whether file `index` is here already from an earlier run (and is not
+    /// sent again).
+    pub(crate) fn is_already_here(&self, index: usize) -> bool {
+        self.already_here.binary_search(&(index as u32)).is_ok()
+    }
+
+    /// How many files are here already from an earlier run.
+    pub fn kept_from_earlier(&self) -> usize {
+        self.already_here.len()
+    }
+
+    /// The records a new checkpoint takes over from an earlier version's:
+    /// the digests and "done" of each carried file still as it was.
+    pub(crate) fn carried_records<'a>(
+        &'a self,
+        manifest: &'a Manifest,
+        out: &'a OutputDir,
+    ) -> impl Iterator<Item = Record> + 'a {
+        let mut lookup = Lookup::new(out);
+        self.carried
+            .iter()
+            .flat_map(|c| c.pairs.iter().map(move |&(new, old)| (c, new, old)))
+            .filter_map(move |(c, new, old)| {
+                let path = manifest.files.get(new as usize)?.path;
+                match lookup.existing(path) {
+                    Existing::File(now) if c.progress.done_as(old as usize, &now) => {
+                        Some((c, new, old, now))
+                    }
+                    _ => None,
+                }
+            })
+            .flat_map(|(c, new, old, stamp)| {
+                let digests = c.progress.digests(old as usize);
+                (0..digests.len() as u64)
+                    .map(move |chunk| Record::Chunk {
+                        file: new,
+                        chunk,
+                        digest: digests[chunk as usize],
+                    })
+                    .chain(std::iter::once(Record::FileDone { file: new, stamp }))
+            })
     }
 
     /// Whether an earlier run of this transfer made the folder `path`.
@@ -133,6 +182,7 @@ impl ResumePlan {
         records.extend(
             own.later
                 .iter()
+                .filter(|&&file| !self.is_already_here(file as usize))
                 .map(|&file| Record::Rewind { file, chunk: 0 }),
         );
         records
@@ -144,6 +194,17 @@ impl ResumePlan {
             .as_ref()
             .is_some_and(|own| own.folders_made.get(dir).copied().unwrap_or(false))
     }
+}
+
+/// Files of this offer that an earlier version's checkpoint records as
+/// verified and in place, unchanged since in the offer (path, size, mode,
+/// time) and on disk (inode, size, ctime).
+#[derive(Debug)]
+pub(crate) struct Carried {
+    /// That checkpoint's progress (digests and finished files).
+    progress: RecordedProgress,
+    /// (file of this offer, the same file in the earlier one), ascending.
+    pairs: Vec<(u32, u32)>,
 }
 
 /// The transfer's own checkpoint, as the plan found it.
@@ -268,9 +329,20 @@ pub fn plan(
                 .filter(|(_, made)| **made)
                 .map(|(d, _)| d.path.clone()),
         );
+        // What it finished that is still as it was, in the offer and on
+        // disk, is not sent again.
+        if resume && other.manifest.chunk_size == manifest.chunk_size {
+            let pairs = unchanged_pairs(manifest, &top, &other.manifest, &progress, &mut lookup);
+            if pairs.len() > plan.carried.as_ref().map_or(0, |c| c.pairs.len()) {
+                plan.carried = Some(Carried { progress, pairs });
+            }
+        }
         if let Some(name) = other.path.file_name().and_then(|n| n.to_str()) {
             plan.obsolete.push(name.to_owned());
         }
+    }
+    if let Some(c) = &plan.carried {
+        plan.already_here = c.pairs.iter().map(|&(new, _)| new).collect();
     }
     let Some((progress, log_len)) =
         checkpoint::load_progress(&out, &name, local, manifest, &identity)
@@ -338,6 +410,16 @@ pub fn plan(
         plan.digests.extend_from_slice(recorded);
         k += 1;
     }
+    plan.already_here.extend(
+        (k + 1..manifest.files.len())
+            .filter(|&f| unchanged[f])
+            .map(|f| f as u32),
+    );
+    plan.already_here.sort_unstable();
+    plan.already_here.dedup();
+    // Only files not started may be skipped.
+    let first_unstarted = plan.point.first_unstarted();
+    plan.already_here.retain(|&f| f >= first_unstarted);
     plan.own_log = Some(OwnLog {
         len: log_len,
         found_done,
@@ -388,6 +470,51 @@ pub fn plan(
     }
     plan.bytes = plan.point.bytes(manifest);
     plan
+}
+
+/// Files of `manifest` that are the same (path, size, mode, time) as a file
+/// of `old` that `progress` records as finished and that is still on disk
+/// as it was then: (index in `manifest`, index in `old`), ascending.
+///
+/// Both lists are in the sender's order (its command-line names in order,
+/// then each folder depth-first by name), which comparing the top-level
+/// name's place and then the rest of the path name by name reproduces, so
+/// one pass over both finds every pair.
+fn unchanged_pairs(
+    manifest: &Manifest,
+    top: &[&str],
+    old: &Manifest,
+    progress: &RecordedProgress,
+    lookup: &mut Lookup<'_>,
+) -> Vec<(u32, u32)> {
+    fn order<'p>(top: &[&str], path: &'p str) -> (Option<usize>, std::str::Split<'p, char>) {
+        let mut parts = path.split('/');
+        let first = parts.next().unwrap_or_default();
+        (top.iter().position(|t| *t == first), parts)
+    }
+    let mut pairs = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < manifest.files.len() && j < old.files.len() {
+        let (new, was) = (manifest.files.at(i), old.files.at(j));
+        let ((new_top, new_rest), (was_top, was_rest)) =
+            (order(top, new.path), order(top, was.path));
+        match new_top.cmp(&was_top).then_with(|| new_rest.cmp(was_rest)) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                let same = (new.size, new.mode, new.mtime) == (was.size, was.mode, was.mtime);
+                if same
+                    && progress.is_done(j)
+                    && matches!(lookup.existing(new.path), Existing::File(now) if progress.done_as(j, &now))
+                {
+                    pairs.push((i as u32, j as u32));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    pairs
 }
 
 /// How many of the chunks at the start of `file` (holding file `index`'s
@@ -520,7 +647,7 @@ mod tests {
                 digest: chunk_digest(4, 4096, c, &b[s..s + 4096]),
             });
         }
-        CheckpointLog::create(&out(&dir), &m, &records, &key()).unwrap();
+        CheckpointLog::create(&out(&dir), &m, records.iter().copied(), &key()).unwrap();
         (dir, m, b)
     }
 
@@ -611,7 +738,7 @@ mod tests {
             chunk: 3,
             digest: chunk_digest(4, 4096, 3, &b[3 * 4096..]),
         });
-        CheckpointLog::create(&out(&dir), &m, &log, &key()).unwrap();
+        CheckpointLog::create(&out(&dir), &m, log, &key()).unwrap();
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point.files_done, 2);
         assert!(p.is_ours(1));
@@ -683,6 +810,49 @@ mod tests {
         );
         assert_eq!(p.point, ResumePoint::default());
         assert!(!p.is_ours(0));
+    }
+
+    /// Two names on the command line, "z" before "a": the earlier
+    /// version's files that did not change are found in one pass, across
+    /// both, and the changed one is not.
+    #[test]
+    fn an_earlier_versions_unchanged_files_are_found_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("z")).unwrap();
+        for name in ["z/1", "z/2", "z/3", "a"] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let listed =
+            |paths: &[&str]| FileList::from_entries(paths.iter().map(|p| entry(p, 0))).unwrap();
+        let old = Manifest {
+            chunk_size: 4096,
+            dirs: vec![],
+            files: listed(&["z/1", "z/2", "z/3", "a"]),
+            left_out: Default::default(),
+        };
+        let mut new = Manifest {
+            files: listed(&["z/1", "z/2", "z/2b", "z/3", "a"]),
+            ..old.clone()
+        };
+        new.files.set_mtime(1, Timestamp { secs: 5, nanos: 0 });
+        let records: Vec<Record> = ["z/1", "z/2", "z/3", "a"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Record::FileDone {
+                file: i as u32,
+                stamp: stamp(&dir, name),
+            })
+            .collect();
+        let progress = RecordedProgress::from_records(&old, &records);
+        let out = out(&dir);
+        let pairs = unchanged_pairs(
+            &new,
+            &new.top_level_names(),
+            &old,
+            &progress,
+            &mut Lookup::new(&out),
+        );
+        assert_eq!(pairs, [(0, 0), (3, 2), (4, 3)]);
     }
 
     /// What `prepare` does with the plan's checkpoint.

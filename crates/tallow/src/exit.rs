@@ -99,7 +99,7 @@ impl std::fmt::Display for Partial {
         if n > SHOWN {
             write!(f, "; and {} more", n - SHOWN)?;
         }
-        f.write_str(". Every other file arrived and was verified; send those again once nothing is writing to them")
+        f.write_str(". Every other file arrived and was verified; run the same transfer again once nothing is writing to those: only they are sent")
     }
 }
 

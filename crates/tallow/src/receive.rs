@@ -282,8 +282,13 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             .num("total", total)
             .emit();
     }
-    if plan.source_changed {
-        say!("The files changed since the interrupted transfer (size or modification time): starting over.");
+    match plan.kept_from_earlier() {
+        _ if !plan.source_changed => {}
+        0 => say!("The files changed since the interrupted transfer (size or modification time): starting over."),
+        kept => say!(
+            "Some files changed since the interrupted transfer (size or modification time): they are sent again; the {} that did not are here already and are kept.",
+            plural(kept as u64, "file")
+        ),
     }
     if plan.bytes > 0 {
         say!(

@@ -18,16 +18,6 @@ fn partial_len(out: &Path, name: &str) -> u64 {
 }
 
 /// Bytes the sender pushed towards the relay through `hop`.
-fn upstream_bytes(hop: &Hop) -> u64 {
-    hop.events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.1)
-        .map(|e| e.2 as u64)
-        .sum()
-}
-
 /// Send `file` through a counting hop and receive it into `out`; returns the
 /// two processes and the hop so the caller can interrupt and measure.
 fn start(relay: &Relay, code: &str, file: &Path, out: &Path) -> (Running, Running, Hop) {
@@ -52,7 +42,7 @@ fn finish_with_new_code(relay: &Relay, file: &Path, out: &Path) -> (u64, String)
         s_status.success() && r_status.success(),
         "sender: {s_err}\nreceiver: {r_err}"
     );
-    (upstream_bytes(&hop), r_err)
+    (hop.upstream_bytes(), r_err)
 }
 
 fn interrupted(kill: &str) -> (tempfile::TempDir, tempfile::TempDir, PathBuf, u64) {
@@ -126,9 +116,9 @@ fn a_file_kept_with_skip_existing_drops_its_partial_and_is_not_sent() {
     assert_eq!(fs::read(out.path().join("big.bin")).unwrap(), b"mine");
     assert!(r_err.contains("Keeping 1 file already here"), "{r_err}");
     assert!(
-        upstream_bytes(&hop) < MIB,
+        hop.upstream_bytes() < MIB,
         "{} bytes sent",
-        upstream_bytes(&hop)
+        hop.upstream_bytes()
     );
     assert_eq!(
         list_dir(out.path()),

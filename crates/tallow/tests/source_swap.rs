@@ -219,4 +219,45 @@ fn a_file_that_shrinks_while_it_is_sent_fails_alone_and_the_rest_arrives() {
         "nothing of b.log stays: {:?}",
         list_dir(&out.path().join("set"))
     );
+    // Sent again (a new code, the log now 100 MiB: another offer), only the
+    // log travels: the two files that arrived are kept, without a question.
+    let relay = Relay::start(&[]);
+    let hop = Hop::start(&relay.addr, HopBehaviour::default());
+    let code = "4712-abacus-zoom-yodel";
+    let s = sender(
+        &hop.addr,
+        code,
+        std::slice::from_ref(&set),
+        &["--compress", "none"],
+    );
+    let r = receiver(&relay.addr, code, out.path(), &["--yes"]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(
+        s_status.success() && r_status.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
+    assert!(
+        r_err.contains("Some files changed since the interrupted transfer")
+            && r_err.contains("the 2 files that did not are here already and are kept"),
+        "{r_err}"
+    );
+    assert!(
+        s_err.contains("The receiver keeps 2 files it already has"),
+        "{s_err}"
+    );
+    let sent = hop.upstream_bytes();
+    assert!(
+        (100 * MIB..101 * MIB).contains(&sent),
+        "only the log was sent: {sent} bytes"
+    );
+    for name in ["a.bin", "b.log", "c.bin"] {
+        assert_same_file(&set.join(name), &out.path().join("set").join(name));
+    }
+    assert_eq!(
+        list_dir(&out.path().join("set")).len(),
+        3,
+        "no partial or checkpoint left: {:?}",
+        list_dir(out.path())
+    );
 }
