@@ -422,6 +422,60 @@ pub fn on_terminal(line: &str, input: &[u8], delay: Duration) -> (ExitStatus, St
     )
 }
 
+/// Run the shell command `line` under script(1), typing `input` once the
+/// terminal shows `shown` (within a minute); returns its exit status and
+/// everything it showed.
+pub fn on_terminal_when(line: &str, shown: &str, input: &[u8]) -> (ExitStatus, String) {
+    use std::sync::{Arc, Mutex};
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "this test needs script(1) from util-linux (Debian: bsdutils)"
+    );
+    let mut script = Command::new("script");
+    for (key, value) in tallow().get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let mut tty = script
+        .args(["-q", "-e", "-c", line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut typing = tty.stdin.take().expect("script's stdin");
+    let mut screen = tty.stdout.take().expect("script's stdout");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = screen.read(&mut buf) {
+                seen.lock().expect("screen").extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&seen.lock().expect("screen")).into_owned();
+    wait_until(Duration::from_secs(60), shown, || text().contains(shown));
+    let _ = typing.write_all(input);
+    let _ = typing.flush();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = tty.try_wait().expect("script") {
+            break status;
+        }
+        if started.elapsed() > PROCESS_DEADLINE {
+            let _ = tty.kill();
+            panic!("{line} still runs after {PROCESS_DEADLINE:?}: {}", text());
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    drop(typing);
+    let _ = reader.join();
+    (status, text())
+}
+
 /// Run a sender and a receiver to completion; returns both results.
 pub fn transfer(
     relay: &str,

@@ -347,6 +347,12 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
         check_destination(&self.manifest, options, plan)
     }
 
+    /// Tell the sender, waiting for the answer, why we stop (say Ctrl-C
+    /// at the question): it reads our reason, not "connection closed".
+    pub async fn tell_peer(&mut self, error: &TransferError) {
+        crate::notice::tell_peer_about(&mut self.writer, error).await;
+    }
+
     /// Say no, telling the sender why.
     pub async fn decline(
         mut self,

@@ -112,7 +112,7 @@ fn check_key(key: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-    Err(crate::exit::UsageError(
+    Err(crate::exit::UsageError::new(
         "unknown config key: use relay, out or compress",
     ))
     .with_context(|| format!("{key:?} is not one of {}", known.join(", ")))
@@ -133,10 +133,12 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         ConfigAction::Set { key, value } => {
             check_key(&key)?;
             if key == "compress" && !["auto", "zstd", "none"].contains(&value.as_str()) {
-                return Err(crate::exit::UsageError("compress must be auto, zstd or none").into());
+                return Err(
+                    crate::exit::UsageError::new("compress must be auto, zstd or none").into(),
+                );
             }
             if key == "relay" && !value.split(',').all(is_host_port) {
-                return Err(crate::exit::UsageError(
+                return Err(crate::exit::UsageError::new(
                     "relay must be HOST:PORT (e.g. relay.example.org:9009), or several separated by commas",
                 )
                 .into());
@@ -162,15 +164,56 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `host:port` with a host and a port number (IPv6 in brackets).
-fn is_host_port(entry: &str) -> bool {
+/// `host:port` with a host and a port number: a name of letters, digits,
+/// dots and hyphens, an IPv4 address, or an IPv6 address in brackets
+/// (`[::1]:9009`; a bare `::1` or `a:1:2` is not one).
+pub fn is_host_port(entry: &str) -> bool {
     let entry = entry.trim();
-    match entry.rsplit_once(':') {
-        Some((host, port)) => {
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
             !host.is_empty()
-                && !host.contains(char::is_whitespace)
-                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && !host.starts_with(['-', '.'])
         }
-        None => false,
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_host_port;
+
+    #[test]
+    fn relay_addresses_are_host_and_port() {
+        for good in [
+            "relay.example.org:9009",
+            "127.0.0.1:9009",
+            "[::1]:9009",
+            "[2001:db8::1]:443",
+            " my-relay:1 ",
+        ] {
+            assert!(is_host_port(good), "{good}");
+        }
+        for bad in [
+            "::1",
+            "a:1:2",
+            "relay.example.org",
+            "relay:0",
+            "relay:99999",
+            ":9009",
+            "[::1:9009",
+            "[nonsense]:9009",
+            "bad host:9009",
+            "-relay:9009",
+            "relay:port",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
     }
 }

@@ -31,11 +31,18 @@ pub const CANCELLED: u8 = 130;
 
 /// A mistake in how tallow was called, with what to do instead.
 #[derive(Debug)]
-pub struct UsageError(pub &'static str);
+pub struct UsageError(pub std::borrow::Cow<'static, str>);
+
+impl UsageError {
+    /// The mistake, said with what to do instead.
+    pub fn new(message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        UsageError(message.into())
+    }
+}
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(&self.0)
     }
 }
 

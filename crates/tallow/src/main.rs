@@ -151,8 +151,17 @@ impl ClientArgs {
                 None => config::get("relay")?,
             }
         };
+        if let Some(r) = &relay {
+            if !r.split(',').all(config::is_host_port) {
+                return Err(exit::UsageError::new(format!(
+                    "the relay address {r:?} (from {}) is not HOST:PORT: use a name or IPv4 address and a port (relay.example.org:9009), an IPv6 address in brackets ([::1]:9009), or several separated by commas",
+                    self.relay_origin()
+                ))
+                .into());
+            }
+        }
         if relay.is_none() && self.no_lan {
-            return Err(exit::UsageError(
+            return Err(exit::UsageError::new(
                 "no relay given and --no-lan: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)",
             )
             .into());
@@ -285,9 +294,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Set while a transfer pipeline runs: on Ctrl-C it tells the other side
-/// and stops by itself; before or after, there is nobody to tell.
-pub static TRANSFERRING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set while what runs tells the other side itself on Ctrl-C and then
+/// stops (a transfer pipeline; a receiver asking about the offer while the
+/// sender waits); before or after, there is nobody to tell.
+pub static CANCEL_TELLS_PEER: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// How long a cancelled pipeline may take to tell the other side: to send
 /// its notice, let it drain out to the peer (`ABORT_DRAIN`), and let our
@@ -307,7 +318,7 @@ async fn until_cancelled(
             std::future::pending::<()>().await;
         }
         trigger.cancel();
-        let transferring = TRANSFERRING.load(std::sync::atomic::Ordering::SeqCst);
+        let transferring = CANCEL_TELLS_PEER.load(std::sync::atomic::Ordering::SeqCst);
         if transferring {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

@@ -88,6 +88,13 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         Some(dir) => dir.clone(),
         None => crate::config::get("out")?.map_or_else(|| PathBuf::from("."), PathBuf::from),
     };
+    // Said as a full path: "into ." reads badly, and a sender's message
+    // quoting it could be mistaken for punctuation.
+    let out = if out == Path::new("-") {
+        out
+    } else {
+        std::path::absolute(&out).unwrap_or(out)
+    };
     if args.list_partial || args.clean_partial_older_than.is_some() {
         return partials(&args, &out);
     }
@@ -97,7 +104,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     let typed = match given.or_else(|| std::env::var("TALLOW_CODE").ok()) {
         Some(code) => code,
         None if std::io::stdin().is_terminal() => ask_code()?,
-        None => return Err(crate::exit::UsageError(
+        None => return Err(crate::exit::UsageError::new(
             "no code: pass it as an argument, set TALLOW_CODE, or run in a terminal to be asked",
         )
         .into()),
@@ -151,7 +158,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             )
             .await?
             {
-                return Err(UsageError(
+                return Err(UsageError::new(
                     "code not tried: check it with the sender and run tallow receive again (nothing was sent)",
                 )
                 .into());
@@ -159,7 +166,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         }
     }
     if !args.yes && !terminal {
-        return Err(UsageError(
+        return Err(UsageError::new(
             "no terminal to confirm the offer: pass --yes to accept without asking",
         )
         .into());
@@ -221,7 +228,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         if manifest.files.len() != 1 || !manifest.dirs.is_empty() {
             let reason = "it asked for a single file (--out -)";
             let _ = offer.decline(reason, &deadlines).await;
-            return Err(UsageError(
+            return Err(UsageError::new(
                 "--out - takes a single file, and this offer is not one; pass --out DIR",
             )
             .into());
@@ -272,7 +279,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         resume: !args.no_resume,
         umask: umask(),
         local_key: local_key(),
-        cancel,
+        cancel: cancel.clone(),
     };
     // Reading back a partial file can take a while: not on the reactor.
     let plan = tokio::task::block_in_place(|| offer.plan(&options));
@@ -330,10 +337,14 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
                 if names.len() == 1 { "it" } else { "them" },
                 if names.len() == 1 { "it" } else { "them" },
             );
-            match ask_while_sender_waits(&mut offer, &format!("{question} "), &deadlines)
-                .await?
-                .as_str()
-            {
+            let asked =
+                ask_while_sender_waits(&mut offer, &format!("{question} "), &deadlines, &cancel)
+                    .await?;
+            let Some(answer) = asked else {
+                closing.finish(ABORT_DRAIN).await;
+                return Err(crate::exit::Interrupted.into());
+            };
+            match answer.as_str() {
                 "r" | "replace" => {
                     options.overwrite = true;
                     continue;
@@ -393,20 +404,23 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             ))
             .into());
         }
-    } else if !matches!(
-        ask_while_sender_waits(&mut offer, "Accept? [y/N] ", &deadlines)
-            .await?
-            .as_str(),
-        "y" | "yes"
-    ) {
-        offer.decline(DECLINED, &deadlines).await?;
-        return Err(crate::exit::Refused("offer declined; nothing was written".into()).into());
+    } else {
+        let asked =
+            ask_while_sender_waits(&mut offer, "Accept? [y/N] ", &deadlines, &cancel).await?;
+        let Some(answer) = asked else {
+            closing.finish(ABORT_DRAIN).await;
+            return Err(crate::exit::Interrupted.into());
+        };
+        if !matches!(answer.as_str(), "y" | "yes") {
+            offer.decline(DECLINED, &deadlines).await?;
+            return Err(crate::exit::Refused("offer declined; nothing was written".into()).into());
+        }
     }
 
     // Skipped files count as here from the start, as resumed bytes do.
     let mut line =
         ProgressLine::new(args.client.quiet, &manifest).resuming_from(plan.bytes + skipped_bytes);
-    crate::TRANSFERRING.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::CANCEL_TELLS_PEER.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = offer
         .accept(&options, plan, &deadlines, &mut |p| line.update(p))
         .await;
@@ -477,9 +491,27 @@ async fn ask_while_sender_waits(
     >,
     prompt: &str,
     deadlines: &Deadlines,
-) -> anyhow::Result<String> {
-    let reader = offer.reader_mut().inner_mut();
-    let (answer, early) = ask_unless_stopped(prompt, deadlines, reader, Role::Sender).await?;
+    cancel: &CancelSignal,
+) -> anyhow::Result<Option<String>> {
+    use std::sync::atomic::Ordering::SeqCst;
+    // A Ctrl-C here is told to the sender, who is waiting for the answer.
+    crate::CANCEL_TELLS_PEER.store(true, SeqCst);
+    let asked = {
+        let reader = offer.reader_mut().inner_mut();
+        tokio::select! {
+            asked = ask_unless_stopped(prompt, deadlines, reader, Role::Sender) => Some(asked),
+            () = cancel.cancelled() => None,
+        }
+    };
+    let Some(asked) = asked else {
+        // The ^C the terminal echoed ends the question's line.
+        say!();
+        offer.tell_peer(&TransferError::Cancelled).await;
+        crate::CANCEL_TELLS_PEER.store(false, SeqCst);
+        return Ok(None);
+    };
+    crate::CANCEL_TELLS_PEER.store(false, SeqCst);
+    let (answer, early) = asked?;
     match early {
         // The sender sends nothing but an Abort before our answer.
         Some(frame) => Err(TransferError::broke(
@@ -490,7 +522,7 @@ async fn ask_while_sender_waits(
             },
         )
         .into()),
-        None => Ok(answer),
+        None => Ok(Some(answer)),
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
             Some("zstd") => CompressArg::Zstd,
             Some("none") => CompressArg::None,
             Some(_) => {
-                return Err(crate::exit::UsageError(
+                return Err(crate::exit::UsageError::new(
                     "the config's compress must be auto, zstd or none: fix it with `tallow config set compress auto`",
                 )
                 .into())
@@ -78,7 +78,9 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     let route = args.client.route()?;
     let deadlines = args.client.deadlines();
     if args.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_LEN) {
-        return Err(UsageError("--text takes at most 64 KiB; send longer text as a file").into());
+        return Err(
+            UsageError::new("--text takes at most 64 KiB; send longer text as a file").into(),
+        );
     }
     // Standard input is copied to a private temporary file first: the
     // offer needs its size, and hashing and resume need to read it again.
@@ -213,7 +215,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     }
 
     // From here a Ctrl-C is told to the receiver (the pipeline sees it).
-    crate::TRANSFERRING.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::CANCEL_TELLS_PEER.store(true, std::sync::atomic::Ordering::SeqCst);
     say!("Offer sent; waiting for the receiver to accept…");
     let mut line = ProgressLine::new(args.client.quiet, manifest);
     let total = manifest.total_size();

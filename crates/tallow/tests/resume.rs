@@ -336,7 +336,7 @@ fn random_kills_never_leave_a_wrong_file_and_always_resume() {
         );
         let r = receiver(&relay.addr, &code, out.path(), &["--yes"]);
         std::thread::sleep(Duration::from_millis(50 + seed % 400));
-        let victim = if seed % 2 == 0 { &r } else { &s };
+        let victim = if seed.is_multiple_of(2) { &r } else { &s };
         signal(victim.pid(), "-KILL");
         let (r_status, _, _) = r.finish_within(Duration::from_secs(60));
         let _ = s.finish_within(Duration::from_secs(60));

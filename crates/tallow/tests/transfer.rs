@@ -1084,6 +1084,13 @@ fn config_defaults_with_flag_over_environment_over_file() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("relay must be HOST:PORT"));
+    // Nor an IPv6 address without brackets, or a colon too many.
+    for bad in ["::1", "a:1:2"] {
+        let refused = cfg(&["config", "set", "relay", bad])
+            .output_within()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{bad}");
+    }
 
     let f = file.to_str().unwrap();
     // The file's relay is used: unreachable, so a network error (7), not a
@@ -1112,6 +1119,20 @@ fn config_defaults_with_flag_over_environment_over_file() {
         .output_within()
         .unwrap();
     assert!(String::from_utf8_lossy(&from_flag.stderr).contains("127.0.0.1:3"));
+
+    // A mistyped --relay is a usage error before anything is sent, with
+    // no network advice.
+    let typo = cfg(&["send", "--no-lan", "--relay", "bad::value", f])
+        .output_within()
+        .unwrap();
+    let said = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("the relay address \"bad::value\" (from --relay) is not HOST:PORT")
+            && said.contains("[::1]:9009")
+            && !said.contains("Sending"),
+        "{said}"
+    );
 
     let unset = cfg(&["config", "unset", "relay"]).output_within().unwrap();
     assert!(unset.status.success());
@@ -1453,4 +1474,79 @@ fn a_sparse_file_moves_only_its_data_and_arrives_sparse() {
     // About the data and the chunks' headers, not 256 MiB.
     let forwarded = metric(&metrics, "tallow_relay_bytes_forwarded_total");
     assert!(forwarded < 4 * MIB, "the relay forwarded {forwarded} bytes");
+}
+
+/// Issue 18, points 2 and 8: a receiver run in the folder it receives into
+/// (no `--out`) names that folder in full, with its free space, and a file
+/// already there is named in full too, with every dot where it belongs.
+#[test]
+fn receiving_into_the_current_folder_names_it_in_full() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "small.v2.txt", 1000, 3);
+    let here = |code: &str, extra: &[&str]| {
+        let mut cmd = tallow();
+        cmd.current_dir(out.path())
+            .args(["receive", "--relay", &relay.addr, "--no-lan"])
+            .args(extra)
+            .arg(code)
+            .stdin(Stdio::null());
+        Running::spawn(cmd)
+    };
+    let full = out.path().display().to_string();
+    let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
+    let (r_status, r_err) = here(CODE, &["--yes"]).finish();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    assert!(
+        r_err.contains(&format!("Into: {full} ("))
+            && r_err.contains(" free)")
+            && r_err.contains(&format!(" into {full} in ")),
+        "{r_err}"
+    );
+    assert_same_file(&file, &out.path().join("small.v2.txt"));
+    // Again: the file is there now.
+    let code = "4712-abacus-zoom-yodel";
+    let s = sender(&relay.addr, code, std::slice::from_ref(&file), &[]);
+    let (r_status, r_err) = here(code, &["--yes"]).finish();
+    let (s_status, s_err) = s.finish();
+    assert!(!r_status.success() && !s_status.success());
+    assert!(
+        r_err.contains(&format!("{full}/small.v2.txt already exists")),
+        "{r_err}"
+    );
+    assert!(
+        s_err.contains("it could not accept this offer as it is") && !s_err.contains(&full),
+        "the sender learns nothing of the receiver's disk: {s_err}"
+    );
+}
+
+/// Issue 18, point 7: Ctrl-C at the receiver's question ends the line,
+/// says nothing was transferred (status 130), and the sender, waiting for
+/// the answer, hears "cancelled", not "closed the connection".
+#[test]
+fn ctrl_c_at_the_question_is_told_to_the_waiting_sender() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "asked.bin", 1000, 4);
+    let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
+    let line = receive_line(&relay.addr, CODE, out.path(), "");
+    let (status, shown) = on_terminal_when(&line, "Accept?", b"\x03");
+    let (s_status, s_err) = s.finish();
+    assert_eq!(status.code(), Some(130), "{shown}");
+    assert!(
+        shown.contains("cancelled (Ctrl-C) before the transfer began"),
+        "{shown}"
+    );
+    assert!(!s_status.success());
+    assert!(
+        s_err.contains("cancelled (Ctrl-C)") && !s_err.contains("closed the connection"),
+        "{s_err}"
+    );
+    assert!(
+        fs::read_dir(out.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
 }
