@@ -486,7 +486,7 @@ fn warn_route_failed(e: &tallow_net::NetError) {
 
 /// `tallow man`: one page to stdout, or every page into `dir`.
 fn manual_pages(command: Option<&str>, dir: Option<&Path>) -> ExitCode {
-    let mut cli = Cli::command().disable_help_subcommand(true);
+    let mut cli = stop_before_env_notes(Cli::command().disable_help_subcommand(true));
     cli.build();
     let written = if let Some(dir) = dir {
         std::fs::create_dir_all(dir)
@@ -520,6 +520,32 @@ fn manual_pages(command: Option<&str>, dir: Option<&Path>) -> ExitCode {
             ExitCode::from(exit::IO)
         }
     }
+}
+
+/// A manual page puts "May also be specified with the … environment
+/// variable" right after an option's text, which `--help` style leaves
+/// without a full stop: give those texts one, in `cmd` and every command
+/// below it.
+fn stop_before_env_notes(cmd: clap::Command) -> clap::Command {
+    let cmd = cmd.mut_args(|arg| {
+        let text = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|t| t.to_string());
+        match text {
+            Some(text) if arg.get_env().is_some() && !text.ends_with('.') => {
+                arg.long_help(format!("{text}."))
+            }
+            _ => arg,
+        }
+    });
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    names.iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, stop_before_env_notes)
+    })
 }
 
 /// Ask a yes/no question on stderr and read the answer from stdin, within

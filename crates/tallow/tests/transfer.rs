@@ -567,6 +567,13 @@ fn longer_codes_completions_and_the_manual_page() {
         receive.contains("\\-\\-merge") && receive.contains("\\-\\-allow\\-hidden"),
         "{receive}"
     );
+    // An option's text ends before the note on its environment variable.
+    assert!(
+        receive.contains(
+            "once it has verified.\n.RS\nMay also be specified with the \\fBTALLOW_OUT\\fR"
+        ),
+        "{receive}"
+    );
 }
 
 #[test]
