@@ -555,8 +555,11 @@ fn prepare(
     );
     let identity = manifest.identity();
     let log = match &plan.own_log {
-        Some(own) => CheckpointLog::reopen(&out, &identity, own.len, &options.local_key)
-            .and_then(|mut log| log.append(&records).map(|()| log)),
+        Some(own) => {
+            records.extend(plan.carried_records(manifest, &out));
+            CheckpointLog::reopen(&out, &identity, own.len, &options.local_key)
+                .and_then(|mut log| log.append(&records).map(|()| log))
+        }
         // What an earlier version's checkpoint says of the files carried
         // over goes into the new one before that is deleted.
         None => CheckpointLog::create(

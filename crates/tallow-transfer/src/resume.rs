@@ -104,6 +104,7 @@ impl ResumePlan {
         self.carried
             .iter()
             .flat_map(|c| c.pairs.iter().map(move |&(new, old)| (c, new, old)))
+            .filter(|&(_, new, _)| self.is_already_here(new as usize))
             .filter_map(move |(c, new, old)| {
                 let path = manifest.files.get(new as usize)?.path;
                 match lookup.existing(path) {
@@ -415,11 +416,6 @@ pub fn plan(
             .filter(|&f| unchanged[f])
             .map(|f| f as u32),
     );
-    plan.already_here.sort_unstable();
-    plan.already_here.dedup();
-    // Only files not started may be skipped.
-    let first_unstarted = plan.point.first_unstarted();
-    plan.already_here.retain(|&f| f >= first_unstarted);
     plan.own_log = Some(OwnLog {
         len: log_len,
         found_done,
@@ -469,6 +465,12 @@ pub fn plan(
         }
     }
     plan.bytes = plan.point.bytes(manifest);
+    // Only files not started may be skipped (an earlier version's files
+    // before the point are in the point already).
+    plan.already_here.sort_unstable();
+    plan.already_here.dedup();
+    let first_unstarted = plan.point.first_unstarted();
+    plan.already_here.retain(|&f| f >= first_unstarted);
     plan
 }
 
@@ -853,6 +855,32 @@ mod tests {
             &mut Lookup::new(&out),
         );
         assert_eq!(pairs, [(0, 0), (3, 2), (4, 3)]);
+    }
+
+    /// An earlier version's checkpoint beside this transfer's own: what it
+    /// carries before the resume point is in the point already, not
+    /// skipped (a skip there is a protocol error at the sender).
+    #[test]
+    fn nothing_before_the_point_is_skipped() {
+        let (dir, m, _) = setup();
+        let mut old = m.clone();
+        old.files.set_size(1, 7);
+        let a = Record::FileDone {
+            file: 0,
+            stamp: stamp(&dir, "a"),
+        };
+        let digests: Vec<Record> = (0..2)
+            .map(|chunk| Record::Chunk {
+                file: 0,
+                chunk,
+                digest: [0; 32],
+            })
+            .collect();
+        CheckpointLog::create(&out(&dir), &old, digests.into_iter().chain([a]), &key()).unwrap();
+        let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
+        assert!(p.source_changed && p.carried.is_some());
+        assert_eq!(p.point.files_done, 1);
+        assert!(p.already_here.is_empty(), "{:?}", p.already_here);
     }
 
     /// What `prepare` does with the plan's checkpoint.
