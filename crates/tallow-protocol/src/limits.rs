@@ -21,15 +21,16 @@ pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
 /// Largest chunk size a manifest may declare.
 pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 
-/// Most entries (folders and files) in one offer.
-pub const MAX_MANIFEST_ENTRIES: usize = 10_000_000;
+/// Most entries (folders and files) in one offer: room for ten million
+/// files and their folders.
+pub const MAX_MANIFEST_ENTRIES: usize = 12_000_000;
 /// Most bytes an offer's entries may take, encoded (their paths and fields;
 /// about 10 million entries with 80-byte paths). The receiver holds the
 /// entries in memory before its user is asked, so this bounds what a sender
 /// can make it hold: a file takes 22 bytes plus its name there (packed,
 /// [`crate::file_list::FileList`]) against 26 plus its name on the wire,
 /// and the duplicate check 4 more; a folder about 80 with a short name,
-/// which [`MAX_MANIFEST_ENTRIES`] caps at about 0.8 GiB.
+/// which [`MAX_MANIFEST_ENTRIES`] caps at about 1 GiB.
 pub const MAX_OFFER_BYTES: u64 = 1 << 30;
 /// Most entries of each kind in one page of an offer.
 pub const MAX_OFFER_PAGE_ENTRIES: usize = 8192;
