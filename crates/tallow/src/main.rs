@@ -478,10 +478,19 @@ async fn ask_unless_stopped(
 
 /// One route to the other side failed while another is still being tried.
 fn warn_route_failed(e: &tallow_net::NetError) {
-    say!(
-        "warning: {}; still trying the other route",
-        progress::display_name(&e.to_string())
-    );
+    say!("{}", route_failed_warning(&e.to_string()));
+}
+
+/// The warning for a route that gave up, `reason` saying why. After a full
+/// stop or a question it is a sentence of its own ("… with this code?;
+/// still trying" reads badly).
+fn route_failed_warning(reason: &str) -> String {
+    let reason = progress::display_name(reason);
+    if reason.ends_with(['?', '.', '!']) {
+        format!("warning: {reason} Still trying the other route.")
+    } else {
+        format!("warning: {reason}; still trying the other route")
+    }
 }
 
 /// `tallow man`: one page to stdout, or every page into `dir`.
@@ -572,4 +581,21 @@ async fn ask(prompt: &str, deadline: Duration) -> anyhow::Result<String> {
         )
     })???;
     Ok(line.trim().to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_failed_warning;
+
+    #[test]
+    fn a_route_that_gave_up_is_said_in_a_sentence_that_reads() {
+        assert_eq!(
+            route_failed_warning("no sender found: is the sender running, with this code?"),
+            "warning: no sender found: is the sender running, with this code? Still trying the other route."
+        );
+        assert_eq!(
+            route_failed_warning("cannot reach the relay 127.0.0.1:1"),
+            "warning: cannot reach the relay 127.0.0.1:1; still trying the other route"
+        );
+    }
 }

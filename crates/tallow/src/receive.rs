@@ -173,8 +173,13 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     }
 
     if route.lan {
+        // Each route with its own limit, said once (the relay's "waiting"
+        // below would only repeat it).
         let relay = match &route.relay {
-            Some(relay) => format!(" and through the relay {relay}"),
+            Some(relay) => format!(
+                " and through the relay {relay} (up to {})",
+                crate::wait_limit(deadlines.pairing)
+            ),
             None => String::new(),
         };
         say!(
@@ -187,10 +192,12 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         &code,
         &deadlines,
         || {
-            say!(
-                "Waiting for the sender… (up to {})",
-                crate::wait_limit(deadlines.pairing)
-            )
+            if !route.lan {
+                say!(
+                    "Waiting for the sender… (up to {})",
+                    crate::wait_limit(deadlines.pairing)
+                )
+            }
         },
         &warn_route_failed,
     )

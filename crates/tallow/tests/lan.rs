@@ -269,3 +269,34 @@ fn failures_on_the_local_network_are_told_without_a_relay_in_them() {
     );
     assert!(list_dir(out.path()).is_empty());
 }
+
+/// Issue 18: a receiver looking on both routes says each route's limit
+/// once, and a route that gave up is told in a sentence of its own.
+#[test]
+fn a_receiver_on_both_routes_says_each_limit_once() {
+    let relay = Relay::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let port = discovery_port(7);
+    let r = lan_receiver(
+        &[],
+        "6163-nobody-sends-this",
+        out.path(),
+        &port,
+        &["--relay", &relay.addr, "--wait-timeout", "2"],
+    );
+    let (status, err, _) = r.finish_within(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!(
+            "Looking for the sender on the local network (up to 2 s) and through the relay {} (up to 2 s)",
+            relay.addr
+        )) && !err.contains("Waiting for the sender"),
+        "{err}"
+    );
+    // Whichever route gives up first is said in a sentence of its own
+    // (see `route_failed_warning`'s test for both shapes).
+    assert!(
+        err.contains("till trying the other route") && !err.contains("?;"),
+        "{err}"
+    );
+}
