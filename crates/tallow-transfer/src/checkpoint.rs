@@ -27,9 +27,12 @@
 //! say) is just ignored. The header is written to a new private (0600) file
 //! created with `O_EXCL | O_NOFOLLOW` and renamed into place; records are
 //! appended only after the data they describe has been made durable, and the
-//! log is synced after each batch of records. A file-done record holds what
-//! identifies the file we put in place, so a file the user changed or
-//! replaced afterwards is theirs again (and needs `--overwrite`).
+//! log is synced after each batch of records. A resume goes on with the same
+//! file ([`CheckpointLog::reopen`]: a torn record at its end is cut off
+//! first), so a million files' records are never written twice. A
+//! file-done record holds what identifies the file we put in place, so a
+//! file the user changed or replaced afterwards is theirs again (and needs
+//! `--overwrite`).
 
 use std::fs::{self, File};
 use std::io::{Read, Write};

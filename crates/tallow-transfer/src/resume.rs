@@ -8,11 +8,17 @@
 //! [`ResumePoint`] for the sender, plus the leaves and the hash state the
 //! receiver needs to verify the whole transfer at the end.
 //!
-//! A checkpoint for other versions of the same top-level names (the source
-//! changed size or mtime) is not used: the transfer starts over and the user
-//! is told. Files this transfer's own checkpoint records as written may be
-//! replaced without `--overwrite` (they are its own earlier output); files an
-//! older version finished still need `--overwrite`.
+//! A checkpoint for another version of the same top-level names (some
+//! files changed size or time, or failed while they were sent) does not
+//! give a resume point: the files it finished that are the same in this
+//! offer and unchanged on disk are skipped (here already) and carried into
+//! the new checkpoint; the rest is sent, and the user is told. Files this
+//! transfer's own checkpoint records as written may be replaced without
+//! `--overwrite` (they are its own earlier output); other files an older
+//! version finished still need `--overwrite`.
+//!
+//! The transfer's own checkpoint is read without decoding its copy of the
+//! manifest and gone on with, not rewritten (`ResumePlan::log_records`).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -316,9 +322,9 @@ pub fn plan(
         if other.manifest.top_level_names() != top {
             continue;
         }
-        // Files it finished stay protected: they may be someone else's
-        // transfer under the same names, so replacing them needs --overwrite.
-        // Folders it made are still ours.
+        // Files it finished are not replaced without --overwrite: they may
+        // be someone else's transfer under the same names (those still the
+        // same are skipped below). Folders it made are still ours.
         plan.source_changed = true;
         let progress = RecordedProgress::from_records(&other.manifest, &other.records);
         plan.folders_made.extend(
