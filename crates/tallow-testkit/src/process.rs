@@ -389,28 +389,34 @@ pub fn receive_line(relay: &str, code: &str, out: &Path, extra: &str) -> String 
     )
 }
 
-/// Run the shell command `line` under script(1), so it has a terminal,
-/// typing `input` after `delay`; returns its exit status and everything it
-/// showed on the terminal.
-pub fn on_terminal(line: &str, input: &[u8], delay: Duration) -> (ExitStatus, String) {
+/// The shell command `line` started under script(1) (a terminal of its
+/// own), with the environment [`tallow`] sets up, its keyboard and screen
+/// piped.
+fn under_script(line: &str) -> Child {
     assert!(
         Command::new("script").arg("--version").output().is_ok(),
         "this test needs script(1) from util-linux (Debian: bsdutils)"
     );
     let mut script = Command::new("script");
-    // The environment tallow() sets up.
     for (key, value) in tallow().get_envs() {
         match value {
             Some(value) => script.env(key, value),
             None => script.env_remove(key),
         };
     }
-    let mut tty = script
+    script
         .args(["-q", "-e", "-c", line, "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn script");
+        .expect("spawn script")
+}
+
+/// Run the shell command `line` under script(1), so it has a terminal,
+/// typing `input` after `delay`; returns its exit status and everything it
+/// showed on the terminal.
+pub fn on_terminal(line: &str, input: &[u8], delay: Duration) -> (ExitStatus, String) {
+    let mut tty = under_script(line);
     let mut typing = tty.stdin.take().expect("script's stdin");
     thread::sleep(delay);
     let _ = typing.write_all(input);
@@ -427,23 +433,7 @@ pub fn on_terminal(line: &str, input: &[u8], delay: Duration) -> (ExitStatus, St
 /// everything it showed.
 pub fn on_terminal_when(line: &str, shown: &str, input: &[u8]) -> (ExitStatus, String) {
     use std::sync::{Arc, Mutex};
-    assert!(
-        Command::new("script").arg("--version").output().is_ok(),
-        "this test needs script(1) from util-linux (Debian: bsdutils)"
-    );
-    let mut script = Command::new("script");
-    for (key, value) in tallow().get_envs() {
-        match value {
-            Some(value) => script.env(key, value),
-            None => script.env_remove(key),
-        };
-    }
-    let mut tty = script
-        .args(["-q", "-e", "-c", line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn script");
+    let mut tty = under_script(line);
     let mut typing = tty.stdin.take().expect("script's stdin");
     let mut screen = tty.stdout.take().expect("script's stdout");
     let seen = Arc::new(Mutex::new(Vec::new()));
