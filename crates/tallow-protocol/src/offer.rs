@@ -277,6 +277,13 @@ impl OfferAssembly {
         }
     }
 
+    /// The identity the header announced: the manifest's, once
+    /// [`finish`](Self::finish) has checked it (so the receiver need not
+    /// hash a million entries again).
+    pub fn identity(&self) -> [u8; 32] {
+        self.header.identity
+    }
+
     /// Whether every announced entry has arrived.
     pub fn is_complete(&self) -> bool {
         self.manifest.dirs.len() as u64 == self.header.dirs

@@ -834,6 +834,26 @@ pub fn peak_rss_until_exit(pid: u32, deadline: Duration) -> u64 {
     peak
 }
 
+/// Wait for a sender and a receiver, watching each one's peak resident
+/// memory until it exits (for at most `deadline`); both must succeed.
+/// Returns the peaks of (sender, receiver) and the receiver's stderr.
+pub fn finish_watching_memory(s: Running, r: Running, deadline: Duration) -> (u64, u64, String) {
+    let (spid, rpid) = (s.pid(), r.pid());
+    let watch_s = thread::spawn(move || peak_rss_until_exit(spid, deadline));
+    let watch_r = thread::spawn(move || peak_rss_until_exit(rpid, deadline));
+    let (s_peak, r_peak) = (
+        watch_s.join().expect("watching the sender"),
+        watch_r.join().expect("watching the receiver"),
+    );
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(
+        s_status.success() && r_status.success(),
+        "sender: {s_err}\nreceiver: {r_err}"
+    );
+    (s_peak, r_peak, r_err)
+}
+
 /// Assert two trees have the same folders, files, bytes, permission bits
 /// and modification times.
 pub fn assert_same_tree(src: &Path, dst: &Path) {

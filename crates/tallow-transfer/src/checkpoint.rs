@@ -312,16 +312,18 @@ impl Drop for CheckpointLog {
 }
 
 impl CheckpointLog {
-    /// Write a new checkpoint for `manifest` holding `records` (atomically:
-    /// new private file, sync, rename, sync the folder) and open it for
-    /// appending.
+    /// Write a new checkpoint for `manifest`, whose identity is `identity`
+    /// (the caller has it: hashing a million entries again is not free),
+    /// holding `records` (atomically: new private file, sync, rename, sync
+    /// the folder) and open it for appending.
     pub fn create(
         out: &OutputDir,
         manifest: &Manifest,
+        identity: &[u8; 32],
         records: impl IntoIterator<Item = Record>,
         local: &LocalKey,
     ) -> std::io::Result<Self> {
-        let identity = manifest.identity();
+        let identity = *identity;
         let key = local.for_identity(&identity);
         let name = checkpoint_name(&identity);
         let tmp = format!("{name}-new");
@@ -917,7 +919,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path(), false).unwrap();
         let m = manifest();
-        let mut log = CheckpointLog::create(&out, &m, [chunk(0, 0)], &key()).unwrap();
+        let mut log =
+            CheckpointLog::create(&out, &m, &m.identity(), [chunk(0, 0)], &key()).unwrap();
         log.append(&[chunk(0, 1), done(0), done(1), Record::FolderMade { dir: 0 }])
             .unwrap();
         let name = checkpoint_name(&m.identity());
@@ -982,7 +985,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path(), false).unwrap();
         let m = manifest();
-        CheckpointLog::create(&out, &m, [chunk(0, 0)], &key()).unwrap();
+        CheckpointLog::create(&out, &m, &m.identity(), [chunk(0, 0)], &key()).unwrap();
         let name = checkpoint_name(&m.identity());
         let path = dir.path().join(&name);
         // Gigabytes of trailing garbage: read up to the bound, not all.
@@ -1001,7 +1004,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path(), false).unwrap();
         let m = manifest();
-        let mut log = CheckpointLog::create(&out, &m, [], &key()).unwrap();
+        let mut log = CheckpointLog::create(&out, &m, &m.identity(), [], &key()).unwrap();
         log.append(&[chunk(0, 0), chunk(0, 1)]).unwrap();
         let name = checkpoint_name(&m.identity());
         let path = dir.path().join(&name);

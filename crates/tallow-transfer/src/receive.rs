@@ -215,6 +215,8 @@ impl Placement {
 /// An offer received and not yet answered.
 pub struct IncomingOffer<W, R> {
     manifest: Arc<Manifest>,
+    /// The manifest's identity (checked against it on arrival).
+    identity: [u8; 32],
     writer: W,
     reader: R,
 }
@@ -242,8 +244,9 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
     match decode(&buf) {
         Ok(Message::Offer(header)) => {
             match read_offer_pages(OfferAssembly::new(header), &mut reader, deadlines).await {
-                Ok(manifest) => Ok(Offered::Files(IncomingOffer {
+                Ok((manifest, identity)) => Ok(Offered::Files(IncomingOffer {
                     manifest: Arc::new(manifest),
+                    identity,
                     writer,
                     reader,
                 })),
@@ -276,12 +279,13 @@ pub async fn receive_offer<W: FrameSink, R: FrameSource>(
 }
 
 /// The offer's entries, page by page (each follows at once: the idle
-/// deadline applies), checked as they come and as a whole at the end.
+/// deadline applies), checked as they come and as a whole at the end; with
+/// the identity they were checked to have.
 async fn read_offer_pages<R: FrameSource>(
     mut offer: OfferAssembly,
     reader: &mut R,
     deadlines: &Deadlines,
-) -> Result<Manifest, TransferError> {
+) -> Result<(Manifest, [u8; 32]), TransferError> {
     let mut buf = Vec::new();
     while !offer.is_complete() {
         reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
@@ -302,7 +306,9 @@ async fn read_offer_pages<R: FrameSource>(
             }
         }
     }
-    offer.finish().map_err(bad_offer)
+    let identity = offer.identity();
+    let manifest = offer.finish().map_err(bad_offer)?;
+    Ok((manifest, identity))
 }
 
 impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
@@ -323,6 +329,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
     pub fn plan(&self, options: &ReceiveOptions) -> ResumePlan {
         resume::plan(
             &self.manifest,
+            &self.identity,
             &options.out_dir,
             options.resume,
             &options.local_key,
@@ -377,6 +384,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
             manifest,
             mut writer,
             reader,
+            ..
         } = self;
         let mut plan = plan;
         let prepared = prepare(&manifest, options, &mut plan);
@@ -553,7 +561,7 @@ fn prepare(
             })
             .map(|(i, _)| Record::FolderMade { dir: i as u32 }),
     );
-    let identity = manifest.identity();
+    let identity = plan.identity;
     let log = match &plan.own_log {
         Some(own) => {
             records.extend(plan.carried_records(manifest, &out));
@@ -565,6 +573,7 @@ fn prepare(
         None => CheckpointLog::create(
             &out,
             manifest,
+            &identity,
             records
                 .into_iter()
                 .chain(plan.carried_records(manifest, &out)),

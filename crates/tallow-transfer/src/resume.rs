@@ -37,6 +37,8 @@ use tallow_protocol::path::PARTIAL_SUFFIX;
 /// How much of an offer is already here, and what that allows.
 #[derive(Debug, Default)]
 pub struct ResumePlan {
+    /// The offer's identity (names its checkpoint).
+    pub(crate) identity: [u8; 32],
     /// Where the sender should start.
     pub point: ResumePoint,
     /// Plaintext bytes before the point.
@@ -294,21 +296,26 @@ impl<'a> Lookup<'a> {
 
 /// Work out what is already in `out_dir` for `manifest`. With `resume`
 /// false, nothing counts (but our earlier, unchanged output may still be
-/// replaced). Only checkpoints made with `local` are believed. A partial
+/// replaced). `identity` is `manifest.identity()`, as the offer was checked
+/// to have (hashing a million entries again is not free). Only checkpoints made with `local` are believed. A partial
 /// with more than `read_up_to` bytes kept is not read here (see
 /// [`VERIFY_BEFORE_ACCEPT`]).
 pub fn plan(
     manifest: &Manifest,
+    identity: &[u8; 32],
     out_dir: &Path,
     resume: bool,
     local: &LocalKey,
     read_up_to: u64,
 ) -> ResumePlan {
-    let mut plan = ResumePlan::default();
+    let mut plan = ResumePlan {
+        identity: *identity,
+        ..ResumePlan::default()
+    };
     let Ok(out) = OutputDir::open(out_dir, false) else {
         return plan;
     };
-    let identity = manifest.identity();
+    let identity = *identity;
     let top = manifest.top_level_names();
     let mut lookup = Lookup::new(&out);
     let name = checkpoint_name(&identity);
@@ -566,6 +573,17 @@ mod tests {
         LocalKey::from_bytes([7; 32])
     }
 
+    /// [`super::plan`] with the manifest's own identity.
+    fn plan(
+        m: &Manifest,
+        out_dir: &Path,
+        resume: bool,
+        local: &LocalKey,
+        read_up_to: u64,
+    ) -> ResumePlan {
+        super::plan(m, &m.identity(), out_dir, resume, local, read_up_to)
+    }
+
     fn out(dir: &tempfile::TempDir) -> OutputDir {
         OutputDir::open(dir.path(), false).unwrap()
     }
@@ -655,7 +673,14 @@ mod tests {
                 digest: chunk_digest(4, 4096, c, &b[s..s + 4096]),
             });
         }
-        CheckpointLog::create(&out(&dir), &m, records.iter().copied(), &key()).unwrap();
+        CheckpointLog::create(
+            &out(&dir),
+            &m,
+            &m.identity(),
+            records.iter().copied(),
+            &key(),
+        )
+        .unwrap();
         (dir, m, b)
     }
 
@@ -746,7 +771,7 @@ mod tests {
             chunk: 3,
             digest: chunk_digest(4, 4096, 3, &b[3 * 4096..]),
         });
-        CheckpointLog::create(&out(&dir), &m, log, &key()).unwrap();
+        CheckpointLog::create(&out(&dir), &m, &m.identity(), log, &key()).unwrap();
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert_eq!(p.point.files_done, 2);
         assert!(p.is_ours(1));
@@ -882,7 +907,14 @@ mod tests {
                 digest: [0; 32],
             })
             .collect();
-        CheckpointLog::create(&out(&dir), &old, digests.into_iter().chain([a]), &key()).unwrap();
+        CheckpointLog::create(
+            &out(&dir),
+            &old,
+            &old.identity(),
+            digests.into_iter().chain([a]),
+            &key(),
+        )
+        .unwrap();
         let p = plan(&m, dir.path(), true, &key(), VERIFY_BEFORE_ACCEPT);
         assert!(p.source_changed && p.carried.is_some());
         assert_eq!(p.point.files_done, 1);

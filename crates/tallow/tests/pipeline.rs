@@ -188,16 +188,7 @@ fn transfer_peaks(size: u64) -> (u64, u64) {
     let file = mostly_empty_file(src.path(), "big.bin", size);
     let s = sender(&relay.addr, CODE, &[file], &["--compress", "none"]);
     let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
-    let (spid, rpid) = (s.pid(), r.pid());
-    let watch_s = std::thread::spawn(move || peak_rss_until_exit(spid, PROCESS_DEADLINE));
-    let watch_r = std::thread::spawn(move || peak_rss_until_exit(rpid, PROCESS_DEADLINE));
-    let (s_peak, r_peak) = (watch_s.join().unwrap(), watch_r.join().unwrap());
-    let (r_status, r_err) = r.finish();
-    let (s_status, s_err) = s.finish();
-    assert!(
-        s_status.success() && r_status.success(),
-        "sender: {s_err}\nreceiver: {r_err}"
-    );
+    let (s_peak, r_peak, _) = finish_watching_memory(s, r, PROCESS_DEADLINE);
     assert_eq!(
         fs::metadata(out.path().join("big.bin")).unwrap().len(),
         size
