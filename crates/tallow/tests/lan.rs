@@ -293,10 +293,9 @@ fn a_receiver_on_both_routes_says_each_limit_once() {
         )) && !err.contains("Waiting for the sender"),
         "{err}"
     );
-    // Whichever route gives up first is said in a sentence of its own
-    // (see `route_failed_warning`'s test for both shapes).
-    assert!(
-        err.contains("till trying the other route") && !err.contains("?;"),
-        "{err}"
-    );
+    // Both routes wait 2 s, so which one gives up first (and whether the
+    // other is still there to try) varies; when the local network's "…
+    // with this code?" comes first it must not run into "; still trying"
+    // (`route_failed_warning`'s unit test shows both shapes).
+    assert!(!err.contains("?;"), "{err}");
 }
