@@ -37,12 +37,18 @@ fuzz_target!(|data: &[u8]| {
         .unwrap(),
         left_out: LeftOut::default(),
     };
+    // The third byte: the resume point's file (low bits) and chunk (high).
+    let files_done = u32::from(data[2] % (files as u8 + 1));
+    let chunks_done = manifest.files.get(files_done as usize).map_or(0, |f| {
+        u64::from(data[2] >> 4) % (manifest.chunk_count(f.size) + 1)
+    });
     let start = ResumePoint {
-        files_done: u32::from(data[2] % (files as u8 + 1)),
-        chunks_done: 0,
+        files_done,
+        chunks_done,
     };
-    let skip =
-        FileRuns::from_sorted((start.files_done..files as u32).filter(|f| data[3] & (1 << f) != 0));
+    let skip = FileRuns::from_sorted(
+        (start.first_unstarted()..files as u32).filter(|f| data[3] & (1 << f) != 0),
+    );
     let mut receiver = ReceiveMachine::new(&manifest, start, skip.clone());
     // Time is passed in: each frame arrives a second after the last.
     let mut now = Instant::now();
@@ -50,6 +56,10 @@ fuzz_target!(|data: &[u8]| {
     let mut decided = false;
     let mut last_acked = 0;
     let mut received = 0u64;
+    // Once complete, the receiver asks for the resumed file's kept chunks
+    // again (as it does when they are damaged on disk).
+    let mut refetch_next = None;
+    let mut refetched = 0u64;
     let mut rest = &data[4..];
     while rest.len() >= 2 {
         let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
@@ -68,6 +78,26 @@ fuzz_target!(|data: &[u8]| {
                 assert!(header.compressed || data.len() == len);
                 received += len as u64;
             }
+            // Only the chunks asked for again, in order, of their length.
+            Ok(Incoming::Refetched {
+                header, len, last, ..
+            }) => {
+                assert_eq!(Some((header.file, header.index)), refetch_next);
+                let entry = &manifest.files.at(header.file as usize);
+                assert_eq!(len as u64, manifest.chunk_len(entry.size, header.index));
+                assert!(header.index < start.chunks_done);
+                assert_eq!(last, header.index + 1 == start.chunks_done);
+                refetch_next = (!last).then_some((header.file, header.index + 1));
+                refetched += 1;
+            }
+            Ok(Incoming::Complete { .. }) => {
+                // The stream went out; the receiver asks for what it had.
+                sender.on_sent(0, true, now);
+                receiver.expect_refetch(start.files_done, 0, start.chunks_done);
+                if start.chunks_done > 0 {
+                    refetch_next = Some((start.files_done, 0));
+                }
+            }
             // A file given up on: what did not come is its rest, exactly.
             Ok(Incoming::FileFailed { file, missing, .. }) => {
                 assert!(!skip.contains(file));
@@ -81,12 +111,24 @@ fuzz_target!(|data: &[u8]| {
                 decided = true;
                 last_acked = sender.acked();
             }
-        } else if let Ok(Reply::Acked(acked)) = sender.on_reply(msg, now) {
-            assert!(acked >= last_acked && acked <= manifest.total_size());
-            last_acked = acked;
-            // Heard just now: the receiver's silence is judged from here.
-            if let Some(deadline) = sender.reply_deadline(Duration::from_secs(60)) {
-                assert_eq!(deadline, now + Duration::from_secs(60));
+        } else {
+            match sender.on_reply(msg, now) {
+                Ok(Reply::Acked(acked)) => {
+                    assert!(acked >= last_acked && acked <= manifest.total_size());
+                    last_acked = acked;
+                    // Heard just now: the receiver's silence is judged from here.
+                    if let Some(deadline) = sender.reply_deadline(Duration::from_secs(60)) {
+                        assert_eq!(deadline, now + Duration::from_secs(60));
+                    }
+                }
+                // Only what the receiver had before this run, once the
+                // stream is out.
+                Ok(Reply::Refetch { file, first, count }) => {
+                    assert!(receiver.is_complete());
+                    assert_eq!(file, start.files_done);
+                    assert!(count > 0 && first + count <= start.chunks_done);
+                }
+                _ => {}
             }
         }
     }
@@ -95,5 +137,6 @@ fuzz_target!(|data: &[u8]| {
         // (or was given up on).
         let expected = manifest.total_size() - start.bytes(&manifest) - skip.bytes(&manifest);
         assert_eq!(received, expected);
+        assert!(refetched <= start.chunks_done);
     }
 });

@@ -8,7 +8,9 @@ use std::time::Duration;
 /// offer lists what the sender left out. Version 3: chunk hashes are
 /// BLAKE3 chaining values (each byte hashed once; chunk sizes are powers
 /// of two). Version 4: the offer is a header and then pages of entries.
-pub const PROTOCOL_VERSION: u8 = 4;
+/// Version 5: the receiver may ask for damaged resumed chunks again
+/// (`Refetch`).
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// Largest handshake message (the biggest is ~3.3 KB).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 8 * 1024;

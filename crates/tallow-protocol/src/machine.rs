@@ -124,6 +124,17 @@ pub enum PeerMisbehaved {
     /// `Done` before the whole stream was sent.
     #[error("it said Done before the transfer was complete")]
     DoneEarly,
+    /// A receiver asked for chunks again that it did not have before this
+    /// run, or asked twice, or before the stream ended.
+    #[error("it asked for chunks {first}..+{count} of file {file} again, which are not the part of the resumed file it had before")]
+    RefetchOutsideResumed {
+        /// The file it named.
+        file: u32,
+        /// Its first chunk.
+        first: u64,
+        /// How many.
+        count: u64,
+    },
 }
 
 /// What the receiver does with a message from the sender's stream.
@@ -169,6 +180,18 @@ pub enum Incoming<'a> {
         /// The sender's Merkle root.
         merkle_root: [u8; 32],
     },
+    /// A chunk asked for again ([`ReceiveMachine::expect_refetch`]):
+    /// write it in place of the damaged one, once it matches its record.
+    Refetched {
+        /// The chunk header (file, index, compression).
+        header: ChunkHeader,
+        /// The data as it arrived.
+        data: &'a [u8],
+        /// Plaintext bytes it decodes to.
+        len: usize,
+        /// It is the last one asked for: the transfer can end.
+        last: bool,
+    },
     /// Nothing to do (a keepalive).
     Nothing,
     /// The sender stopped, saying why.
@@ -189,6 +212,9 @@ pub struct ReceiveMachine<'m> {
     file: usize,
     next_chunk: u64,
     complete: bool,
+    /// After `complete`: the file and the chunks asked for again, still to
+    /// come (next, end).
+    refetch: Option<(u32, u64, u64)>,
 }
 
 impl<'m> ReceiveMachine<'m> {
@@ -200,14 +226,86 @@ impl<'m> ReceiveMachine<'m> {
             file: start.files_done as usize,
             next_chunk: start.chunks_done,
             complete: false,
+            refetch: None,
         };
         machine.pass_skipped();
         machine
     }
 
-    /// Whether `TransferComplete` has arrived (nothing may follow).
+    /// Whether `TransferComplete` has arrived (nothing may follow but
+    /// the chunks asked for again).
     pub fn is_complete(&self) -> bool {
         self.complete
+    }
+
+    /// After `TransferComplete`, we asked for chunks `first..first + count`
+    /// of `file` again (`Refetch`): those, in order, are what may come now.
+    /// Ignored before the stream is complete or for no chunks.
+    pub fn expect_refetch(&mut self, file: u32, first: u64, count: u64) {
+        if self.complete && count > 0 {
+            self.refetch = Some((file, first, first.saturating_add(count)));
+        }
+    }
+
+    /// Whether chunk data fits the chunk it claims to be, of `expected`
+    /// plaintext bytes: compressed data must be shorter than that.
+    fn check_length(
+        &self,
+        file: u32,
+        header: &ChunkHeader,
+        data: &[u8],
+        expected: u64,
+    ) -> Result<(), PeerMisbehaved> {
+        let fits = if header.compressed {
+            !data.is_empty() && (data.len() as u64) < expected
+        } else {
+            data.len() as u64 == expected
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(PeerMisbehaved::ChunkLength {
+            path: self.manifest.files.at(file as usize).path.to_owned(),
+            index: header.index,
+            got: data.len(),
+            expected,
+        })
+    }
+
+    /// A message after `TransferComplete`: only a chunk asked for again.
+    fn on_refetched<'a>(&mut self, msg: Message<'a>) -> Result<Incoming<'a>, PeerMisbehaved> {
+        let Some((file, next, end)) = self.refetch else {
+            return Err(unexpected(&msg, "nothing after TransferComplete"));
+        };
+        match msg {
+            Message::Chunk { header, data } => {
+                let size = self.manifest.files.get(file as usize).map_or(0, |f| f.size);
+                if header.file != file
+                    || header.index != next
+                    || header.index >= self.manifest.chunk_count(size)
+                {
+                    return Err(PeerMisbehaved::ChunkOutOfOrder {
+                        file: header.file,
+                        index: header.index,
+                        expected_file: file,
+                        expected_index: next,
+                    });
+                }
+                let expected = self.manifest.chunk_len(size, header.index);
+                self.check_length(file, &header, data, expected)?;
+                let last = next + 1 == end;
+                self.refetch = (!last).then_some((file, next + 1, end));
+                Ok(Incoming::Refetched {
+                    header,
+                    data,
+                    len: expected as usize,
+                    last,
+                })
+            }
+            Message::KeepAlive => Ok(Incoming::Nothing),
+            Message::Abort { kind, detail } => Ok(Incoming::Aborted { kind, detail }),
+            other => Err(unexpected(&other, "the Chunks asked for again")),
+        }
     }
 
     /// Nothing comes for a skipped file: step over them.
@@ -245,7 +343,7 @@ impl<'m> ReceiveMachine<'m> {
     /// Check `msg` against the rules and say what to do with it.
     pub fn on_message<'a>(&mut self, msg: Message<'a>) -> Result<Incoming<'a>, PeerMisbehaved> {
         if self.complete {
-            return Err(unexpected(&msg, "nothing after TransferComplete"));
+            return self.on_refetched(msg);
         }
         match msg {
             Message::Zeros { file, index, leaf } => {
@@ -264,21 +362,7 @@ impl<'m> ReceiveMachine<'m> {
             }
             Message::Chunk { header, data } => {
                 let expected = self.next_chunk_len(&header)?;
-                let entry = &self.manifest.files.at(self.file);
-                // Compressed data must be shorter than what it stands for.
-                let fits = if header.compressed {
-                    !data.is_empty() && (data.len() as u64) < expected
-                } else {
-                    data.len() as u64 == expected
-                };
-                if !fits {
-                    return Err(PeerMisbehaved::ChunkLength {
-                        path: entry.path.to_owned(),
-                        index: header.index,
-                        got: data.len(),
-                        expected,
-                    });
-                }
+                self.check_length(self.file as u32, &header, data, expected)?;
                 self.next_chunk += 1;
                 Ok(Incoming::Chunk {
                     header,
@@ -379,6 +463,17 @@ pub enum Reply<'a> {
     Acked(u64),
     /// Everything is written and verified: the transfer succeeded.
     Done,
+    /// Send chunks `first..first + count` of `file` again (the receiver
+    /// found them damaged on its disk, from an earlier run), then wait for
+    /// `Done`.
+    Refetch {
+        /// Index into the manifest's files.
+        file: u32,
+        /// The first chunk.
+        first: u64,
+        /// How many.
+        count: u64,
+    },
     /// The receiver stopped.
     Aborted {
         /// Its class of failure.
@@ -401,6 +496,10 @@ pub struct SendMachine {
     last_ack: u64,
     /// `TransferComplete` went out: a `Done` is now the end.
     complete_sent: bool,
+    /// Where the receiver's earlier run ended: only chunks before it may be
+    /// asked for again, once.
+    resume: ResumePoint,
+    refetched: bool,
     /// When the receiver last said anything.
     last_heard: Instant,
     /// When we last began to wait on the receiver (the window filled, or
@@ -419,6 +518,8 @@ impl SendMachine {
             acked: 0,
             last_ack: 0,
             complete_sent: false,
+            resume: ResumePoint::default(),
+            refetched: false,
             last_heard: now,
             waiting_since: now,
         }
@@ -463,6 +564,7 @@ impl SendMachine {
                 let there = resume.bytes(manifest) + skip.bytes(manifest);
                 self.sent = there;
                 self.acked = there;
+                self.resume = resume;
                 Ok(Decision::Accepted { resume, skip })
             }
             Message::Decline { reason } => Ok(Decision::Declined(reason)),
@@ -492,9 +594,25 @@ impl SendMachine {
                 Ok(Reply::Acked(self.acked))
             }
             Message::Done if self.complete_sent => Ok(Reply::Done),
+            // The resumed file's kept chunks, once, after the stream.
+            Message::Refetch { file, first, count } => {
+                let within = first
+                    .checked_add(count)
+                    .is_some_and(|end| end <= self.resume.chunks_done);
+                if !self.complete_sent
+                    || self.refetched
+                    || file != self.resume.files_done
+                    || count == 0
+                    || !within
+                {
+                    return Err(PeerMisbehaved::RefetchOutsideResumed { file, first, count });
+                }
+                self.refetched = true;
+                Ok(Reply::Refetch { file, first, count })
+            }
             Message::Done => Err(PeerMisbehaved::DoneEarly),
             Message::Abort { kind, detail } => Ok(Reply::Aborted { kind, detail }),
-            other => Err(unexpected(&other, "Ack or Done")),
+            other => Err(unexpected(&other, "Ack, Refetch or Done")),
         }
     }
 
@@ -1041,6 +1159,87 @@ mod tests {
             r.on_message(message(M::Complete)),
             Ok(Incoming::Complete { .. })
         ));
+    }
+
+    #[test]
+    fn after_the_stream_only_the_chunks_asked_for_again_may_come_in_order() {
+        let m = offer(&[4 * C as u64 + 5, 10]);
+        // Resumed at chunk 3 of file 0: chunks 0..3 were there before.
+        let start = ResumePoint {
+            files_done: 0,
+            chunks_done: 3,
+        };
+        let mut r = ReceiveMachine::new(&m, start, FileRuns::default());
+        for msg in [M::C(0, 3, C), M::C(0, 4, 5), M::E(0), M::C(1, 0, 10)] {
+            r.on_message(message(msg)).unwrap();
+        }
+        r.on_message(message(M::E(1))).unwrap();
+        r.on_message(message(M::Complete)).unwrap();
+        // Nothing asked for: nothing may come.
+        assert!(matches!(
+            r.clone().on_message(message(M::C(0, 1, C))),
+            Err(PeerMisbehaved::Unexpected { got: "Chunk", .. })
+        ));
+        r.expect_refetch(0, 1, 2);
+        for refused in [M::C(0, 2, C), M::C(1, 1, C), M::C(0, 1, C - 1), M::E(0)] {
+            assert!(
+                r.clone().on_message(message(refused)).is_err(),
+                "{refused:?}"
+            );
+        }
+        assert!(matches!(
+            r.on_message(message(M::Z(0, 1, 100))),
+            Ok(Incoming::Refetched {
+                len: C,
+                last: false,
+                ..
+            })
+        ));
+        assert_eq!(r.on_message(message(M::Keep)), Ok(Incoming::Nothing));
+        assert!(matches!(
+            r.on_message(message(M::C(0, 2, C))),
+            Ok(Incoming::Refetched { last: true, .. })
+        ));
+        assert!(r.on_message(message(M::C(0, 3, C))).is_err(), "only those");
+    }
+
+    #[test]
+    fn the_sender_sends_again_only_what_the_receiver_had_before_and_once() {
+        let m = offer(&[4 * C as u64, 100]);
+        let t0 = Instant::now();
+        let refetch = |file, first, count| Message::Refetch { file, first, count };
+        let mut s = SendMachine::new(m.total_size(), 1 << 20, t0);
+        let resume = ResumePoint {
+            files_done: 0,
+            chunks_done: 3,
+        };
+        let skip = FileRuns::default();
+        s.on_decision(&m, Message::Accept { resume, skip }, t0)
+            .unwrap();
+        assert!(
+            s.clone().on_reply(refetch(0, 0, 1), t0).is_err(),
+            "before the stream ended"
+        );
+        s.on_sent(C as u64 + 100, true, t0);
+        for (file, first, count) in [(1, 0, 1), (0, 2, 2), (0, 0, 0), (0, u64::MAX, 2)] {
+            assert!(
+                matches!(
+                    s.clone().on_reply(refetch(file, first, count), t0),
+                    Err(PeerMisbehaved::RefetchOutsideResumed { .. })
+                ),
+                "{file} {first} {count}"
+            );
+        }
+        assert_eq!(
+            s.on_reply(refetch(0, 1, 2), t0),
+            Ok(Reply::Refetch {
+                file: 0,
+                first: 1,
+                count: 2
+            })
+        );
+        assert!(s.on_reply(refetch(0, 1, 2), t0).is_err(), "once");
+        assert_eq!(s.on_reply(Message::Done, t0), Ok(Reply::Done));
     }
 
     #[test]

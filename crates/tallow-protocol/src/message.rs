@@ -23,6 +23,7 @@ const TEXT: u8 = 11;
 const FILE_FAILED: u8 = 12;
 const ZEROS: u8 = 13;
 const OFFER_PAGE: u8 = 14;
+const REFETCH: u8 = 15;
 
 /// Chunk flag: `data` is a zstd frame of the chunk's plaintext.
 const FLAG_ZSTD: u8 = 1;
@@ -123,6 +124,19 @@ pub enum Message<'a> {
         /// Root of [`tallow_crypto::merkle`] over all leaves.
         merkle_root: [u8; 32],
     },
+    /// Receiver → sender, after `TransferComplete` and instead of `Done`:
+    /// chunks `first..first + count` of `file`, which an earlier run
+    /// received, no longer match their records on its disk (the prefix of
+    /// the resumed file, checked while the rest arrived). The sender sends
+    /// them again as `Chunk`s, in order; then the receiver answers `Done`.
+    Refetch {
+        /// Index into the manifest's files.
+        file: u32,
+        /// The first chunk to send again.
+        first: u64,
+        /// How many.
+        count: u64,
+    },
     /// Receiver → sender: every file is verified and in place.
     Done,
     /// Sender → receiver, instead of an offer: a text message to show
@@ -205,6 +219,12 @@ impl Encode for Message<'_> {
                 out.put_u8(TRANSFER_COMPLETE);
                 out.put_bytes(merkle_root);
             }
+            Message::Refetch { file, first, count } => {
+                out.put_u8(REFETCH);
+                out.put_u32(*file);
+                out.put_u64(*first);
+                out.put_u64(*count);
+            }
             Message::Done => out.put_u8(DONE),
             Message::KeepAlive => out.put_u8(KEEP_ALIVE),
             Message::Text { text } => {
@@ -252,6 +272,11 @@ impl<'a> Decode<'a> for Message<'a> {
             },
             TRANSFER_COMPLETE => Message::TransferComplete {
                 merkle_root: r.array("Merkle root")?,
+            },
+            REFETCH => Message::Refetch {
+                file: r.u32("file index")?,
+                first: r.u64("first chunk")?,
+                count: r.u64("chunk count")?,
             },
             DONE => Message::Done,
             KEEP_ALIVE => Message::KeepAlive,
@@ -322,6 +347,7 @@ impl<'a> Message<'a> {
             Message::FileFailed { .. } => "FileFailed",
             Message::Zeros { .. } => "Zeros",
             Message::TransferComplete { .. } => "TransferComplete",
+            Message::Refetch { .. } => "Refetch",
             Message::Done => "Done",
             Message::KeepAlive => "KeepAlive",
             Message::Text { .. } => "Text",
@@ -624,6 +650,11 @@ mod tests {
                 file: 2,
                 index: 1 << 33,
                 leaf: [9; 32],
+            },
+            Message::Refetch {
+                file: 3,
+                first: 1 << 33,
+                count: 5,
             },
             Message::Done,
             Message::KeepAlive,

@@ -76,6 +76,14 @@ pub enum Progress {
         /// Their bytes.
         bytes: u64,
     },
+    /// `bytes` of file `index`, received by an earlier run, were found
+    /// changed on the receiver's disk: they are sent again at the end.
+    Refetching {
+        /// Index into the manifest.
+        index: usize,
+        /// How much is sent again.
+        bytes: u64,
+    },
     /// `bytes` of `total` were already at the receiver from an interrupted
     /// earlier transfer and will not be sent again.
     Resumed {

@@ -69,9 +69,12 @@ struct Counters {
     /// Files verified and in place (a count; batched small files may be
     /// placed after a later large one).
     files: AtomicUsize,
-    /// Bytes of a resumed partial checked against the checkpoint so far:
-    /// not progress, but a sign the disk is alive.
+    /// Bytes of a resumed partial checked against the checkpoint so far,
+    /// or written again in place of damaged ones: not progress, but a sign
+    /// the disk is alive.
     checked: AtomicU64,
+    /// Bytes of the resumed file asked for again (found damaged on disk).
+    refetching: AtomicU64,
 }
 
 impl Counters {
@@ -84,7 +87,7 @@ impl Counters {
 /// The check, in a thread of its own, that a resumed partial still holds
 /// the chunks its checkpoint records (they were taken from the records so
 /// the transfer could start at once). The file is placed only once it
-/// checks out.
+/// checks out, or once what did not is fetched again ([`Refetch`]).
 struct PrefixCheck {
     /// The resumed file's index.
     file: usize,
@@ -115,6 +118,21 @@ impl PrefixCheck {
     }
 }
 
+/// The resumed file, verified by its hash but with chunks of its earlier
+/// part damaged on disk: held back until the stream is complete, then
+/// those chunks are asked for again (`Refetch`), checked against their
+/// records, written in place, and only then is the file placed.
+struct Refetch {
+    open: OpenPartial,
+    /// Its index in the manifest.
+    file: usize,
+    /// The recorded digests of its earlier chunks (0..).
+    digests: Arc<Vec<ChunkDigest>>,
+    /// The first damaged chunk, and the next to come.
+    first: u64,
+    next: u64,
+}
+
 impl Drop for PrefixCheck {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -123,10 +141,19 @@ impl Drop for PrefixCheck {
 
 fn report(
     counters: &Counters,
-    reported_files: &mut usize,
+    reported: &mut Reported,
     total: u64,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) {
+    let refetching = counters.refetching.load(Ordering::Relaxed);
+    if refetching > 0 && !reported.refetch {
+        reported.refetch = true;
+        progress(Progress::Refetching {
+            index: reported.resumed_file,
+            bytes: refetching,
+        });
+    }
+    let reported_files = &mut reported.files;
     progress(Progress::Bytes {
         done: counters.bytes.load(Ordering::Relaxed),
         total,
@@ -139,6 +166,15 @@ fn report(
         *reported_files += 1;
     }
 }
+/// What the progress callback has heard.
+struct Reported {
+    files: usize,
+    /// The file a refetch is about (the resumed one), and whether it was
+    /// told.
+    resumed_file: usize,
+    refetch: bool,
+}
+
 /// Files at least this big are synced on their own; smaller ones in batches.
 const BATCH_FILE_LIMIT: u64 = 8 * 1024 * 1024;
 /// A batch is flushed when it holds this many bytes…
@@ -417,7 +453,19 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
 
         let counters = disk.counters.clone();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
-        let acks = tokio::spawn(send_acks(writer, counters.clone(), outcome_rx, *deadlines));
+        // A refetch goes from the writer to the stream reader (which then
+        // expects the chunks) to the ack task (which asks for them).
+        let (refetch_tx, refetch_rx) = tokio::sync::oneshot::channel();
+        let (ask_tx, ask_rx) = tokio::sync::oneshot::channel();
+        let mut disk = disk;
+        disk.refetch_tx = Some(refetch_tx);
+        let acks = tokio::spawn(send_acks(
+            writer,
+            counters.clone(),
+            outcome_rx,
+            ask_rx,
+            *deadlines,
+        ));
 
         let (work_tx, work_rx) = mpsc::channel::<Work>(SEND_QUEUE_FRAMES);
         let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
@@ -434,13 +482,18 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
             skip,
             reader,
             to_disk,
+            (refetch_rx, ask_tx),
             *deadlines,
         ));
 
         // Whichever side fails first decides; the disk's error explains a
         // closed queue better than the queue does.
         let total = manifest.total_size();
-        let mut reported_files = 0;
+        let mut reported = Reported {
+            files: 0,
+            resumed_file: point.files_done as usize,
+            refetch: false,
+        };
         let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
         let mut streamed = None;
         let mut written_result = None;
@@ -476,7 +529,7 @@ impl<W: FrameSink + 'static, R: FrameSource + 'static> IncomingOffer<W, R> {
                     break Err(TransferError::Cancelled);
                 }
             }
-            report(&counters, &mut reported_files, total, progress);
+            report(&counters, &mut reported, total, progress);
             match (&streamed, &written_result) {
                 (Some(Err(_)), None) => {
                     // The writer drains what it has and stops; let it finish.
@@ -754,8 +807,10 @@ async fn send_acks<W: FrameSink>(
     mut writer: W,
     counters: Arc<Counters>,
     mut outcome: tokio::sync::oneshot::Receiver<Result<(), Option<(AbortKind, String)>>>,
+    ask: tokio::sync::oneshot::Receiver<RefetchRange>,
     deadlines: Deadlines,
 ) -> Result<(), tallow_protocol::transport::TransportError> {
+    let mut ask = Some(ask);
     let idle = deadlines.idle;
     let mut frame = Vec::new();
     let mut schedule = AckSchedule::new(Instant::now(), KEEPALIVE_INTERVAL, deadlines.disk_stall());
@@ -776,6 +831,22 @@ async fn send_acks<W: FrameSink>(
                         return Ok(());
                     }
                     _ => return Ok(()),
+                }
+            }
+            // Asked once, after the stream is complete.
+            range = async {
+                match ask.as_mut() {
+                    Some(rx) => rx.await,
+                    None => std::future::pending().await,
+                }
+            }, if ask.is_some() => {
+                ask = None;
+                if let Ok((file, first, count)) = range {
+                    Message::Refetch { file, first, count }.encode_frame(&mut frame);
+                    if writer.send_frame(&mut frame, idle).await.is_err() {
+                        let _ = outcome.await;
+                        return Ok(());
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -802,14 +873,23 @@ struct ToDisk {
     counters: Arc<Counters>,
 }
 
+/// Chunks of a file to fetch again: (file, first, count).
+type RefetchRange = (u32, u64, u64);
+
 /// Read frames, check them against the rules ([`ReceiveMachine`]), hand
-/// them to the writer.
+/// them to the writer. Once the stream is complete, the writer may want
+/// chunks again (`refetch`): they are expected, then asked for (`ask`, by
+/// the ack task), and read as well.
 async fn stream<R: FrameSource>(
     manifest: Arc<Manifest>,
     start: ResumePoint,
     skip: FileRuns,
     mut reader: R,
     disk: ToDisk,
+    refetch: (
+        tokio::sync::oneshot::Receiver<RefetchRange>,
+        tokio::sync::oneshot::Sender<RefetchRange>,
+    ),
     deadlines: Deadlines,
 ) -> Result<(), TransferError> {
     let ToDisk {
@@ -818,9 +898,12 @@ async fn stream<R: FrameSource>(
         counters,
     } = disk;
     let mut rules = ReceiveMachine::new(&manifest, start, skip);
+    let mut refetch = Some(refetch);
     loop {
         let mut buf = pool.try_recv().unwrap_or_default();
         reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
+        // The last chunk asked for again ends the stream.
+        let mut ends = false;
         let item = match rules.on_message(decode(&buf)?).map_err(broke)? {
             Incoming::Chunk { header, data, len } => Work::Chunk {
                 header,
@@ -840,8 +923,33 @@ async fn stream<R: FrameSource>(
                 reason: reason.to_owned(),
             },
             Incoming::Complete { merkle_root } => {
-                let _ = work.send(Work::Complete { merkle_root }).await;
-                return Ok(());
+                if work.send(Work::Complete { merkle_root }).await.is_err() {
+                    return Ok(());
+                }
+                // The writer says whether it needs chunks again (or stops).
+                let Some((wanted, ask)) = refetch.take() else {
+                    return Ok(());
+                };
+                let Ok(range @ (file, first, count)) = wanted.await else {
+                    return Ok(());
+                };
+                rules.expect_refetch(file, first, count);
+                let _ = ask.send(range);
+                continue;
+            }
+            Incoming::Refetched {
+                header,
+                data,
+                len,
+                last,
+            } => {
+                ends = last;
+                Work::Refetched {
+                    header,
+                    start: buf.len() - data.len(),
+                    len,
+                    buf,
+                }
             }
             Incoming::Nothing => continue,
             Incoming::Aborted { kind, detail } => {
@@ -871,6 +979,9 @@ async fn stream<R: FrameSource>(
             }
         };
         permit.send(item);
+        if ends {
+            return Ok(());
+        }
     }
 }
 
@@ -916,6 +1027,13 @@ enum Work {
     },
     /// Every file is complete; check the root and finish the folders.
     Complete { merkle_root: [u8; 32] },
+    /// A chunk of the held-back file asked for again, as for `Chunk`.
+    Refetched {
+        header: ChunkHeader,
+        buf: Vec<u8>,
+        start: usize,
+        len: usize,
+    },
 }
 
 struct OpenPartial {
@@ -975,6 +1093,10 @@ struct FileWriter {
     ours: OurFiles,
     /// Files the sender gave up on.
     failed: Vec<FailedFile>,
+    /// The resumed file, held back for chunks to fetch again.
+    refetch: Option<Refetch>,
+    /// Where to say which (to the stream reader), once.
+    refetch_tx: Option<tokio::sync::oneshot::Sender<RefetchRange>>,
 }
 
 impl FileWriter {
@@ -1046,6 +1168,8 @@ impl FileWriter {
             unsynced: 0,
             ours: plan.ours,
             failed: Vec::new(),
+            refetch: None,
+            refetch_tx: None,
         }
     }
 
@@ -1109,7 +1233,26 @@ impl FileWriter {
                 }
                 Work::Complete { merkle_root } => {
                     self.reach(self.manifest.files.len());
-                    return self.complete(&merkle_root).map(|_| true);
+                    self.check_root(&merkle_root)?;
+                    if self.refetch.is_none() {
+                        self.finish_folders()?;
+                        return Ok(true);
+                    }
+                    if !self.ask_refetch() {
+                        return Ok(false);
+                    }
+                }
+                Work::Refetched {
+                    header,
+                    buf,
+                    start,
+                    len,
+                } => {
+                    self.write_refetched(&header, &buf[start..], len)?;
+                    let _ = pool.send(buf);
+                    if self.refetch.is_none() {
+                        return Ok(true);
+                    }
                 }
             }
         }
@@ -1127,29 +1270,12 @@ impl FileWriter {
         hole: bool,
     ) -> Result<(), TransferError> {
         // Inflated into the reused buffer, taken out while in use.
-        let mut inflated = Vec::new();
-        let plain: &[u8] = if header.compressed {
-            let decompressor = match &mut self.decompressor {
-                Some(d) => d,
-                None => self
-                    .decompressor
-                    .insert(zstd::bulk::Decompressor::new().map_err(|e| self.write_error(e))?),
-            };
-            self.plain.clear();
-            // The buffer's capacity is the cap: a frame that would inflate
-            // past the declared chunk length fails instead of allocating.
-            self.plain.reserve_exact(len);
-            let out = decompressor
-                .decompress_to_buffer(data, &mut self.plain)
-                .map_err(|_| self.undecompressable(header.index, len))?;
-            if out != len {
-                return Err(self.undecompressable(header.index, len));
-            }
-            inflated = std::mem::take(&mut self.plain);
-            &inflated
+        let inflated = if header.compressed {
+            Some(self.inflate(header, data, len)?)
         } else {
-            data
+            None
         };
+        let plain = inflated.as_deref().unwrap_or(data);
         let entry = &self.manifest.files.at(self.index);
         let chunks = self.manifest.chunk_count(entry.size);
         let digest = chunk_digest(chunks, self.manifest.chunk_size, header.index, plain);
@@ -1186,8 +1312,8 @@ impl FileWriter {
         self.counters
             .bytes
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
-        if header.compressed {
-            self.plain = inflated;
+        if let Some(buf) = inflated {
+            self.plain = buf;
         }
         if self.unsynced >= CHECKPOINT_BYTES {
             self.checkpoint()?;
@@ -1289,10 +1415,10 @@ impl FileWriter {
     }
 
     /// The sender's compressed chunk does not inflate to its length.
-    fn undecompressable(&self, index: u64, expected: usize) -> TransferError {
+    fn undecompressable(&self, header: &ChunkHeader, expected: usize) -> TransferError {
         broke(PeerMisbehaved::Decompression {
-            path: self.manifest.files.at(self.index).path.to_owned(),
-            index,
+            path: self.manifest.files.at(header.file as usize).path.to_owned(),
+            index: header.index,
             expected,
         })
     }
@@ -1304,32 +1430,46 @@ impl FileWriter {
         }
     }
 
-    /// Verify the current file, set its metadata, and queue it for renaming.
+    /// Verify the current file, set its metadata, and queue it for renaming
+    /// (or hold it back, if chunks of its earlier part are to be fetched
+    /// again).
     fn finish_file(&mut self, expected: &[u8; 32]) -> Result<(), TransferError> {
         let Some(open) = self.current.take() else {
             return Ok(());
         };
-        let entry = self.manifest.files.at(self.index).to_entry();
+        let file = self.index;
         // A resumed partial taken from the records must still hold them.
-        if let Some(mut check) = self.check.take_if(|c| c.file == self.index) {
-            if let Some(chunk) = check.first_damaged() {
-                self.records.push(Record::Rewind {
-                    file: self.index as u32,
-                    chunk,
-                });
-                return Err(TransferError::PartialAltered {
-                    path: entry.path,
-                    chunk,
-                });
-            }
-        }
+        let damaged = self
+            .check
+            .take_if(|c| c.file == file)
+            .and_then(|mut check| Some((check.first_damaged()?, check.digests.clone())));
         self.index += 1;
         let actual = open.hasher.finalize();
         if !bool::from(actual.ct_eq(expected)) {
             drop(open.file);
             let _ = open.folder.remove(&open.name);
-            return Err(TransferError::Integrity { path: entry.path });
+            return Err(TransferError::Integrity {
+                path: self.manifest.files.at(file).path.to_owned(),
+            });
         }
+        // Its hash, composed from the records, is right: the disk is not.
+        if let Some((first, digests)) = damaged {
+            self.refetch = Some(Refetch {
+                open,
+                file,
+                digests,
+                first,
+                next: first,
+            });
+            return Ok(());
+        }
+        self.land(open, file)
+    }
+
+    /// Give verified file `file` its length, mode and time, and place it
+    /// (a big one now, small ones in batches).
+    fn land(&mut self, open: OpenPartial, file: usize) -> Result<(), TransferError> {
+        let entry = self.manifest.files.at(file).to_entry();
         let write_err = |source| TransferError::WriteOutput {
             path: open.partial.clone(),
             source,
@@ -1346,7 +1486,7 @@ impl FileWriter {
         }
         let (_, final_name) = split_parent(&entry.path);
         let verified = Verified {
-            index: (self.index - 1) as u32,
+            index: file as u32,
             folder: open.folder.clone(),
             partial: open.name.clone(),
             name: final_name.to_owned(),
@@ -1377,6 +1517,120 @@ impl FileWriter {
             }
         }
         Ok(())
+    }
+
+    /// The stream is complete but the held-back file has damaged chunks:
+    /// ask for them again. `false` if the stream reader has gone.
+    fn ask_refetch(&mut self) -> bool {
+        let Some(refetch) = &self.refetch else {
+            return true;
+        };
+        let count = refetch.digests.len() as u64 - refetch.first;
+        let bytes: u64 = {
+            let size = self.manifest.files.at(refetch.file).size;
+            (refetch.first..refetch.first + count)
+                .map(|i| self.manifest.chunk_len(size, i))
+                .sum()
+        };
+        self.counters.refetching.store(bytes, Ordering::Relaxed);
+        let range = (refetch.file as u32, refetch.first, count);
+        self.refetch_tx
+            .take()
+            .is_some_and(|tx| tx.send(range).is_ok())
+    }
+
+    /// A chunk asked for again: it must be what the checkpoint recorded
+    /// (what the sender sent in the earlier run); written in its place.
+    /// The last one places the file.
+    fn write_refetched(
+        &mut self,
+        header: &ChunkHeader,
+        data: &[u8],
+        len: usize,
+    ) -> Result<(), TransferError> {
+        let Some(refetch) = self.refetch.take() else {
+            return Ok(());
+        };
+        let inflated = if header.compressed {
+            Some(self.inflate(header, data, len)?)
+        } else {
+            None
+        };
+        let plain = inflated.as_deref().unwrap_or(data);
+        let size = self.manifest.files.at(refetch.file).size;
+        let digest = chunk_digest(
+            self.manifest.chunk_count(size),
+            self.manifest.chunk_size,
+            header.index,
+            plain,
+        );
+        let recorded = refetch.digests.get(header.index as usize);
+        if !recorded.is_some_and(|r| bool::from(r.ct_eq(&digest))) {
+            // What the sender has now is not what it sent then: from here
+            // on, the next run fetches it as new.
+            self.records.push(Record::Rewind {
+                file: refetch.file as u32,
+                chunk: header.index,
+            });
+            return Err(TransferError::PartialAltered {
+                path: self.manifest.files.at(refetch.file).path.to_owned(),
+                chunk: header.index,
+            });
+        }
+        use std::os::unix::fs::FileExt;
+        let offset = header.index * u64::from(self.manifest.chunk_size);
+        refetch
+            .open
+            .file
+            .write_all_at(plain, offset)
+            .map_err(|source| TransferError::WriteOutput {
+                path: refetch.open.partial.clone(),
+                source,
+            })?;
+        self.counters
+            .checked
+            .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        if let Some(buf) = inflated {
+            self.plain = buf;
+        }
+        let count = refetch.digests.len() as u64;
+        if refetch.next + 1 < count {
+            self.refetch = Some(Refetch {
+                next: refetch.next + 1,
+                ..refetch
+            });
+            return Ok(());
+        }
+        self.land(refetch.open, refetch.file)?;
+        self.checkpoint()?;
+        self.finish_folders()
+    }
+
+    /// Decompress a chunk's `data` into the reused buffer (taken out; give
+    /// it back to `self.plain` after use). The buffer's capacity is the
+    /// cap: a frame that would inflate past the declared `len` fails
+    /// instead of allocating.
+    fn inflate(
+        &mut self,
+        header: &ChunkHeader,
+        data: &[u8],
+        len: usize,
+    ) -> Result<Vec<u8>, TransferError> {
+        let decompressor = match &mut self.decompressor {
+            Some(d) => d,
+            None => self
+                .decompressor
+                .insert(zstd::bulk::Decompressor::new().map_err(|e| self.write_error(e))?),
+        };
+        self.plain.clear();
+        self.plain.reserve_exact(len);
+        let out = decompressor
+            .decompress_to_buffer(data, &mut self.plain)
+            .map_err(|_| self.undecompressable(header, len))?;
+        if out != len {
+            return Err(self.undecompressable(header, len));
+        }
+        Ok(std::mem::take(&mut self.plain))
     }
 
     /// Rename durable, verified partials into place and sync their folders.
@@ -1425,15 +1679,20 @@ impl FileWriter {
         Ok(())
     }
 
-    /// All files verified: check the root, put the last batch in place, and
-    /// give the folders this transfer made their modes and times (deepest
-    /// first, after their contents, so writing into them does not change
-    /// the times again). Folders that existed before are left as they are.
-    fn complete(&mut self, merkle_root: &[u8; 32]) -> Result<(), TransferError> {
+    /// All files verified: put the last batch in place and check the root.
+    fn check_root(&mut self, merkle_root: &[u8; 32]) -> Result<(), TransferError> {
         self.checkpoint()?;
         if !bool::from(self.merkle.root().ct_eq(merkle_root)) {
             return Err(TransferError::MerkleRoot);
         }
+        Ok(())
+    }
+
+    /// Every file in place: give the folders this transfer made their
+    /// modes and times (deepest first, after their contents, so writing
+    /// into them does not change the times again). Folders that existed
+    /// before are left as they are.
+    fn finish_folders(&mut self) -> Result<(), TransferError> {
         self.folder = None;
         let mut dirs: Vec<_> = self
             .manifest

@@ -171,8 +171,10 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         let _ = pool_tx.send(Vec::new());
     }
     let compression = options.compression;
-    let producer = tokio::task::spawn_blocking(move || {
-        produce(&tree, compression, resume, &skip, queue_tx, &pool_rx)
+    let tree = std::sync::Arc::new(tree);
+    let producer = tokio::task::spawn_blocking({
+        let tree = tree.clone();
+        move || produce(&tree, compression, resume, &skip, queue_tx, &pool_rx)
     });
     // Workers finish out of order; frames go out by sequence number.
     let mut next_seq = 0u64;
@@ -195,6 +197,9 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
         }
     };
     let mut done_early = false;
+    // Chunks the receiver asked for again (it may ask as soon as the
+    // stream ends, before this loop has seen the end).
+    let mut asked = None;
     let streamed: Result<(), TransferError> = loop {
         let window_open = rules.window_open();
         tokio::select! {
@@ -211,6 +216,10 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                 Ok(Heard::Done) => {
                     progress(Progress::Bytes { done: total, total });
                     done_early = true;
+                    break Ok(());
+                }
+                Ok(Heard::Refetch(range)) => {
+                    asked = Some(range);
                     break Ok(());
                 }
                 Err(e) => break Err(e),
@@ -260,7 +269,9 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     }
 
     // Everything is sent; the receiver writes the rest of the window,
-    // verifies, syncs and renames. Each ack restarts the deadline.
+    // verifies, syncs and renames. Each ack restarts the deadline. It may
+    // ask for chunks again first: they are read and sent from here.
+    let mut refetching = asked.map(|range| start_refetch(&tree, range, compression, progress));
     loop {
         tokio::select! {
             biased;
@@ -272,6 +283,33 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                 Heard::Done => {
                     progress(Progress::Bytes { done: total, total });
                     return Ok(failed);
+                }
+                Heard::Refetch(range) => {
+                    refetching = Some(start_refetch(&tree, range, compression, progress));
+                }
+            },
+            frame = async {
+                match &mut refetching {
+                    Some(r) => r.frames.recv().await,
+                    None => std::future::pending().await,
+                }
+            }, if refetching.is_some() => match frame {
+                Some(mut frame) => {
+                    if let Err(e) = writer.send_frame(&mut frame, deadlines.idle).await {
+                        return Err(reason_for_failed_write(&mut rules, &mut reply_rx, e).await);
+                    }
+                }
+                // All read, or the reading failed: then the receiver is told.
+                None => {
+                    let Some(done) = refetching.take() else { continue };
+                    let read = done.reader.await.unwrap_or_else(|e| Err(TransferError::Internal {
+                        what: "the file reader",
+                        detail: e.to_string(),
+                    }));
+                    if let Err(e) = read {
+                        tell_peer_about(&mut writer, &e).await;
+                        return Err(e);
+                    }
                 }
             },
             // Everything is sent, so the deadline is set (the fallback
@@ -301,6 +339,8 @@ enum Heard {
     Acked(u64),
     /// Everything is verified.
     Done,
+    /// Send these chunks again: (file, first, count).
+    Refetch((u32, u64, u64)),
 }
 
 /// Read the receiver's frames and pass them on, until the first failure
@@ -340,8 +380,94 @@ fn hear(
     {
         Reply::Acked(bytes) => Ok(Heard::Acked(bytes)),
         Reply::Done => Ok(Heard::Done),
+        Reply::Refetch { file, first, count } => Ok(Heard::Refetch((file, first, count))),
         Reply::Aborted { kind, detail } => Err(aborted(kind, detail)),
     }
+}
+
+/// Chunks asked for again, being read: their frames, in order, and the
+/// reader's result.
+struct Refetching {
+    frames: mpsc::Receiver<Vec<u8>>,
+    reader: tokio::task::JoinHandle<Result<(), TransferError>>,
+}
+
+/// Start reading chunks `first..first + count` of `file` again, and tell
+/// the user.
+fn start_refetch(
+    tree: &std::sync::Arc<SourceTree>,
+    (file, first, count): (u32, u64, u64),
+    compression: Compression,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Refetching {
+    let manifest = tree.manifest();
+    let size = manifest.files.at(file as usize).size;
+    progress(Progress::Refetching {
+        index: file as usize,
+        bytes: (first..first + count)
+            .map(|i| manifest.chunk_len(size, i))
+            .sum(),
+    });
+    let (tx, frames) = mpsc::channel(SEND_QUEUE_FRAMES);
+    let tree = tree.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        read_again(&tree, file, first..first + count, compression, tx)
+    });
+    Refetching { frames, reader }
+}
+
+/// Read chunks `range` of `file` again, as framed `Chunk`s (compressed
+/// when that helps and compression is on), stopping early if nobody
+/// takes them.
+fn read_again(
+    tree: &SourceTree,
+    file: u32,
+    range: std::ops::Range<u64>,
+    compression: Compression,
+    out: mpsc::Sender<Vec<u8>>,
+) -> Result<(), TransferError> {
+    let manifest = tree.manifest();
+    let size = manifest.files.at(file as usize).size;
+    let chunks = manifest.chunk_count(size);
+    let source = tree.source(file as usize);
+    let mut reader = tree.open(file as usize)?;
+    reader
+        .seek(SeekFrom::Start(
+            range.start * u64::from(manifest.chunk_size),
+        ))
+        .map_err(|e| read_error(&source, e))?;
+    let mut compressor = match compression {
+        Compression::None => None,
+        _ => Some(
+            zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                .map_err(|e| unsendable_io("the compressor could not start", e))?,
+        ),
+    };
+    let (mut data, mut packed) = (Vec::new(), Vec::new());
+    for index in range {
+        data.resize(manifest.chunk_len(size, index) as usize, 0);
+        reader
+            .read_exact(&mut data)
+            .map_err(|e| chunk_read_error(&source, e))?;
+        let digest = chunk_digest(chunks, manifest.chunk_size, index, &data);
+        let compressed = compressor
+            .as_mut()
+            .is_some_and(|c| compress_into(c, &data, &mut packed));
+        let header = ChunkHeader {
+            file,
+            index,
+            compressed,
+            leaf: leaf_hash(file, index, &digest),
+        };
+        let data = if compressed { &packed } else { &data };
+        if out
+            .blocking_send(Message::Chunk { header, data }.to_frame())
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// A write failed: a receiver that stopped (disk full, say) sends its

@@ -156,10 +156,10 @@ pub enum TransferError {
         /// The file, as named in the manifest.
         path: String,
     },
-    /// What an earlier run received of a file was changed on disk since
-    /// (found while the rest arrived): the chunks from `chunk` on are
-    /// fetched again next time.
-    #[error("the part of {path} received earlier was changed on disk since (chunk {chunk} on no longer matches); nothing of it was placed: run the same transfer again to fetch it from there")]
+    /// What an earlier run received of a file was changed on disk since,
+    /// and what the sender sent again for it (`Refetch`) is not what it
+    /// sent then: the chunks from `chunk` on are fetched as new next time.
+    #[error("the part of {path} received earlier was changed on disk since, and the sender's copy of chunk {chunk} is no longer what it sent then; nothing of it was placed: run the same transfer again to fetch it from there")]
     PartialAltered {
         /// The file, as named in the manifest.
         path: String,
@@ -223,7 +223,7 @@ impl TransferError {
             TransferError::DiskFull { .. } => "its disk is full".to_owned(),
             TransferError::Cancelled => CANCELLED_DETAIL.to_owned(),
             TransferError::PartialAltered { .. } => {
-                "part of what it had received earlier was changed on its disk; run the transfer again to send that part again".to_owned()
+                "part of what it had received earlier was changed on its disk, and this side's file no longer matches what was sent then; run the transfer again to send that part again".to_owned()
             }
             TransferError::WriteOutput { .. }
             | TransferError::DestinationExists { .. }

@@ -150,6 +150,20 @@ impl ProgressLine {
                 self.bar.reset_elapsed();
                 self.bar.reset_eta();
             }
+            Progress::Refetching { index, bytes } => {
+                Event::new("refetching")
+                    .num("index", index as u64)
+                    .num("bytes", bytes)
+                    .emit();
+                let name = self.manifest.files.get(index).map_or("", |f| f.path);
+                self.bar.suspend(|| {
+                    say!(
+                        "{} of {} from the earlier run no longer matched on the receiver's disk: it is sent again.",
+                        human_bytes(bytes),
+                        display_name(name)
+                    )
+                });
+            }
             Progress::FileComplete { index } => {
                 Event::new("file_done").num("index", index as u64).emit();
             }
