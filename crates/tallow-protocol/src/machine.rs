@@ -126,7 +126,7 @@ pub enum PeerMisbehaved {
     DoneEarly,
     /// A receiver asked for chunks again that it did not have before this
     /// run, or asked twice, or before the stream ended.
-    #[error("it asked for chunks {first}..+{count} of file {file} again, which are not the part of the resumed file it had before")]
+    #[error("it asked for {count} chunks of file {file} from chunk {first} again, which are not the part of the resumed file it had before this run")]
     RefetchOutsideResumed {
         /// The file it named.
         file: u32,
@@ -402,9 +402,7 @@ impl<'m> ReceiveMachine<'m> {
                         expected_file: self.file as u32,
                     });
                 }
-                let received: u64 = (0..self.next_chunk)
-                    .map(|i| self.manifest.chunk_len(entry.size, i))
-                    .sum();
+                let received = self.manifest.chunks_len(entry.size, 0..self.next_chunk);
                 self.file += 1;
                 self.next_chunk = 0;
                 self.pass_skipped();

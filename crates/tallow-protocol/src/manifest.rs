@@ -185,6 +185,13 @@ impl Manifest {
         size.saturating_sub(offset).min(u64::from(self.chunk_size))
     }
 
+    /// Plaintext bytes of chunks `chunks` of a file of `size` bytes (the
+    /// chunks past its end count nothing).
+    pub fn chunks_len(&self, size: u64, chunks: std::ops::Range<u64>) -> u64 {
+        let at = |index: u64| index.saturating_mul(u64::from(self.chunk_size)).min(size);
+        at(chunks.end).saturating_sub(at(chunks.start))
+    }
+
     /// The transfer's identity: a hash of the canonical encoding (paths,
     /// sizes, modes, mtimes, chunk size; no random ids, no code). The same
     /// unchanged files give the same identity, so a new `tallow send` with a
@@ -561,6 +568,25 @@ fn read_metadata(r: &mut WireReader<'_>) -> Result<(u32, Timestamp), DecodeError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_of_chunks_is_as_long_as_its_chunks() {
+        let m = manifest(&[]);
+        let c = u64::from(m.chunk_size);
+        for size in [0, 1, c - 1, c, c + 1, 3 * c, 3 * c + 7] {
+            for start in 0..6 {
+                for end in start..6 {
+                    let summed: u64 = (start..end).map(|i| m.chunk_len(size, i)).sum();
+                    assert_eq!(
+                        m.chunks_len(size, start..end),
+                        summed,
+                        "{size} {start}..{end}"
+                    );
+                }
+            }
+        }
+        assert_eq!(m.chunks_len(u64::MAX, 0..u64::MAX), u64::MAX);
+    }
 
     fn manifest(paths: &[&str]) -> Manifest {
         Manifest {

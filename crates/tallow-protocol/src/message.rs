@@ -393,11 +393,10 @@ impl ResumePoint {
     pub fn bytes(&self, manifest: &crate::manifest::Manifest) -> u64 {
         let f = (self.files_done as usize).min(manifest.files.len());
         let whole: u64 = manifest.files.sizes()[..f].iter().sum();
-        let part = manifest.files.get(f).map_or(0, |e| {
-            (0..self.chunks_done)
-                .map(|i| manifest.chunk_len(e.size, i))
-                .sum()
-        });
+        let part = manifest
+            .files
+            .get(f)
+            .map_or(0, |e| manifest.chunks_len(e.size, 0..self.chunks_done));
         whole + part
     }
 }

@@ -736,11 +736,7 @@ impl RecordedProgress {
             .iter()
             .filter_map(|run| {
                 let size = *manifest.files.sizes().get(run.file as usize)?;
-                Some(
-                    (0..run.len as u64)
-                        .map(|i| manifest.chunk_len(size, i))
-                        .sum::<u64>(),
-                )
+                Some(manifest.chunks_len(size, 0..run.len as u64))
             })
             .sum()
     }

@@ -118,6 +118,12 @@ impl PrefixCheck {
     }
 }
 
+impl Drop for PrefixCheck {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The resumed file, verified by its hash but with chunks of its earlier
 /// part damaged on disk: held back until the stream is complete, then
 /// those chunks are asked for again (`Refetch`), checked against their
@@ -128,15 +134,9 @@ struct Refetch {
     file: usize,
     /// The recorded digests of its earlier chunks (0..).
     digests: Arc<Vec<ChunkDigest>>,
-    /// The first damaged chunk, and the next to come.
+    /// The first damaged chunk (the rest come in order, as the stream's
+    /// rules make sure).
     first: u64,
-    next: u64,
-}
-
-impl Drop for PrefixCheck {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 fn report(
@@ -166,6 +166,7 @@ fn report(
         *reported_files += 1;
     }
 }
+
 /// What the progress callback has heard.
 struct Reported {
     files: usize,
@@ -1459,7 +1460,6 @@ impl FileWriter {
                 file,
                 digests,
                 first,
-                next: first,
             });
             return Ok(());
         }
@@ -1526,12 +1526,10 @@ impl FileWriter {
             return true;
         };
         let count = refetch.digests.len() as u64 - refetch.first;
-        let bytes: u64 = {
-            let size = self.manifest.files.at(refetch.file).size;
-            (refetch.first..refetch.first + count)
-                .map(|i| self.manifest.chunk_len(size, i))
-                .sum()
-        };
+        let size = self.manifest.files.at(refetch.file).size;
+        let bytes = self
+            .manifest
+            .chunks_len(size, refetch.first..refetch.first + count);
         self.counters.refetching.store(bytes, Ordering::Relaxed);
         let range = (refetch.file as u32, refetch.first, count);
         self.refetch_tx
@@ -1593,12 +1591,8 @@ impl FileWriter {
         if let Some(buf) = inflated {
             self.plain = buf;
         }
-        let count = refetch.digests.len() as u64;
-        if refetch.next + 1 < count {
-            self.refetch = Some(Refetch {
-                next: refetch.next + 1,
-                ..refetch
-            });
+        if header.index + 1 < refetch.digests.len() as u64 {
+            self.refetch = Some(refetch);
             return Ok(());
         }
         self.land(refetch.open, refetch.file)?;

@@ -404,9 +404,7 @@ fn start_refetch(
     let size = manifest.files.at(file as usize).size;
     progress(Progress::Refetching {
         index: file as usize,
-        bytes: (first..first + count)
-            .map(|i| manifest.chunk_len(size, i))
-            .sum(),
+        bytes: manifest.chunks_len(size, first..first + count),
     });
     let (tx, frames) = mpsc::channel(SEND_QUEUE_FRAMES);
     let tree = tree.clone();
@@ -918,7 +916,7 @@ fn produce_from_point<'s>(
             // both sides, so the window and the acks stay in step.
             Err(Stop::File(e)) if e.fails_one_file() => {
                 hashes.tail.clear();
-                let sent: u64 = (0..next).map(|i| manifest.chunk_len(entry.size, i)).sum();
+                let sent = manifest.chunks_len(entry.size, 0..next);
                 let reason = e.peer_detail();
                 let notice = Message::FileFailed {
                     file: file_index,

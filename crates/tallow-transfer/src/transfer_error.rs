@@ -223,7 +223,7 @@ impl TransferError {
             TransferError::DiskFull { .. } => "its disk is full".to_owned(),
             TransferError::Cancelled => CANCELLED_DETAIL.to_owned(),
             TransferError::PartialAltered { .. } => {
-                "part of what it had received earlier was changed on its disk, and this side's file no longer matches what was sent then; run the transfer again to send that part again".to_owned()
+                "part of what it had received earlier was changed on its disk, and the file sent again for it no longer matches what was sent then; run the transfer again to send that part again".to_owned()
             }
             TransferError::WriteOutput { .. }
             | TransferError::DestinationExists { .. }
