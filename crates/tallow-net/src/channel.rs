@@ -79,9 +79,10 @@ impl OrderlyClose {
 pub enum Via {
     /// A stream handed to the handshake directly (tests, embedding).
     Direct,
-    /// The sender's in-process relay on the local network; the receiver
-    /// knows its address.
-    LocalNetwork(Option<std::net::SocketAddr>),
+    /// The sender's in-process relay on the local network, and the other
+    /// side's role and address when known (the receiver found the sender's
+    /// announcement; the sender's relay saw the receiver connect).
+    LocalNetwork(Option<(Role, std::net::SocketAddr)>),
     /// A relay, `HOST:PORT`.
     Relay(String),
 }
@@ -102,8 +103,8 @@ impl std::fmt::Display for Via {
         match self {
             Via::Direct => write!(f, "directly"),
             Via::LocalNetwork(None) => write!(f, "on the local network"),
-            Via::LocalNetwork(Some(addr)) => {
-                write!(f, "on the local network (sender at {})", addr.ip())
+            Via::LocalNetwork(Some((peer, addr))) => {
+                write!(f, "on the local network ({peer} at {})", addr.ip())
             }
             Via::Relay(addr) => write!(f, "through the relay {addr}"),
         }

@@ -125,6 +125,7 @@ pub async fn open_as_sender(
             .map_err(|source| NetError::HostRelay { source })?
             .port();
         guard.relay = Some(server.metrics());
+        let receiver_at = server.first_receiver();
         guard.tasks.push(tokio::spawn(async move {
             let _ = server.run().await;
         }));
@@ -147,7 +148,8 @@ pub async fn open_as_sender(
             let stream = connect_to_relay(&addr, Role::Sender, room, deadlines, on_waiting)
                 .await
                 .map_err(|e| e.on_lan(Role::Receiver))?;
-            Ok((stream, Via::LocalNetwork(None)))
+            let receiver = receiver_at.get().map(|addr| (Role::Receiver, *addr));
+            Ok((stream, Via::LocalNetwork(receiver)))
         })
     } else {
         None
@@ -219,7 +221,7 @@ pub async fn open_as_receiver(
             .map_err(|e| e.on_lan(Role::Sender))?;
         Ok((
             read_sender_hello(stream, deadlines).await?,
-            Via::LocalNetwork(Some(addr)),
+            Via::LocalNetwork(Some((Role::Sender, addr))),
         ))
     });
     let password = route

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -13,6 +13,7 @@ use tallow_protocol::rendezvous::{
     RelayHello, RelayPassword, RelayStatus, MAX_PASSWORD_LEN, RELAY_HELLO_LEN,
 };
 use tallow_protocol::wire::{Decode, Encode};
+use tallow_protocol::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -33,6 +34,7 @@ pub(crate) type RelayRooms = Rooms<oneshot::Sender<Joiner>>;
 /// The second client of a room, handed to the first one's task.
 pub(crate) struct Joiner {
     stream: TcpStream,
+    peer: SocketAddr,
     _slot: Option<IpSlot>,
 }
 
@@ -44,6 +46,8 @@ pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ip_slot: Option<IpSlot>,
+    /// Set at the relay's first pair: the receiver's address.
+    pub(crate) first_receiver: Arc<OnceLock<SocketAddr>>,
 }
 
 enum Joined {
@@ -125,6 +129,7 @@ impl Connection {
                 // count) now belongs to the waiting side's task.
                 let joiner = Joiner {
                     stream,
+                    peer: self.peer,
                     _slot: self.ip_slot.take(),
                 };
                 if let Err(Joiner { mut stream, .. }) = partner.send(joiner) {
@@ -186,7 +191,7 @@ impl Connection {
         let mut probe = [0u8; 1];
         let other = tokio::select! {
             biased;
-            other = &mut partner => other.ok().map(|j| (j.stream, j._slot)),
+            other = &mut partner => other.ok().map(|j| (j.stream, j.peer, j._slot)),
             // Nothing may arrive before pairing: data or EOF both end the wait.
             _ = stream.read(&mut probe) => None,
             _ = tokio::time::sleep(self.config.pair_timeout) => {
@@ -202,11 +207,17 @@ impl Connection {
                 return;
             }
         };
-        let Some((mut other, _other_slot)) = other else {
+        let Some((mut other, other_peer, _other_slot)) = other else {
             self.release(room);
             tracing::info!(room = %room.short(), "waiting client left");
             return;
         };
+        // Before either side hears it is paired (the sender's in-process
+        // relay is read as soon as it is).
+        let _ = self.first_receiver.set(match hello.role {
+            Role::Receiver => self.peer,
+            Role::Sender => other_peer,
+        });
         // Our own id marks the Paired slot; released when forwarding ends.
         let _guard = ReleaseOnDrop {
             rooms: self.rooms.clone(),

@@ -24,7 +24,7 @@ mod rooms;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -44,6 +44,7 @@ pub struct RelayServer {
     next_id: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     per_ip: PerIp,
+    first_receiver: Arc<OnceLock<SocketAddr>>,
 }
 
 impl RelayServer {
@@ -56,6 +57,7 @@ impl RelayServer {
             next_id: Arc::new(AtomicU64::new(1)),
             metrics: Arc::default(),
             per_ip: Arc::default(),
+            first_receiver: Arc::default(),
         })
     }
 
@@ -67,6 +69,13 @@ impl RelayServer {
     /// The relay's counters (shared; they keep counting while it runs).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The address of the receiver of the first pair, once there is one:
+    /// the sender's in-process relay serves one transfer, and this is how
+    /// the sender learns where its receiver is.
+    pub fn first_receiver(&self) -> Arc<OnceLock<SocketAddr>> {
+        self.first_receiver.clone()
     }
 
     /// Accept clients until the task is dropped.
@@ -106,6 +115,7 @@ impl RelayServer {
                 peer,
                 metrics: self.metrics.clone(),
                 ip_slot: None,
+                first_receiver: self.first_receiver.clone(),
             };
             let per_ip = self.per_ip.clone();
             tokio::spawn(async move {

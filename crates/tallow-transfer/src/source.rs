@@ -120,6 +120,7 @@ impl SourceTree {
             link_targets: Vec::new(),
             skipped: Vec::new(),
         };
+        let mut unreadable = Vec::new();
         for (root, path) in paths.iter().enumerate() {
             let root = root as u32;
             let meta = fs::metadata(path).map_err(|source| TransferError::ReadSource {
@@ -129,7 +130,7 @@ impl SourceTree {
             let name = top_level_name(path)?;
             if meta.is_dir() {
                 tree.add_dir(name.clone(), &meta);
-                tree.walk(root, &name)?;
+                tree.walk(root, &name, &mut unreadable)?;
             } else if meta.is_file() {
                 // A link named on the command line is followed once, here;
                 // its target is what will be opened and checked.
@@ -159,12 +160,12 @@ impl SourceTree {
         })?;
         // One locked file would end the transfer after the receiver said
         // yes: find them now, before a code is shown.
-        let unreadable: Vec<(PathBuf, std::io::Error)> = (0..tree.sources.len())
-            .filter_map(|index| match tree.open(index) {
+        unreadable.extend(
+            (0..tree.sources.len()).filter_map(|index| match tree.open(index) {
                 Err(TransferError::ReadSource { path, source }) => Some((path, source)),
                 _ => None,
-            })
-            .collect();
+            }),
+        );
         if !unreadable.is_empty() {
             return Err(TransferError::Unreadable { files: unreadable });
         }
@@ -248,7 +249,14 @@ impl SourceTree {
         Ok(())
     }
 
-    fn walk(&mut self, root_index: u32, root_name: &str) -> Result<(), TransferError> {
+    /// Lists a folder given on the command line; what cannot be listed
+    /// below it goes to `unreadable`.
+    fn walk(
+        &mut self,
+        root_index: u32,
+        root_name: &str,
+        unreadable: &mut Vec<(PathBuf, std::io::Error)>,
+    ) -> Result<(), TransferError> {
         let root = self.roots[root_index as usize].clone();
         let root = root.as_path();
         let walker = WalkDir::new(root)
@@ -256,15 +264,26 @@ impl SourceTree {
             .follow_links(false)
             .sort_by_file_name();
         for entry in walker {
-            let entry = entry.map_err(|e| {
-                let path = e.path().unwrap_or(root).to_path_buf();
-                TransferError::ReadSource {
-                    path,
-                    source: e
-                        .into_io_error()
-                        .unwrap_or_else(|| std::io::Error::other("folder loop")),
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let path = e.path().unwrap_or(root).to_path_buf();
+                    match e.into_io_error() {
+                        // A folder that cannot be listed is named with the
+                        // files that cannot be read, all of them at once.
+                        Some(source) => {
+                            unreadable.push((path, source));
+                            continue;
+                        }
+                        None => {
+                            return Err(TransferError::ReadSource {
+                                path,
+                                source: std::io::Error::other("folder loop"),
+                            })
+                        }
+                    }
                 }
-            })?;
+            };
             let file_type = entry.file_type();
             if !file_type.is_dir() && !file_type.is_file() {
                 self.skipped.push(entry.path().to_path_buf());

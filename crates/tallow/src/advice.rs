@@ -5,8 +5,10 @@
 use tallow_net::NetError;
 use tallow_transfer::TransferError;
 
-/// The advice for `e`, if the command line has some.
-pub fn for_error(e: &anyhow::Error) -> Option<&'static str> {
+/// The advice for `e`, if the command line has some. With a relay given
+/// (`relay_given`), a failure on the local network gets no advice to name
+/// one: the relay's own outcome is what the user needs, and it was tried.
+pub fn for_error(e: &anyhow::Error, relay_given: bool) -> Option<&'static str> {
     if let Some(e) = e.downcast_ref::<TransferError>() {
         return match e {
             TransferError::NoSpace { .. } => Some("free some space or choose another folder with --out"),
@@ -17,6 +19,15 @@ pub fn for_error(e: &anyhow::Error) -> Option<&'static str> {
         };
     }
     match e.downcast_ref::<NetError>()? {
+        NetError::HostRelay { .. }
+        | NetError::Discovery { .. }
+        | NetError::NotOnLan { .. }
+        | NetError::LanPairingTimeout { .. }
+        | NetError::LanUnreachable { .. }
+            if relay_given =>
+        {
+            None
+        }
         NetError::NoRoute => Some("pass --relay HOST:PORT (or set TALLOW_RELAY), or drop --no-lan"),
         NetError::HostRelay { .. } => Some("pass --relay to use a relay instead"),
         NetError::Discovery { .. } => Some("set TALLOW_DISCOVERY_PORT or pass --relay"),
@@ -39,11 +50,13 @@ mod tests {
         let exists = anyhow::Error::new(TransferError::DestinationExists {
             path: "a.txt".into(),
         });
-        assert!(for_error(&exists).is_some_and(|a| a.contains("--overwrite")));
+        assert!(for_error(&exists, false).is_some_and(|a| a.contains("--overwrite")));
         let lan = anyhow::Error::new(NetError::NotOnLan {
             waited: std::time::Duration::from_secs(2),
         });
-        assert!(for_error(&lan).is_some_and(|a| a.contains("--relay")));
-        assert_eq!(for_error(&anyhow::anyhow!("something else")), None);
+        assert!(for_error(&lan, false).is_some_and(|a| a.contains("--relay")));
+        // Issue 18.9: no "pass --relay" to someone who did.
+        assert_eq!(for_error(&lan, true), None);
+        assert_eq!(for_error(&anyhow::anyhow!("something else"), false), None);
     }
 }

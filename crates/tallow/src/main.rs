@@ -72,7 +72,7 @@ enum Command {
     Config(config::ConfigArgs),
     /// Print a shell completion script.
     #[command(
-        after_help = "Example:\n  tallow completions bash > ~/.local/share/bash-completion/completions/tallow"
+        after_help = "Example:\n  mkdir -p ~/.local/share/bash-completion/completions\n  tallow completions bash > ~/.local/share/bash-completion/completions/tallow"
     )]
     Completions {
         /// The shell.
@@ -160,6 +160,7 @@ impl ClientArgs {
                 .into());
             }
         }
+        RELAY_GIVEN.store(relay.is_some(), std::sync::atomic::Ordering::Relaxed);
         if relay.is_none() && self.no_lan {
             return Err(exit::UsageError::new(
                 "no relay given and --no-lan: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)",
@@ -279,7 +280,8 @@ fn main() -> ExitCode {
             // Messages can quote a peer or a relay: never let them drive
             // the terminal.
             let mut message = one_clause_per_cause(&e);
-            if let Some(advice) = advice::for_error(&e) {
+            let relay_given = RELAY_GIVEN.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(advice) = advice::for_error(&e, relay_given) {
                 message = format!("{message}; {advice}");
             }
             say!("tallow: {}", progress::display_name(&message));
@@ -293,6 +295,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Set once the route is known to include a relay, so that advice never
+/// tells someone who named one to pass `--relay`.
+pub static RELAY_GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Set while what runs tells the other side itself on Ctrl-C and then
 /// stops (a transfer pipeline; a receiver asking about the offer while the

@@ -164,6 +164,11 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
                 .into());
             }
         }
+    } else if code.word_count() < DEFAULT_WORDS {
+        say!(
+            "warning: this code has {} after the number and a generated one has {DEFAULT_WORDS}; if a word is missing the sender's transfer ends (trying it as typed)",
+            plural(code.word_count() as u64, "word")
+        );
     }
     if !args.yes && !terminal {
         return Err(UsageError::new(
@@ -741,20 +746,46 @@ fn ask_code() -> anyhow::Result<String> {
     }
 }
 
-/// Tab completion of the word being typed (not the number before it).
+/// Tab completion of the word being typed (not the number before it). A
+/// prefix that no word starts with, or that several share with nothing to
+/// add, rings the terminal's bell, as a shell does.
 struct CodeWords;
 
-impl dialoguer::Completion for CodeWords {
-    fn get(&self, input: &str) -> Option<String> {
-        let start = input
-            .rfind(|c: char| c == '-' || c.is_whitespace())
-            .map(|at| at + 1)?;
+impl CodeWords {
+    /// What the input completes to, if anything: the last word, or the
+    /// last two pieces when they begin a hyphenated list word (`t-sh`).
+    fn completed(input: &str) -> Option<String> {
+        let is_sep = |c: char| c == '-' || c.is_whitespace();
+        let start = input.rfind(is_sep).map(|at| at + 1)?;
         let word = input[start..].to_ascii_lowercase();
         if word.is_empty() {
             return None;
         }
+        // A hyphenated word is tried whole first: "t-sh" is "t-shirt", not
+        // "t" and a word starting with "sh".
+        if input[..start].ends_with('-') {
+            let before = &input[..start - 1];
+            let piece_start = before.rfind(is_sep).map_or(0, |at| at + 1);
+            let piece = before[piece_start..].to_ascii_lowercase();
+            if !piece.is_empty() && !piece.bytes().all(|b| b.is_ascii_digit()) {
+                let joined = format!("{piece}-{word}");
+                if let Some(done) = tallow_crypto::wordlist::complete(&joined) {
+                    return Some(format!("{}{done}", &input[..piece_start]));
+                }
+            }
+        }
         let completed = tallow_crypto::wordlist::complete(&word)?;
         Some(format!("{}{completed}", &input[..start]))
+    }
+}
+
+impl dialoguer::Completion for CodeWords {
+    fn get(&self, input: &str) -> Option<String> {
+        let completed = CodeWords::completed(input);
+        if completed.is_none() {
+            let _ = std::io::stderr().write_all(b"\x07");
+        }
+        completed
     }
 }
 
@@ -771,6 +802,12 @@ mod tests {
             Some("4711 abacus zoolog")
         );
         assert_eq!(c.get("4711-abacus-zoo"), None);
+        // The list's hyphenated words complete whole.
+        assert_eq!(c.get("4711-t-sh").as_deref(), Some("4711-t-shirt-"));
+        assert_eq!(
+            c.get("4711-abacus-yo-y").as_deref(),
+            Some("4711-abacus-yo-yo-")
+        );
         assert_eq!(c.get("47"), None);
         assert_eq!(c.get("4711-"), None);
     }

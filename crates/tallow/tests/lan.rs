@@ -80,7 +80,7 @@ fn same_host_transfer_with_nothing_configured() {
         "{r_err}"
     );
     assert!(
-        s_err.contains("Connected on the local network;")
+        s_err.contains("Connected on the local network (receiver at ")
             && s_err.contains("Waiting for the receiver… (the code works for "),
         "{s_err}"
     );
@@ -121,17 +121,20 @@ fn ip(args: &[&str]) -> bool {
 struct TwoHosts {
     a: String,
     b: String,
+    /// The first three octets of the /24 the two share: a is .1, b is .2.
+    net: String,
 }
 
 impl TwoHosts {
     fn create() -> Option<TwoHosts> {
         let id = std::process::id() % 10_000;
+        let net = format!("10.{}.{}", 100 + id / 250 % 100, id % 250);
         let hosts = TwoHosts {
             a: format!("tallow-a-{id}"),
             b: format!("tallow-b-{id}"),
+            net: net.clone(),
         };
         let (va, vb) = (format!("tva{id}"), format!("tvb{id}"));
-        let net = format!("10.{}.{}", 100 + id / 250 % 100, id % 250);
         let ok = ip(&["netns", "add", &hosts.a])
             && ip(&["netns", "add", &hosts.b])
             && ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
@@ -199,6 +202,16 @@ fn two_hosts_on_one_network_find_each_other() {
         "sender: {s_err}\nreceiver: {r_err}"
     );
     assert_same_file(&file, &out.path().join("across.bin"));
+    // Each side names the other's address (issue 18.8).
+    let (a, b) = (format!("{}.1", hosts.net), format!("{}.2", hosts.net));
+    assert!(
+        r_err.contains(&format!("Connected on the local network (sender at {a})")),
+        "{r_err}"
+    );
+    assert!(
+        s_err.contains(&format!("Connected on the local network (receiver at {b})")),
+        "{s_err}"
+    );
 }
 
 #[test]

@@ -278,14 +278,55 @@ fn no_resume_starts_over_and_partials_can_be_listed_and_cleaned() {
         "{text}"
     );
 
-    let cleaned = tallow()
-        .args(["receive", "--clean-partial-older-than", "0", "--out"])
-        .arg(out.path())
-        .output_within()
-        .unwrap();
-    let said = String::from_utf8_lossy(&cleaned.stderr);
+    // Ages read as a person would say them (issue 18.11: no "0 h ago").
+    let checkpoint = checkpoints(out.path()).pop().expect("a checkpoint");
+    let age_by = |secs: u64| {
+        let then = std::time::SystemTime::now() - Duration::from_secs(secs);
+        fs::File::options()
+            .append(true)
+            .open(&checkpoint)
+            .and_then(|f| f.set_modified(then))
+            .unwrap();
+    };
+    let list_in_place = || {
+        // In the folder itself, without --out.
+        let listed = tallow()
+            .args(["receive", "--list-partial"])
+            .current_dir(out.path())
+            .output_within()
+            .unwrap();
+        String::from_utf8_lossy(&listed.stdout).into_owned()
+    };
+    age_by(3 * 3600 + 60);
+    let text = list_in_place();
+    assert!(text.contains("last written 3 h ago"), "{text}");
+    age_by(3 * 86_400 + 60);
+    let text = list_in_place();
+    assert!(text.contains("last written 3 days ago"), "{text}");
+    let clean = |days: &str| {
+        let cleaned = tallow()
+            .args(["receive", "--clean-partial-older-than", days])
+            .current_dir(out.path())
+            .output_within()
+            .unwrap();
+        assert!(cleaned.status.success());
+        String::from_utf8_lossy(&cleaned.stderr).into_owned()
+    };
+    let folder = fs::canonicalize(out.path()).unwrap();
+    let said = clean("5");
     assert!(
-        cleaned.status.success() && said.contains("Removed 1 interrupted transfer from"),
+        said.contains(&format!(
+            "Removed 0 interrupted transfers older than 5 days from {}.\n",
+            folder.display()
+        )),
+        "{said}"
+    );
+    let said = clean("1");
+    assert!(
+        said.contains(&format!(
+            "Removed 1 interrupted transfer older than a day from {}.\n",
+            folder.display()
+        )),
         "{said}"
     );
     assert!(

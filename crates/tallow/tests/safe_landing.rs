@@ -122,6 +122,17 @@ fn an_offer_adding_to_ssh_is_refused_with_yes_alone() {
     );
     // Both sides list the same ten names and "and 1 more".
     assert!(s_err.contains("holiday-08.txt, and 1 more"), "{s_err}");
+    let names = |said: &str, opening: &str| {
+        let line = said
+            .lines()
+            .find(|l| l.starts_with(opening))
+            .unwrap_or_else(|| panic!("no {opening:?} line in: {said}"));
+        line.split_once("): ").map(|(_, names)| names.to_owned())
+    };
+    assert_eq!(
+        names(&s_err, "Sending 11 files"),
+        names(&r_err, "Offer: 11 files")
+    );
     // The sender hears "declined", not what the receiver has, and not that
     // a person said no (nobody was asked).
     assert!(

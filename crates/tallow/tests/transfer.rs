@@ -120,7 +120,9 @@ fn existing_file_is_kept_without_overwrite_and_replaced_with_it() {
     assert!(!s.success(), "sender must learn of the refusal");
     // The sender hears that it was declined, not what the receiver has.
     assert!(
-        s_err.contains("declined") && !s_err.contains("already exists"),
+        s_err.contains("declined")
+            && !s_err.contains("already exists")
+            && !s_err.contains("--overwrite"),
         "{s_err}"
     );
     assert_eq!(fs::read(&existing).unwrap(), b"precious local version");
@@ -314,30 +316,52 @@ fn weak_custom_code_gets_a_warning() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let files = vec![random_file(src.path(), "w.bin", 10, 1)];
-    let ((s, s_err), (r, _)) = transfer(&relay.addr, "12-cat", &files, out.path(), &["--yes"]);
+    let ((s, s_err), (r, r_err)) = transfer(&relay.addr, "12-cat", &files, out.path(), &["--yes"]);
     assert!(s.success() && r.success());
     assert!(
         s_err.contains("warning: this code is easier to guess"),
         "{s_err}"
     );
-    // Ten bytes take no measurable time: no "in 0.0 s (0 B/s)".
-    assert!(
-        !s_err.contains("0 B/s") && !s_err.contains("in 0.0 s"),
-        "{s_err}"
-    );
+    // Ten bytes take no measurable time: no "in 0.0 s (0 B/s)" on either
+    // side.
+    for said in [&s_err, &r_err] {
+        assert!(
+            !said.contains("0 B/s") && !said.contains("in 0.0 s"),
+            "{said}"
+        );
+    }
 }
 
 #[test]
 fn help_wraps_at_words_to_the_terminal_width() {
-    let out = tallow()
-        .args(["receive", "--help"])
-        .env("COLUMNS", "60")
-        .output_within()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("--allow-hidden"));
-    for line in text.lines() {
-        assert!(line.chars().count() <= 60, "wider than 60: {line:?}");
+    let help = |cmd: &[&str], columns: &str| {
+        let out = tallow()
+            .args(cmd)
+            .env("COLUMNS", columns)
+            .output_within()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for cmd in [
+        &["--help"][..],
+        &["send", "--help"],
+        &["receive", "--help"],
+        &["relay", "--help"],
+        &["config", "--help"],
+    ] {
+        let narrow = help(cmd, "60");
+        for line in narrow.lines() {
+            assert!(line.chars().count() <= 60, "wider than 60: {line:?}");
+        }
+        // Broken only between words: the words are those of a wide
+        // terminal's help, none cut in two.
+        let wide = help(cmd, "1000");
+        assert_eq!(
+            narrow.split_whitespace().collect::<Vec<_>>(),
+            wide.split_whitespace().collect::<Vec<_>>(),
+            "{cmd:?} at 60 columns:\n{narrow}"
+        );
     }
 }
 
@@ -682,6 +706,16 @@ fn a_code_with_too_few_or_unknown_words_is_questioned_before_connecting() {
         shown.contains("\"qqqqqq\" is not in the word list") && !shown.contains("word after"),
         "{shown}"
     );
+    // Without a terminal there is nobody to ask: it is tried, after a
+    // warning that says what a missing word costs.
+    let (status, err) =
+        receiver("127.0.0.1:1", "4711-abacus-zoom", out.path(), &["--yes"]).finish();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("warning: this code has 2 words after the number and a generated one has 3")
+            && err.contains("could not reach"),
+        "{err}"
+    );
     // A full generated code is not questioned.
     let line = receive_line("127.0.0.1:1", CODE, out.path(), "--yes");
     let (_, shown) = on_terminal(&line, b"", Duration::ZERO);
@@ -700,14 +734,19 @@ fn tab_completes_the_code_words_when_asked_for_the_code() {
     let file = random_file(src.path(), "typed.bin", 5000, 8);
     let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
     // No code on the command line: it is asked for. "abac" and "yod" have
-    // one word each; "zoom" is typed whole (zoo… has four).
+    // one word each; "zoo" begins several and rings the bell, then "m" is
+    // typed.
     let line = receive_line(&relay.addr, "", out.path(), "--yes");
-    let typing = b"4711-abac\tzoom-yod\t\r";
+    let typing = b"4711-abac\tzoo\tm-yod\t\r";
     let (status, shown) = on_terminal(&line, typing, Duration::from_millis(1500));
     let (s_status, s_err) = s.finish();
     assert!(status.success() && s_status.success(), "{shown}\n{s_err}");
     assert!(shown.contains("Code (Tab completes a word)"), "{shown}");
     assert!(shown.contains("4711-abacus-zoom-yodel-"), "{shown}");
+    assert!(
+        shown.contains('\u{7}'),
+        "no bell for the ambiguous \"zoo\": {shown:?}"
+    );
     assert_same_file(&file, &out.path().join("typed.bin"));
 }
 
@@ -824,6 +863,11 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
     }
     fs::set_permissions(tree.join("fine.txt"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    // A folder that cannot be listed is named with them, not alone.
+    let private = tree.join("private");
+    fs::create_dir(&private).unwrap();
+    random_file(&private, "inside.txt", 100, 3);
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o000)).unwrap();
     let root =
         String::from_utf8_lossy(&Command::new("id").arg("-u").output_within().unwrap().stdout)
             .trim()
@@ -858,8 +902,9 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(
-        err.contains("cannot read 1 of the files to send")
+        err.contains("cannot read 2 of the files to send")
             && err.contains("locked.txt (Permission denied)")
+            && err.contains("private (Permission denied)")
             && !err.contains("os error"),
         "{err}"
     );
@@ -867,6 +912,8 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
         !err.contains("Code:"),
         "no code for a transfer that cannot work: {err}"
     );
+    // So that the temporary folder can be removed.
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// On a terminal, files in the way are not a dead end (issue 18.6): the
