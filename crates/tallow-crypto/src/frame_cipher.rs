@@ -201,11 +201,13 @@ mod tests {
     #[test]
     fn the_expanded_key_is_all_zeros_once_wiped() {
         let mut key = ExpandedKey::new(&[0xa5; 32]);
-        let mut sealer_like = vec![0u8; 4];
+        let mut data = vec![0u8; 4];
         // Used once, so the schedule is really there.
-        key.get()
-            .seal_in_place_separate_tag(nonce(0), Aad::empty(), &mut sealer_like)
+        let tag = key
+            .get()
+            .seal_in_place_separate_tag(nonce(0), Aad::empty(), &mut data)
             .unwrap();
+        assert_ne!(tag.as_ref(), &[0u8; TAG_LEN]);
         key.wipe();
         let len = std::mem::size_of::<LessSafeKey>();
         // SAFETY: `wipe` wrote every one of these bytes (so they are
