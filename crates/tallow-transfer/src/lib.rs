@@ -7,7 +7,8 @@
 //! * [`source`]: turning the sender's paths into a manifest, and opening
 //!   exactly the files that were listed.
 //! * [`send`]: reader thread, compression workers, sealing in order, the
-//!   window.
+//!   window; `compression` chooses which chunks to compress and the zstd
+//!   level, following the link.
 //! * [`receive`]: checking the stream, the writer thread, verifying and
 //!   placing files.
 //! * [`placement`]: reaching the output folder's contents through handles.
@@ -18,6 +19,7 @@
 
 pub mod cancel;
 pub mod checkpoint;
+mod compression;
 pub mod notice;
 pub mod placement;
 pub mod receive;

@@ -30,6 +30,8 @@ use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
 use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::mpsc;
 
+pub use crate::compression::Compression;
+use crate::compression::{compress_into, CompressionPolicy, LevelChooser, FIXED_LEVEL};
 use crate::notice::tell_peer_about;
 use crate::source::SourceTree;
 use crate::{zeros, FailedFile, Progress, TransferError};
@@ -41,25 +43,6 @@ use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, Resume
 use tallow_protocol::transport::{FrameSink, FrameSource, TransportError};
 use tallow_protocol::wire::Decode;
 use tallow_protocol::Role;
-
-/// zstd level: fast, and most of the gain on text and logs.
-const ZSTD_LEVEL: i32 = 1;
-/// A compressed chunk is sent only if it saves at least 1/16 of the bytes.
-const MIN_SAVING_DIVISOR: usize = 16;
-/// In `auto` mode, after an incompressible chunk, skip trying for up to this
-/// many chunks (doubling from 1), so random data costs almost nothing.
-const MAX_COMPRESSION_BACKOFF: u64 = 64;
-
-/// Whether to compress chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Try zstd, and back off on data that does not compress.
-    Auto,
-    /// Try zstd on every chunk.
-    Zstd,
-    /// Send every chunk raw.
-    None,
-}
 
 /// How to send.
 #[derive(Debug, Clone)]
@@ -437,7 +420,7 @@ fn read_again(
     let mut compressor = match compression {
         Compression::None => None,
         _ => Some(
-            zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            zstd::bulk::Compressor::new(FIXED_LEVEL)
                 .map_err(|e| unsendable_io("the compressor could not start", e))?,
         ),
     };
@@ -532,65 +515,6 @@ fn aborted(kind: AbortKind, detail: &str) -> TransferError {
         peer: Role::Receiver,
         kind,
         detail: detail.to_owned(),
-    }
-}
-
-/// When to try compressing the next chunk of a file.
-struct CompressionPolicy {
-    mode: Compression,
-    skip: u64,
-    backoff: u64,
-}
-
-impl CompressionPolicy {
-    fn new(mode: Compression) -> Self {
-        CompressionPolicy {
-            mode,
-            skip: 0,
-            backoff: 1,
-        }
-    }
-
-    fn should_try(&mut self) -> bool {
-        match self.mode {
-            Compression::None => false,
-            Compression::Zstd => true,
-            Compression::Auto if self.skip > 0 => {
-                self.skip -= 1;
-                false
-            }
-            Compression::Auto => true,
-        }
-    }
-
-    fn record(&mut self, helped: bool) {
-        if helped {
-            self.backoff = 1;
-        } else {
-            self.skip = self.backoff;
-            self.backoff = (self.backoff * 2).min(MAX_COMPRESSION_BACKOFF);
-        }
-    }
-}
-
-/// Compress `data` into `out` if that saves enough; `false` means send the
-/// chunk raw.
-fn compress_into(
-    compressor: &mut zstd::bulk::Compressor<'_>,
-    data: &[u8],
-    out: &mut Vec<u8>,
-) -> bool {
-    let limit = data.len() - data.len() / MIN_SAVING_DIVISOR;
-    if limit == 0 {
-        return false;
-    }
-    out.clear();
-    out.reserve(limit);
-    // zstd writes into the spare capacity and fails rather than grow the
-    // buffer, so a result that would not fit is "it did not help".
-    match compressor.compress_to_buffer(data, out) {
-        Ok(n) => n < limit,
-        Err(_) => false,
     }
 }
 
@@ -1100,11 +1024,13 @@ impl CompressionWorkers {
             .clamp(1, 4);
         let (jobs, receiver) = std_mpsc::sync_channel::<CompressJob>(count);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let chooser = std::sync::Arc::new(std::sync::Mutex::new(LevelChooser::new(mode)));
         let mut threads = Vec::with_capacity(count);
         for _ in 0..count {
-            let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            let mut compressor = zstd::bulk::Compressor::new(FIXED_LEVEL)
                 .map_err(|e| unsendable_io("the compressor could not start", e))?;
-            let (receiver, queue) = (receiver.clone(), queue.clone());
+            let mut compressor_level = FIXED_LEVEL;
+            let (receiver, queue, chooser) = (receiver.clone(), queue.clone(), chooser.clone());
             threads.push(std::thread::spawn(move || {
                 let mut policy = CompressionPolicy::new(mode);
                 let mut scratch = Vec::with_capacity(chunk_size);
@@ -1118,8 +1044,24 @@ impl CompressionWorkers {
                     if job.first_of_file {
                         policy = CompressionPolicy::new(mode);
                     }
+                    // How full the queue to the socket is says whether the
+                    // link or the CPU is the bottleneck (`LevelChooser`).
                     let data_at = job.header_at + CHUNK_HEADER_LEN;
-                    if policy.should_try() {
+                    let level = match chooser.lock() {
+                        Ok(mut c) => {
+                            let waiting = queue.max_capacity() - queue.capacity();
+                            let bytes = (job.frame.buf.len() - data_at) as u64;
+                            c.observe(bytes, waiting, queue.max_capacity(), Instant::now());
+                            c.level()
+                        }
+                        Err(_) => return,
+                    };
+                    if let Some(level) = level.filter(|_| policy.should_try()) {
+                        if level != compressor_level
+                            && compressor.set_compression_level(level).is_ok()
+                        {
+                            compressor_level = level;
+                        }
                         let helped =
                             compress_into(&mut compressor, &job.frame.buf[data_at..], &mut scratch);
                         policy.record(helped);
@@ -1206,47 +1148,6 @@ mod tests {
             matches!(err, TransferError::SourceChanged { path: ref p } if *p == path),
             "{err:?}"
         );
-    }
-
-    #[test]
-    fn auto_compression_backs_off_on_incompressible_data() {
-        let mut p = CompressionPolicy::new(Compression::Auto);
-        let mut tries = 0;
-        for _ in 0..1000 {
-            if p.should_try() {
-                tries += 1;
-                p.record(false);
-            }
-        }
-        assert!(tries < 1000 / 16 + 10, "tried {tries} times");
-        let mut p = CompressionPolicy::new(Compression::Auto);
-        for _ in 0..100 {
-            assert!(p.should_try());
-            p.record(true);
-        }
-        let mut p = CompressionPolicy::new(Compression::None);
-        assert!(!p.should_try());
-    }
-
-    #[test]
-    fn compression_is_used_only_when_it_saves_enough() {
-        let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL).unwrap();
-        let mut out = Vec::new();
-        let text = b"all work and no play makes jack a dull boy ".repeat(1000);
-        assert!(compress_into(&mut c, &text, &mut out));
-        assert!(out.len() < text.len() / 10);
-        assert_eq!(zstd::bulk::decompress(&out, text.len()).unwrap(), text);
-        let mut state = 1u64;
-        let noise: Vec<u8> = (0..65536)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 56) as u8
-            })
-            .collect();
-        assert!(!compress_into(&mut c, &noise, &mut out));
-        assert!(!compress_into(&mut c, b"", &mut out));
     }
 
     #[test]
