@@ -227,29 +227,71 @@ impl CodePhrase {
         self.words()
             .into_iter()
             .filter(|w| !wordlist::contains(w))
-            .filter_map(|w| {
-                let (best, distance) = wordlist()
-                    .iter()
-                    .map(|candidate| (*candidate, edit_distance(w, candidate)))
-                    .min_by_key(|(_, d)| *d)?;
-                (distance <= 2 && distance < w.len()).then(|| (w.to_owned(), best))
-            })
+            .filter_map(|w| Some((w.to_owned(), nearest_word(w)?)))
             .collect()
     }
 }
 
-/// Levenshtein distance between two short ASCII words.
+/// The list word `typed` most likely meant, if one stands out: a word left
+/// unfinished (a prefix of exactly one list word), else the only word
+/// within two edits (a swap of neighbouring letters is one edit), or among
+/// several equally near, the only one of the same length that starts with
+/// the same letter. A wrong suggestion spends the sender's one try when
+/// accepted, so none is better than a guess.
+fn nearest_word(typed: &str) -> Option<&'static str> {
+    if let [only] = wordlist::starting_with(typed) {
+        return Some(only);
+    }
+    let mut best = usize::MAX;
+    let mut nearest: Vec<&'static str> = Vec::new();
+    for candidate in wordlist() {
+        let d = edit_distance(typed, candidate);
+        if d < best {
+            best = d;
+            nearest.clear();
+        }
+        if d == best {
+            nearest.push(candidate);
+        }
+    }
+    if best > 2 || best >= typed.len() {
+        return None;
+    }
+    match nearest[..] {
+        [only] => Some(only),
+        _ => {
+            let first = typed.bytes().next();
+            let mut alike = nearest
+                .iter()
+                .filter(|w| w.len() == typed.len() && w.bytes().next() == first);
+            match (alike.next(), alike.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Edit distance between two short ASCII words, counting a swap of two
+/// neighbouring letters as one edit (optimal string alignment): the
+/// commonest typo is a transposition.
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
+    // Rows i-2, i-1 and i of the table.
+    let mut before: Vec<usize> = Vec::new();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
+    for i in 0..a.len() {
         let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+        for j in 0..b.len() {
+            let mut d = (prev[j] + usize::from(a[i] != b[j]))
                 .min(prev[j + 1] + 1)
                 .min(cur[j] + 1);
+            if i > 0 && j > 0 && a[i] == b[j - 1] && a[i - 1] == b[j] {
+                d = d.min(before[j - 1] + 1);
+            }
+            cur[j + 1] = d;
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
 }
@@ -361,6 +403,17 @@ mod tests {
             .suggestions()
             .is_empty());
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        // Swapped letters are one edit, and meant what they look like
+        // (plain Levenshtein suggested "coke", "copier" and "idly").
+        assert_eq!(edit_distance("eovke", "evoke"), 1);
+        for (typed, meant) in [("eovke", "evoke"), ("umpier", "umpire"), ("tidla", "tidal")] {
+            let code = CodePhrase::parse(&format!("12-{typed}-zoom-yodel")).unwrap();
+            assert_eq!(code.suggestions(), [(typed.to_string(), meant)]);
+        }
+        // An unfinished word with one completion is completed; with
+        // several, and no one nearest, nothing is guessed.
+        assert_eq!(nearest_word("idealn"), Some("idealness"));
+        assert_eq!(nearest_word("unc"), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub enum TransportError {
         peer: Role,
     },
     /// Nothing arrived within the deadline.
-    #[error("the {peer} sent nothing for {} s: it stopped, or the network between us is down", .waited.as_secs())]
+    #[error("the {peer} sent nothing for {} s: it stopped (or one of the machines slept), or the network between us is down", .waited.as_secs())]
     ReadTimeout {
         /// Who is on the other end.
         peer: Role,
@@ -29,7 +29,7 @@ pub enum TransportError {
         waited: Duration,
     },
     /// A write did not complete within the deadline.
-    #[error("the {peer} stopped taking data for {} s: it stalled, or the network between us is down", .waited.as_secs())]
+    #[error("the {peer} stopped taking data for {} s: it stalled (or one of the machines slept), or the network between us is down", .waited.as_secs())]
     WriteTimeout {
         /// Who is on the other end.
         peer: Role,

@@ -86,7 +86,9 @@ async fn pump(
     max_rate: Option<u64>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; FORWARD_BUFFER];
-    let mut moved = 0u64;
+    let mut pacer = max_rate
+        .filter(|r| *r > 0)
+        .map(|rate| RatePacer::new(rate, Instant::now()));
     loop {
         let n = match from.read(&mut buf).await {
             Ok(n) => n,
@@ -112,14 +114,42 @@ async fn pump(
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        moved += n as u64;
-        if let Some(rate) = max_rate.filter(|r| *r > 0) {
+        if let Some(pacer) = &mut pacer {
             // Ahead of the cap: wait until the bytes moved fit it.
-            let due = Duration::from_secs_f64(moved as f64 / rate as f64);
-            if let Some(ahead) = due.checked_sub(start.elapsed()) {
+            let ahead = pacer.after(n, Instant::now());
+            if !ahead.is_zero() {
                 tokio::time::sleep(ahead).await;
             }
         }
+    }
+}
+
+/// Allowance under `--max-rate` left unused that may still be spent at
+/// once: a pause (a person reading the offer before saying yes) must not
+/// buy a burst at full speed afterwards.
+const RATE_BURST: Duration = Duration::from_millis(100);
+
+/// Spaces one direction's bytes to a rate: a token bucket holding at most
+/// `RATE_BURST` of allowance.
+struct RatePacer {
+    rate: f64,
+    /// When the bytes moved so far fit the rate.
+    due: Instant,
+}
+
+impl RatePacer {
+    fn new(rate: u64, now: Instant) -> Self {
+        RatePacer {
+            rate: rate as f64,
+            due: now,
+        }
+    }
+
+    /// `n` more bytes moved at `now`: how long to wait before the next.
+    fn after(&mut self, n: usize, now: Instant) -> Duration {
+        let unspent_from = now.checked_sub(RATE_BURST).unwrap_or(now);
+        self.due = self.due.max(unspent_from) + Duration::from_secs_f64(n as f64 / self.rate);
+        self.due.saturating_duration_since(now)
     }
 }
 
@@ -127,6 +157,26 @@ async fn pump(
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
+
+    #[test]
+    fn the_rate_cap_spaces_bytes_and_a_pause_buys_no_burst() {
+        let t0 = Instant::now();
+        let mut pacer = RatePacer::new(1_000_000, t0);
+        // 100 KB at 1 MB/s: 0.1 s before the next.
+        assert_eq!(pacer.after(100_000, t0), Duration::from_millis(100));
+        // Ten seconds of nothing (the receiver reading the offer), then a
+        // megabyte: it still takes about a second, less the burst kept.
+        let later = t0 + Duration::from_secs(10);
+        let wait = pacer.after(1_000_000, later);
+        assert_eq!(wait, Duration::from_secs(1) - RATE_BURST);
+        // Steady flow keeps to the rate.
+        let mut now = later + wait;
+        for _ in 0..10 {
+            let wait = pacer.after(100_000, now);
+            assert_eq!(wait, Duration::from_millis(100));
+            now += wait;
+        }
+    }
 
     /// Two connected streams: (the client's end, the relay's end).
     async fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {

@@ -432,6 +432,14 @@ pub fn on_terminal(line: &str, input: &[u8], delay: Duration) -> (ExitStatus, St
 /// terminal shows `shown` (within a minute); returns its exit status and
 /// everything it showed.
 pub fn on_terminal_when(line: &str, shown: &str, input: &[u8]) -> (ExitStatus, String) {
+    on_terminal_answering(line, &[(shown, input)])
+}
+
+/// Run the shell command `line` under script(1) and answer its questions
+/// as a person would: for each `(shown, input)` in turn, type `input` once
+/// the terminal shows `shown` after the previous answer (within a minute
+/// each). Returns its exit status and everything it showed.
+pub fn on_terminal_answering(line: &str, answers: &[(&str, &[u8])]) -> (ExitStatus, String) {
     use std::sync::{Arc, Mutex};
     let mut tty = under_script(line);
     let mut typing = tty.stdin.take().expect("script's stdin");
@@ -447,9 +455,21 @@ pub fn on_terminal_when(line: &str, shown: &str, input: &[u8]) -> (ExitStatus, S
         })
     };
     let text = || String::from_utf8_lossy(&seen.lock().expect("screen")).into_owned();
-    wait_until(Duration::from_secs(60), shown, || text().contains(shown));
-    let _ = typing.write_all(input);
-    let _ = typing.flush();
+    let mut from = 0;
+    for (shown, input) in answers {
+        wait_until(Duration::from_secs(60), shown, || {
+            let all = text();
+            match all.get(from..).and_then(|rest| rest.find(shown)) {
+                Some(at) => {
+                    from += at + shown.len();
+                    true
+                }
+                None => false,
+            }
+        });
+        let _ = typing.write_all(input);
+        let _ = typing.flush();
+    }
     let started = Instant::now();
     let status = loop {
         if let Some(status) = tty.try_wait().expect("script") {

@@ -71,7 +71,7 @@ pub enum TransferError {
         files: Vec<(PathBuf, std::io::Error)>,
     },
     /// The user stopped the transfer (Ctrl-C); the peer was told.
-    #[error("cancelled (Ctrl-C); what arrived so far is kept, and running the same transfer again resumes it")]
+    #[error("cancelled (Ctrl-C); what arrived so far is kept: to resume, run the same `tallow send` again and receive with the new code it shows")]
     Cancelled,
     /// A file to send is not a regular file or has no usable name.
     #[error("cannot send {}: {reason}", .path.display())]

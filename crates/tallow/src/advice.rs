@@ -5,6 +5,9 @@
 use tallow_net::NetError;
 use tallow_transfer::TransferError;
 
+/// What to do after a transfer was cut short.
+const RESUME: &str = "what arrived is kept: run the same `tallow send` again (a new code is fine) and `tallow receive` with its code to resume";
+
 /// The advice for `e`, if the command line has some. With a relay given
 /// (`relay_given`), a failure on the local network gets no advice to name
 /// one: the relay's own outcome is what the user needs, and it was tried.
@@ -15,6 +18,12 @@ pub fn for_error(e: &anyhow::Error, relay_given: bool) -> Option<&'static str> {
             TransferError::DestinationExists { .. } => Some(
                 "pass --overwrite to replace it, --skip-existing to keep it (and not receive it), or choose another folder with --out",
             ),
+            // A transfer cut short: what arrived is kept and resumes.
+            TransferError::Transport(_)
+            | TransferError::PeerAborted {
+                kind: tallow_protocol::message::AbortKind::Cancelled,
+                ..
+            } => Some(RESUME),
             _ => None,
         };
     }

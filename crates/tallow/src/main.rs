@@ -420,13 +420,15 @@ async fn confirm_connected(
         "Connected {}; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).",
         channel.via
     );
-    if !verify {
-        return Ok(None);
-    }
+    // Shown without --verify too: the other side may have asked for it
+    // and wait for this one to read it out.
     say!(
         "Verification string: {}",
         channel.short_authentication_string
     );
+    if !verify {
+        return Ok(None);
+    }
     let question = format!("Does the {} show the same verification string?", us.peer());
     let (answer, early) = ask_unless_stopped(
         &format!("{question} [y/N] "),
@@ -574,6 +576,7 @@ async fn ask_yes_no(question: &str, deadline: Duration) -> anyhow::Result<bool> 
 /// the answer trimmed and in lowercase.
 async fn ask(prompt: &str, deadline: Duration) -> anyhow::Result<String> {
     use std::io::Write;
+    discard_typed_ahead();
     let _ = write!(std::io::stderr(), "{prompt}");
     let _ = std::io::stderr().flush();
     let read = tokio::task::spawn_blocking(|| {
@@ -587,6 +590,18 @@ async fn ask(prompt: &str, deadline: Duration) -> anyhow::Result<String> {
         )
     })???;
     Ok(line.trim().to_ascii_lowercase())
+}
+
+/// Forget keys typed on the terminal before a question is shown: an Enter
+/// pressed while the transfer seemed stuck is not the answer to a question
+/// nobody has seen yet (it would decline an offer, or report that the
+/// verification strings differ).
+pub fn discard_typed_ahead() {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let _ = rustix::termios::tcflush(&stdin, rustix::termios::QueueSelector::IFlush);
+    }
 }
 
 #[cfg(test)]

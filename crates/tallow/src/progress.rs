@@ -221,6 +221,14 @@ impl ProgressLine {
         if self.done <= self.resumed {
             return format!("in {secs:.1} s");
         }
+        if self.resumed > 0 {
+            // The speed is that of what moved; say the rest did not.
+            return format!(
+                "in {secs:.1} s ({}/s; {} of it was there from before)",
+                human_bytes(self.rate()),
+                human_bytes(self.resumed)
+            );
+        }
         format!("in {secs:.1} s ({}/s)", human_bytes(self.rate()))
     }
 

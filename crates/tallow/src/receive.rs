@@ -553,7 +553,7 @@ fn show_placement(placement: &Placement) {
                 shown.push(format!("and {} more", folder.entries - shown.len()));
             }
             say!(
-                "  {}/ ({} new entr{}: {})",
+                "  {}/ ({} entr{} from the offer: {})",
                 display_name(&folder.name),
                 folder.entries,
                 if folder.entries == 1 { "y" } else { "ies" },
@@ -732,6 +732,7 @@ fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
 /// a receiver that is already connecting.
 fn ask_code() -> anyhow::Result<String> {
     let term = dialoguer::console::Term::stderr();
+    crate::discard_typed_ahead();
     let typed = dialoguer::Input::<String>::new()
         .with_prompt("Code (Tab completes a word)")
         .completion_with(&CodeWords)

@@ -32,9 +32,11 @@ pub struct SendArgs {
     /// Send this text instead of files; the receiver prints it.
     #[arg(long, value_name = "TEXT", conflicts_with = "paths")]
     text: Option<String>,
-    /// Compress chunks with zstd: `auto` tries and backs off on data that
-    /// does not shrink, `zstd` tries every chunk, `none` never compresses.
-    /// Default: `compress` from `tallow config`, else auto.
+    /// Compress chunks with zstd: `auto` picks the level from the measured
+    /// speed (harder on a slow link, less or not at all when the CPU is the
+    /// limit) and backs off on data that does not shrink, `zstd` tries
+    /// every chunk (its level follows the link too), `none` never
+    /// compresses. Default: `compress` from `tallow config`, else auto.
     #[arg(long, value_name = "MODE", env = "TALLOW_COMPRESS")]
     compress: Option<CompressArg>,
     /// Use this code phrase instead of a random one: digits, then words

@@ -83,6 +83,8 @@ fn check_resumed(kill: &str) {
     let size = fs::metadata(&file).unwrap().len();
     eprintln!("{kill} killed at {at} bytes; second run sent {sent} of {size}");
     assert!(r_err.contains("Resuming:"), "{r_err}");
+    // The summary's speed is that of what moved, and says the rest did not.
+    assert!(r_err.contains("of it was there from before)"), "{r_err}");
     // Everything after the kill point, plus at most one window of work
     // that was not yet durable, plus framing.
     assert!(
@@ -156,13 +158,15 @@ fn ctrl_c_on_either_side_tells_the_other_and_keeps_the_partial() {
         let (other_status, other_said, _) = other.finish_within(Duration::from_secs(30));
         assert_eq!(status.code(), Some(130), "{side}: {said}");
         assert!(
-            said.contains("cancelled (Ctrl-C)") && said.contains("resumes"),
+            said.contains("cancelled (Ctrl-C)")
+                && said.contains("to resume, run the same `tallow send` again"),
             "{side}: {said}"
         );
         assert!(!other_status.success());
+        // The other side is told why, and how to go on (issue 18.7).
         assert!(
             other_said.contains(&format!(
-                "the {side} stopped the transfer: it was cancelled (Ctrl-C)"
+                "the {side} stopped the transfer: it was cancelled (Ctrl-C); what arrived is kept"
             )),
             "the other side of the {side}: {other_said}"
         );

@@ -107,7 +107,7 @@ fn an_offer_adding_to_ssh_is_refused_with_yes_alone() {
     // The receiver names what needs consent and the flags that give it.
     for needle in [
         "Adds to folders you already have",
-        ".ssh/ (1 new entry: authorized_keys)",
+        ".ssh/ (1 entry from the offer: authorized_keys)",
         "Hidden names: .ssh",
         "--merge",
         "--allow-hidden",
@@ -156,13 +156,16 @@ fn an_offer_adding_to_ssh_is_listed_before_the_question() {
     let s = sender(&relay.addr, CODE, &offer.paths, &[]);
     // Under script(1) the receiver has a terminal; it answers "n".
     let line = receive_line(&relay.addr, CODE, offer.home.path(), "");
-    let (_, shown) = on_terminal(&line, b"n\n", Duration::ZERO);
+    let (_, shown) = on_terminal_when(&line, "Accept?", b"n\n");
     let _ = s.finish();
     let question = shown.find("Accept?").expect("the question was asked");
     // Eleven names: the offer line shows ten and "and 1 more" …
     assert!(shown.contains("and 1 more"), "{shown}");
     // … and still lists what goes into `.ssh`, before the question.
-    for needle in [".ssh/ (1 new entry: authorized_keys)", "Hidden names: .ssh"] {
+    for needle in [
+        ".ssh/ (1 entry from the offer: authorized_keys)",
+        "Hidden names: .ssh",
+    ] {
         let at = shown
             .find(needle)
             .unwrap_or_else(|| panic!("{needle:?} in: {shown}"));

@@ -211,6 +211,16 @@ fn verify_shows_the_same_string_on_both_sides() {
     // The command the sender shows asks the receiver to compare too.
     assert!(s_err.contains(&format!("--verify {CODE}")), "{s_err}");
     assert_same_file(&file, &out.path().join("v.bin"));
+
+    // A receiver run without --verify still shows the string, so the
+    // sender's question can be answered (it used to show nothing and wait).
+    let out = tempfile::tempdir().unwrap();
+    let (s, _s_in) = verifying("send", &relay, &file, b"y\n");
+    let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    assert_eq!(sas(&s_err), sas(&r_err));
 }
 
 #[test]
@@ -684,7 +694,7 @@ fn a_code_with_too_few_or_unknown_words_is_questioned_before_connecting() {
     let out = tempfile::tempdir().unwrap();
     // Nothing listens there: connecting would say so.
     let line = receive_line("127.0.0.1:1", "4711-abacus-zoom", out.path(), "--yes");
-    let (status, shown) = on_terminal(&line, b"n\n", Duration::ZERO);
+    let (status, shown) = on_terminal_when(&line, "Is it complete?", b"n\n");
     assert_eq!(status.code(), Some(2), "{shown}");
     assert!(
         shown.contains(
@@ -700,7 +710,7 @@ fn a_code_with_too_few_or_unknown_words_is_questioned_before_connecting() {
         out.path(),
         "--yes",
     );
-    let (status, shown) = on_terminal(&line, b"n\n", Duration::ZERO);
+    let (status, shown) = on_terminal_when(&line, "Use the code as typed?", b"n\n");
     assert_eq!(status.code(), Some(2), "{shown}");
     assert!(
         shown.contains("\"qqqqqq\" is not in the word list") && !shown.contains("word after"),
@@ -748,6 +758,34 @@ fn tab_completes_the_code_words_when_asked_for_the_code() {
         "no bell for the ambiguous \"zoo\": {shown:?}"
     );
     assert_same_file(&file, &out.path().join("typed.bin"));
+}
+
+/// An Enter pressed while the receiver waits (it seemed stuck) is not the
+/// answer to the offer that comes later: typed-ahead keys are dropped
+/// before each question.
+#[test]
+fn keys_typed_while_waiting_do_not_answer_the_next_question() {
+    let relay = Relay::start(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "later.bin", 5000, 9);
+    // The sender comes once the receiver waits and Enter was pressed.
+    let sending = {
+        let (addr, file) = (relay.addr.clone(), file.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            sender(&addr, CODE, &[file], &[]).finish()
+        })
+    };
+    let line = receive_line(&relay.addr, CODE, out.path(), "");
+    let (status, shown) = on_terminal_answering(
+        &line,
+        &[("Waiting for the sender", b"\n"), ("Accept?", b"y\n")],
+    );
+    let (s_status, s_err) = sending.join().unwrap();
+    assert!(status.success() && s_status.success(), "{shown}\n{s_err}");
+    assert!(!shown.contains("declined"), "{shown}");
+    assert_same_file(&file, &out.path().join("later.bin"));
 }
 
 /// The receiver takes its time to answer; the sender's duration and speed
@@ -820,7 +858,7 @@ fn a_mistyped_word_is_corrected_on_a_terminal_before_connecting() {
     );
     let line = receive_line(&relay.addr, "6789-abacsu-zoom-yodel", out.path(), "");
     // "y": use the suggested word; "y": accept the offer.
-    let (_, shown) = on_terminal(&line, b"y\ny\n", Duration::ZERO);
+    let (_, shown) = on_terminal_answering(&line, &[("instead?", b"y\n"), ("Accept?", b"y\n")]);
     let (s_status, s_err) = s.finish();
     assert!(s_status.success(), "{shown}\n{s_err}");
     assert!(
@@ -833,7 +871,10 @@ fn a_mistyped_word_is_corrected_on_a_terminal_before_connecting() {
     let code = "6790-abacus-zoom-yodel";
     let s = sender(&relay.addr, code, std::slice::from_ref(&file), &[]);
     let line = receive_line(&relay.addr, "6790-abacsu-zoom-yodel", out.path(), "");
-    let (status, shown) = on_terminal(&line, b"n\n\n", Duration::ZERO);
+    let (status, shown) = on_terminal_answering(
+        &line,
+        &[("instead?", b"n\n"), ("Use the code as typed?", b"\n")],
+    );
     assert!(!status.success(), "{shown}");
     assert!(
         shown.contains("Use the code as typed?") && shown.contains("code not tried"),
@@ -927,14 +968,20 @@ fn existing_files_can_be_replaced_or_kept_when_asked_on_a_terminal() {
     let small = random_file(&root, "a.jpg", 5000, 6);
     let big = random_file(&root, "b.jpg", 8 * CHUNK, 7);
     let other = random_file(&root, "c.jpg", 7000, 8);
-    for (answers, outcome) in [("n\n", "stop"), ("r\ny\n", "replace"), ("s\ny\n", "keep")] {
+    let question = "or stop [N]?";
+    let answers: [(&[(&str, &[u8])], &str); 3] = [
+        (&[(question, b"n\n")], "stop"),
+        (&[(question, b"r\n"), ("Accept?", b"y\n")], "replace"),
+        (&[(question, b"s\n"), ("Accept?", b"y\n")], "keep"),
+    ];
+    for (answers, outcome) in answers {
         let (relay, metrics) = Relay::with_metrics();
         let out = tempfile::tempdir().unwrap();
         fs::create_dir(out.path().join("photos")).unwrap();
         fs::write(out.path().join("photos/b.jpg"), b"mine").unwrap();
         let s = sender(&relay.addr, CODE, std::slice::from_ref(&root), &[]);
         let line = receive_line(&relay.addr, CODE, out.path(), "");
-        let (status, shown) = on_terminal(&line, answers.as_bytes(), Duration::ZERO);
+        let (status, shown) = on_terminal_answering(&line, answers);
         let (s_status, s_err) = s.finish();
         assert!(
             shown.contains("1 file of this offer already exists here: photos/b.jpg. Replace it [r], keep yours and skip it [s], or stop [N]?"),
