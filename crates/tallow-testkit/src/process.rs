@@ -435,11 +435,14 @@ pub fn on_terminal_when(line: &str, shown: &str, input: &[u8]) -> (ExitStatus, S
     on_terminal_answering(line, &[(shown, input)])
 }
 
+/// What the terminal shows, and what a person types once it does.
+pub type Answer<'a> = (&'a str, &'a [u8]);
+
 /// Run the shell command `line` under script(1) and answer its questions
 /// as a person would: for each `(shown, input)` in turn, type `input` once
 /// the terminal shows `shown` after the previous answer (within a minute
 /// each). Returns its exit status and everything it showed.
-pub fn on_terminal_answering(line: &str, answers: &[(&str, &[u8])]) -> (ExitStatus, String) {
+pub fn on_terminal_answering(line: &str, answers: &[Answer<'_>]) -> (ExitStatus, String) {
     use std::sync::{Arc, Mutex};
     let mut tty = under_script(line);
     let mut typing = tty.stdin.take().expect("script's stdin");

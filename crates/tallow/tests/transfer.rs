@@ -969,7 +969,7 @@ fn existing_files_can_be_replaced_or_kept_when_asked_on_a_terminal() {
     let big = random_file(&root, "b.jpg", 8 * CHUNK, 7);
     let other = random_file(&root, "c.jpg", 7000, 8);
     let question = "or stop [N]?";
-    let answers: [(&[(&str, &[u8])], &str); 3] = [
+    let answers: [(&[Answer], &str); 3] = [
         (&[(question, b"n\n")], "stop"),
         (&[(question, b"r\n"), ("Accept?", b"y\n")], "replace"),
         (&[(question, b"s\n"), ("Accept?", b"y\n")], "keep"),
