@@ -117,6 +117,7 @@ pub struct ChannelReader<R> {
     opener: FrameOpener,
     peer: Role,
     body_timeout: Duration,
+    inbox: Inbox,
 }
 
 /// The sending half.
@@ -124,6 +125,47 @@ pub struct ChannelWriter<W> {
     io: W,
     sealer: FrameSealer,
     peer: Role,
+    /// Sealed small frames not written yet ([`FrameSink::send_frame_batched`]).
+    batch: Vec<u8>,
+}
+
+/// Bytes read from the socket ahead of the frame being read: small frames
+/// (a small file's chunk, its end, an ack) then cost one read for many,
+/// not two each. Reads of this size or more bypass it, so a chunk's bytes
+/// are not copied on their way in.
+const INBOX_BYTES: usize = 64 * 1024;
+/// Frames smaller than this wait in the writer's batch; with frames the
+/// batch is written once it holds `BATCH_BYTES`.
+const BATCHED_FRAME: usize = 16 * 1024;
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Read-ahead bytes not yet taken: `buf[start..end]`.
+struct Inbox {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Inbox {
+    fn new() -> Self {
+        Inbox {
+            buf: vec![0; INBOX_BYTES].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Move what is buffered, up to `dst.len()`, into `dst`.
+    fn take_into(&mut self, dst: &mut [u8]) -> usize {
+        let n = (self.end - self.start).min(dst.len());
+        dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
 }
 
 impl<R> ChannelReader<R> {
@@ -135,6 +177,7 @@ impl<R> ChannelReader<R> {
             opener,
             peer,
             body_timeout,
+            inbox: Inbox::new(),
         }
     }
 }
@@ -144,6 +187,9 @@ impl ChannelReader<OwnedReadHalf> {
     /// nothing: unlike [`FrameSource::recv_frame`] this may be raced and
     /// dropped, so a question to the user can end when the peer speaks.
     pub async fn wait_for_data(&mut self) {
+        if !self.inbox.is_empty() {
+            return;
+        }
         // Ok(0) is a close, an error a reset: either way the next
         // `recv_frame` reports it.
         let _ = self.io.peek(&mut [0u8; 1]).await;
@@ -153,34 +199,88 @@ impl ChannelReader<OwnedReadHalf> {
 impl<W> ChannelWriter<W> {
     /// Wrap a stream.
     pub fn new(io: W, sealer: FrameSealer, peer: Role) -> Self {
-        ChannelWriter { io, sealer, peer }
+        ChannelWriter {
+            io,
+            sealer,
+            peer,
+            batch: Vec::new(),
+        }
     }
 }
 
-/// Fill `buf`. The deadline is for inactivity: it restarts whenever bytes
-/// arrive, so a slow but live link never times out mid-frame.
-async fn read_within<R: AsyncRead + Unpin>(
-    io: &mut R,
-    buf: &mut [u8],
-    timeout: Option<Duration>,
+/// Write `bytes` whole. The deadline restarts whenever the peer takes
+/// bytes, as for reads.
+async fn write_within<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    bytes: &[u8],
+    timeout: Duration,
     peer: Role,
 ) -> Result<(), TransportError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let read = io.read(&mut buf[filled..]);
-        let n = match timeout {
-            Some(t) => tokio::time::timeout(t, read)
-                .await
-                .map_err(|_| TransportError::ReadTimeout { peer, waited: t })?,
-            None => read.await,
-        }
-        .map_err(|e| io_to_transport(peer, e))?;
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let n = tokio::time::timeout(timeout, io.write(&bytes[sent..]))
+            .await
+            .map_err(|_| TransportError::WriteTimeout {
+                peer,
+                waited: timeout,
+            })?
+            .map_err(|e| io_to_transport(peer, e))?;
         if n == 0 {
             return Err(TransportError::Closed { peer });
         }
-        filled += n;
+        sent += n;
     }
-    Ok(())
+    tokio::time::timeout(timeout, io.flush())
+        .await
+        .map_err(|_| TransportError::WriteTimeout {
+            peer,
+            waited: timeout,
+        })?
+        .map_err(|e| io_to_transport(peer, e))
+}
+
+impl<R: AsyncRead + Unpin> ChannelReader<R> {
+    /// Fill `buf`, from the read-ahead first. The deadline is for
+    /// inactivity: it restarts whenever bytes arrive, so a slow but live
+    /// link never times out mid-frame.
+    async fn read_within(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<(), TransportError> {
+        let peer = self.peer;
+        let mut filled = self.inbox.take_into(buf);
+        while filled < buf.len() {
+            let rest = &mut buf[filled..];
+            // A large remainder is read in place; a small one through the
+            // inbox, with whatever follows it.
+            let direct = rest.len() >= INBOX_BYTES;
+            let read = if direct {
+                self.io.read(rest)
+            } else {
+                self.inbox.start = 0;
+                self.inbox.end = 0;
+                self.io.read(&mut self.inbox.buf[..])
+            };
+            let n = match timeout {
+                Some(t) => tokio::time::timeout(t, read)
+                    .await
+                    .map_err(|_| TransportError::ReadTimeout { peer, waited: t })?,
+                None => read.await,
+            }
+            .map_err(|e| io_to_transport(peer, e))?;
+            if n == 0 {
+                return Err(TransportError::Closed { peer });
+            }
+            if direct {
+                filled += n;
+            } else {
+                self.inbox.end = n;
+                filled += self.inbox.take_into(&mut buf[filled..]);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<R: AsyncRead + Unpin + Send> FrameSource for ChannelReader<R> {
@@ -190,7 +290,7 @@ impl<R: AsyncRead + Unpin + Send> FrameSource for ChannelReader<R> {
         timeout: Option<Duration>,
     ) -> Result<(), TransportError> {
         let mut header = [0u8; FRAME_HEADER_LEN];
-        read_within(&mut self.io, &mut header, timeout, self.peer).await?;
+        self.read_within(&mut header, timeout).await?;
         let len = u32::from_be_bytes(header) as usize;
         if len > MAX_FRAME_LEN {
             return Err(TransportError::FrameTooLarge {
@@ -207,7 +307,8 @@ impl<R: AsyncRead + Unpin + Send> FrameSource for ChannelReader<R> {
         }
         // Resizing a recycled buffer down is free; only growth is zeroed.
         buf.resize(len, 0);
-        read_within(&mut self.io, buf, Some(self.body_timeout), self.peer).await?;
+        let body_timeout = Some(self.body_timeout);
+        self.read_within(buf, body_timeout).await?;
         self.opener
             .open(header, buf)
             .map_err(|source| TransportError::Crypto {
@@ -223,32 +324,39 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for ChannelWriter<W> {
         frame: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), TransportError> {
+        // Sealed in order, written in order: what waits in the batch first.
+        self.send_frame_batched(frame, timeout).await?;
+        self.flush(timeout).await
+    }
+
+    async fn send_frame_batched(
+        &mut self,
+        frame: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
         let peer = self.peer;
         self.sealer
             .seal(frame)
             .map_err(|source| TransportError::Crypto { peer, source })?;
-        // As for reads, the deadline restarts whenever the peer takes bytes.
-        let mut sent = 0;
-        while sent < frame.len() {
-            let n = tokio::time::timeout(timeout, self.io.write(&frame[sent..]))
-                .await
-                .map_err(|_| TransportError::WriteTimeout {
-                    peer,
-                    waited: timeout,
-                })?
-                .map_err(|e| io_to_transport(peer, e))?;
-            if n == 0 {
-                return Err(TransportError::Closed { peer });
+        if frame.len() < BATCHED_FRAME {
+            self.batch.extend_from_slice(frame);
+            if self.batch.len() >= BATCH_BYTES {
+                self.flush(timeout).await?;
             }
-            sent += n;
+            return Ok(());
         }
-        tokio::time::timeout(timeout, self.io.flush())
-            .await
-            .map_err(|_| TransportError::WriteTimeout {
-                peer,
-                waited: timeout,
-            })?
-            .map_err(|e| io_to_transport(peer, e))
+        // A large frame is written from where it is, after the batch.
+        self.flush(timeout).await?;
+        write_within(&mut self.io, frame, timeout, peer).await
+    }
+
+    async fn flush(&mut self, timeout: Duration) -> Result<(), TransportError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        write_within(&mut self.io, &self.batch, timeout, self.peer).await?;
+        self.batch.clear();
+        Ok(())
     }
 }
 

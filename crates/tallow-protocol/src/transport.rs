@@ -74,6 +74,27 @@ pub trait FrameSink: Send {
         frame: &mut Vec<u8>,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// As [`send_frame`](Self::send_frame), but a small frame may wait in
+    /// a buffer, with others after it, until the buffer fills, the next
+    /// [`send_frame`](Self::send_frame) or [`flush`](Self::flush): many
+    /// small files then cost a write for many frames, not one each. Frames
+    /// still go out in the order given.
+    fn send_frame_batched(
+        &mut self,
+        frame: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        self.send_frame(frame, timeout)
+    }
+
+    /// Write what [`send_frame_batched`](Self::send_frame_batched) kept.
+    fn flush(
+        &mut self,
+        _timeout: Duration,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Receives frames from the peer.

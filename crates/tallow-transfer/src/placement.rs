@@ -228,16 +228,27 @@ impl Folder {
     /// Create `name` as a new private (0600) file, removing a stale file or
     /// a symlink planted under that name first; never follows a link.
     pub fn create_private(&self, name: &str) -> io::Result<File> {
-        match rustix::fs::unlinkat(self.fd(), name, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let fd = rustix::fs::openat(
-            self.fd(),
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(PRIVATE_FILE_MODE),
-        )?;
+        let create = || {
+            rustix::fs::openat(
+                self.fd(),
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(PRIVATE_FILE_MODE),
+            )
+        };
+        // Most names are free: one call. Something there (a stale partial,
+        // a planted link: O_EXCL fails on a link without following it) is
+        // removed first.
+        let fd = match create() {
+            Err(rustix::io::Errno::EXIST) => {
+                match rustix::fs::unlinkat(self.fd(), name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                create()?
+            }
+            other => other?,
+        };
         Ok(File::from(fd))
     }
 

@@ -1474,8 +1474,9 @@ impl FileWriter {
             path: open.partial.clone(),
             source,
         };
-        // A hole at the end was skipped over: give the file its length.
-        open.file.set_len(entry.size).map_err(write_err)?;
+        // The file has its length already: every chunk was written in
+        // order or, for a hole, skipped with `set_len` to its end (a
+        // resumed partial is cut to its durable prefix first).
         open.file
             .set_permissions(fs::Permissions::from_mode(
                 self.options.mode_for(entry.mode),

@@ -85,7 +85,10 @@ struct CompressJob {
     frame: QueuedFrame,
     header: ChunkHeader,
     header_at: usize,
-    first_of_file: bool,
+    /// The first chunk of a file of several: compressibility is judged
+    /// afresh. Files of one chunk share what was learnt (ten thousand
+    /// small random files are not each tried).
+    fresh_file: bool,
 }
 
 /// Offer, wait for the decision, stream every file, and wait for the
@@ -212,7 +215,9 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                 reorder.insert(queued.seq, queued);
                 let mut failed = None;
                 while let Some(mut frame) = reorder.remove(&next_seq) {
-                    if let Err(e) = writer.send_frame(&mut frame.buf, deadlines.idle).await {
+                    // Small frames (small files) wait to go out together
+                    // while more are queued behind them.
+                    if let Err(e) = writer.send_frame_batched(&mut frame.buf, deadlines.idle).await {
                         failed = Some(e);
                         break;
                     }
@@ -220,6 +225,9 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
                     rules.on_sent(frame.data_len, frame.last, Instant::now());
                     // The reader thread may have finished; a closed pool is fine.
                     let _ = pool_tx.send(frame.buf);
+                }
+                if failed.is_none() && (queue_rx.is_empty() || !rules.window_open()) {
+                    failed = writer.flush(deadlines.idle).await.err();
                 }
                 if let Some(e) = failed {
                     break Err(reason_for_failed_write(&mut rules, &mut reply_rx, e).await);
@@ -234,6 +242,7 @@ pub async fn send_transfer<W: FrameSink, R: FrameSource + 'static>(
     // On failure the reader thread stops at its next queued frame; a read
     // stuck on a hung filesystem must not keep us here, so it is not awaited.
     streamed?;
+    writer.flush(deadlines.idle).await?;
     let produced = producer.await.unwrap_or_else(|e| {
         Err(TransferError::Internal {
             what: "the file reader",
@@ -806,7 +815,7 @@ fn produce_from_point<'s>(
                     frame,
                     header,
                     header_at,
-                    first_of_file: !std::mem::replace(&mut data_seen, true),
+                    fresh_file: !std::mem::replace(&mut data_seen, true) && chunks > 1,
                 };
                 let delivered = match &workers {
                     Some(w) => w.jobs.send(job).is_ok(),
@@ -1041,7 +1050,7 @@ impl CompressionWorkers {
                         Err(_) => return,
                     };
                     let Ok(mut job) = job else { return };
-                    if job.first_of_file {
+                    if job.fresh_file {
                         policy = CompressionPolicy::new(mode);
                     }
                     // How full the queue to the socket is says whether the

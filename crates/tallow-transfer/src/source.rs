@@ -160,12 +160,7 @@ impl SourceTree {
         })?;
         // One locked file would end the transfer after the receiver said
         // yes: find them now, before a code is shown.
-        unreadable.extend(
-            (0..tree.sources.len()).filter_map(|index| match tree.open(index) {
-                Err(TransferError::ReadSource { path, source }) => Some((path, source)),
-                _ => None,
-            }),
-        );
+        unreadable.extend((0..tree.sources.len()).filter_map(|index| tree.unreadable(index)));
         if !unreadable.is_empty() {
             return Err(TransferError::Unreadable { files: unreadable });
         }
@@ -224,6 +219,26 @@ impl SourceTree {
             .ok()
             .map(|at| self.link_targets[at].1.as_path());
         open_listed(&source, entry, &path, link_target)
+    }
+
+    /// Why file `index` cannot be read by us, if it cannot: asked of the
+    /// kernel with our effective identity (`faccessat`), which costs one
+    /// call where opening costs three, for each of a million small files.
+    fn unreadable(&self, index: usize) -> Option<(PathBuf, std::io::Error)> {
+        let path = self.source(index);
+        let link_target = self
+            .link_targets
+            .binary_search_by_key(&(index as u32), |(i, _)| *i)
+            .ok()
+            .map(|at| self.link_targets[at].1.as_path());
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            link_target.unwrap_or(&path),
+            rustix::fs::Access::READ_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+        .err()
+        .map(|e| (path, e.into()))
     }
 
     /// Links and special files that were left out.
