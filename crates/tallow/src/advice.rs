@@ -50,9 +50,35 @@ pub fn for_error(e: &anyhow::Error, relay_given: bool) -> Option<&'static str> {
     }
 }
 
+/// `message` and then `advice`: after a clause, as a clause; after a
+/// question, as a sentence of its own ("…with this code? A machine on…",
+/// not "…with this code?; a machine…").
+pub fn append(message: &str, advice: &str) -> String {
+    if message.ends_with('?') {
+        let mut chars = advice.chars();
+        let capital: String = chars
+            .next()
+            .into_iter()
+            .flat_map(char::to_uppercase)
+            .collect();
+        format!("{message} {capital}{}.", chars.as_str())
+    } else {
+        format!("{message}; {advice}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advice_after_a_question_is_a_sentence_of_its_own() {
+        assert_eq!(
+            append("is the sender running, with this code?", "a relay helps"),
+            "is the sender running, with this code? A relay helps."
+        );
+        assert_eq!(append("it failed", "try again"), "it failed; try again");
+    }
 
     #[test]
     fn advice_names_the_flags_that_help() {

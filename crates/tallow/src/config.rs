@@ -112,10 +112,11 @@ fn check_key(key: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-    Err(crate::exit::UsageError::new(
-        "unknown config key: use relay, out or compress",
+    Err(crate::exit::UsageError::new(format!(
+        "{key:?} is not a config key: use {}",
+        known.join(", ")
     ))
-    .with_context(|| format!("{key:?} is not one of {}", known.join(", ")))
+    .into())
 }
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
@@ -147,6 +148,10 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
             map.insert(key.clone(), value.clone());
             save(&map)?;
             say!("Set {key} = {value} in {}.", path()?.display());
+            // Kept (it may be a disk not mounted yet), but said.
+            if key == "out" && !std::path::Path::new(&value).is_dir() {
+                say!("warning: there is no folder {value} yet; tallow receive will create it");
+            }
         }
         ConfigAction::Unset { key } => {
             check_key(&key)?;

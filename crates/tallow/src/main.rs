@@ -282,7 +282,7 @@ fn main() -> ExitCode {
             let mut message = one_clause_per_cause(&e);
             let relay_given = RELAY_GIVEN.load(std::sync::atomic::Ordering::Relaxed);
             if let Some(advice) = advice::for_error(&e, relay_given) {
-                message = format!("{message}; {advice}");
+                message = advice::append(&message, advice);
             }
             say!("tallow: {}", progress::display_name(&message));
             let code = exit::code_for(&e);
@@ -324,6 +324,11 @@ async fn until_cancelled(
             std::future::pending::<()>().await;
         }
         trigger.cancel();
+        // The terminal echoed "^C" where the cursor was: what we say next
+        // starts a line of its own.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            say!();
+        }
         let transferring = CANCEL_TELLS_PEER.load(std::sync::atomic::Ordering::SeqCst);
         if transferring {
             tokio::select! {

@@ -670,6 +670,14 @@ fn show_text(text: &str) {
 
 /// `--list-partial` and `--clean-partial-older-than`.
 fn partials(args: &ReceiveArgs, out: &std::path::Path) -> anyhow::Result<()> {
+    // A mistyped folder is said to be one, not reported empty.
+    if !out.is_dir() {
+        return Err(UsageError::new(format!(
+            "there is no folder {}: check --out (or `tallow config set out`)",
+            out.display()
+        ))
+        .into());
+    }
     let found = match OutputDir::open(out, false) {
         Ok(dir) => checkpoint::list(&dir, &local_key()),
         Err(_) => Vec::new(),

@@ -101,6 +101,7 @@ fn a_receiver_on_a_quiet_network_says_what_to_do() {
     assert!(!status.success());
     assert!(
         err.contains("no sender for this code found on the local network within 2 s")
+            && err.contains("with this code? A machine on another network")
             && err.contains("--relay"),
         "{err}"
     );

@@ -1179,6 +1179,35 @@ fn config_defaults_with_flag_over_environment_over_file() {
         .output_within()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+    // Said once, not twice (a newcomer found "is not one of …: unknown
+    // config key: use …").
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        said.contains("\"colour\" is not a config key: use relay, out, compress")
+            && said.matches("relay").count() == 1,
+        "{said}"
+    );
+    // An output folder that does not exist is kept, with a warning.
+    let missing = home.path().join("no-such-folder");
+    let set = cfg(&["config", "set", "out", missing.to_str().unwrap()])
+        .output_within()
+        .unwrap();
+    let said = String::from_utf8_lossy(&set.stderr);
+    assert!(
+        set.status.success() && said.contains("warning: there is no folder"),
+        "{said}"
+    );
+    let listed = cfg(&["receive", "--list-partial"]).output_within().unwrap();
+    let said = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        listed.status.code() == Some(2) && said.contains("there is no folder"),
+        "{said}"
+    );
+    assert!(cfg(&["config", "unset", "out"])
+        .output_within()
+        .unwrap()
+        .status
+        .success());
     // A relay that is not HOST:PORT is refused when set, not when used.
     let bad = cfg(&["config", "set", "relay", "nonsense"])
         .output_within()
