@@ -742,7 +742,7 @@ fn ask_code() -> anyhow::Result<String> {
     let term = dialoguer::console::Term::stderr();
     crate::discard_typed_ahead();
     let typed = dialoguer::Input::<String>::new()
-        .with_prompt("Code (Tab completes a word)")
+        .with_prompt(CODE_PROMPT)
         .completion_with(&CodeWords)
         .interact_text_on(&term);
     match typed {
@@ -755,9 +755,16 @@ fn ask_code() -> anyhow::Result<String> {
     }
 }
 
+/// The question when the code is asked for.
+const CODE_PROMPT: &str = "Code (Tab completes a word)";
+/// At most this many words are listed for an ambiguous prefix.
+const CANDIDATES_SHOWN: usize = 24;
+
 /// Tab completion of the word being typed (not the number before it). A
-/// prefix that no word starts with, or that several share with nothing to
-/// add, rings the terminal's bell, as a shell does.
+/// prefix that several words share with nothing to add rings the
+/// terminal's bell and lists them under the prompt (as magic-wormhole
+/// does), then shows the prompt again; a prefix no word starts with only
+/// rings.
 struct CodeWords;
 
 impl CodeWords {
@@ -786,15 +793,41 @@ impl CodeWords {
         let completed = tallow_crypto::wordlist::complete(&word)?;
         Some(format!("{}{completed}", &input[..start]))
     }
+
+    /// The list words the word being typed could become.
+    fn candidates(input: &str) -> &'static [&'static str] {
+        let start = input
+            .rfind(|c: char| c == '-' || c.is_whitespace())
+            .map_or(input.len(), |at| at + 1);
+        let word = input[start..].to_ascii_lowercase();
+        if word.is_empty() {
+            return &[];
+        }
+        tallow_crypto::wordlist::starting_with(&word)
+    }
 }
 
 impl dialoguer::Completion for CodeWords {
     fn get(&self, input: &str) -> Option<String> {
-        let completed = CodeWords::completed(input);
-        if completed.is_none() {
-            let _ = std::io::stderr().write_all(b"\x07");
+        if let Some(completed) = CodeWords::completed(input) {
+            return Some(completed);
         }
-        completed
+        let mut err = std::io::stderr();
+        let _ = err.write_all(b"\x07");
+        let candidates = CodeWords::candidates(input);
+        if (2..=CANDIDATES_SHOWN).contains(&candidates.len()) {
+            // The list on lines of its own, then the prompt and the input
+            // again: dialoguer rewrites the input it knows of (this one)
+            // where the cursor is.
+            let _ = write!(
+                err,
+                "\r\n  {}\r\n{CODE_PROMPT}: {input}",
+                candidates.join("  ")
+            );
+            let _ = err.flush();
+            return Some(input.to_owned());
+        }
+        None
     }
 }
 

@@ -757,6 +757,11 @@ fn tab_completes_the_code_words_when_asked_for_the_code() {
         shown.contains('\u{7}'),
         "no bell for the ambiguous \"zoo\": {shown:?}"
     );
+    // …and the words it could be are listed, as magic-wormhole does.
+    assert!(
+        shown.contains("zookeeper  zoologist  zoology  zoom"),
+        "{shown}"
+    );
     assert_same_file(&file, &out.path().join("typed.bin"));
 }
 
