@@ -179,6 +179,19 @@ impl NetError {
         )
     }
 
+    /// Whether this is the local network's route failing (not a relay's).
+    pub fn on_local_network(&self) -> bool {
+        matches!(
+            self,
+            NetError::LanUnreachable { .. }
+                | NetError::LanDropped { .. }
+                | NetError::LanPairingTimeout { .. }
+                | NetError::NotOnLan { .. }
+                | NetError::HostRelay { .. }
+                | NetError::Discovery { .. }
+        )
+    }
+
     /// How much the error tells a user, to pick between two failed routes:
     /// a handshake verdict (wrong code) beats a refusal, which beats a
     /// timeout or an unreachable route.

@@ -140,8 +140,14 @@ pub async fn open_as_sender(
             }
         }));
         let addr = format!("127.0.0.1:{port}");
+        // With a relay too, the code is shown once the relay has answered
+        // (waiting, or failed: then without it), as without the local
+        // network: a dead relay is told before anyone types its address.
+        let relay_too = route.relay.is_some();
         let on_waiting = move || {
-            notify();
+            if !relay_too {
+                notify();
+            }
             let _ = in_room.send(());
         };
         Some(async move {
@@ -170,7 +176,16 @@ pub async fn open_as_sender(
     });
     // Pair first: the route not kept is closed inside `first_ok`, so the
     // one hello below is the only one this run sends.
-    let stream = first_ok(local, remote, on_route_failed).await;
+    let lan_too = local.is_some();
+    let on_failed = |e: &NetError| {
+        on_route_failed(e);
+        // The relay failed while the local network's route waits: that
+        // one is ready, and now it is said.
+        if lan_too && !e.on_local_network() {
+            notify();
+        }
+    };
+    let stream = first_ok(local, remote, &on_failed).await;
     // Paired (or failed): stop announcing either way.
     if let Some(a) = announcer {
         a.abort();

@@ -319,6 +319,8 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     if !to_stdout {
         say!("Into: {}{}", out.display(), free_space(&out));
     }
+    // "Keep yours" answered for files in the way.
+    let mut chose_to_keep = false;
     let skip = loop {
         let e = match offer.check_destination(&options, &plan) {
             Ok(skip) => break skip,
@@ -363,6 +365,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
                 }
                 "s" | "skip" => {
                     options.skip_existing = true;
+                    chose_to_keep = true;
                     continue;
                 }
                 _ => {
@@ -416,6 +419,9 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
             ))
             .into());
         }
+    } else if chose_to_keep && skip.count() as usize == manifest.files.len() {
+        // Every file is one of those the user just chose to keep: there is
+        // nothing left to say yes to.
     } else {
         let asked =
             ask_while_sender_waits(&mut offer, "Accept? [y/N] ", &deadlines, &cancel).await?;

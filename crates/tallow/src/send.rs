@@ -144,19 +144,30 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     // The code is shown once the relay has us, so a dead relay is reported
     // before anyone is told to type anything.
     // What the receiver must type, with the route options it needs too.
-    let mut receive_command = String::from("tallow receive ");
-    if let Some(relay) = &route.relay {
-        receive_command.push_str(&format!("--relay {relay} "));
-    }
-    if route.lan && route.discovery_port != tallow_net::lan::DEFAULT_DISCOVERY_PORT {
-        receive_command.push_str(&format!("--discovery-port {} ", route.discovery_port));
-    }
-    // Both sides must show the string for the comparison to mean anything.
-    if args.client.verify {
-        receive_command.push_str("--verify ");
-    }
-    receive_command.push_str(code.as_str());
+    // A relay that already failed (the code is shown once the local
+    // network's route waits) is not named to the receiver.
+    let relay_failed = std::sync::atomic::AtomicBool::new(false);
+    let on_route_failed = |e: &tallow_net::NetError| {
+        if !e.on_local_network() {
+            relay_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        warn_route_failed(e);
+    };
     let show_code = || {
+        let mut receive_command = String::from("tallow receive ");
+        if let Some(relay) = &route.relay {
+            if !relay_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                receive_command.push_str(&format!("--relay {relay} "));
+            }
+        }
+        if route.lan && route.discovery_port != tallow_net::lan::DEFAULT_DISCOVERY_PORT {
+            receive_command.push_str(&format!("--discovery-port {} ", route.discovery_port));
+        }
+        // Both sides must show the string for the comparison to mean anything.
+        if args.client.verify {
+            receive_command.push_str("--verify ");
+        }
+        receive_command.push_str(code.as_str());
         Event::new("code")
             .str("code", code.as_str())
             .str("receive_command", &receive_command)
@@ -188,7 +199,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
                 crate::wait_limit(deadlines.pairing)
             );
         },
-        &warn_route_failed,
+        &on_route_failed,
     )
     .await
     .map_err(|e| args.client.explain(e))?;

@@ -86,6 +86,37 @@ fn same_host_transfer_with_nothing_configured() {
     );
 }
 
+/// A relay that already failed when the code is shown is not named in the
+/// command the receiver is told to run (issue 18.9).
+#[test]
+fn a_relay_that_failed_is_not_in_the_command_shown() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "x.bin", 1000, 5);
+    let port = discovery_port(4);
+    let code = "6165-abacus-zoom-yodel";
+    let mut cmd = tallow();
+    // Nothing listens on port 1: refused at once.
+    cmd.args(["send", "--relay", "127.0.0.1:1", "--code", code])
+        .args(["--discovery-port", &port, "--wait-timeout", "60"])
+        .arg(&file)
+        .stdin(Stdio::null());
+    let s = Running::spawn(cmd);
+    let r = lan_receiver(&[], code, out.path(), &port, &[]);
+    let (r_status, r_err) = r.finish();
+    let (s_status, s_err) = s.finish();
+    assert!(s_status.success() && r_status.success(), "{s_err}\n{r_err}");
+    // The code waits for the relay's answer: its failure is told first,
+    // and the command leaves it out.
+    let warned = s_err.find("warning:").expect("the relay's failure is told");
+    let shown = s_err.find("On the other machine run:").expect("the command");
+    assert!(warned < shown, "{s_err}");
+    assert!(
+        s_err.contains(&format!("tallow receive --discovery-port {port} {code}")),
+        "{s_err}"
+    );
+}
+
 #[test]
 fn a_receiver_on_a_quiet_network_says_what_to_do() {
     let out = tempfile::tempdir().unwrap();

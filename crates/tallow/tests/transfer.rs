@@ -962,6 +962,25 @@ fn unreadable_files_are_named_before_a_code_is_shown() {
     fs::set_permissions(&private, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Keeping the only file there is leaves nothing to accept: no second
+/// question after "keep yours".
+#[test]
+fn keeping_every_file_asks_nothing_more() {
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "only.txt", 500, 4);
+    let relay = Relay::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    fs::write(out.path().join("only.txt"), b"mine").unwrap();
+    let s = sender(&relay.addr, CODE, std::slice::from_ref(&file), &[]);
+    let line = receive_line(&relay.addr, CODE, out.path(), "");
+    let (status, shown) = on_terminal_when(&line, "or stop [N]?", b"s\n");
+    let (s_status, s_err) = s.finish();
+    assert!(status.success() && s_status.success(), "{shown}\n{s_err}");
+    assert!(!shown.contains("Accept?"), "{shown}");
+    assert!(shown.contains("Nothing to receive into"), "{shown}");
+    assert_eq!(fs::read(out.path().join("only.txt")).unwrap(), b"mine");
+}
+
 /// On a terminal, files in the way are not a dead end (issue 18.6): the
 /// receiver is asked whether to replace them, keep its own (the sender then
 /// does not send them), or stop.
