@@ -43,7 +43,7 @@ use tallow_protocol::limits::Deadlines;
     name = "tallow",
     version,
     about = "Send files between two machines, end-to-end encrypted with a short code phrase (post-quantum: ML-KEM-1024 + X25519, authenticated by SPAKE2).",
-    after_help = "Examples:\n  tallow send report.pdf                      # same network: nothing to set up\n  tallow receive 1234-alpha-bravo-charlie\n  tallow relay --listen 0.0.0.0:9009           # for machines on different networks\n  tallow send --relay relay.example.org:9009 report.pdf"
+    after_help = "Examples:\n  # On one network, nothing to set up:\n  tallow send report.pdf\n  tallow receive 1234-alpha-bravo-charlie\n  # Across networks, through a relay both reach:\n  tallow relay --listen 0.0.0.0:9009\n  tallow send --relay relay.example.org:9009 a.pdf"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,12 +54,12 @@ struct Cli {
 enum Command {
     /// Offer files: prints a code phrase, waits for the receiver, sends.
     #[command(
-        after_help = "Examples:\n  tallow send photo.jpg notes.txt\n  tallow send --relay relay.example.org:9009 ~/Pictures/holiday"
+        after_help = "Examples:\n  tallow send photo.jpg notes.txt\n  tallow send --relay relay.example.org:9009 ~/holiday"
     )]
     Send(send::SendArgs),
     /// Receive files offered with a code phrase.
     #[command(
-        after_help = "Example:\n  tallow receive --relay 127.0.0.1:9009 --out ~/Downloads 1234-alpha-bravo-charlie"
+        after_help = "Examples:\n  tallow receive 1234-alpha-bravo-charlie\n  tallow receive --out ~/Downloads 1234-alpha-bravo-charlie"
     )]
     Receive(receive::ReceiveArgs),
     /// Run a relay that pairs senders and receivers (it never sees plaintext).
@@ -72,7 +72,7 @@ enum Command {
     Config(config::ConfigArgs),
     /// Print a shell completion script.
     #[command(
-        after_help = "Example:\n  mkdir -p ~/.local/share/bash-completion/completions\n  tallow completions bash > ~/.local/share/bash-completion/completions/tallow"
+        after_help = "Example:\n  mkdir -p ~/.local/share/bash-completion/completions\n  cd ~/.local/share/bash-completion/completions\n  tallow completions bash > tallow"
     )]
     Completions {
         /// The shell.
@@ -80,7 +80,7 @@ enum Command {
     },
     /// Print a manual page (roff), or write every page into a folder.
     #[command(
-        after_help = "Examples:\n  tallow man receive > tallow-receive.1 && man ./tallow-receive.1\n  tallow man --dir ~/.local/share/man/man1"
+        after_help = "Examples:\n  tallow man receive > tallow-receive.1\n  man ./tallow-receive.1\n  tallow man --dir ~/.local/share/man/man1"
     )]
     Man {
         /// The command whose page to print (default: tallow's own page).

@@ -18,6 +18,12 @@ const JSON_PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 const TEMPLATE: &str =
     "{percent:>3}% [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} (avg {msg}) ETA {eta}";
+/// On a terminal narrower than `NARROW` columns the line leaves out the bar
+/// and the average, so that it never wraps (a wrapped line is redrawn one
+/// row lower each time).
+const NARROW_TEMPLATE: &str =
+    "{percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}";
+const NARROW: u16 = 80;
 
 /// Tracks bytes and time, and draws the bar and the current file.
 pub struct ProgressLine {
@@ -50,7 +56,11 @@ impl ProgressLine {
         };
         let lines = MultiProgress::with_draw_target(target);
         let bar = lines.add(ProgressBar::no_length());
-        if let Ok(style) = ProgressStyle::with_template(TEMPLATE) {
+        let template = match dialoguer::console::Term::stderr().size_checked() {
+            Some((_, cols)) if cols > 0 && cols < NARROW => NARROW_TEMPLATE,
+            _ => TEMPLATE,
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
         let file_line = lines.add(ProgressBar::no_length());

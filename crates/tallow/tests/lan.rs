@@ -109,7 +109,9 @@ fn a_relay_that_failed_is_not_in_the_command_shown() {
     // The code waits for the relay's answer: its failure is told first,
     // and the command leaves it out.
     let warned = s_err.find("warning:").expect("the relay's failure is told");
-    let shown = s_err.find("On the other machine run:").expect("the command");
+    let shown = s_err
+        .find("On the other machine run:")
+        .expect("the command");
     assert!(warned < shown, "{s_err}");
     assert!(
         s_err.contains(&format!("tallow receive --discovery-port {port} {code}")),

@@ -359,10 +359,27 @@ fn help_wraps_at_words_to_the_terminal_width() {
         &["receive", "--help"],
         &["relay", "--help"],
         &["config", "--help"],
+        &["completions", "--help"],
+        &["man", "--help"],
     ] {
         let narrow = help(cmd, "60");
         for line in narrow.lines() {
             assert!(line.chars().count() <= 60, "wider than 60: {line:?}");
+        }
+        // The examples fit: none is broken into what looks like two
+        // commands.
+        let examples = &narrow[narrow.find("Example").expect("examples")..];
+        for line in examples.lines().skip(1) {
+            let line = line.trim();
+            assert!(
+                line.is_empty()
+                    || line.starts_with("tallow ")
+                    || line.starts_with('#')
+                    || line.starts_with("man ")
+                    || line.starts_with("cd ")
+                    || line.starts_with("mkdir "),
+                "{cmd:?}: an example broken at 60 columns: {line:?}\n{narrow}"
+            );
         }
         // Broken only between words: the words are those of a wide
         // terminal's help, none cut in two.
@@ -643,6 +660,27 @@ fn a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
     assert!(
         !s_err.contains("ETA") && s_err.contains("Sent 1 file"),
         "{s_err}"
+    );
+
+    // On a narrow terminal the line leaves out the bar and the average
+    // instead of wrapping ("… E" / "TA 4s").
+    let out = tempfile::tempdir().unwrap();
+    let s = sender(
+        &relay.addr,
+        CODE,
+        std::slice::from_ref(&file),
+        &["--compress", "none"],
+    );
+    let line = format!(
+        "stty rows 24 cols 60; {}",
+        receive_line(&relay.addr, CODE, out.path(), "--yes")
+    );
+    let (status, shown) = on_terminal(&line, b"", Duration::ZERO);
+    let (s_status, s_err) = s.finish();
+    assert!(status.success() && s_status.success(), "{shown}\n{s_err}");
+    assert!(
+        shown.contains("ETA") && !shown.contains("% [") && !shown.contains("(avg"),
+        "{shown}"
     );
 }
 
