@@ -405,6 +405,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn batched_small_frames_and_large_ones_arrive_whole_and_in_order() {
+        let (mut w, mut r) = pair();
+        // Small frames wait in the batch, a large one flushes them first,
+        // and what is left goes out with `flush`.
+        let sizes = [0, 1, 5000, 9, 200_000, 3, 16 * 1024, 70, 100_000, 1];
+        let data =
+            |i: usize, size: usize| -> Vec<u8> { (0..size).map(|b| (b * 31 + i) as u8).collect() };
+        let writer = async {
+            for (i, size) in sizes.into_iter().enumerate() {
+                let mut f = frame(&data(i, size));
+                w.send_frame_batched(&mut f, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+            }
+            w.flush(Duration::from_secs(5)).await.unwrap();
+        };
+        let reader = async {
+            for (i, size) in sizes.into_iter().enumerate() {
+                let mut buf = Vec::new();
+                r.recv_frame(&mut buf, Some(Duration::from_secs(5)))
+                    .await
+                    .unwrap();
+                assert_eq!(buf, data(i, size), "frame {i}");
+            }
+        };
+        tokio::join!(writer, reader);
+    }
+
+    #[tokio::test]
+    async fn a_batched_frame_is_not_sent_before_a_flush() {
+        let (mut w, mut r) = pair();
+        let mut f = frame(b"waits");
+        w.send_frame_batched(&mut f, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let early = r
+            .recv_frame(&mut buf, Some(Duration::from_millis(100)))
+            .await;
+        assert!(
+            matches!(early, Err(TransportError::ReadTimeout { .. })),
+            "{early:?}"
+        );
+        w.flush(Duration::from_secs(5)).await.unwrap();
+        let mut buf = Vec::new();
+        r.recv_frame(&mut buf, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(buf, b"waits");
+    }
+
+    #[tokio::test]
     async fn the_frame_limit_holds_at_the_boundary() {
         for (len, too_large) in [(MAX_FRAME_LEN, false), (MAX_FRAME_LEN + 1, true)] {
             let (mut raw, b) = tokio::io::duplex(1 << 16);

@@ -213,12 +213,16 @@ impl SourceTree {
             })?;
         let entry = &self.manifest.files.at(index);
         let path = self.source(index);
-        let link_target = self
-            .link_targets
+        open_listed(&source, entry, &path, self.link_target(index))
+    }
+
+    /// What file `index` is opened as when it was named on the command
+    /// line as a link: the link's target.
+    fn link_target(&self, index: usize) -> Option<&Path> {
+        self.link_targets
             .binary_search_by_key(&(index as u32), |(i, _)| *i)
             .ok()
-            .map(|at| self.link_targets[at].1.as_path());
-        open_listed(&source, entry, &path, link_target)
+            .map(|at| self.link_targets[at].1.as_path())
     }
 
     /// Why file `index` cannot be read by us, if it cannot: asked of the
@@ -226,14 +230,9 @@ impl SourceTree {
     /// call where opening costs three, for each of a million small files.
     fn unreadable(&self, index: usize) -> Option<(PathBuf, std::io::Error)> {
         let path = self.source(index);
-        let link_target = self
-            .link_targets
-            .binary_search_by_key(&(index as u32), |(i, _)| *i)
-            .ok()
-            .map(|at| self.link_targets[at].1.as_path());
         rustix::fs::accessat(
             rustix::fs::CWD,
-            link_target.unwrap_or(&path),
+            self.link_target(index).unwrap_or(&path),
             rustix::fs::Access::READ_OK,
             rustix::fs::AtFlags::EACCESS,
         )
