@@ -849,7 +849,16 @@ mod tests {
             c.get("4711 abacus ZOOL").as_deref(),
             Some("4711 abacus zoolog")
         );
-        assert_eq!(c.get("4711-abacus-zoo"), None);
+        // Several words and nothing to add: nothing completed, the words
+        // listed (the input is given back unchanged to redraw it).
+        assert_eq!(super::CodeWords::completed("4711-abacus-zoo"), None);
+        assert_eq!(
+            super::CodeWords::candidates("4711-abacus-zoo"),
+            ["zookeeper", "zoologist", "zoology", "zoom"]
+        );
+        assert_eq!(c.get("4711-abacus-zoo").as_deref(), Some("4711-abacus-zoo"));
+        // Too many to list ("a…"): only the bell.
+        assert_eq!(c.get("4711-a"), None);
         // The list's hyphenated words complete whole.
         assert_eq!(c.get("4711-t-sh").as_deref(), Some("4711-t-shirt-"));
         assert_eq!(
