@@ -93,8 +93,8 @@ fn a_relay_that_failed_is_not_in_the_command_shown() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "x.bin", 1000, 5);
-    let port = discovery_port(4);
-    let code = "6165-abacus-zoom-yodel";
+    let port = discovery_port(8);
+    let code = "6168-abacus-zoom-yodel";
     let mut cmd = tallow();
     // Nothing listens on port 1: refused at once.
     cmd.args(["send", "--relay", "127.0.0.1:1", "--code", code])
