@@ -2,8 +2,8 @@
 //!
 //! Two questions, two parts, both fed observations and free of I/O:
 //!
-//! * [`CompressionPolicy`] (per worker and file): is this chunk worth trying
-//!   at all? After a chunk that did not compress it skips a doubling number
+//! * [`CompressionPolicy`] (per file of several chunks; files of one chunk
+//!   share one): is this chunk worth trying at all? After a chunk that did not compress it skips a doubling number
 //!   of chunks (up to 64), so random data costs almost nothing.
 //! * [`LevelChooser`] (shared by the workers): which zstd level, or none.
 //!   It watches the queue between the workers and the socket. Full most of
@@ -16,6 +16,9 @@
 //!   level gains depends on the data: on the benchmark's repeated text,
 //!   level -1 keeps 9× of level 1's 22× for 7 % more speed, and level 9
 //!   compresses less than level 1 (docs/performance.md has the table).
+//!
+//! [`ChunkCompression`] asks both as each chunk is read; a chunk not to be
+//! compressed skips the workers.
 //!
 //! zstd frames say nothing of their level, so the receiver decompresses
 //! every level the same way, within the same cap.
@@ -234,6 +237,51 @@ impl LevelChooser {
     }
 }
 
+/// Whether and how hard to compress each chunk, decided where the chunk is
+/// read: from the link ([`LevelChooser`]) and from the data
+/// ([`CompressionPolicy`]). A chunk not to be compressed goes straight to
+/// the socket's queue, not through a worker (one thread hand-off less for
+/// each of many small files).
+pub(crate) struct ChunkCompression {
+    mode: Compression,
+    chooser: LevelChooser,
+    policy: CompressionPolicy,
+}
+
+impl ChunkCompression {
+    pub(crate) fn new(mode: Compression) -> Self {
+        ChunkCompression {
+            mode,
+            chooser: LevelChooser::new(mode),
+            policy: CompressionPolicy::new(mode),
+        }
+    }
+
+    /// The level to compress the next chunk of `bytes` at, or `None`: send
+    /// it raw. `fresh_file`: it begins a file of several chunks, whose
+    /// compressibility is judged afresh. `queued` of the queue's `capacity`
+    /// frames wait for the socket at `now`.
+    pub(crate) fn decide(
+        &mut self,
+        fresh_file: bool,
+        bytes: u64,
+        queued: usize,
+        capacity: usize,
+        now: Instant,
+    ) -> Option<i32> {
+        if fresh_file {
+            self.policy = CompressionPolicy::new(self.mode);
+        }
+        self.chooser.observe(bytes, queued, capacity, now);
+        self.chooser.level().filter(|_| self.policy.should_try())
+    }
+
+    /// Whether compressing the chunk helped.
+    pub(crate) fn record(&mut self, helped: bool) {
+        self.policy.record(helped);
+    }
+}
+
 /// Compress `data` into `out` if that saves enough; `false` means send the
 /// chunk raw.
 pub(crate) fn compress_into(
@@ -414,6 +462,24 @@ mod tests {
             .collect();
         assert!(!compress_into(&mut c, &noise, &mut out));
         assert!(!compress_into(&mut c, b"", &mut out));
+    }
+
+    #[test]
+    fn chunks_of_incompressible_data_mostly_skip_the_workers() {
+        let mut c = ChunkCompression::new(Compression::Auto);
+        let now = Instant::now();
+        let mut tried = 0;
+        for _ in 0..1000 {
+            if c.decide(false, 4096, 4, 8, now).is_some() {
+                tried += 1;
+                c.record(false);
+            }
+        }
+        assert!(tried < 1000 / 16 + 10, "tried {tried}");
+        // A new large file is judged afresh.
+        assert_eq!(c.decide(true, 1 << 20, 4, 8, now), Some(FIXED_LEVEL));
+        let mut none = ChunkCompression::new(Compression::None);
+        assert_eq!(none.decide(true, 1 << 20, 8, 8, now), None);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! reader thread:  read chunk into a pooled frame buffer -> BLAKE3 (file, leaf)
-//!                 -> numbered job
-//! zstd workers:   compress when it helps (one per core) -> numbered frame
+//!                 -> numbered job, to a worker if it is to be compressed,
+//!                 else straight to the queue
+//! zstd workers:   compress at the chosen level (one per core) -> numbered frame
 //! async task:     put frames back in order -> seal -> socket, while no more
 //!                 than the window of bytes is unacknowledged
 //! ack reader:     Ack / Done / Abort from the receiver
@@ -31,7 +32,7 @@ use tallow_crypto::{FRAME_HEADER_LEN, TAG_LEN};
 use tokio::sync::mpsc;
 
 pub use crate::compression::Compression;
-use crate::compression::{compress_into, CompressionPolicy, LevelChooser, FIXED_LEVEL};
+use crate::compression::{compress_into, ChunkCompression, FIXED_LEVEL};
 use crate::notice::tell_peer_about;
 use crate::source::SourceTree;
 use crate::{zeros, FailedFile, Progress, TransferError};
@@ -818,7 +819,7 @@ fn produce_from_point<'s>(
                     fresh_file: !std::mem::replace(&mut data_seen, true) && chunks > 1,
                 };
                 let delivered = match &workers {
-                    Some(w) => w.jobs.send(job).is_ok(),
+                    Some(w) => w.dispatch(job),
                     None => queue.blocking_send(finish_raw(job)).is_ok(),
                 };
                 if !delivered {
@@ -1014,8 +1015,11 @@ fn finish_raw(mut job: CompressJob) -> QueuedFrame {
 
 /// Threads that compress chunks in parallel, one per core.
 struct CompressionWorkers {
-    jobs: std_mpsc::SyncSender<CompressJob>,
+    /// Chunks to compress, and at which level.
+    jobs: std_mpsc::SyncSender<(CompressJob, i32)>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    control: std::sync::Arc<std::sync::Mutex<ChunkCompression>>,
+    queue: mpsc::Sender<QueuedFrame>,
 }
 
 impl CompressionWorkers {
@@ -1031,17 +1035,16 @@ impl CompressionWorkers {
             .map(|n| n.get())
             .unwrap_or(1)
             .clamp(1, 4);
-        let (jobs, receiver) = std_mpsc::sync_channel::<CompressJob>(count);
+        let (jobs, receiver) = std_mpsc::sync_channel::<(CompressJob, i32)>(count);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-        let chooser = std::sync::Arc::new(std::sync::Mutex::new(LevelChooser::new(mode)));
+        let control = std::sync::Arc::new(std::sync::Mutex::new(ChunkCompression::new(mode)));
         let mut threads = Vec::with_capacity(count);
         for _ in 0..count {
             let mut compressor = zstd::bulk::Compressor::new(FIXED_LEVEL)
                 .map_err(|e| unsendable_io("the compressor could not start", e))?;
             let mut compressor_level = FIXED_LEVEL;
-            let (receiver, queue, chooser) = (receiver.clone(), queue.clone(), chooser.clone());
+            let (receiver, queue, control) = (receiver.clone(), queue.clone(), control.clone());
             threads.push(std::thread::spawn(move || {
-                let mut policy = CompressionPolicy::new(mode);
                 let mut scratch = Vec::with_capacity(chunk_size);
                 loop {
                     // The lock is held only to take the next job.
@@ -1049,36 +1052,21 @@ impl CompressionWorkers {
                         Ok(r) => r.recv(),
                         Err(_) => return,
                     };
-                    let Ok(mut job) = job else { return };
-                    if job.fresh_file {
-                        policy = CompressionPolicy::new(mode);
+                    let Ok((mut job, level)) = job else { return };
+                    if level != compressor_level && compressor.set_compression_level(level).is_ok()
+                    {
+                        compressor_level = level;
                     }
-                    // How full the queue to the socket is says whether the
-                    // link or the CPU is the bottleneck (`LevelChooser`).
                     let data_at = job.header_at + CHUNK_HEADER_LEN;
-                    let level = match chooser.lock() {
-                        Ok(mut c) => {
-                            let waiting = queue.max_capacity() - queue.capacity();
-                            let bytes = (job.frame.buf.len() - data_at) as u64;
-                            c.observe(bytes, waiting, queue.max_capacity(), Instant::now());
-                            c.level()
-                        }
-                        Err(_) => return,
-                    };
-                    if let Some(level) = level.filter(|_| policy.should_try()) {
-                        if level != compressor_level
-                            && compressor.set_compression_level(level).is_ok()
-                        {
-                            compressor_level = level;
-                        }
-                        let helped =
-                            compress_into(&mut compressor, &job.frame.buf[data_at..], &mut scratch);
-                        policy.record(helped);
-                        if helped {
-                            job.frame.buf.truncate(data_at);
-                            job.frame.buf.extend_from_slice(&scratch);
-                            job.header.compressed = true;
-                        }
+                    let helped =
+                        compress_into(&mut compressor, &job.frame.buf[data_at..], &mut scratch);
+                    if let Ok(mut c) = control.lock() {
+                        c.record(helped);
+                    }
+                    if helped {
+                        job.frame.buf.truncate(data_at);
+                        job.frame.buf.extend_from_slice(&scratch);
+                        job.header.compressed = true;
                     }
                     if queue.blocking_send(finish_raw(job)).is_err() {
                         return;
@@ -1086,7 +1074,35 @@ impl CompressionWorkers {
                 }
             }));
         }
-        Ok(Some(CompressionWorkers { jobs, threads }))
+        Ok(Some(CompressionWorkers {
+            jobs,
+            threads,
+            control,
+            queue: queue.clone(),
+        }))
+    }
+
+    /// Hand `job` to a worker, or, if it is not to be compressed (the link
+    /// does not need it, or the data did not compress lately), straight to
+    /// the socket's queue. How full that queue is tells whether the link or
+    /// the CPU is the bottleneck ([`ChunkCompression`]). `false`: the
+    /// other side has gone.
+    fn dispatch(&self, job: CompressJob) -> bool {
+        let bytes = (job.frame.buf.len() - job.header_at - CHUNK_HEADER_LEN) as u64;
+        let waiting = self.queue.max_capacity() - self.queue.capacity();
+        let level = self.control.lock().ok().and_then(|mut c| {
+            c.decide(
+                job.fresh_file,
+                bytes,
+                waiting,
+                self.queue.max_capacity(),
+                Instant::now(),
+            )
+        });
+        match level {
+            Some(level) => self.jobs.send((job, level)).is_ok(),
+            None => self.queue.blocking_send(finish_raw(job)).is_ok(),
+        }
     }
 
     /// Let the workers drain their last jobs and stop.
