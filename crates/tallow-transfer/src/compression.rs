@@ -80,6 +80,12 @@ impl CompressionPolicy {
             self.backoff = (self.backoff * 2).min(MAX_COMPRESSION_BACKOFF);
         }
     }
+
+    /// The last try did not help: the next one only probes whether the
+    /// data compresses again.
+    fn probing(&self) -> bool {
+        self.backoff > 1
+    }
 }
 
 /// The zstd level for the next chunk: a hill climb on the measured rate.
@@ -273,7 +279,15 @@ impl ChunkCompression {
             self.policy = CompressionPolicy::new(self.mode);
         }
         self.chooser.observe(bytes, queued, capacity, now);
-        self.chooser.level().filter(|_| self.policy.should_try())
+        let level = self.chooser.level().filter(|_| self.policy.should_try())?;
+        // A probe of data that did not compress lately needs no strong
+        // level: level 7 on a megabyte of random bytes costs as much as
+        // sending it several times over on a fast link.
+        Some(if self.policy.probing() {
+            level.min(FIXED_LEVEL)
+        } else {
+            level
+        })
     }
 
     /// Whether compressing the chunk helped.
@@ -478,6 +492,20 @@ mod tests {
         assert!(tried < 1000 / 16 + 10, "tried {tried}");
         // A new large file is judged afresh.
         assert_eq!(c.decide(true, 1 << 20, 4, 8, now), Some(FIXED_LEVEL));
+        // On a slow link the level climbs, but a probe after data that did
+        // not compress stays cheap.
+        let mut slow = ChunkCompression::new(Compression::Auto);
+        let mut t = now;
+        for _ in 0..400 {
+            t += Duration::from_millis(100);
+            if slow.decide(false, 1 << 20, 8, 8, t).is_some() {
+                slow.record(true);
+            }
+        }
+        assert_eq!(slow.decide(false, 1 << 20, 8, 8, t), Some(7));
+        slow.record(false);
+        let probe = (0..10).find_map(|_| slow.decide(false, 1 << 20, 8, 8, t));
+        assert_eq!(probe, Some(FIXED_LEVEL));
         let mut none = ChunkCompression::new(Compression::None);
         assert_eq!(none.decide(true, 1 << 20, 8, 8, now), None);
     }
