@@ -316,6 +316,14 @@ impl<R: AsyncRead + Unpin + Send> FrameSource for ChannelReader<R> {
                 source,
             })
     }
+
+    fn frame_ready(&self) -> bool {
+        let have = &self.inbox.buf[self.inbox.start..self.inbox.end];
+        match have.first_chunk::<FRAME_HEADER_LEN>() {
+            Some(header) => have.len() - FRAME_HEADER_LEN >= u32::from_be_bytes(*header) as usize,
+            None => false,
+        }
+    }
 }
 
 impl<W: AsyncWrite + Unpin + Send> FrameSink for ChannelWriter<W> {

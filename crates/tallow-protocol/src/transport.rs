@@ -107,6 +107,13 @@ pub trait FrameSource: Send {
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Whether a whole frame has already arrived, so that the next
+    /// [`recv_frame`](Self::recv_frame) returns without waiting: a reader
+    /// may gather work while this holds. `false` when not known.
+    fn frame_ready(&self) -> bool {
+        false
+    }
 }
 
 /// A [`FrameSource`] whose first frame was already read (while the user
@@ -141,5 +148,9 @@ impl<R: FrameSource> FrameSource for Prefetched<R> {
             }
             None => self.inner.recv_frame(buf, timeout).await,
         }
+    }
+
+    fn frame_ready(&self) -> bool {
+        self.first.is_some() || self.inner.frame_ready()
     }
 }

@@ -900,6 +900,9 @@ async fn stream<R: FrameSource>(
     } = disk;
     let mut rules = ReceiveMachine::new(&manifest, start, skip);
     let mut refetch = Some(refetch);
+    // Small work gathered while more frames are already here: the writer
+    // thread is woken once for many small files, not twice for each.
+    let mut batch = Batch::default();
     loop {
         let mut buf = pool.try_recv().unwrap_or_default();
         reader.recv_frame(&mut buf, Some(deadlines.idle)).await?;
@@ -924,7 +927,8 @@ async fn stream<R: FrameSource>(
                 reason: reason.to_owned(),
             },
             Incoming::Complete { merkle_root } => {
-                if work.send(Work::Complete { merkle_root }).await.is_err() {
+                let complete = batch.with(Work::Complete { merkle_root });
+                if work.send(complete).await.is_err() {
                     return Ok(());
                 }
                 // The writer says whether it needs chunks again (or stops).
@@ -961,6 +965,11 @@ async fn stream<R: FrameSource>(
                 })
             }
         };
+        if batch.takes(&item) && reader.frame_ready() {
+            batch.push(item);
+            continue;
+        }
+        let item = batch.with(item);
         let limit = deadlines.disk_stall();
         let mut seen = counters.activity();
         let permit = loop {
@@ -988,6 +997,51 @@ async fn stream<R: FrameSource>(
 
 fn broke(rule: PeerMisbehaved) -> TransferError {
     TransferError::broke(Role::Sender, rule)
+}
+
+/// At most this many work items go to the writer in one batch…
+const WORK_BATCH_ITEMS: usize = 64;
+/// …holding at most this many bytes of buffers between them.
+const WORK_BATCH_BYTES: usize = 1 << 20;
+
+/// Small work items on their way to the writer together.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Work>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Whether `item` may wait in the batch: a small chunk, a hole or a
+    /// file's end, while there is room.
+    fn takes(&self, item: &Work) -> bool {
+        let held = match item {
+            Work::Chunk { buf, .. } => buf.capacity(),
+            Work::Zeros { .. } | Work::FileEnd { .. } => 0,
+            _ => return false,
+        };
+        held < WORK_BATCH_BYTES / 4
+            && self.items.len() < WORK_BATCH_ITEMS
+            && self.bytes + held <= WORK_BATCH_BYTES
+    }
+
+    fn push(&mut self, item: Work) {
+        if let Work::Chunk { buf, .. } = &item {
+            self.bytes += buf.capacity();
+        }
+        self.items.push(item);
+    }
+
+    /// `item` after what waits, as one piece of work.
+    fn with(&mut self, item: Work) -> Work {
+        if self.items.is_empty() {
+            return item;
+        }
+        self.bytes = 0;
+        let mut items = std::mem::take(&mut self.items);
+        items.push(item);
+        Work::Batch(items)
+    }
 }
 
 /// An offer whose pages, together, are not a valid manifest.
@@ -1035,6 +1089,8 @@ enum Work {
         start: usize,
         len: usize,
     },
+    /// Several of the above, in order (small files, gathered by `stream`).
+    Batch(Vec<Work>),
 }
 
 struct OpenPartial {
@@ -1204,60 +1260,80 @@ impl FileWriter {
         pool: &std_mpsc::Sender<Vec<u8>>,
     ) -> Result<bool, TransferError> {
         while let Some(item) = work.blocking_recv() {
-            match item {
-                Work::Chunk {
-                    header,
-                    buf,
-                    start,
-                    len,
-                } => {
-                    self.reach(header.file as usize);
-                    self.write_chunk(&header, &buf[start..], len, false)?;
-                    let _ = pool.send(buf);
-                }
-                Work::Zeros { header, len } => {
-                    self.reach(header.file as usize);
-                    self.write_chunk(&header, crate::zeros(len), len, true)?;
-                }
-                Work::FileEnd { file, hash } => {
-                    self.reach(file as usize);
-                    self.open()?;
-                    self.finish_file(&hash)?;
-                }
-                Work::FileFailed {
-                    file,
-                    missing,
-                    reason,
-                } => {
-                    self.reach(file as usize);
-                    self.drop_failed(missing, reason);
-                }
-                Work::Complete { merkle_root } => {
-                    self.reach(self.manifest.files.len());
-                    self.check_root(&merkle_root)?;
-                    if self.refetch.is_none() {
-                        self.finish_folders()?;
-                        return Ok(true);
-                    }
-                    if !self.ask_refetch() {
-                        return Ok(false);
-                    }
-                }
-                Work::Refetched {
-                    header,
-                    buf,
-                    start,
-                    len,
-                } => {
-                    self.write_refetched(&header, &buf[start..], len)?;
-                    let _ = pool.send(buf);
-                    if self.refetch.is_none() {
-                        return Ok(true);
-                    }
-                }
+            if let Some(done) = self.handle(item, pool)? {
+                return Ok(done);
             }
         }
         Ok(false)
+    }
+
+    /// One piece of work; `Some(done)` ends the writer (with whether all
+    /// went through), `None` goes on.
+    fn handle(
+        &mut self,
+        item: Work,
+        pool: &std_mpsc::Sender<Vec<u8>>,
+    ) -> Result<Option<bool>, TransferError> {
+        match item {
+            Work::Batch(items) => {
+                for item in items {
+                    if let Some(done) = self.handle(item, pool)? {
+                        return Ok(Some(done));
+                    }
+                }
+            }
+            Work::Chunk {
+                header,
+                buf,
+                start,
+                len,
+            } => {
+                self.reach(header.file as usize);
+                self.write_chunk(&header, &buf[start..], len, false)?;
+                let _ = pool.send(buf);
+            }
+            Work::Zeros { header, len } => {
+                self.reach(header.file as usize);
+                self.write_chunk(&header, crate::zeros(len), len, true)?;
+            }
+            Work::FileEnd { file, hash } => {
+                self.reach(file as usize);
+                self.open()?;
+                self.finish_file(&hash)?;
+            }
+            Work::FileFailed {
+                file,
+                missing,
+                reason,
+            } => {
+                self.reach(file as usize);
+                self.drop_failed(missing, reason);
+            }
+            Work::Complete { merkle_root } => {
+                self.reach(self.manifest.files.len());
+                self.check_root(&merkle_root)?;
+                if self.refetch.is_none() {
+                    self.finish_folders()?;
+                    return Ok(Some(true));
+                }
+                if !self.ask_refetch() {
+                    return Ok(Some(false));
+                }
+            }
+            Work::Refetched {
+                header,
+                buf,
+                start,
+                len,
+            } => {
+                self.write_refetched(&header, &buf[start..], len)?;
+                let _ = pool.send(buf);
+                if self.refetch.is_none() {
+                    return Ok(Some(true));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Check chunk `header` (its `data` as sent, `len` bytes once decoded)
