@@ -956,7 +956,12 @@ async fn stream<R: FrameSource>(
                     buf,
                 }
             }
-            Incoming::Nothing => continue,
+            // Gathered work must not wait behind a frame that carries
+            // none (only the next frame being here already lets it wait).
+            Incoming::Nothing => match batch.due(reader.frame_ready()) {
+                Some(gathered) => gathered,
+                None => continue,
+            },
             Incoming::Aborted { kind, detail } => {
                 return Err(TransferError::PeerAborted {
                     peer: Role::Sender,
@@ -1030,6 +1035,16 @@ impl Batch {
             self.bytes += buf.capacity();
         }
         self.items.push(item);
+    }
+
+    /// What waits, as one piece of work, unless the next frame is
+    /// `ready` (or nothing waits).
+    fn due(&mut self, ready: bool) -> Option<Work> {
+        if ready || self.items.is_empty() {
+            return None;
+        }
+        self.bytes = 0;
+        Some(Work::Batch(std::mem::take(&mut self.items)))
     }
 
     /// `item` after what waits, as one piece of work.
