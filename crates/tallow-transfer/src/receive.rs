@@ -1915,3 +1915,75 @@ fn sync_filesystem(out: &OutputDir, files: &[Verified]) -> Result<(), TransferEr
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_chunk() -> Work {
+        Work::Chunk {
+            header: ChunkHeader {
+                file: 0,
+                index: 0,
+                compressed: false,
+                leaf: [0; 32],
+            },
+            buf: Vec::with_capacity(8 * 1024),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_gathers_small_work_within_its_bounds_and_lets_nothing_wait_idle() {
+        let mut batch = Batch::default();
+        // Nothing gathered: nothing due.
+        assert!(batch.due(false).is_none());
+        for _ in 0..WORK_BATCH_ITEMS {
+            assert!(batch.takes(&small_chunk()));
+            batch.push(small_chunk());
+        }
+        // Full: the next goes with it.
+        assert!(!batch.takes(&small_chunk()));
+        // The end of the stream and large chunks never wait.
+        let mut fresh = Batch::default();
+        assert!(!fresh.takes(&Work::Complete {
+            merkle_root: [0; 32]
+        }));
+        let large = Work::Chunk {
+            header: ChunkHeader {
+                file: 0,
+                index: 0,
+                compressed: false,
+                leaf: [0; 32],
+            },
+            buf: Vec::with_capacity(1 << 20),
+            start: 0,
+            len: 0,
+        };
+        assert!(!fresh.takes(&large));
+        fresh.push(small_chunk());
+        // With the next frame here it may wait; without, it is due.
+        assert!(fresh.due(true).is_none());
+        assert!(matches!(fresh.due(false), Some(Work::Batch(items)) if items.len() == 1));
+        // `with` puts what waits first.
+        batch.push(small_chunk());
+        match batch.with(Work::FileEnd {
+            file: 0,
+            hash: [0; 32],
+        }) {
+            Work::Batch(items) => {
+                assert_eq!(items.len(), WORK_BATCH_ITEMS + 2);
+                assert!(matches!(items.last(), Some(Work::FileEnd { .. })));
+            }
+            _ => panic!("not a batch"),
+        }
+        assert!(matches!(
+            batch.with(Work::FileEnd {
+                file: 0,
+                hash: [0; 32]
+            }),
+            Work::FileEnd { .. }
+        ));
+    }
+}
