@@ -3,14 +3,15 @@
 //! Two questions, two parts, both fed observations and free of I/O:
 //!
 //! * [`CompressionPolicy`] (per file of several chunks; files of one chunk
-//!   share one): is this chunk worth trying at all? After a chunk that did not compress it skips a doubling number
-//!   of chunks (up to 64), so random data costs almost nothing.
-//! * [`LevelChooser`] (shared by the workers): which zstd level, or none.
-//!   It watches the queue between the workers and the socket. Full most of
-//!   the time: the link is the bottleneck and the workers wait on it, so
-//!   more CPU per byte may buy a better ratio: it tries one level up.
-//!   Empty most of the time: the socket waits for the workers (the CPU is
-//!   the bottleneck): it tries one level down, through zstd's fast negative
+//!   share one): is this chunk worth trying at all? After a chunk that did
+//!   not compress it skips a doubling number of chunks (up to 64), so
+//!   random data costs almost nothing.
+//! * [`LevelChooser`]: which zstd level, or none. It watches the queue of
+//!   frames waiting for the socket. Full most of the time: the link is the
+//!   bottleneck and the sender's threads wait on it, so more CPU per byte
+//!   may buy a better ratio: it tries one level up. Empty most of the
+//!   time: the socket waits for them (the CPU is the bottleneck): it tries
+//!   one level down, through zstd's fast negative
 //!   levels, and in `auto` mode to not compressing at all. Each step is
 //!   kept only if the rate it measures next is not worse, because what a
 //!   level gains depends on the data: on the benchmark's repeated text,
@@ -23,13 +24,13 @@
 //! zstd frames say nothing of their level, so the receiver decompresses
 //! every level the same way, within the same cap.
 
+use std::time::{Duration, Instant};
+
 /// A compressed chunk is sent only if it saves at least 1/16 of the bytes.
 const MIN_SAVING_DIVISOR: usize = 16;
 /// In `auto` mode, after an incompressible chunk, skip trying for up to this
 /// many chunks (doubling from 1), so random data costs almost nothing.
 const MAX_COMPRESSION_BACKOFF: u64 = 64;
-
-use std::time::{Duration, Instant};
 
 /// Whether to compress chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,14 +46,14 @@ pub enum Compression {
 }
 
 /// When to try compressing the next chunk of a file.
-pub(crate) struct CompressionPolicy {
+struct CompressionPolicy {
     mode: Compression,
     skip: u64,
     backoff: u64,
 }
 
 impl CompressionPolicy {
-    pub(crate) fn new(mode: Compression) -> Self {
+    fn new(mode: Compression) -> Self {
         CompressionPolicy {
             mode,
             skip: 0,
@@ -60,7 +61,7 @@ impl CompressionPolicy {
         }
     }
 
-    pub(crate) fn should_try(&mut self) -> bool {
+    fn should_try(&mut self) -> bool {
         match self.mode {
             Compression::None => false,
             Compression::Zstd => true,
@@ -72,7 +73,7 @@ impl CompressionPolicy {
         }
     }
 
-    pub(crate) fn record(&mut self, helped: bool) {
+    fn record(&mut self, helped: bool) {
         if helped {
             self.backoff = 1;
         } else {
@@ -91,7 +92,7 @@ impl CompressionPolicy {
 /// The zstd level for the next chunk: a hill climb on the measured rate.
 ///
 /// Each period (at least `PERIOD_CHUNKS` chunks and `PERIOD`) it measures
-/// the plaintext bytes per second the workers hand to the socket, and how
+/// the plaintext bytes per second handed on towards the socket, and how
 /// full the queue to the socket was. A full queue says the link is the
 /// bottleneck (try one level up), an empty one that the CPU is (one level
 /// down, then off). A step is a trial: kept if the next period's rate is
@@ -100,7 +101,7 @@ impl CompressionPolicy {
 /// data and link (zstd's negative levels lose most of the ratio on text;
 /// level 7 is three times slower than 5) is visited rarely.
 #[derive(Debug)]
-pub(crate) struct LevelChooser {
+struct LevelChooser {
     mode: Compression,
     /// An index into `LADDER`.
     rung: usize,
@@ -115,7 +116,7 @@ pub(crate) struct LevelChooser {
     /// compressing is a different kind of step (no CPU at all), so it is
     /// tried in turn with one level down, and a valley of worse fast
     /// levels between a level and raw does not hide raw.
-    down_to_raw: bool,
+    raw_next: bool,
 }
 
 /// The levels the chooser moves between, cheapest first; `None` sends
@@ -160,7 +161,7 @@ impl Period {
 }
 
 impl LevelChooser {
-    pub(crate) fn new(mode: Compression) -> Self {
+    fn new(mode: Compression) -> Self {
         LevelChooser {
             mode,
             rung: if mode == Compression::None { 0 } else { START },
@@ -168,12 +169,12 @@ impl LevelChooser {
             trial: None,
             hold: 0,
             next_hold: FIRST_HOLD,
-            down_to_raw: true,
+            raw_next: true,
         }
     }
 
     /// The level to compress at, or `None` for raw chunks.
-    pub(crate) fn level(&self) -> Option<i32> {
+    fn level(&self) -> Option<i32> {
         LADDER[self.rung]
     }
 
@@ -184,7 +185,7 @@ impl LevelChooser {
 
     /// A chunk of `bytes` is ready at `now`, and `queued` of the queue's
     /// `capacity` frames wait for the socket.
-    pub(crate) fn observe(&mut self, bytes: u64, queued: usize, capacity: usize, now: Instant) {
+    fn observe(&mut self, bytes: u64, queued: usize, capacity: usize, now: Instant) {
         if self.mode == Compression::None {
             return;
         }
@@ -225,10 +226,10 @@ impl LevelChooser {
         let to = if link_bound {
             (self.rung + 1).min(LADDER.len() - 1)
         } else if cpu_bound {
-            self.down_to_raw = !self.down_to_raw;
-            if !self.down_to_raw {
-                // This turn: raw (the floor, which `zstd` mode keeps at
-                // its fastest level).
+            let raw = self.raw_next;
+            self.raw_next = !raw;
+            if raw {
+                // The floor: raw, or in `zstd` mode its fastest level.
                 self.floor()
             } else {
                 self.rung.saturating_sub(1).max(self.floor())

@@ -1040,11 +1040,7 @@ impl Batch {
     /// What waits, as one piece of work, unless the next frame is
     /// `ready` (or nothing waits).
     fn due(&mut self, ready: bool) -> Option<Work> {
-        if ready || self.items.is_empty() {
-            return None;
-        }
-        self.bytes = 0;
-        Some(Work::Batch(std::mem::take(&mut self.items)))
+        (!ready && !self.items.is_empty()).then(|| Work::Batch(self.take()))
     }
 
     /// `item` after what waits, as one piece of work.
@@ -1052,10 +1048,14 @@ impl Batch {
         if self.items.is_empty() {
             return item;
         }
-        self.bytes = 0;
-        let mut items = std::mem::take(&mut self.items);
+        let mut items = self.take();
         items.push(item);
         Work::Batch(items)
+    }
+
+    fn take(&mut self) -> Vec<Work> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
     }
 }
 

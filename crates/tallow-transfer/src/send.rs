@@ -529,8 +529,9 @@ fn aborted(kind: AbortKind, detail: &str) -> TransferError {
 }
 
 /// The reader thread: every file's chunks from the resume point on, each
-/// file's hash, then the root, numbered in stream order. Chunks go through
-/// the compression workers when compression is on. What the receiver
+/// file's hash, then the root, numbered in stream order. Chunks to be
+/// compressed go through the compression workers, the rest straight to the
+/// socket's queue. What the receiver
 /// already has is hashed by a thread of its own ([`hash_prefix`]) while
 /// the new data goes out: the root and the resumed file's hash need it,
 /// the first new chunk does not. Returns early without error if the async

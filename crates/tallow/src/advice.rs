@@ -28,15 +28,7 @@ pub fn for_error(e: &anyhow::Error, relay_given: bool) -> Option<&'static str> {
         };
     }
     match e.downcast_ref::<NetError>()? {
-        NetError::HostRelay { .. }
-        | NetError::Discovery { .. }
-        | NetError::NotOnLan { .. }
-        | NetError::LanPairingTimeout { .. }
-        | NetError::LanUnreachable { .. }
-            if relay_given =>
-        {
-            None
-        }
+        e if relay_given && e.on_local_network() => None,
         NetError::NoRoute => Some("pass --relay HOST:PORT (or set TALLOW_RELAY), or drop --no-lan"),
         NetError::HostRelay { .. } => Some("pass --relay to use a relay instead"),
         NetError::Discovery { .. } => Some("set TALLOW_DISCOVERY_PORT or pass --relay"),

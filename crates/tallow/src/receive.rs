@@ -773,21 +773,29 @@ const CANDIDATES_SHOWN: usize = 24;
 /// rings.
 struct CodeWords;
 
+/// Where the code's words are split.
+fn is_separator(c: char) -> bool {
+    c == '-' || c.is_whitespace()
+}
+
 impl CodeWords {
+    /// The word being typed (lowercase) and where it starts; `None` before
+    /// the first separator (the number) or right after one.
+    fn last_word(input: &str) -> Option<(usize, String)> {
+        let start = input.rfind(is_separator).map(|at| at + 1)?;
+        let word = input[start..].to_ascii_lowercase();
+        (!word.is_empty()).then_some((start, word))
+    }
+
     /// What the input completes to, if anything: the last word, or the
     /// last two pieces when they begin a hyphenated list word (`t-sh`).
     fn completed(input: &str) -> Option<String> {
-        let is_sep = |c: char| c == '-' || c.is_whitespace();
-        let start = input.rfind(is_sep).map(|at| at + 1)?;
-        let word = input[start..].to_ascii_lowercase();
-        if word.is_empty() {
-            return None;
-        }
+        let (start, word) = CodeWords::last_word(input)?;
         // A hyphenated word is tried whole first: "t-sh" is "t-shirt", not
         // "t" and a word starting with "sh".
         if input[..start].ends_with('-') {
             let before = &input[..start - 1];
-            let piece_start = before.rfind(is_sep).map_or(0, |at| at + 1);
+            let piece_start = before.rfind(is_separator).map_or(0, |at| at + 1);
             let piece = before[piece_start..].to_ascii_lowercase();
             if !piece.is_empty() && !piece.bytes().all(|b| b.is_ascii_digit()) {
                 let joined = format!("{piece}-{word}");
@@ -802,14 +810,10 @@ impl CodeWords {
 
     /// The list words the word being typed could become.
     fn candidates(input: &str) -> &'static [&'static str] {
-        let start = input
-            .rfind(|c: char| c == '-' || c.is_whitespace())
-            .map_or(input.len(), |at| at + 1);
-        let word = input[start..].to_ascii_lowercase();
-        if word.is_empty() {
-            return &[];
+        match CodeWords::last_word(input) {
+            Some((_, word)) => tallow_crypto::wordlist::starting_with(&word),
+            None => &[],
         }
-        tallow_crypto::wordlist::starting_with(&word)
     }
 }
 

@@ -144,8 +144,8 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     // The code is shown once the relay has us, so a dead relay is reported
     // before anyone is told to type anything.
     // What the receiver must type, with the route options it needs too.
-    // A relay that already failed (the code is shown once the local
-    // network's route waits) is not named to the receiver.
+    // With the local network too, the code waits for the relay's answer; a
+    // relay that failed is then not named to the receiver.
     let relay_failed = std::sync::atomic::AtomicBool::new(false);
     let on_route_failed = |e: &tallow_net::NetError| {
         if !e.on_local_network() {
