@@ -10,7 +10,8 @@
 //!   window; `compression` chooses which chunks to compress and the zstd
 //!   level, following the link.
 //! * [`receive`]: checking the stream, the writer thread, verifying and
-//!   placing files.
+//!   placing files; `chunk_writer` checks and writes big chunks on the
+//!   other cores, results taken back in order.
 //! * [`placement`]: reaching the output folder's contents through handles.
 //! * [`checkpoint`] and [`resume`]: the receiver's record of durable chunks,
 //!   and how much of an offer is already here.
@@ -19,6 +20,7 @@
 
 pub mod cancel;
 pub mod checkpoint;
+mod chunk_writer;
 mod compression;
 pub mod notice;
 pub mod placement;

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! async task:    socket -> open (AEAD) -> decode -> check order and lengths -> queue
-//! writer thread: queue -> unzstd (capped at the chunk size) -> check leaf
-//!                -> write NAME.tallow-partial -> BLAKE3
+//! writer thread: queue -> big chunk to a worker, small one checked here
+//! chunk workers: unzstd (capped at the chunk size) -> BLAKE3 -> check leaf
+//!                -> write NAME.tallow-partial at the chunk's offset
+//! writer thread: results in stream order -> file hash, Merkle tree, records
 //!                -> on FileEnd: compare hash (constant time), set mode and
 //!                   mtime, make durable, rename into place
 //!                -> on TransferComplete: compare Merkle root (constant time),
@@ -29,8 +31,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -39,10 +40,13 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 use tallow_crypto::file_hash::{chunk_digest, ChunkDigest, FileHasher};
-use tallow_crypto::merkle::{leaf_hash, MerkleBuilder};
+use tallow_crypto::merkle::MerkleBuilder;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, CheckpointLog, LocalKey, Record};
+use crate::chunk_writer::{
+    ChunkChecker, ChunkDone, ChunkJob, ChunkOutcome, ChunkWorkers, InflateError, PARALLEL_MIN_BYTES,
+};
 use crate::notice::{tell_peer, tell_peer_about};
 use crate::placement::{split_parent, Existing, Folder, OutputDir};
 use crate::resume::{self, OurFiles, ResumePlan};
@@ -1109,7 +1113,8 @@ enum Work {
 }
 
 struct OpenPartial {
-    file: File,
+    /// Shared with the workers writing its chunks.
+    file: Arc<File>,
     /// The folder it is in, and its name there.
     folder: Folder,
     name: String,
@@ -1153,8 +1158,11 @@ struct FileWriter {
     current: Option<OpenPartial>,
     index: usize,
     merkle: MerkleBuilder,
-    decompressor: Option<zstd::bulk::Decompressor<'static>>,
-    plain: Vec<u8>,
+    /// Checks and writes small chunks (and holes, and chunks asked for
+    /// again) here.
+    checker: ChunkChecker,
+    /// Check and write big chunks on the other cores (started by `run`).
+    workers: Option<ChunkWorkers>,
     batch: Vec<Verified>,
     batch_bytes: u64,
     batch_folders: usize,
@@ -1230,8 +1238,8 @@ impl FileWriter {
             current: None,
             index: point.files_done as usize,
             merkle,
-            decompressor: None,
-            plain: Vec::new(),
+            checker: ChunkChecker::default(),
+            workers: None,
             batch: Vec::new(),
             batch_bytes: 0,
             batch_folders: 0,
@@ -1252,6 +1260,7 @@ impl FileWriter {
         mut work: mpsc::Receiver<Work>,
         pool: &std_mpsc::Sender<Vec<u8>>,
     ) -> Result<(Option<CheckpointLog>, Vec<FailedFile>), TransferError> {
+        self.workers = ChunkWorkers::start(pool);
         let result = self.write_all(&mut work, pool);
         // Anything but a completed transfer (an error here, or the stream
         // ending early because the network or the sender failed):
@@ -1259,8 +1268,12 @@ impl FileWriter {
         // progress stays as a partial file (deleted if it failed to
         // verify), and what is durable is recorded for the next run.
         if !matches!(result, Ok(true)) {
+            // Chunks the workers finished before one that failed count.
+            let _ = self.settle();
             let _ = self.checkpoint();
         }
+        // Nothing is written once the writer has returned.
+        self.workers = None;
         // Completed: the checkpoint, for the caller to remove once the
         // sender knows.
         let failed = std::mem::take(&mut self.failed);
@@ -1274,12 +1287,25 @@ impl FileWriter {
         work: &mut mpsc::Receiver<Work>,
         pool: &std_mpsc::Sender<Vec<u8>>,
     ) -> Result<bool, TransferError> {
-        while let Some(item) = work.blocking_recv() {
+        loop {
+            let item = match work.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Nothing more to do for now: count what the workers
+                    // hold before waiting (the sender may be waiting for
+                    // those bytes to be acknowledged).
+                    self.settle()?;
+                    match work.blocking_recv() {
+                        Some(item) => item,
+                        None => return Ok(false),
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(false),
+            };
             if let Some(done) = self.handle(item, pool)? {
                 return Ok(done);
             }
         }
-        Ok(false)
     }
 
     /// One piece of work; `Some(done)` ends the writer (with whether all
@@ -1304,14 +1330,14 @@ impl FileWriter {
                 len,
             } => {
                 self.reach(header.file as usize);
-                self.write_chunk(&header, &buf[start..], len, false)?;
-                let _ = pool.send(buf);
+                self.take_chunk(header, buf, start, len, pool)?;
             }
             Work::Zeros { header, len } => {
                 self.reach(header.file as usize);
-                self.write_chunk(&header, crate::zeros(len), len, true)?;
+                self.take_hole(header, len)?;
             }
             Work::FileEnd { file, hash } => {
+                self.settle()?;
                 self.reach(file as usize);
                 self.open()?;
                 self.finish_file(&hash)?;
@@ -1321,10 +1347,12 @@ impl FileWriter {
                 missing,
                 reason,
             } => {
+                self.settle()?;
                 self.reach(file as usize);
                 self.drop_failed(missing, reason);
             }
             Work::Complete { merkle_root } => {
+                self.settle()?;
                 self.reach(self.manifest.files.len());
                 self.check_root(&merkle_root)?;
                 if self.refetch.is_none() {
@@ -1351,62 +1379,135 @@ impl FileWriter {
         Ok(None)
     }
 
-    /// Check chunk `header` (its `data` as sent, `len` bytes once decoded)
-    /// and write it; a `hole` (all zeros on the sender's disk) is skipped
-    /// over instead, so the file stays sparse.
-    fn write_chunk(
+    /// Chunk `header` of the current file (its data `buf[start..]` as
+    /// sent, `len` bytes once decoded): a big one goes to a worker, a small
+    /// one is checked and written here once those before it are done.
+    fn take_chunk(
         &mut self,
-        header: &ChunkHeader,
-        data: &[u8],
+        header: ChunkHeader,
+        buf: Vec<u8>,
+        start: usize,
         len: usize,
-        hole: bool,
+        pool: &std_mpsc::Sender<Vec<u8>>,
     ) -> Result<(), TransferError> {
-        // Inflated into the reused buffer, taken out while in use.
-        let inflated = if header.compressed {
-            Some(self.inflate(header, data, len)?)
-        } else {
-            None
-        };
-        let plain = inflated.as_deref().unwrap_or(data);
-        let entry = &self.manifest.files.at(self.index);
-        let chunks = self.manifest.chunk_count(entry.size);
-        let digest = chunk_digest(chunks, self.manifest.chunk_size, header.index, plain);
-        let leaf = leaf_hash(header.file, header.index, &digest);
-        if !bool::from(leaf.ct_eq(&header.leaf)) {
-            return Err(TransferError::ChunkIntegrity {
-                path: self.manifest.files.at(self.index).path.to_owned(),
-                chunk: header.index,
-            });
+        let chunks = self.chunk_count();
+        let chunk_size = self.manifest.chunk_size;
+        let file = self.open()?.file.clone();
+        if let Some(workers) = self.workers.as_mut().filter(|_| len >= PARALLEL_MIN_BYTES) {
+            if workers.full() {
+                let done = workers.next_done();
+                self.apply(done)?;
+            }
+            if let Some(workers) = &mut self.workers {
+                workers.submit(ChunkJob {
+                    header,
+                    buf,
+                    start,
+                    len,
+                    chunks,
+                    chunk_size,
+                    file,
+                });
+            }
+            // Whatever is done already counts at once.
+            while let Some(done) = self.workers.as_mut().and_then(|w| w.try_next_done()) {
+                self.apply(Some(done))?;
+            }
+            return Ok(());
         }
-        self.merkle.push(leaf);
-        let open = self.open()?;
-        let written = if hole {
-            // The file grows by a hole: it says how far it got, and a
-            // resume keeps the holes it has.
-            use std::io::{Seek, SeekFrom};
-            open.file
-                .seek(SeekFrom::Current(len as i64))
-                .and_then(|end| open.file.set_len(end))
-        } else {
-            open.file.write_all(plain)
+        self.settle()?;
+        let outcome = self.checker.check_and_write(
+            &header,
+            &buf[start..],
+            len,
+            (chunks, chunk_size),
+            &file,
+            false,
+        );
+        let _ = pool.send(buf);
+        self.apply(Some(ChunkDone {
+            header,
+            len,
+            outcome,
+        }))
+    }
+
+    /// A hole of `len` bytes (all zeros on the sender's disk) in the
+    /// current file: checked, and the file extended over it (it stays
+    /// sparse, and says how far it got so a resume keeps it).
+    fn take_hole(&mut self, header: ChunkHeader, len: usize) -> Result<(), TransferError> {
+        // Nothing past the hole may be written before the file grows.
+        self.settle()?;
+        let chunks = self.chunk_count();
+        let chunk_size = self.manifest.chunk_size;
+        let file = self.open()?.file.clone();
+        let outcome = self.checker.check_and_write(
+            &header,
+            crate::zeros(len),
+            len,
+            (chunks, chunk_size),
+            &file,
+            true,
+        );
+        self.apply(Some(ChunkDone {
+            header,
+            len,
+            outcome,
+        }))
+    }
+
+    /// How many chunks the current file has.
+    fn chunk_count(&self) -> u64 {
+        self.manifest
+            .chunk_count(self.manifest.files.at(self.index).size)
+    }
+
+    /// Take back every chunk the workers hold, in order.
+    fn settle(&mut self) -> Result<(), TransferError> {
+        while let Some(done) = self.workers.as_mut().and_then(|w| w.next_done()) {
+            self.apply(Some(done))?;
+        }
+        Ok(())
+    }
+
+    /// Count a chunk of the current file as done, in stream order: into
+    /// its file's hash, the Merkle tree, the records and the progress; or
+    /// fail with what went wrong with it.
+    fn apply(&mut self, done: Option<ChunkDone>) -> Result<(), TransferError> {
+        let Some(ChunkDone {
+            header,
+            len,
+            outcome,
+        }) = done
+        else {
+            return Ok(());
         };
-        written.map_err(|source| TransferError::WriteOutput {
-            path: open.partial.clone(),
-            source,
-        })?;
-        open.hasher.push(digest);
+        let path = || self.manifest.files.at(header.file as usize).path.to_owned();
+        let digest = match outcome {
+            ChunkOutcome::Written(digest) => digest,
+            ChunkOutcome::Undecompressable => return Err(self.undecompressable(&header, len)),
+            ChunkOutcome::LeafMismatch => {
+                return Err(TransferError::ChunkIntegrity {
+                    path: path(),
+                    chunk: header.index,
+                })
+            }
+            ChunkOutcome::Failed(source) => {
+                return Err(TransferError::WriteOutput {
+                    path: self.open()?.partial.clone(),
+                    source,
+                })
+            }
+        };
+        self.merkle.push(header.leaf);
+        self.open()?.hasher.push(digest);
         self.records.push(Record::Chunk {
             file: header.file,
             chunk: header.index,
             digest,
         });
-        self.unsynced += plain.len() as u64;
-        self.counters
-            .bytes
-            .fetch_add(plain.len() as u64, Ordering::Relaxed);
-        if let Some(buf) = inflated {
-            self.plain = buf;
-        }
+        self.unsynced += len as u64;
+        self.counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
         if self.unsynced >= CHECKPOINT_BYTES {
             self.checkpoint()?;
         }
@@ -1641,12 +1742,15 @@ impl FileWriter {
         let Some(refetch) = self.refetch.take() else {
             return Ok(());
         };
-        let inflated = if header.compressed {
-            Some(self.inflate(header, data, len)?)
+        let plain = if header.compressed {
+            match self.checker.inflate(data, len) {
+                Ok(plain) => plain,
+                Err(InflateError::Size) => return Err(self.undecompressable(header, len)),
+                Err(InflateError::Start(e)) => return Err(self.write_error(e)),
+            }
         } else {
-            None
+            data
         };
-        let plain = inflated.as_deref().unwrap_or(data);
         let size = self.manifest.files.at(refetch.file).size;
         let digest = chunk_digest(
             self.manifest.chunk_count(size),
@@ -1667,7 +1771,6 @@ impl FileWriter {
                 chunk: header.index,
             });
         }
-        use std::os::unix::fs::FileExt;
         let offset = header.index * u64::from(self.manifest.chunk_size);
         refetch
             .open
@@ -1680,9 +1783,6 @@ impl FileWriter {
         self.counters
             .checked
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
-        if let Some(buf) = inflated {
-            self.plain = buf;
-        }
         if header.index + 1 < refetch.digests.len() as u64 {
             self.refetch = Some(refetch);
             return Ok(());
@@ -1690,33 +1790,6 @@ impl FileWriter {
         self.land(refetch.open, refetch.file)?;
         self.checkpoint()?;
         self.finish_folders()
-    }
-
-    /// Decompress a chunk's `data` into the reused buffer (taken out; give
-    /// it back to `self.plain` after use). The buffer's capacity is the
-    /// cap: a frame that would inflate past the declared `len` fails
-    /// instead of allocating.
-    fn inflate(
-        &mut self,
-        header: &ChunkHeader,
-        data: &[u8],
-        len: usize,
-    ) -> Result<Vec<u8>, TransferError> {
-        let decompressor = match &mut self.decompressor {
-            Some(d) => d,
-            None => self
-                .decompressor
-                .insert(zstd::bulk::Decompressor::new().map_err(|e| self.write_error(e))?),
-        };
-        self.plain.clear();
-        self.plain.reserve_exact(len);
-        let out = decompressor
-            .decompress_to_buffer(data, &mut self.plain)
-            .map_err(|_| self.undecompressable(header, len))?;
-        if out != len {
-            return Err(self.undecompressable(header, len));
-        }
-        Ok(std::mem::take(&mut self.plain))
     }
 
     /// Rename durable, verified partials into place and sync their folders.
@@ -1845,11 +1918,9 @@ fn open_partial<'a>(
     };
     let (file, hasher) = match resumed.take() {
         Some((len, hasher)) => {
-            use std::io::{Seek, SeekFrom};
-            let mut file = folder.open_regular(&name, true).map_err(failed)?;
+            let file = folder.open_regular(&name, true).map_err(failed)?;
             // Anything past the durable prefix was never recorded.
             file.set_len(len).map_err(failed)?;
-            file.seek(SeekFrom::Start(len)).map_err(failed)?;
             (file, hasher)
         }
         // A stale partial (or a symlink planted under its name) is removed;
@@ -1860,7 +1931,7 @@ fn open_partial<'a>(
         ),
     };
     Ok(current.insert(OpenPartial {
-        file,
+        file: Arc::new(file),
         folder,
         name,
         partial,
