@@ -1,10 +1,17 @@
 //! The only bytes the relay ever parses: a fixed-size hello naming a role and
-//! a room, and the relay's short status replies.
+//! a room (or asking the relay for one), and the relay's short status
+//! replies.
 //!
 //! ```text
-//! client -> relay   "TLWR" | version u8 | role u8 | room id [32]     (38 bytes)
+//! client -> relay   "TLWR" | version u8 | kind u8 | room id [32]        (38 bytes)
 //!                   | password length u8 | password                  (0-128 bytes)
-//! relay  -> client  status u8 ('W' waiting, 'P' paired, 'E' refused) | u16 len | text
+//!   kind: 1 sender, room given (a `--code` of its own)
+//!         2 receiver, room given
+//!         3 sender asking for a free nameplate (room id all zeros)
+//! relay  -> client  status u8 | u16 len | text
+//!   'A' allocated: text is the nameplate (digits) chosen for the sender
+//!   'W' waiting   'P' paired
+//!   'N' no such room   'T' room taken   'E' refused (text says why)
 //! ```
 //!
 //! The password (empty unless the relay requires one) is an access token
@@ -13,6 +20,7 @@
 //!
 //! After `P` the relay copies bytes both ways and parses nothing more.
 
+use tallow_crypto::code::MAX_NAMEPLATE_DIGITS;
 use tallow_crypto::RoomId;
 
 use crate::wire::{Decode, DecodeError, Encode, WireReader, WireWrite};
@@ -20,8 +28,8 @@ use crate::Role;
 
 /// First four bytes of a hello.
 pub const RELAY_MAGIC: [u8; 4] = *b"TLWR";
-/// Version of the hello format.
-pub const RELAY_PROTOCOL_VERSION: u8 = 1;
+/// Version of the hello format (2: the relay allocates nameplates).
+pub const RELAY_PROTOCOL_VERSION: u8 = 2;
 /// Exact length of a hello.
 pub const RELAY_HELLO_LEN: usize = 4 + 1 + 1 + 32;
 /// Longest relay password.
@@ -31,13 +39,38 @@ pub const MAX_STATUS_TEXT: usize = 512;
 /// Bytes before a status text.
 pub const STATUS_HEADER_LEN: usize = 3;
 
-/// A client's request to join a room.
+/// A client's request to the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayHello {
+pub enum RelayHello {
+    /// Wait in, or join, the room of a nameplate the client has: a sender
+    /// with a code of its own, or a receiver.
+    Room {
+        /// Which side the client is.
+        role: Role,
+        /// The room (a hash of the nameplate).
+        room: RoomId,
+    },
+    /// A sender asks the relay for a free nameplate (the relay answers
+    /// [`RelayStatus::Allocated`]) and waits in its room.
+    Allocate,
+}
+
+impl RelayHello {
     /// Which side the client is.
-    pub role: Role,
-    /// The room (a hash of the nameplate).
-    pub room: RoomId,
+    pub fn role(&self) -> Role {
+        match self {
+            RelayHello::Room { role, .. } => *role,
+            RelayHello::Allocate => Role::Sender,
+        }
+    }
+
+    /// The room named, if any.
+    pub fn room(&self) -> Option<RoomId> {
+        match self {
+            RelayHello::Room { room, .. } => Some(*room),
+            RelayHello::Allocate => None,
+        }
+    }
 }
 
 impl Encode for RelayHello {
@@ -45,11 +78,19 @@ impl Encode for RelayHello {
     fn encode(&self, out: &mut Vec<u8>) {
         out.put_bytes(&RELAY_MAGIC);
         out.put_u8(RELAY_PROTOCOL_VERSION);
-        out.put_u8(match self.role {
-            Role::Sender => 1,
-            Role::Receiver => 2,
-        });
-        out.put_bytes(&self.room.0);
+        let (kind, room) = match self {
+            RelayHello::Room {
+                role: Role::Sender,
+                room,
+            } => (1, room.0),
+            RelayHello::Room {
+                role: Role::Receiver,
+                room,
+            } => (2, room.0),
+            RelayHello::Allocate => (3, [0; 32]),
+        };
+        out.put_u8(kind);
+        out.put_bytes(&room);
     }
 }
 
@@ -61,16 +102,33 @@ impl Decode<'_> for RelayHello {
         if r.array::<4>("magic")? != RELAY_MAGIC {
             return Err(DecodeError::Invalid("magic (not a tallow client)"));
         }
-        if r.u8("version")? != RELAY_PROTOCOL_VERSION {
-            return Err(DecodeError::Invalid("relay protocol version"));
+        match r.u8("version")? {
+            RELAY_PROTOCOL_VERSION => {}
+            v if v < RELAY_PROTOCOL_VERSION => {
+                return Err(DecodeError::Invalid(
+                    "relay protocol version: this tallow is older than the relay, update it",
+                ))
+            }
+            _ => {
+                return Err(DecodeError::Invalid(
+                    "relay protocol version: this tallow is newer than the relay, which needs updating",
+                ))
+            }
         }
-        let role = match r.u8("role")? {
-            1 => Role::Sender,
-            2 => Role::Receiver,
-            _ => return Err(DecodeError::Invalid("role")),
-        };
-        let room = RoomId(r.array("room id")?);
-        Ok(RelayHello { role, room })
+        let kind = r.u8("kind")?;
+        let room = r.array::<32>("room id")?;
+        match kind {
+            1 | 2 => Ok(RelayHello::Room {
+                role: if kind == 1 {
+                    Role::Sender
+                } else {
+                    Role::Receiver
+                },
+                room: RoomId(room),
+            }),
+            3 if room == [0; 32] => Ok(RelayHello::Allocate),
+            _ => Err(DecodeError::Invalid("kind")),
+        }
     }
 }
 
@@ -143,19 +201,31 @@ impl<'a> Decode<'a> for RelayPassword<'a> {
 /// What the relay tells a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayStatus {
+    /// The nameplate the relay chose for a sender that asked for one
+    /// (ASCII digits, at most [`MAX_NAMEPLATE_DIGITS`]).
+    Allocated(String),
     /// Registered; waiting for the other side.
     Waiting,
     /// The other side is here; bytes now flow to it.
     Paired,
-    /// Refused, with a sentence for the user.
+    /// Nobody is sending with this nameplate (a receiver waited for a
+    /// room no sender has), with a sentence for the user.
+    NoSuchRoom(String),
+    /// Someone else already holds this side of the room, with a sentence
+    /// for the user.
+    RoomTaken(String),
+    /// Refused for another reason, with a sentence for the user.
     Refused(String),
 }
 
 impl Encode for RelayStatus {
     fn encode(&self, out: &mut Vec<u8>) {
         let (code, text) = match self {
+            RelayStatus::Allocated(t) => (b'A', t.as_str()),
             RelayStatus::Waiting => (b'W', ""),
             RelayStatus::Paired => (b'P', ""),
+            RelayStatus::NoSuchRoom(t) => (b'N', t.as_str()),
+            RelayStatus::RoomTaken(t) => (b'T', t.as_str()),
             RelayStatus::Refused(t) => (b'E', t.as_str()),
         };
         out.put_u8(code);
@@ -170,8 +240,17 @@ impl Decode<'_> for RelayStatus {
         let code = r.u8("relay status")?;
         let text = r.string(MAX_STATUS_TEXT, "relay status text")?;
         match code {
+            b'A' => {
+                let digits = text.bytes().all(|b| b.is_ascii_digit());
+                if text.is_empty() || text.len() > MAX_NAMEPLATE_DIGITS || !digits {
+                    return Err(DecodeError::Invalid("allocated nameplate"));
+                }
+                Ok(RelayStatus::Allocated(text.to_owned()))
+            }
             b'W' => Ok(RelayStatus::Waiting),
             b'P' => Ok(RelayStatus::Paired),
+            b'N' => Ok(RelayStatus::NoSuchRoom(text.to_owned())),
+            b'T' => Ok(RelayStatus::RoomTaken(text.to_owned())),
             b'E' => Ok(RelayStatus::Refused(text.to_owned())),
             _ => Err(DecodeError::Invalid("relay status")),
         }
@@ -192,7 +271,7 @@ impl RelayStatus {
                 max: MAX_STATUS_TEXT as u64,
             });
         }
-        if !matches!(header[0], b'W' | b'P' | b'E') {
+        if !matches!(header[0], b'A' | b'W' | b'P' | b'N' | b'T' | b'E') {
             return Err(DecodeError::Invalid("relay status"));
         }
         Ok(len)
@@ -205,12 +284,30 @@ mod tests {
 
     #[test]
     fn hello_round_trips_and_rejects_garbage() {
-        let h = RelayHello {
+        let h = RelayHello::Room {
             role: Role::Receiver,
             room: RoomId([3; 32]),
         };
-        assert_eq!(h.to_bytes().len(), RELAY_HELLO_LEN);
-        assert_eq!(RelayHello::decode_all(&h.to_bytes()).unwrap(), h);
+        for hello in [
+            h,
+            RelayHello::Room {
+                role: Role::Sender,
+                room: RoomId([4; 32]),
+            },
+            RelayHello::Allocate,
+        ] {
+            assert_eq!(hello.to_bytes().len(), RELAY_HELLO_LEN);
+            assert_eq!(RelayHello::decode_all(&hello.to_bytes()).unwrap(), hello);
+        }
+        // Asking for a nameplate names no room.
+        let mut allocate_with_room = RelayHello::Allocate.to_bytes();
+        allocate_with_room[10] = 1;
+        assert!(RelayHello::decode_all(&allocate_with_room).is_err());
+        // An older client is told so.
+        let mut old = h.to_bytes();
+        old[4] = 1;
+        let e = RelayHello::decode_all(&old).unwrap_err().to_string();
+        assert!(e.contains("older than the relay"), "{e}");
         let mut http = [b' '; RELAY_HELLO_LEN];
         http[..4].copy_from_slice(b"GET ");
         assert!(RelayHello::decode_all(&http).is_err());
@@ -223,8 +320,11 @@ mod tests {
     #[test]
     fn status_round_trips_and_bounds_text() {
         for s in [
+            RelayStatus::Allocated("7".into()),
             RelayStatus::Waiting,
             RelayStatus::Paired,
+            RelayStatus::NoSuchRoom("no sender".into()),
+            RelayStatus::RoomTaken("taken".into()),
             RelayStatus::Refused("room full".into()),
         ] {
             let b = s.to_bytes();
@@ -239,11 +339,16 @@ mod tests {
         let mut over = vec![b'E'];
         over.put_string(&"x".repeat(MAX_STATUS_TEXT + 1), usize::MAX);
         assert!(RelayStatus::decode_all(&over).is_err());
+        // A nameplate is digits, never anything a terminal would act on.
+        for bad in ["", "12a", "\u{1b}[2J", "12345678901"] {
+            let bytes = RelayStatus::Allocated(bad.into()).to_bytes();
+            assert!(RelayStatus::decode_all(&bytes).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
     fn the_password_block_is_symmetric_and_an_over_long_one_refused_both_ways() {
-        let hello = RelayHello {
+        let hello = RelayHello::Room {
             role: Role::Sender,
             room: RoomId([3; 32]),
         };

@@ -10,14 +10,23 @@ use tallow_crypto::RoomId;
 pub struct RelayConfig {
     /// A client must send its hello within this.
     pub hello_timeout: Duration,
-    /// A waiting client is refused if its peer has not come by then.
+    /// A waiting sender is refused if its receiver has not come by then.
     pub pair_timeout: Duration,
+    /// A receiver that comes before any sender of its room waits this long
+    /// (at most `pair_timeout`), then is told there is no such room.
+    pub receiver_first_wait: Duration,
     /// A pair is cut when no byte moved either way for this long.
     pub idle_timeout: Duration,
     /// Rooms (waiting or paired) at once; a new room beyond is refused.
     pub max_rooms: usize,
-    /// Connections at once from one IP address (0: no limit).
+    /// Connections at once from one IPv4 address or IPv6 /64 (0: no limit).
     pub max_conns_per_ip: usize,
+    /// Rooms waiting for their second side at once from one IPv4 address
+    /// or IPv6 /64 (0: no limit).
+    pub max_waiting_per_ip: usize,
+    /// Nameplate requests per minute from one IPv4 address or IPv6 /64
+    /// (0: no limit).
+    pub allocations_per_minute: u32,
     /// Clients must present this password, if set.
     pub password: Option<Vec<u8>>,
     /// Serve this room only (the sender's in-process relay).
@@ -31,9 +40,12 @@ impl Default for RelayConfig {
         RelayConfig {
             hello_timeout: Duration::from_secs(10),
             pair_timeout: Duration::from_secs(15 * 60),
+            receiver_first_wait: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(10 * 60),
             max_rooms: 10_000,
             max_conns_per_ip: 32,
+            max_waiting_per_ip: 16,
+            allocations_per_minute: 60,
             password: None,
             only_room: None,
             max_rate: None,

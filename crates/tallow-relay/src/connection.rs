@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use crate::config::RelayConfig;
 use crate::forward::forward;
 use crate::metrics::{Metrics, Refusal};
-use crate::per_address::IpSlot;
+use crate::per_address::{AddressBlock, IpSlot};
 use crate::rooms::{lock, Join, Rooms};
 
 /// Deadline for writing a status reply to a client.
@@ -51,9 +51,24 @@ pub(crate) struct Connection {
 }
 
 enum Joined {
-    Wait(oneshot::Receiver<Joiner>),
-    Pair(oneshot::Sender<Joiner>),
-    Refuse(Refusal, String),
+    Wait {
+        room: RoomId,
+        nameplate: Option<String>,
+        allocated: bool,
+        partner: oneshot::Receiver<Joiner>,
+    },
+    /// Joined the room (named in the hello) where the other side waits.
+    Pair(Option<RoomId>, oneshot::Sender<Joiner>),
+    Refuse(Refusal, RelayStatus),
+}
+
+/// A client waiting in its room.
+struct Waiting {
+    room: RoomId,
+    role: Role,
+    /// A sender holds the room (else a receiver came first, and waits
+    /// briefly).
+    allocated: bool,
 }
 
 impl Connection {
@@ -109,22 +124,26 @@ impl Connection {
                 return;
             }
         }
-        let room = hello.room;
-        if self.config.only_room.is_some_and(|only| only != room) {
-            self.refuse(
-                &mut stream,
-                Refusal::RoomLimit,
-                "this relay serves one transfer only",
-            )
-            .await;
-            return;
+        // The sender's in-process relay serves its own room only.
+        if let Some(only) = self.config.only_room {
+            if hello.room() != Some(only) {
+                self.refuse(
+                    &mut stream,
+                    Refusal::RoomLimit,
+                    "this relay serves one transfer only",
+                )
+                .await;
+                return;
+            }
         }
         match self.join(hello) {
-            Joined::Refuse(why, reason) => {
-                tracing::info!(room = %room.short(), role = %hello.role, "refused: {reason}");
-                self.refuse(&mut stream, why, &reason).await;
+            Joined::Refuse(why, status) => {
+                tracing::info!(room = ?hello.room().map(|r| r.short()), role = %hello.role(), reason = why.label(), "refused");
+                self.metrics.refused(why);
+                write_status(&mut stream, &status).await;
+                let _ = stream.shutdown().await;
             }
-            Joined::Pair(partner) => {
+            Joined::Pair(room, partner) => {
                 // The joiner's connection (and its place in the per-address
                 // count) now belongs to the waiting side's task.
                 let joiner = Joiner {
@@ -133,7 +152,9 @@ impl Connection {
                     _slot: self.ip_slot.take(),
                 };
                 if let Err(Joiner { mut stream, .. }) = partner.send(joiner) {
-                    self.release(room);
+                    if let Some(room) = room {
+                        self.release(room);
+                    }
                     refuse(
                         &mut stream,
                         "the other side left just as you joined; start again",
@@ -141,7 +162,25 @@ impl Connection {
                     .await;
                 }
             }
-            Joined::Wait(partner) => self.wait_and_forward(stream, hello, partner).await,
+            Joined::Wait {
+                room,
+                nameplate,
+                allocated,
+                partner,
+            } => {
+                if let Some(nameplate) = nameplate {
+                    if !write_status(&mut stream, &RelayStatus::Allocated(nameplate)).await {
+                        self.release(room);
+                        return;
+                    }
+                }
+                let waiting = Waiting {
+                    room,
+                    role: hello.role(),
+                    allocated,
+                };
+                self.wait_and_forward(stream, waiting, partner).await
+            }
         }
     }
 
@@ -163,10 +202,21 @@ impl Connection {
 
     fn join(&self, hello: RelayHello) -> Joined {
         let (partner, waiting) = oneshot::channel();
-        match lock(&self.rooms).join(hello.room, hello.role, self.id, partner) {
-            Join::Wait => Joined::Wait(waiting),
-            Join::Pair(partner) => Joined::Pair(partner),
-            Join::Refuse(why, reason) => Joined::Refuse(why, reason),
+        let block = AddressBlock::of(self.peer.ip());
+        let now = std::time::Instant::now();
+        match lock(&self.rooms).join(hello, self.id, block, partner, now) {
+            Join::Wait {
+                room,
+                nameplate,
+                allocated,
+            } => Joined::Wait {
+                room,
+                nameplate,
+                allocated,
+                partner: waiting,
+            },
+            Join::Pair(partner) => Joined::Pair(hello.room(), partner),
+            Join::Refuse(why, status) => Joined::Refuse(why, status),
         }
     }
 
@@ -178,15 +228,26 @@ impl Connection {
     async fn wait_and_forward(
         self,
         mut stream: TcpStream,
-        hello: RelayHello,
+        waiting: Waiting,
         mut partner: oneshot::Receiver<Joiner>,
     ) {
-        let room = hello.room;
+        let Waiting {
+            room,
+            role,
+            allocated,
+        } = waiting;
         if !write_status(&mut stream, &RelayStatus::Waiting).await {
             self.release(room);
             return;
         }
-        tracing::info!(room = %room.short(), role = %hello.role, "waiting for peer");
+        tracing::info!(room = %room.short(), role = %role, allocated, "waiting for peer");
+        // Only a sender holds a room for long: a receiver that came first
+        // waits briefly, so nobody can park in rooms senders will be given.
+        let wait = if allocated {
+            self.config.pair_timeout
+        } else {
+            self.config.receiver_first_wait.min(self.config.pair_timeout)
+        };
         let waited = Instant::now();
         let mut probe = [0u8; 1];
         let other = tokio::select! {
@@ -194,16 +255,24 @@ impl Connection {
             other = &mut partner => other.ok().map(|j| (j.stream, j.peer, j._slot)),
             // Nothing may arrive before pairing: data or EOF both end the wait.
             _ = stream.read(&mut probe) => None,
-            _ = tokio::time::sleep(self.config.pair_timeout) => {
-                let secs = self.config.pair_timeout.as_secs();
-                let reason = format!("no {} joined within {secs} s", hello.role.peer());
+            _ = tokio::time::sleep(wait) => {
+                let secs = wait.as_secs();
                 self.release(room);
                 // A partner may have arrived in the same instant.
                 if let Ok(Joiner { stream: mut other, .. }) = partner.try_recv() {
                     refuse(&mut other, "the other side timed out just as you joined; start again").await;
                 }
                 tracing::info!(room = %room.short(), "pairing timed out");
-                self.refuse(&mut stream, Refusal::PairTimeout, &reason).await;
+                let (why, status) = if allocated {
+                    (Refusal::PairTimeout, RelayStatus::Refused(format!("no {} joined within {secs} s", role.peer())))
+                } else {
+                    (Refusal::NoSuchRoom, RelayStatus::NoSuchRoom(format!(
+                        "no sender is waiting with this code's number on this relay (waited {secs} s): check the number, that the sender still waits, and that both sides use the same relay"
+                    )))
+                };
+                self.metrics.refused(why);
+                write_status(&mut stream, &status).await;
+                let _ = stream.shutdown().await;
                 return;
             }
         };
@@ -214,7 +283,7 @@ impl Connection {
         };
         // Before either side hears it is paired (the sender's in-process
         // relay is read as soon as it is).
-        let _ = self.first_receiver.set(match hello.role {
+        let _ = self.first_receiver.set(match role {
             Role::Receiver => self.peer,
             Role::Sender => other_peer,
         });

@@ -1,17 +1,22 @@
 //! The relay: a rendezvous that pairs two clients and copies bytes.
 //!
 //! A client sends one fixed-size hello (`tallow_protocol::rendezvous`) naming
-//! its role and a room id, which is a hash of the code's nameplate: the relay
-//! never sees the code's words, file names or any plaintext. The first
-//! sender and first receiver of a room are paired; a second client of the
-//! same role, or any client of a room in use, is refused. After pairing the
+//! its role and a room id, which is a hash of the code's nameplate, or (a
+//! sender) asking for a nameplate, which the relay chooses: the relay never
+//! sees the code's words, file names or any plaintext. The first sender and
+//! first receiver of a room are paired; a second client of the same role,
+//! or any client of a room in use, is told the room is taken. Only senders
+//! hold rooms for long, and waiting rooms and nameplate requests are
+//! limited per address, so nobody can park in the rooms others will be
+//! given (see `rooms`). After pairing the
 //! relay parses nothing: it copies bytes both ways until both sides close,
 //! one fails, or nothing moves for the idle timeout. It logs counts and
 //! durations, never payloads or full room ids.
 //!
 //! Modules, one job each: `config` (limits), `rooms` (the room table:
-//! pairing, busy, full, release; pure and unit-tested), `per_address` (the
-//! connection limit per address), `connection` (one client from hello to
+//! allocation, pairing, taken, limits per address, release; pure and
+//! unit-tested), `per_address` (what one address is, and the connection
+//! limit per address), `connection` (one client from hello to
 //! the end of its pair), `forward` (copying bytes both ways) and
 //! `metrics` (counters and the `/metrics` endpoint).
 
@@ -34,7 +39,7 @@ pub use metrics::{serve_metrics, Metrics, Refusal};
 
 use connection::{refuse, Connection, RelayRooms};
 use per_address::{IpSlot, PerIp};
-use rooms::{lock, RoomTable};
+use rooms::{lock, RoomLimits, RoomTable};
 
 /// A bound relay, ready to [`run`](RelayServer::run).
 pub struct RelayServer {
@@ -52,7 +57,11 @@ impl RelayServer {
     pub async fn bind(addr: SocketAddr, config: RelayConfig) -> std::io::Result<Self> {
         Ok(RelayServer {
             listener: TcpListener::bind(addr).await?,
-            rooms: Arc::new(Mutex::new(RoomTable::new(config.max_rooms))),
+            rooms: Arc::new(Mutex::new(RoomTable::new(RoomLimits {
+                max_rooms: config.max_rooms,
+                max_waiting_per_address: config.max_waiting_per_ip,
+                allocations_per_minute: config.allocations_per_minute,
+            }))),
             config,
             next_id: Arc::new(AtomicU64::new(1)),
             metrics: Arc::default(),

@@ -27,11 +27,17 @@ pub enum Refusal {
     RoomFull,
     /// The peer did not come in time.
     PairTimeout,
+    /// A receiver waited for a room no sender took.
+    NoSuchRoom,
+    /// Too many rooms waiting from one address.
+    WaitingLimit,
+    /// Too many nameplate requests from one address.
+    AllocationRate,
 }
 
 impl Refusal {
     /// Every reason, in a fixed order (for metrics).
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::HelloTimeout,
         Refusal::Malformed,
         Refusal::Password,
@@ -40,6 +46,9 @@ impl Refusal {
         Refusal::RoomBusy,
         Refusal::RoomFull,
         Refusal::PairTimeout,
+        Refusal::NoSuchRoom,
+        Refusal::WaitingLimit,
+        Refusal::AllocationRate,
     ];
 
     /// The label used in metrics.
@@ -53,6 +62,9 @@ impl Refusal {
             Refusal::RoomBusy => "room_busy",
             Refusal::RoomFull => "room_full",
             Refusal::PairTimeout => "pair_timeout",
+            Refusal::NoSuchRoom => "no_such_room",
+            Refusal::WaitingLimit => "waiting_limit",
+            Refusal::AllocationRate => "allocation_rate",
         }
     }
 }
@@ -68,7 +80,7 @@ pub struct Metrics {
     pub pairs_active: AtomicU64,
     /// Bytes forwarded, both ways, all pairs.
     pub bytes_forwarded_total: AtomicU64,
-    refusals: [AtomicU64; 8],
+    refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl Metrics {
