@@ -102,6 +102,25 @@ impl CodePhrase {
         }
     }
 
+    /// The same words under another nameplate (the one a relay allocated):
+    /// digits only, at most [`MAX_NAMEPLATE_DIGITS`].
+    pub fn with_nameplate(&self, nameplate: &str) -> Result<Self, CodeError> {
+        if nameplate.is_empty() || !nameplate.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CodeError::MissingNameplate);
+        }
+        if nameplate.len() > MAX_NAMEPLATE_DIGITS {
+            return Err(CodeError::NameplateTooLong);
+        }
+        let words = &self.normalized[self.nameplate_len..];
+        let mut s = Zeroizing::new(String::with_capacity(nameplate.len() + words.len()));
+        s.push_str(nameplate);
+        s.push_str(words);
+        Ok(CodePhrase {
+            normalized: s,
+            nameplate_len: nameplate.len(),
+        })
+    }
+
     /// Parse what a user typed: digits then words, separated by dashes or
     /// spaces, any case.
     pub fn parse(input: &str) -> Result<Self, CodeError> {
@@ -414,6 +433,22 @@ mod tests {
         // several, and no one nearest, nothing is guessed.
         assert_eq!(nearest_word("idealn"), Some("idealness"));
         assert_eq!(nearest_word("unc"), None);
+    }
+
+    #[test]
+    fn an_allocated_nameplate_replaces_the_digits_and_keeps_the_words() {
+        let code = CodePhrase::parse("4242-abacus-zoom").unwrap();
+        let moved = code.with_nameplate("7").unwrap();
+        assert_eq!(moved.as_str(), "7-abacus-zoom");
+        assert_eq!(moved.room_id(), RoomId::for_nameplate("7"));
+        assert_eq!(
+            moved.password(),
+            b"7-abacus-zoom",
+            "the PAKE password is the whole phrase"
+        );
+        for bad in ["", "7a", "-7", "12345678901"] {
+            assert!(code.with_nameplate(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use channel::{ChannelReader, ChannelWriter, OrderlyClose, PeerChannel, Via};
 pub use handshake_io::{
     handshake_as_receiver, handshake_as_sender, read_sender_hello, SenderHelloRead,
 };
-pub use relay_client::connect_to_relay;
+pub use relay_client::{connect_to_relay, enter_room, RoomEntry};
 
 use std::time::Duration;
 
@@ -50,6 +50,12 @@ pub enum NetError {
     /// The relay refused us, saying why.
     #[error("the relay refused the connection: {0}")]
     Refused(String),
+    /// A receiver waited for a room no sender has on the relay.
+    #[error("no such transfer on the relay: {0}")]
+    NoSuchRoom(String),
+    /// Someone else already holds our side of the room.
+    #[error("this code's number is taken on the relay: {0}")]
+    RoomTaken(String),
     /// The relay answered something that is not a relay status.
     #[error(
         "the server at {addr} is not a tallow relay, or runs an incompatible version ({source})"
@@ -152,7 +158,9 @@ impl NetError {
                 addr,
                 reason: format!("no answer within {} s", waited.as_secs()),
             },
-            NetError::Refused(reason) => NetError::LanDropped {
+            NetError::Refused(reason)
+            | NetError::NoSuchRoom(reason)
+            | NetError::RoomTaken(reason) => NetError::LanDropped {
                 peer,
                 reason: format!("refused: {reason}"),
             },
@@ -198,7 +206,10 @@ impl NetError {
     fn rank(&self) -> u8 {
         match self {
             NetError::Handshake(_) => 5,
-            NetError::Refused(_) | NetError::NotARelay { .. } => 4,
+            NetError::Refused(_)
+            | NetError::NoSuchRoom(_)
+            | NetError::RoomTaken(_)
+            | NetError::NotARelay { .. } => 4,
             NetError::Transport(_) | NetError::HandshakeTimeout { .. } => 3,
             NetError::Connect { .. }
             | NetError::ConnectTimeout { .. }

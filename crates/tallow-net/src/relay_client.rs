@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tallow_crypto::RoomId;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
-use tallow_protocol::wire::Decode;
+use tallow_protocol::wire::{Decode, DecodeError};
 use tallow_protocol::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -55,6 +55,31 @@ pub async fn connect_with_password(
     deadlines: &Deadlines,
     on_waiting: impl FnOnce(),
 ) -> Result<TcpStream, NetError> {
+    enter_room(addr, RelayHello::Room { role, room }, password, deadlines)
+        .await?
+        .paired(deadlines, on_waiting)
+        .await
+}
+
+/// A connection to a relay that has a place in a room: waiting for the
+/// other side, or paired with it already.
+pub struct RoomEntry {
+    stream: TcpStream,
+    addr: String,
+    peer: Role,
+    paired: bool,
+    nameplate: Option<String>,
+}
+
+/// Connect to the relay at `addr` and say `hello` (with the relay's
+/// `password`, empty if it needs none); returns once the relay has given
+/// us a place (and, if we asked, a nameplate), within the connect deadline.
+pub async fn enter_room(
+    addr: &str,
+    hello: RelayHello,
+    password: &[u8],
+    deadlines: &Deadlines,
+) -> Result<RoomEntry, NetError> {
     let mut stream = tokio::time::timeout(deadlines.connect, TcpStream::connect(addr))
         .await
         .map_err(|_| NetError::ConnectTimeout {
@@ -67,33 +92,104 @@ pub async fn connect_with_password(
         })?;
     // Handshake messages are small and latency-bound.
     let _ = stream.set_nodelay(true);
-    let hello = RelayHello { role, room }
+    let bytes = hello
         .encode_with_password(password)
         .map_err(|e| NetError::Refused(format!("not sent: {e}")))?;
-    let peer = role.peer();
+    let peer = hello.role().peer();
     stream
-        .write_all(&hello)
+        .write_all(&bytes)
         .await
         .map_err(|_| NetError::RelayClosed { peer })?;
-
-    let mut on_waiting = Some(on_waiting);
-    // The first status comes at once; "paired" may take as long as the
-    // other person takes to start, but no longer than `pairing` in all
-    // (a relay repeating "waiting" cannot hold us forever).
-    let later = |d| Instant::now().checked_add(d).unwrap_or_else(far_future);
-    let mut deadline = later(deadlines.connect);
+    // The first statuses come at once.
+    let deadline = Instant::now()
+        .checked_add(deadlines.connect)
+        .unwrap_or_else(far_future);
+    let mut nameplate = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match read_status(&mut stream, addr, peer, left, deadlines.pairing).await? {
-            RelayStatus::Waiting => {
-                if let Some(f) = on_waiting.take() {
-                    f();
-                    deadline = later(deadlines.pairing);
-                }
+        let status = read_status(&mut stream, addr, peer, left, deadlines.pairing).await?;
+        let paired = match status {
+            // Only before waiting, and only if we asked.
+            RelayStatus::Allocated(n) if nameplate.is_none() && hello.room().is_none() => {
+                nameplate = Some(n);
+                continue;
             }
-            RelayStatus::Paired => return Ok(stream),
-            RelayStatus::Refused(reason) => return Err(NetError::Refused(reason)),
+            RelayStatus::Allocated(_) => {
+                return Err(NetError::NotARelay {
+                    addr: addr.to_owned(),
+                    source: DecodeError::Invalid("a nameplate nobody asked for"),
+                })
+            }
+            RelayStatus::Waiting => false,
+            RelayStatus::Paired => true,
+            refusal => return Err(refused(refusal)),
+        };
+        if hello.room().is_none() && nameplate.is_none() {
+            return Err(NetError::NotARelay {
+                addr: addr.to_owned(),
+                source: DecodeError::Invalid("no nameplate for a sender that asked for one"),
+            });
         }
+        return Ok(RoomEntry {
+            stream,
+            addr: addr.to_owned(),
+            peer,
+            paired,
+            nameplate,
+        });
+    }
+}
+
+impl RoomEntry {
+    /// The nameplate the relay chose, if we asked for one.
+    pub fn nameplate(&self) -> Option<&str> {
+        self.nameplate.as_deref()
+    }
+
+    /// Wait for the other side (`on_waiting` runs first, unless it is
+    /// here already), for at most the pairing deadline; the stream is then
+    /// theirs.
+    pub async fn paired(
+        mut self,
+        deadlines: &Deadlines,
+        on_waiting: impl FnOnce(),
+    ) -> Result<TcpStream, NetError> {
+        if self.paired {
+            return Ok(self.stream);
+        }
+        on_waiting();
+        // "Paired" may take as long as the other person takes to start,
+        // but no longer than `pairing` in all (a relay repeating "waiting"
+        // cannot hold us forever).
+        let deadline = Instant::now()
+            .checked_add(deadlines.pairing)
+            .unwrap_or_else(far_future);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (addr, peer) = (&self.addr, self.peer);
+            match read_status(&mut self.stream, addr, peer, left, deadlines.pairing).await? {
+                RelayStatus::Waiting => {}
+                RelayStatus::Paired => return Ok(self.stream),
+                RelayStatus::Allocated(_) => {
+                    return Err(NetError::NotARelay {
+                        addr: self.addr,
+                        source: DecodeError::Invalid("a nameplate while waiting"),
+                    })
+                }
+                refusal => return Err(refused(refusal)),
+            }
+        }
+    }
+}
+
+/// The error for a relay's refusal.
+fn refused(status: RelayStatus) -> NetError {
+    match status {
+        RelayStatus::NoSuchRoom(why) => NetError::NoSuchRoom(why),
+        RelayStatus::RoomTaken(why) => NetError::RoomTaken(why),
+        RelayStatus::Refused(why) => NetError::Refused(why),
+        // Not a refusal; callers handle these first.
+        other => NetError::Refused(format!("unexpected status {other:?}")),
     }
 }
 

@@ -31,8 +31,9 @@ use tokio::task::JoinHandle;
 use crate::channel::{PeerChannel, Via};
 use crate::handshake_io::{handshake_as_sender, read_sender_hello};
 use crate::lan::{announce, discover};
-use crate::relay_client::{connect_to_relay, connect_with_password, pick_relay};
+use crate::relay_client::{connect_to_relay, connect_with_password, enter_room, pick_relay};
 use crate::NetError;
+use tallow_protocol::rendezvous::RelayHello;
 
 /// Longest we wait for a last message to drain out to the peer: out of our
 /// socket ([`crate::OrderlyClose`]), or through the in-process relay.
@@ -89,24 +90,71 @@ impl Drop for SessionGuard {
 }
 
 /// The sender's side: returns the authenticated channel once a receiver
-/// has joined on some route and the handshake succeeded. `on_waiting` runs
-/// once, when the first route is ready and waiting for the receiver.
+/// has joined on some route and the handshake succeeded, and the code it
+/// used. With `allocate`, the relay (if there is one, and only one) chooses
+/// the code's number and `code`'s own digits are replaced; without a relay,
+/// or if it fails while the local network is on, `code` stays as it is.
+/// `on_waiting` runs once, with the code, when the first route is ready
+/// and waiting for the receiver.
 pub async fn open_as_sender(
     route: &Route,
-    code: &CodePhrase,
+    code: CodePhrase,
+    allocate: bool,
     deadlines: &Deadlines,
-    on_waiting: impl FnOnce() + Send,
+    on_waiting: impl FnOnce(&CodePhrase) + Send,
     on_route_failed: &(dyn Fn(&NetError) + Sync),
-) -> Result<(PeerChannel, SessionGuard), NetError> {
+) -> Result<(PeerChannel, SessionGuard, CodePhrase), NetError> {
+    let password = route
+        .relay_password
+        .as_deref()
+        .unwrap_or_default()
+        .as_bytes();
+    // The relay first: it may choose the code's number. A list of relays
+    // is picked from by the number, so there the number is our own.
+    let mut code = code;
+    let mut entered = None;
+    if let Some(list) = &route.relay {
+        let one_relay = list.split(',').filter(|r| !r.trim().is_empty()).count() == 1;
+        let hello = if allocate && one_relay {
+            RelayHello::Allocate
+        } else {
+            RelayHello::Room {
+                role: Role::Sender,
+                room: code.room_id(),
+            }
+        };
+        let addr = pick_relay(list, &code.room_id());
+        match enter_room(&addr, hello, password, deadlines).await {
+            Ok(entry) => {
+                if let Some(nameplate) = entry.nameplate() {
+                    code = code
+                        .with_nameplate(nameplate)
+                        .map_err(|_| NetError::NotARelay {
+                            addr: addr.clone(),
+                            source: tallow_protocol::wire::DecodeError::Invalid(
+                                "allocated nameplate",
+                            ),
+                        })?;
+                }
+                entered = Some((entry, addr));
+            }
+            // The local network carries on with the code's own number.
+            Err(e) if route.lan => on_route_failed(&e),
+            Err(e) => return Err(e),
+        }
+    }
     let room = code.room_id();
     let mut guard = SessionGuard::default();
     let waiting = Mutex::new(Some(on_waiting));
     let notify = || {
         if let Some(f) = waiting.lock().ok().and_then(|mut w| w.take()) {
-            f();
+            f(&code);
         }
     };
     let mut announcer = None;
+    // With the relay waiting, the code is shown at once; else once our own
+    // relay (the local network's route) waits.
+    let relay_too = entered.is_some();
     let local = if route.lan {
         let config = RelayConfig {
             // Our own wait decides (and says so in local-network words);
@@ -140,10 +188,7 @@ pub async fn open_as_sender(
             }
         }));
         let addr = format!("127.0.0.1:{port}");
-        // With a relay too, the code is shown once the relay has answered
-        // (waiting, or failed: then without it), as without the local
-        // network: a dead relay is told before anyone types its address.
-        let relay_too = route.relay.is_some();
+        let notify = &notify;
         let on_waiting = move || {
             if !relay_too {
                 notify();
@@ -160,17 +205,10 @@ pub async fn open_as_sender(
     } else {
         None
     };
-    let password = route
-        .relay_password
-        .as_deref()
-        .unwrap_or_default()
-        .as_bytes();
-    let remote = route.relay.as_ref().map(|list| {
-        let addr = pick_relay(list, &room);
+    let remote = entered.map(|(entry, addr)| {
+        let notify = &notify;
         async move {
-            let stream =
-                connect_with_password(&addr, Role::Sender, room, password, deadlines, notify)
-                    .await?;
+            let stream = entry.paired(deadlines, notify).await?;
             Ok((stream, Via::Relay(addr)))
         }
     });
@@ -191,10 +229,10 @@ pub async fn open_as_sender(
         a.abort();
     }
     let (stream, via) = stream?;
-    match handshake_as_sender(stream, code, deadlines).await {
+    match handshake_as_sender(stream, &code, deadlines).await {
         Ok(mut channel) => {
             channel.via = via;
-            Ok((channel, guard))
+            Ok((channel, guard, code))
         }
         Err(e) => {
             // Our Abort (wrong code, bad version) may still be on its way
@@ -365,7 +403,7 @@ mod tests {
             discovery_port: port,
         };
         let deadlines = Deadlines::default();
-        let sender = open_as_sender(&route, &code, &deadlines, || {}, &|_| {});
+        let sender = open_as_sender(&route, code, false, &deadlines, |_| {}, &|_| {});
         let (sent, remote, lan) = tokio::join!(sender, remote, lan);
         // Each fake receiver leaves after the hello, so the sender fails.
         assert!(sent.is_err());

@@ -109,11 +109,9 @@ impl Decode<'_> for RelayHello {
                     "relay protocol version: this tallow is older than the relay, update it",
                 ))
             }
-            _ => {
-                return Err(DecodeError::Invalid(
-                    "relay protocol version: this tallow is newer than the relay, which needs updating",
-                ))
-            }
+            _ => return Err(DecodeError::Invalid(
+                "relay protocol version: this tallow is newer than the relay, which needs updating",
+            )),
         }
         let kind = r.u8("kind")?;
         let room = r.array::<32>("room id")?;

@@ -246,7 +246,9 @@ impl Connection {
         let wait = if allocated {
             self.config.pair_timeout
         } else {
-            self.config.receiver_first_wait.min(self.config.pair_timeout)
+            self.config
+                .receiver_first_wait
+                .min(self.config.pair_timeout)
         };
         let waited = Instant::now();
         let mut probe = [0u8; 1];

@@ -322,7 +322,10 @@ mod tests {
     }
 
     fn hello(role: Role, n: u8) -> RelayHello {
-        RelayHello::Room { role, room: room(n) }
+        RelayHello::Room {
+            role,
+            room: room(n),
+        }
     }
 
     const LIMITS: RoomLimits = RoomLimits {
@@ -360,7 +363,13 @@ mod tests {
     fn a_sender_and_a_receiver_pair_and_a_third_client_is_refused() {
         let now = Instant::now();
         let mut t = RoomTable::new(LIMITS);
-        assert!(waits(t.join(hello(Role::Sender, 1), 1, at(1), "to sender 1", now)));
+        assert!(waits(t.join(
+            hello(Role::Sender, 1),
+            1,
+            at(1),
+            "to sender 1",
+            now
+        )));
         assert_eq!(t.waiting(), 1);
         match t.join(hello(Role::Receiver, 1), 2, at(2), "unused", now) {
             Join::Pair(partner) => assert_eq!(partner, "to sender 1"),
@@ -417,23 +426,38 @@ mod tests {
             max_rooms: 100,
             ..LIMITS
         });
-        assert_eq!(allocated(t.join(RelayHello::Allocate, 1, at(1), (), now)), "1");
-        assert_eq!(allocated(t.join(RelayHello::Allocate, 2, at(1), (), now)), "2");
+        assert_eq!(
+            allocated(t.join(RelayHello::Allocate, 1, at(1), (), now)),
+            "1"
+        );
+        assert_eq!(
+            allocated(t.join(RelayHello::Allocate, 2, at(1), (), now)),
+            "2"
+        );
         // Someone waits in room 3 with a code of their own.
         let three = RelayHello::Room {
             role: Role::Receiver,
             room: RoomId::for_nameplate("3"),
         };
         assert!(waits(t.join(three, 3, at(2), (), now)));
-        assert_eq!(allocated(t.join(RelayHello::Allocate, 4, at(1), (), now)), "4");
+        assert_eq!(
+            allocated(t.join(RelayHello::Allocate, 4, at(1), (), now)),
+            "4"
+        );
         // A freed number is given again, first.
         t.release(RoomId::for_nameplate("1"), 1);
-        assert_eq!(allocated(t.join(RelayHello::Allocate, 5, at(1), (), now)), "1");
+        assert_eq!(
+            allocated(t.join(RelayHello::Allocate, 5, at(1), (), now)),
+            "1"
+        );
         // Past one digit, two.
         for id in 6..12 {
             t.join(RelayHello::Allocate, id, at(1), (), now);
         }
-        assert_eq!(allocated(t.join(RelayHello::Allocate, 12, at(1), (), now)), "11");
+        assert_eq!(
+            allocated(t.join(RelayHello::Allocate, 12, at(1), (), now)),
+            "11"
+        );
         // A receiver joins an allocated room.
         let joiner = RelayHello::Room {
             role: Role::Receiver,
@@ -452,7 +476,11 @@ mod tests {
         });
         assert!(waits(t.join(hello(Role::Receiver, 1), 1, at(1), (), now)));
         assert!(waits(t.join(RelayHello::Allocate, 2, at(1), (), now)));
-        for third in [hello(Role::Receiver, 3), hello(Role::Sender, 3), RelayHello::Allocate] {
+        for third in [
+            hello(Role::Receiver, 3),
+            hello(Role::Sender, 3),
+            RelayHello::Allocate,
+        ] {
             assert_eq!(
                 refused(t.join(third, 3, at(1), (), now)),
                 Some(Refusal::WaitingLimit)

@@ -303,18 +303,18 @@ impl Watched {
     }
 
     /// Wait for a stderr line containing `needle` (the process has then
-    /// done everything it does before printing it); fail the test if it
-    /// says nothing of the kind within 30 s.
-    pub fn wait_for(&mut self, needle: &str) {
+    /// done everything it does before printing it), and return it; fail the
+    /// test if it says nothing of the kind within 30 s.
+    pub fn wait_for(&mut self, needle: &str) -> String {
         let start = Instant::now();
         loop {
             let left = Duration::from_secs(30).saturating_sub(start.elapsed());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     let found = line.contains(needle);
-                    self.seen.push(line);
+                    self.seen.push(line.clone());
                     if found {
-                        return;
+                        return line;
                     }
                 }
                 Err(e) => panic!("no {needle:?} on stderr ({e}); saw {:?}", self.seen),
@@ -366,6 +366,23 @@ pub fn sender(relay: &str, code: &str, paths: &[PathBuf], extra: &[&str]) -> Run
         .args(paths)
         .stdin(Stdio::null());
     Running::spawn(cmd)
+}
+
+/// `tallow send --relay ADDR --no-lan EXTRA… PATHS…` with no code of its
+/// own, once it shows the code the relay's number went into; returns it
+/// and the code.
+pub fn allocating_sender(relay: &str, paths: &[PathBuf], extra: &[&str]) -> (Watched, String) {
+    let mut cmd = tallow();
+    cmd.args(["send", "--relay", relay, "--no-lan"])
+        .args(extra)
+        .args(paths);
+    let mut s = Watched::spawn(cmd);
+    let line = s.wait_for("Code: ");
+    let code = line
+        .split_once("Code: ")
+        .map(|(_, code)| code.trim().to_owned())
+        .unwrap_or_default();
+    (s, code)
 }
 
 /// `tallow receive --relay ADDR --no-lan --out OUT EXTRA… CODE`

@@ -14,9 +14,14 @@ pub struct RelayArgs {
     /// printed on stdout).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9009")]
     listen: SocketAddr,
-    /// Refuse a waiting client whose peer has not joined after this long.
+    /// Refuse a waiting sender whose receiver has not joined after this long.
     #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
     pair_timeout: u64,
+    /// A receiver that comes before its sender (both using a code of their
+    /// own) waits this long, then is told there is no such transfer. Short,
+    /// so nobody can hold rooms as a receiver.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    receiver_first_wait: u64,
     /// Cut a pair when no byte moved either way for this long.
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
@@ -26,9 +31,18 @@ pub struct RelayArgs {
     /// Most transfers (rooms, waiting or active) at once.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_rooms: usize,
-    /// Most connections at once from one IP address (0: no limit).
+    /// Most connections at once from one IPv4 address or IPv6 /64 (0: no
+    /// limit).
     #[arg(long, value_name = "N", default_value_t = 32)]
     max_conns_per_ip: usize,
+    /// Most transfers waiting for their other side at once from one IPv4
+    /// address or IPv6 /64 (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_waiting_per_ip: usize,
+    /// Most new code numbers handed out per minute to one IPv4 address or
+    /// IPv6 /64 (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    allocations_per_minute: u32,
     /// Require clients to present this password (they pass
     /// --relay-password or set TALLOW_RELAY_PASSWORD). Given here it is
     /// hidden from the process list once the relay starts (Linux), not
@@ -65,7 +79,10 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         pair_timeout: Duration::from_secs(args.pair_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         max_rooms: args.max_rooms,
+        receiver_first_wait: Duration::from_secs(args.receiver_first_wait),
         max_conns_per_ip: args.max_conns_per_ip,
+        max_waiting_per_ip: args.max_waiting_per_ip,
+        allocations_per_minute: args.allocations_per_minute,
         password: args.password.map(String::into_bytes),
         only_room: None,
         max_rate: (args.max_rate > 0).then_some(args.max_rate),

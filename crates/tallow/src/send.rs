@@ -153,7 +153,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
         }
         warn_route_failed(e);
     };
-    let show_code = || {
+    let show_code = |code: &CodePhrase| {
         let mut receive_command = String::from("tallow receive ");
         if let Some(relay) = &route.relay {
             if !relay_failed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -187,12 +187,15 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
         say!("On the other machine run:\n  {receive_command}");
     };
     let shown = std::sync::atomic::AtomicBool::new(false);
-    let (mut channel, relay_guard) = open_as_sender(
+    // A relay chooses the code's number unless the user gave a code.
+    let allocate = args.code.is_none();
+    let (mut channel, relay_guard, code) = open_as_sender(
         &route,
-        &code,
+        code,
+        allocate,
         &deadlines,
-        || {
-            show_code();
+        |code| {
+            show_code(code);
             shown.store(true, std::sync::atomic::Ordering::Relaxed);
             say!(
                 "Waiting for the receiver… (the code works for {})",
@@ -204,7 +207,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     .await
     .map_err(|e| args.client.explain(e))?;
     if !shown.load(std::sync::atomic::Ordering::Relaxed) {
-        show_code();
+        show_code(&code);
     }
     let early =
         match confirm_connected(&mut channel, args.client.verify, Role::Sender, &deadlines).await {

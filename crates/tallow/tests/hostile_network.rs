@@ -146,7 +146,7 @@ fn a_machine_in_the_middle_fails_confirmation_on_both_sides() {
                 let stream = tokio::net::TcpStream::from_std(conn).unwrap();
                 let d = Deadlines::default();
                 // The middle plays the opposite role to each victim.
-                let _ = match hello.role {
+                let _ = match hello.role() {
                     Role::Sender => tallow_net::handshake_as_receiver(stream, &guess, &d)
                         .await
                         .map(|_| ()),

@@ -29,7 +29,7 @@ fn read_status(stream: &mut TcpStream) -> RelayStatus {
 
 fn join(addr: &str, role: Role, nameplate: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
-    let hello = RelayHello {
+    let hello = RelayHello::Room {
         role,
         room: RoomId::for_nameplate(nameplate),
     };
@@ -55,7 +55,7 @@ fn an_over_long_password_block_is_refused_not_cut() {
     // Cut at 128 bytes, the rest of the block would be forwarded as data.
     let relay = Relay::start(&[]);
     let mut s = TcpStream::connect(&relay.addr).unwrap();
-    let hello = RelayHello {
+    let hello = RelayHello::Room {
         role: Role::Sender,
         room: RoomId::for_nameplate("5151"),
     };
@@ -100,10 +100,10 @@ fn rooms_pair_one_sender_with_one_receiver_and_refuse_a_third() {
     let mut a = join(&relay.addr, Role::Sender, "77");
     assert_eq!(read_status(&mut a), RelayStatus::Waiting);
 
-    // A second sender in the same room is refused.
+    // A second sender in the same room is told it is taken.
     let mut dup = join(&relay.addr, Role::Sender, "77");
     match read_status(&mut dup) {
-        RelayStatus::Refused(text) => assert!(text.contains("already waiting"), "{text}"),
+        RelayStatus::RoomTaken(text) => assert!(text.contains("already waiting"), "{text}"),
         other => panic!("{other:?}"),
     }
 
@@ -115,10 +115,10 @@ fn rooms_pair_one_sender_with_one_receiver_and_refuse_a_third() {
     assert_eq!(read_status(&mut a), RelayStatus::Paired);
     assert_eq!(read_status(&mut b), RelayStatus::Paired);
 
-    // The room is full now.
+    // The room is taken now.
     let mut third = join(&relay.addr, Role::Receiver, "77");
     match read_status(&mut third) {
-        RelayStatus::Refused(text) => assert!(text.contains("room is full"), "{text}"),
+        RelayStatus::RoomTaken(text) => assert!(text.contains("already joined"), "{text}"),
         other => panic!("{other:?}"),
     }
 
@@ -265,7 +265,7 @@ fn limits_on_connections_per_address_and_rooms() {
 fn a_relay_password_is_required_and_checked() {
     let relay = Relay::start(&["--password", "open sesame"]);
     let mut wrong = TcpStream::connect(&relay.addr).unwrap();
-    let hello = RelayHello {
+    let hello = RelayHello::Room {
         role: Role::Sender,
         room: RoomId::for_nameplate("9"),
     };
