@@ -1,6 +1,8 @@
 //! Tallow's networking, with no knowledge of files.
 //!
-//! * [`relay_client`]: connect to a relay, join a room, wait to be paired.
+//! * [`relay_client`]: connect to a relay, join a room (or ask it for a
+//!   number), wait to be paired.
+//! * [`proxy`]: reaching a relay through a SOCKS5 or HTTP CONNECT proxy.
 //! * [`lan`]: announcing and finding a sender on the local network.
 //! * [`session`]: trying every allowed route (LAN, relay) and keeping the
 //!   first that works.
@@ -12,6 +14,7 @@
 pub mod channel;
 pub mod handshake_io;
 pub mod lan;
+pub mod proxy;
 pub mod relay_client;
 pub mod session;
 
@@ -19,7 +22,8 @@ pub use channel::{ChannelReader, ChannelWriter, OrderlyClose, PeerChannel, Via};
 pub use handshake_io::{
     handshake_as_receiver, handshake_as_sender, read_sender_hello, SenderHelloRead,
 };
-pub use relay_client::{connect_to_relay, enter_room, RoomEntry};
+pub use proxy::Proxy;
+pub use relay_client::{connect_to_relay, enter_room, join_room, RelayAccess, RoomEntry};
 
 use std::time::Duration;
 
@@ -38,6 +42,16 @@ pub enum NetError {
         addr: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The proxy could not open a connection to the relay.
+    #[error("could not reach the relay at {target} through the proxy {proxy}: {reason}")]
+    Proxy {
+        /// The proxy, without credentials.
+        proxy: String,
+        /// The relay's address.
+        target: String,
+        /// What the proxy said or did.
+        reason: String,
     },
     /// TCP connect to the relay did not finish in time.
     #[error("could not reach the relay at {addr} within {} s: check the address and your network", .waited.as_secs())]
@@ -213,6 +227,7 @@ impl NetError {
             NetError::Transport(_) | NetError::HandshakeTimeout { .. } => 3,
             NetError::Connect { .. }
             | NetError::ConnectTimeout { .. }
+            | NetError::Proxy { .. }
             | NetError::RelayClosed { .. }
             | NetError::LanUnreachable { .. }
             | NetError::LanDropped { .. } => 2,

@@ -12,6 +12,7 @@ use tallow_protocol::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::proxy::Proxy;
 use crate::NetError;
 
 /// Pick one relay from a comma-separated list by rendezvous hashing of the
@@ -43,22 +44,39 @@ pub async fn connect_to_relay(
     deadlines: &Deadlines,
     on_waiting: impl FnOnce(),
 ) -> Result<TcpStream, NetError> {
-    connect_with_password(addr, role, room, b"", deadlines, on_waiting).await
+    join_room(
+        addr,
+        role,
+        room,
+        RelayAccess::default(),
+        deadlines,
+        on_waiting,
+    )
+    .await
 }
 
-/// [`connect_to_relay`] for a relay that requires a password.
-pub async fn connect_with_password(
+/// [`connect_to_relay`] for a relay that requires a password, or is
+/// reached through a proxy.
+pub async fn join_room(
     addr: &str,
     role: Role,
     room: RoomId,
-    password: &[u8],
+    access: RelayAccess<'_>,
     deadlines: &Deadlines,
     on_waiting: impl FnOnce(),
 ) -> Result<TcpStream, NetError> {
-    enter_room(addr, RelayHello::Room { role, room }, password, deadlines)
+    enter_room(addr, RelayHello::Room { role, room }, access, deadlines)
         .await?
         .paired(deadlines, on_waiting)
         .await
+}
+
+/// How to get into a relay: its password (empty if it needs none), and
+/// the proxy to reach it through, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelayAccess<'a> {
+    pub password: &'a [u8],
+    pub proxy: Option<&'a Proxy>,
 }
 
 /// A connection to a relay that has a place in a room: waiting for the
@@ -71,29 +89,32 @@ pub struct RoomEntry {
     nameplate: Option<String>,
 }
 
-/// Connect to the relay at `addr` and say `hello` (with the relay's
-/// `password`, empty if it needs none); returns once the relay has given
+/// Connect to the relay at `addr` (through `access.proxy`, if any) and
+/// say `hello` (with `access.password`); returns once the relay has given
 /// us a place (and, if we asked, a nameplate), within the connect deadline.
 pub async fn enter_room(
     addr: &str,
     hello: RelayHello,
-    password: &[u8],
+    access: RelayAccess<'_>,
     deadlines: &Deadlines,
 ) -> Result<RoomEntry, NetError> {
-    let mut stream = tokio::time::timeout(deadlines.connect, TcpStream::connect(addr))
-        .await
-        .map_err(|_| NetError::ConnectTimeout {
-            addr: addr.to_owned(),
-            waited: deadlines.connect,
-        })?
-        .map_err(|source| NetError::Connect {
-            addr: addr.to_owned(),
-            source,
-        })?;
+    let mut stream = match access.proxy {
+        Some(proxy) => proxy.connect(addr, deadlines.connect).await?,
+        None => tokio::time::timeout(deadlines.connect, TcpStream::connect(addr))
+            .await
+            .map_err(|_| NetError::ConnectTimeout {
+                addr: addr.to_owned(),
+                waited: deadlines.connect,
+            })?
+            .map_err(|source| NetError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?,
+    };
     // Handshake messages are small and latency-bound.
     let _ = stream.set_nodelay(true);
     let bytes = hello
-        .encode_with_password(password)
+        .encode_with_password(access.password)
         .map_err(|e| NetError::Refused(format!("not sent: {e}")))?;
     let peer = hello.role().peer();
     stream

@@ -31,7 +31,8 @@ use tokio::task::JoinHandle;
 use crate::channel::{PeerChannel, Via};
 use crate::handshake_io::{handshake_as_sender, read_sender_hello};
 use crate::lan::{announce, discover};
-use crate::relay_client::{connect_to_relay, connect_with_password, enter_room, pick_relay};
+use crate::proxy::Proxy;
+use crate::relay_client::{connect_to_relay, enter_room, join_room, pick_relay, RelayAccess};
 use crate::NetError;
 use tallow_protocol::rendezvous::RelayHello;
 
@@ -50,10 +51,25 @@ pub struct Route {
     pub relay: Option<String>,
     /// The relay's password, if it requires one.
     pub relay_password: Option<String>,
+    /// Reach the relay through this proxy (never the local network).
+    pub proxy: Option<Proxy>,
     /// Announce (sender) or discover (receiver) on the local network.
     pub lan: bool,
     /// UDP port for announcements.
     pub discovery_port: u16,
+}
+
+impl Route {
+    fn access(&self) -> RelayAccess<'_> {
+        RelayAccess {
+            password: self
+                .relay_password
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+            proxy: self.proxy.as_ref(),
+        }
+    }
 }
 
 /// Tasks that must live as long as the transfer: the in-process relay the
@@ -104,11 +120,7 @@ pub async fn open_as_sender(
     on_waiting: impl FnOnce(&CodePhrase) + Send,
     on_route_failed: &(dyn Fn(&NetError) + Sync),
 ) -> Result<(PeerChannel, SessionGuard, CodePhrase), NetError> {
-    let password = route
-        .relay_password
-        .as_deref()
-        .unwrap_or_default()
-        .as_bytes();
+    let access = route.access();
     // The relay first: it may choose the code's number. A list of relays
     // is picked from by the number, so there the number is our own.
     let mut code = code;
@@ -124,7 +136,7 @@ pub async fn open_as_sender(
             }
         };
         let addr = pick_relay(list, &code.room_id());
-        match enter_room(&addr, hello, password, deadlines).await {
+        match enter_room(&addr, hello, access, deadlines).await {
             Ok(entry) => {
                 if let Some(nameplate) = entry.nameplate() {
                     code = code
@@ -277,15 +289,10 @@ pub async fn open_as_receiver(
             Via::LocalNetwork(Some((Role::Sender, addr))),
         ))
     });
-    let password = route
-        .relay_password
-        .as_deref()
-        .unwrap_or_default()
-        .as_bytes();
+    let access = route.access();
     let relay = route.relay.as_ref().map(|list| async move {
         let addr = pick_relay(list, &room);
-        let stream =
-            connect_with_password(&addr, Role::Receiver, room, password, deadlines, notify).await?;
+        let stream = join_room(&addr, Role::Receiver, room, access, deadlines, notify).await?;
         Ok((
             read_sender_hello(stream, deadlines).await?,
             Via::Relay(addr),
@@ -399,6 +406,7 @@ mod tests {
         let route = Route {
             relay: Some(relay_addr),
             relay_password: None,
+            proxy: None,
             lan: true,
             discovery_port: port,
         };

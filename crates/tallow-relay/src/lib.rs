@@ -41,6 +41,21 @@ use connection::{refuse, Connection, RelayRooms};
 use per_address::{IpSlot, PerIp};
 use rooms::{lock, RoomLimits, RoomTable};
 
+/// A listening socket on `addr`; on the IPv6 wildcard, for IPv4 clients
+/// too (as IPv4-mapped addresses).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// A bound relay, ready to [`run`](RelayServer::run).
 pub struct RelayServer {
     listener: TcpListener,
@@ -54,9 +69,11 @@ pub struct RelayServer {
 
 impl RelayServer {
     /// Bind to `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
+    /// The IPv6 wildcard `[::]` listens on both address families, whatever
+    /// the system's default for IPv6 sockets.
     pub async fn bind(addr: SocketAddr, config: RelayConfig) -> std::io::Result<Self> {
         Ok(RelayServer {
-            listener: TcpListener::bind(addr).await?,
+            listener: listen(addr)?,
             rooms: Arc::new(Mutex::new(RoomTable::new(RoomLimits {
                 max_rooms: config.max_rooms,
                 max_waiting_per_address: config.max_waiting_per_ip,

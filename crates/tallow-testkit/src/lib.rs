@@ -7,6 +7,7 @@
 //! * [`messages`]: the messages a scripted (honest or hostile) peer sends;
 //! * [`memory`]: an in-memory connection carrying plaintext frames between
 //!   two pipelines;
+//! * [`proxy`]: SOCKS5 and HTTP CONNECT proxies for clients to go through;
 //! * [`sim`]: whole transfers through the protocol's machines on a
 //!   simulated link, with a clock the simulation advances.
 //!
@@ -15,4 +16,5 @@
 pub mod memory;
 pub mod messages;
 pub mod process;
+pub mod proxy;
 pub mod sim;

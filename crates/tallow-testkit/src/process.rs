@@ -53,6 +53,18 @@ pub fn tallow() -> Command {
     cmd.env_remove("TALLOW_CODE");
     cmd.env_remove("TALLOW_OUT");
     cmd.env_remove("TALLOW_COMPRESS");
+    // Relays here are on 127.0.0.1: never through the developer's proxy.
+    for proxy in [
+        "TALLOW_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(proxy);
+    }
     // Never read the developer's own `tallow config`.
     cmd.env("XDG_CONFIG_HOME", "/nonexistent/tallow-test-config");
     // The receiving user's checkpoint key: one per test binary, as one user.
@@ -73,8 +85,20 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(extra: &[&str]) -> Relay {
+        let relay = Relay::start_listening("127.0.0.1:0", extra);
+        assert!(
+            relay.addr.starts_with("127.0.0.1:"),
+            "relay at {}",
+            relay.addr
+        );
+        relay
+    }
+
+    /// A relay listening on `listen` (`[::1]:0`, `[::]:0`, …); `addr` is
+    /// the address it printed.
+    pub fn start_listening(listen: &str, extra: &[&str]) -> Relay {
         let mut child = tallow()
-            .args(["relay", "--listen", "127.0.0.1:0"])
+            .args(["relay", "--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -99,7 +123,10 @@ impl Relay {
             .next()
             .expect("address on the line")
             .to_owned();
-        assert!(addr.starts_with("127.0.0.1:"), "relay said {line:?}");
+        assert!(
+            line.contains("listening on") && addr.contains(':'),
+            "relay said {line:?}"
+        );
         Relay { child, addr }
     }
 }

@@ -43,7 +43,7 @@ use tallow_protocol::limits::Deadlines;
     name = "tallow",
     version,
     about = "Send files between two machines, end-to-end encrypted with a short code phrase (post-quantum: ML-KEM-1024 + X25519, authenticated by SPAKE2).",
-    after_help = "Examples:\n  # On one network, nothing to set up:\n  tallow send report.pdf\n  tallow receive 1234-alpha-bravo-charlie\n  # Across networks, through a relay both reach:\n  tallow relay --listen 0.0.0.0:9009\n  tallow send --relay relay.example.org:9009 a.pdf"
+    after_help = "Examples:\n  # On one network, nothing to set up:\n  tallow send report.pdf\n  tallow receive 1234-alpha-bravo-charlie\n  # Across networks, through a relay both reach:\n  tallow relay --listen [::]:9009\n  tallow send --relay relay.example.org:9009 a.pdf"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -63,7 +63,7 @@ enum Command {
     )]
     Receive(receive::ReceiveArgs),
     /// Run a relay that pairs senders and receivers (it never sees plaintext).
-    #[command(after_help = "Example:\n  tallow relay --listen 0.0.0.0:9009")]
+    #[command(after_help = "Example:\n  tallow relay --listen [::]:9009")]
     Relay(relay::RelayArgs),
     /// Show or set defaults (relay, output folder, compression).
     #[command(
@@ -112,6 +112,17 @@ struct ClientArgs {
         value_parser = crate::relay_password
     )]
     relay_password: Option<String>,
+    /// Reach the relay through this proxy: socks5://HOST:PORT or
+    /// http://HOST:PORT (HTTP CONNECT), with USER:PASS@ if it needs them.
+    /// Without it, ALL_PROXY or HTTPS_PROXY is used (NO_PROXY exempts
+    /// relays); the local network is always direct.
+    #[arg(
+        long,
+        env = "TALLOW_PROXY",
+        value_name = "URL",
+        conflicts_with = "lan_only"
+    )]
+    proxy: Option<String>,
     /// Do not announce or look for the other side on the local network.
     #[arg(long, conflicts_with = "lan_only")]
     no_lan: bool,
@@ -167,9 +178,32 @@ impl ClientArgs {
             )
             .into());
         }
+        let proxy = match (&self.proxy, &relay) {
+            (_, None) => None,
+            (Some(url), Some(_)) => Some(
+                tallow_net::Proxy::parse(url)
+                    .map_err(|e| exit::UsageError::new(format!("invalid --proxy: {e}")))?,
+            ),
+            // A list is judged by its first relay's host.
+            (None, Some(list)) => {
+                let first = list.split(',').next().unwrap_or_default().trim();
+                let host = first.rsplit_once(':').map_or(first, |(host, _)| host);
+                match tallow_net::Proxy::from_env(host) {
+                    Some(Ok(proxy)) => Some(proxy),
+                    Some(Err(e)) => {
+                        return Err(exit::UsageError::new(format!(
+                            "invalid proxy in ALL_PROXY or HTTPS_PROXY: {e} (unset it, or pass --proxy)"
+                        ))
+                        .into())
+                    }
+                    None => None,
+                }
+            }
+        };
         Ok(Route {
             relay,
             relay_password: self.relay_password.clone(),
+            proxy,
             lan: !self.no_lan,
             discovery_port: self.discovery_port,
         })

@@ -11,8 +11,9 @@ use tallow_relay::{RelayConfig, RelayServer};
 #[derive(Args)]
 pub struct RelayArgs {
     /// Address to listen on; port 0 picks a free port (the bound address is
-    /// printed on stdout).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9009")]
+    /// printed on stdout). `[::]` listens on IPv6 and IPv4 both (on a host
+    /// without IPv6, the default falls back to 0.0.0.0).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Refuse a waiting sender whose receiver has not joined after this long.
     #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
@@ -87,9 +88,17 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         only_room: None,
         max_rate: (args.max_rate > 0).then_some(args.max_rate),
     };
-    let server = RelayServer::bind(args.listen, config)
-        .await
-        .with_context(|| format!("cannot listen on {} (is the port in use?)", args.listen))?;
+    let bound = match RelayServer::bind(args.listen, config.clone()).await {
+        // No IPv6 on this host: the default's IPv4 half still serves.
+        Err(e) if args.listen.to_string() == DEFAULT_LISTEN && no_ipv6(&e) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], args.listen.port()));
+            tracing::warn!(error = %e, "no IPv6 here; listening on {v4} only");
+            RelayServer::bind(v4, config).await
+        }
+        other => other,
+    };
+    let server =
+        bound.with_context(|| format!("cannot listen on {} (is the port in use?)", args.listen))?;
     let addr = server.local_addr()?;
     let metrics_listener = match args.metrics {
         Some(at) => Some(
@@ -131,6 +140,15 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         .run_until(shutdown, Duration::from_secs(args.shutdown_grace))
         .await?;
     Ok(())
+}
+
+/// Both address families, on the usual port.
+const DEFAULT_LISTEN: &str = "[::]:9009";
+
+/// Whether binding failed because the host has no IPv6.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    let unsupported = rustix::io::Errno::AFNOSUPPORT.raw_os_error();
+    e.raw_os_error() == Some(unsupported) || e.kind() == std::io::ErrorKind::AddrNotAvailable
 }
 
 /// Stops a task when dropped.

@@ -363,7 +363,7 @@ fn sigterm_lets_the_active_transfer_finish_and_refuses_new_ones() {
 /// `n` pairs connected to one relay at once, each moving `bytes` both ways;
 /// returns the relay's resident memory while all of them are open.
 fn concurrent_pairs(n: usize, bytes: usize) -> (u64, u64) {
-    let relay = Relay::start(&["--max-conns-per-ip", "0"]);
+    let relay = Relay::start(&["--max-conns-per-ip", "0", "--max-waiting-per-ip", "0"]);
     let idle_rss = rss_of(relay.pid());
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(n + 1));
     let workers: Vec<_> = (0..n)

@@ -51,8 +51,10 @@ fn the_relay_hands_out_the_shortest_free_numbers_and_receivers_join_them() {
     let src = tempfile::tempdir().unwrap();
     let first_file = random_file(src.path(), "one.bin", 300_000, 1);
     let second_file = random_file(src.path(), "two.bin", 1000, 2);
-    let (first, first_code) = allocating_sender(&relay.addr, &[first_file.clone()], &[]);
-    let (second, second_code) = allocating_sender(&relay.addr, &[second_file.clone()], &[]);
+    let (first, first_code) =
+        allocating_sender(&relay.addr, std::slice::from_ref(&first_file), &[]);
+    let (second, second_code) =
+        allocating_sender(&relay.addr, std::slice::from_ref(&second_file), &[]);
     // A quiet relay: the shortest numbers, in turn.
     assert_eq!(nameplate(&first_code), "1", "{first_code}");
     assert_eq!(nameplate(&second_code), "2", "{second_code}");
@@ -127,7 +129,7 @@ fn a_squatter_holding_rooms_from_several_addresses_does_not_stop_a_real_transfer
     // files.
     let src = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "real.bin", 200_000, 3);
-    let (sender, code) = allocating_sender(&relay.addr, &[file.clone()], &[]);
+    let (sender, code) = allocating_sender(&relay.addr, std::slice::from_ref(&file), &[]);
     let number: u32 = nameplate(&code).parse().unwrap();
     assert!(
         !squatted.contains(&number),
