@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use tallow_crypto::RoomId;
 use tallow_protocol::limits::Deadlines;
-use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
+use tallow_protocol::rendezvous::{rank_relays, RelayHello, RelayStatus, STATUS_HEADER_LEN};
 use tallow_protocol::wire::{Decode, DecodeError};
 use tallow_protocol::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,17 +21,10 @@ use crate::NetError;
 /// of relays serves one population without coordination. A list of one is
 /// that relay.
 pub fn pick_relay(list: &str, room: &RoomId) -> String {
-    list.split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .max_by_key(|relay| {
-            let mut h = blake3::Hasher::new_derive_key("tallow 2026-11 relay choice v1");
-            h.update(&room.0);
-            h.update(relay.as_bytes());
-            *h.finalize().as_bytes()
-        })
-        .unwrap_or(list)
-        .to_owned()
+    let relays = list.split(',').map(str::trim).filter(|r| !r.is_empty());
+    rank_relays(relays, room)
+        .first()
+        .map_or_else(|| list.to_owned(), |r| (*r).to_owned())
 }
 
 /// Connect to the relay at `addr`, join `room` as `role`, and return the
@@ -44,19 +37,22 @@ pub async fn connect_to_relay(
     deadlines: &Deadlines,
     on_waiting: impl FnOnce(),
 ) -> Result<TcpStream, NetError> {
-    join_room(
+    // The local network's relay is the sender's own process: nothing to
+    // enter again if it goes.
+    enter_room(
         addr,
-        role,
-        room,
+        RelayHello::Room { role, room },
         RelayAccess::default(),
         deadlines,
-        on_waiting,
     )
+    .await?
+    .paired(deadlines, on_waiting)
     .await
 }
 
-/// [`connect_to_relay`] for a relay that requires a password, or is
-/// reached through a proxy.
+/// [`connect_to_relay`] for a relay that may require a password, be
+/// reached through a proxy, or drop us while we wait (then the room is
+/// entered again: [`paired_or_reenter`]).
 pub async fn join_room(
     addr: &str,
     role: Role,
@@ -65,10 +61,8 @@ pub async fn join_room(
     deadlines: &Deadlines,
     on_waiting: impl FnOnce(),
 ) -> Result<TcpStream, NetError> {
-    enter_room(addr, RelayHello::Room { role, room }, access, deadlines)
-        .await?
-        .paired(deadlines, on_waiting)
-        .await
+    let entry = enter_room(addr, RelayHello::Room { role, room }, access, deadlines).await?;
+    paired_or_reenter(entry, (role, room), access, deadlines, on_waiting).await
 }
 
 /// How to get into a relay: its password (empty if it needs none), and
@@ -201,6 +195,36 @@ impl RoomEntry {
             }
         }
     }
+}
+
+/// How many times a client enters its room again when the relay's
+/// connection drops while it waits.
+const REENTRIES: u32 = 2;
+
+/// Wait in `entry` (on the relay at `addr`) for the other side, as
+/// [`RoomEntry::paired`]; if the connection drops while waiting (the relay
+/// restarted, or the fleet member holding the room left, so the room moved
+/// to another), enter `room` again as `role`, up to [`REENTRIES`] times.
+pub async fn paired_or_reenter(
+    entry: RoomEntry,
+    (role, room): (Role, RoomId),
+    access: RelayAccess<'_>,
+    deadlines: &Deadlines,
+    on_waiting: impl FnOnce(),
+) -> Result<TcpStream, NetError> {
+    let addr = entry.addr.clone();
+    let mut result = entry.paired(deadlines, on_waiting).await;
+    for attempt in 1..=REENTRIES {
+        if !matches!(result, Err(NetError::RelayClosed { .. })) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+        result = match enter_room(&addr, RelayHello::Room { role, room }, access, deadlines).await {
+            Ok(entry) => entry.paired(deadlines, || {}).await,
+            Err(e) => Err(e),
+        };
+    }
+    result
 }
 
 /// The error for a relay's refusal.

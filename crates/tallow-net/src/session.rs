@@ -32,7 +32,9 @@ use crate::channel::{PeerChannel, Via};
 use crate::handshake_io::{handshake_as_sender, read_sender_hello};
 use crate::lan::{announce, discover};
 use crate::proxy::Proxy;
-use crate::relay_client::{connect_to_relay, enter_room, join_room, pick_relay, RelayAccess};
+use crate::relay_client::{
+    connect_to_relay, enter_room, join_room, paired_or_reenter, pick_relay, RelayAccess,
+};
 use crate::NetError;
 use tallow_protocol::rendezvous::RelayHello;
 
@@ -220,7 +222,8 @@ pub async fn open_as_sender(
     let remote = entered.map(|(entry, addr)| {
         let notify = &notify;
         async move {
-            let stream = entry.paired(deadlines, notify).await?;
+            let stream =
+                paired_or_reenter(entry, (Role::Sender, room), access, deadlines, notify).await?;
             Ok((stream, Via::Relay(addr)))
         }
     });

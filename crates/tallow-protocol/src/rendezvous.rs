@@ -141,6 +141,26 @@ impl RelayHello {
     }
 }
 
+/// Relays in the order they should hold `room`: rendezvous (highest
+/// random weight) hashing, so everyone with the same list, in any order,
+/// ranks alike, and removing a relay moves only the rooms it held. Used by
+/// clients with a list of relays (the first) and by a fleet's members (the
+/// first alive).
+pub fn rank_relays<'a>(relays: impl IntoIterator<Item = &'a str>, room: &RoomId) -> Vec<&'a str> {
+    let mut ranked: Vec<(&str, [u8; 32])> = relays
+        .into_iter()
+        .map(|relay| {
+            let mut h = blake3::Hasher::new_derive_key("tallow 2026-11 relay choice v1");
+            h.update(&room.0);
+            h.update(relay.as_bytes());
+            (relay, *h.finalize().as_bytes())
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked.dedup_by(|a, b| a.0 == b.0);
+    ranked.into_iter().map(|(relay, _)| relay).collect()
+}
+
 /// The password block after the hello: a length byte, then at most
 /// [`MAX_PASSWORD_LEN`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

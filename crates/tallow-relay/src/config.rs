@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tallow_crypto::RoomId;
 
+use crate::fleet::FleetConfig;
+
 /// Limits and deadlines of a relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -33,6 +35,8 @@ pub struct RelayConfig {
     pub only_room: Option<RoomId>,
     /// Most bytes per second each transfer may move, each way.
     pub max_rate: Option<u64>,
+    /// The fleet this relay is a member of, if any.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Default for RelayConfig {
@@ -49,6 +53,7 @@ impl Default for RelayConfig {
             password: None,
             only_room: None,
             max_rate: None,
+            fleet: None,
         }
     }
 }

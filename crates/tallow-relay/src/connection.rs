@@ -19,9 +19,13 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::config::RelayConfig;
+use crate::fleet::{
+    forward_header, parse_forward_header, Fleet, FORWARD_HEADER_LEN, FORWARD_HEADER_MAGIC,
+    MEMBER_CONNECT_TIMEOUT,
+};
 use crate::forward::forward;
 use crate::metrics::{Metrics, Refusal};
-use crate::per_address::{AddressBlock, IpSlot};
+use crate::per_address::{AddressBlock, IpSlot, PerIp};
 use crate::rooms::{lock, Join, Rooms};
 
 /// Deadline for writing a status reply to a client.
@@ -48,6 +52,10 @@ pub(crate) struct Connection {
     pub(crate) ip_slot: Option<IpSlot>,
     /// Set at the relay's first pair: the receiver's address.
     pub(crate) first_receiver: Arc<OnceLock<SocketAddr>>,
+    /// The fleet this relay is a member of.
+    pub(crate) fleet: Option<Arc<Fleet>>,
+    /// Connections per address (for clients a member forwards).
+    pub(crate) per_ip: PerIp,
 }
 
 enum Joined {
@@ -78,7 +86,50 @@ impl Connection {
         // stranger (a browser, a port scan) is told at once what this is.
         let deadline = tokio::time::Instant::now() + self.config.hello_timeout;
         let mut fixed = [0u8; RELAY_HELLO_LEN];
-        let hello = match tokio::time::timeout_at(deadline, stream.read_exact(&mut fixed)).await {
+        let mut magic = [0u8; 4];
+        match tokio::time::timeout_at(deadline, stream.read_exact(&mut magic)).await {
+            Err(_) => return self.refuse_slow(&mut stream).await,
+            Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+        }
+        // A fleet member forwarding a client: the client's address first.
+        let forwarded = magic == FORWARD_HEADER_MAGIC;
+        if forwarded {
+            let mut header = [0u8; FORWARD_HEADER_LEN];
+            header[..4].copy_from_slice(&magic);
+            match tokio::time::timeout_at(deadline, stream.read_exact(&mut header[4..])).await {
+                Err(_) => return self.refuse_slow(&mut stream).await,
+                Ok(Err(_)) => return,
+                Ok(Ok(_)) => {}
+            }
+            let from_member = self
+                .fleet
+                .as_ref()
+                .is_some_and(|f| f.is_member(self.peer.ip()));
+            let Some(client) = parse_forward_header(&header).filter(|_| from_member) else {
+                let reason = "malformed hello (a forwarded one, from outside this relay's fleet)";
+                self.refuse(&mut stream, Refusal::Malformed, reason).await;
+                return;
+            };
+            match tokio::time::timeout_at(deadline, stream.read_exact(&mut magic)).await {
+                Err(_) => return self.refuse_slow(&mut stream).await,
+                Ok(Err(_)) => return,
+                Ok(Ok(_)) => {}
+            }
+            self.peer = client;
+            match IpSlot::take(&self.per_ip, client.ip(), self.config.max_conns_per_ip) {
+                Some(slot) => self.ip_slot = Some(slot),
+                None => {
+                    let reason = "too many connections from your address; try again later";
+                    self.refuse(&mut stream, Refusal::PerIp, reason).await;
+                    return;
+                }
+            }
+        }
+        fixed[..4].copy_from_slice(&magic);
+        let hello = match tokio::time::timeout_at(deadline, stream.read_exact(&mut fixed[4..]))
+            .await
+        {
             Err(_) => return self.refuse_slow(&mut stream).await,
             Ok(Err(_)) => return,
             Ok(Ok(_)) => match RelayHello::decode_all(&fixed) {
@@ -136,6 +187,26 @@ impl Connection {
                 return;
             }
         }
+        // In a fleet, the room's owner serves it (forwarded hellos are
+        // served where they land: the member that sent them chose).
+        if let (Some(fleet), false, Some(room)) = (&self.fleet, forwarded, hello.room()) {
+            for member in fleet.ranked(&room) {
+                if member == fleet.me() {
+                    break;
+                }
+                let connect = TcpStream::connect(member.as_str());
+                match tokio::time::timeout(MEMBER_CONNECT_TIMEOUT, connect).await {
+                    Ok(Ok(owner)) => {
+                        let password = RelayPassword::new(&password).map(|p| p.to_bytes());
+                        let hello = [&fixed[..], &password.unwrap_or_default()].concat();
+                        return self.forward_to_owner(stream, owner, &member, &hello).await;
+                    }
+                    // Down: every member skips it alike, so its rooms move
+                    // to the next in their ranking.
+                    _ => tracing::warn!(member, "fleet member unreachable; trying the next"),
+                }
+            }
+        }
         match self.join(hello) {
             Joined::Refuse(why, status) => {
                 tracing::info!(room = ?hello.room().map(|r| r.short()), role = %hello.role(), reason = why.label(), "refused");
@@ -182,6 +253,35 @@ impl Connection {
                 self.wait_and_forward(stream, waiting, partner).await
             }
         }
+    }
+
+    /// Hand this client to the fleet member that owns its room: its
+    /// address and `hello` (password block included) first, then bytes
+    /// both ways, as the owner decides.
+    async fn forward_to_owner(
+        self,
+        mut client: TcpStream,
+        mut owner: TcpStream,
+        member: &str,
+        hello: &[u8],
+    ) {
+        let _ = owner.set_nodelay(true);
+        let mut bytes = forward_header(self.peer).to_vec();
+        bytes.extend_from_slice(hello);
+        if owner.write_all(&bytes).await.is_err() {
+            refuse(
+                &mut client,
+                "the relay that holds this room left just now; try again",
+            )
+            .await;
+            return;
+        }
+        tracing::info!(member, "forwarded to the room's owner");
+        self.metrics
+            .fleet_forwards_total
+            .fetch_add(1, Ordering::Relaxed);
+        let (_, _, outcome) = forward(client, owner, self.config.idle_timeout, None).await;
+        tracing::info!(member, outcome, "forwarding ended");
     }
 
     async fn refuse_slow(&self, stream: &mut TcpStream) {

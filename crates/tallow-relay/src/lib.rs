@@ -22,6 +22,7 @@
 
 mod config;
 mod connection;
+mod fleet;
 mod forward;
 mod metrics;
 mod per_address;
@@ -35,9 +36,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use config::RelayConfig;
+pub use fleet::{FleetConfig, FleetMembers};
 pub use metrics::{serve_metrics, Metrics, Refusal};
 
 use connection::{refuse, Connection, RelayRooms};
+use fleet::Fleet;
 use per_address::{IpSlot, PerIp};
 use rooms::{lock, RoomLimits, RoomTable};
 
@@ -59,6 +62,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// A bound relay, ready to [`run`](RelayServer::run).
 pub struct RelayServer {
     listener: TcpListener,
+    fleet: Option<Arc<Fleet>>,
     config: RelayConfig,
     rooms: RelayRooms,
     next_id: Arc<AtomicU64>,
@@ -72,13 +76,24 @@ impl RelayServer {
     /// The IPv6 wildcard `[::]` listens on both address families, whatever
     /// the system's default for IPv6 sockets.
     pub async fn bind(addr: SocketAddr, config: RelayConfig) -> std::io::Result<Self> {
+        let listener = listen(addr)?;
+        let fleet = match &config.fleet {
+            Some(f) => Some(Fleet::start(f).await?),
+            None => None,
+        };
+        let mut table = RoomTable::new(RoomLimits {
+            max_rooms: config.max_rooms,
+            max_waiting_per_address: config.max_waiting_per_ip,
+            allocations_per_minute: config.allocations_per_minute,
+        });
+        if let Some(fleet) = &fleet {
+            let fleet = fleet.clone();
+            table = table.owned_by(Arc::new(move |room| fleet.owns(room)));
+        }
         Ok(RelayServer {
-            listener: listen(addr)?,
-            rooms: Arc::new(Mutex::new(RoomTable::new(RoomLimits {
-                max_rooms: config.max_rooms,
-                max_waiting_per_address: config.max_waiting_per_ip,
-                allocations_per_minute: config.allocations_per_minute,
-            }))),
+            listener,
+            fleet,
+            rooms: Arc::new(Mutex::new(table)),
             config,
             next_id: Arc::new(AtomicU64::new(1)),
             metrics: Arc::default(),
@@ -142,11 +157,19 @@ impl RelayServer {
                 metrics: self.metrics.clone(),
                 ip_slot: None,
                 first_receiver: self.first_receiver.clone(),
+                fleet: self.fleet.clone(),
+                per_ip: self.per_ip.clone(),
             };
+            // A member forwarding clients counts each client once its
+            // header names them (`Connection::serve`), not itself.
+            let member = self.fleet.as_ref().is_some_and(|f| f.is_member(peer.ip()));
             let per_ip = self.per_ip.clone();
             tokio::spawn(async move {
                 let mut conn = conn;
                 let mut stream = stream;
+                if member {
+                    return conn.serve(stream).await;
+                }
                 match IpSlot::take(&per_ip, peer.ip(), conn.config.max_conns_per_ip) {
                     Some(slot) => conn.ip_slot = Some(slot),
                     None => {

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub pairs_active: AtomicU64,
     /// Bytes forwarded, both ways, all pairs.
     pub bytes_forwarded_total: AtomicU64,
+    /// Clients handed to the fleet member that owns their room.
+    pub fleet_forwards_total: AtomicU64,
     refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
@@ -139,6 +141,12 @@ impl Metrics {
             "counter",
             "Bytes forwarded, both ways.",
             load(&metrics.bytes_forwarded_total),
+        );
+        put(
+            "fleet_forwards_total",
+            "counter",
+            "Clients handed to the fleet member that owns their room.",
+            load(&metrics.fleet_forwards_total),
         );
         out.push_str("# HELP tallow_relay_refusals_total Clients refused, by reason.\n# TYPE tallow_relay_refusals_total counter\n");
         for r in Refusal::ALL {

@@ -83,9 +83,13 @@ struct Allowance {
 /// forgotten.
 const ALLOWANCES_KEPT: usize = 4096;
 
+/// Which rooms this relay may hand out (in a fleet, the ones it owns).
+pub(crate) type Owns = Arc<dyn Fn(&RoomId) -> bool + Send + Sync>;
+
 /// Every room of a relay.
 pub(crate) struct RoomTable<P> {
     rooms: HashMap<RoomId, Slot<P>>,
+    owns: Option<Owns>,
     limits: RoomLimits,
     /// Waiting rooms per address block (blocks with none are absent).
     waiting_per_block: HashMap<AddressBlock, usize>,
@@ -99,10 +103,17 @@ impl<P> RoomTable<P> {
     pub(crate) fn new(limits: RoomLimits) -> Self {
         RoomTable {
             rooms: HashMap::new(),
+            owns: None,
             limits,
             waiting_per_block: HashMap::new(),
             allowances: HashMap::new(),
         }
+    }
+
+    /// Hand out only numbers whose rooms `owns` says are this relay's.
+    pub(crate) fn owned_by(mut self, owns: Owns) -> Self {
+        self.owns = Some(owns);
+        self
     }
 
     /// Connection `id`, from `block`, says `hello`; if it is to wait,
@@ -173,7 +184,9 @@ impl<P> RoomTable<P> {
             );
         }
         // At most `max_rooms` rooms exist, so a free number comes within
-        // that many tries.
+        // that many tries (times the fleet's size, of which this relay
+        // owns its share).
+        let owns = self.owns.clone();
         let free = (1u64..)
             .map(|n| n.to_string())
             .take_while(|n| n.len() <= MAX_NAMEPLATE_DIGITS)
@@ -181,6 +194,7 @@ impl<P> RoomTable<P> {
                 let room = RoomId::for_nameplate(&n);
                 (n, room)
             })
+            .filter(|(_, room)| owns.as_ref().is_none_or(|owns| owns(room)))
             .find(|(_, room)| !self.rooms.contains_key(room));
         let Some((nameplate, room)) = free else {
             return Join::Refuse(Refusal::RoomLimit, relay_full());
@@ -464,6 +478,25 @@ mod tests {
             room: RoomId::for_nameplate("11"),
         };
         assert!(matches!(t.join(joiner, 13, at(2), (), now), Join::Pair(())));
+    }
+
+    #[test]
+    fn a_fleet_member_hands_out_only_numbers_it_owns() {
+        let now = Instant::now();
+        let owns: Owns = Arc::new(|room: &RoomId| room.0[0] % 3 == 0);
+        let mut t = RoomTable::new(RoomLimits {
+            max_rooms: 100,
+            ..LIMITS
+        })
+        .owned_by(owns.clone());
+        let mut last = 0;
+        for id in 0..10 {
+            let n = allocated(t.join(RelayHello::Allocate, id, at(1), (), now));
+            assert!(owns(&RoomId::for_nameplate(&n)), "{n}");
+            let n: u64 = n.parse().unwrap();
+            assert!(n > last, "shortest owned first");
+            last = n;
+        }
     }
 
     #[test]

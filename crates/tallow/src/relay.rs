@@ -59,6 +59,20 @@ pub struct RelayArgs {
     /// Most bytes per second each transfer may move, each way (0: no cap).
     #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 0)]
     max_rate: u64,
+    /// Be one of a fleet of relays behind one address: MEMBERS is a list of
+    /// IP:PORT (every member's --advertise address, this one's included) or
+    /// dns:NAME:PORT (every address NAME resolves to: a Kubernetes headless
+    /// Service). A client may reach any member; each room is served by its
+    /// owner, chosen by rendezvous hashing, to which the others forward.
+    #[arg(long, value_name = "MEMBERS", value_parser = tallow_relay::FleetMembers::parse)]
+    fleet: Option<tallow_relay::FleetMembers>,
+    /// This relay's address as the other members reach it (needed with
+    /// --fleet when --listen is a wildcard; in Kubernetes, the pod's IP).
+    #[arg(long, value_name = "IP:PORT", requires = "fleet")]
+    advertise: Option<SocketAddr>,
+    /// How often a dns: fleet's members are looked up again.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    fleet_refresh: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics and a health check at
     /// http://ADDR/healthz.
     #[arg(long, value_name = "ADDR")]
@@ -75,6 +89,27 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let fleet = match args.fleet {
+        None => None,
+        Some(members) => {
+            let me = match args.advertise {
+                Some(me) => me,
+                None if !args.listen.ip().is_unspecified() && args.listen.port() != 0 => args.listen,
+                None => {
+                    return Err(crate::exit::UsageError::new(format!(
+                        "--fleet needs this relay's own address as the members reach it: pass --advertise IP:PORT (with --listen {} it cannot be known)",
+                        args.listen
+                    ))
+                    .into())
+                }
+            };
+            Some(tallow_relay::FleetConfig {
+                members,
+                me,
+                refresh: Duration::from_secs(args.fleet_refresh),
+            })
+        }
+    };
     let config = RelayConfig {
         hello_timeout: Duration::from_secs(args.hello_timeout),
         pair_timeout: Duration::from_secs(args.pair_timeout),
@@ -87,6 +122,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         password: args.password.map(String::into_bytes),
         only_room: None,
         max_rate: (args.max_rate > 0).then_some(args.max_rate),
+        fleet,
     };
     let bound = match RelayServer::bind(args.listen, config.clone()).await {
         // No IPv6 on this host: the default's IPv4 half still serves.
@@ -97,8 +133,14 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         }
         other => other,
     };
-    let server =
-        bound.with_context(|| format!("cannot listen on {} (is the port in use?)", args.listen))?;
+    let server = bound.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (is the port in use?)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot start the relay on {}{hint}: {e}", args.listen)
+    })?;
     let addr = server.local_addr()?;
     let metrics_listener = match args.metrics {
         Some(at) => Some(
