@@ -483,7 +483,7 @@ mod tests {
     #[test]
     fn a_fleet_member_hands_out_only_numbers_it_owns() {
         let now = Instant::now();
-        let owns: Owns = Arc::new(|room: &RoomId| room.0[0] % 3 == 0);
+        let owns: Owns = Arc::new(|room: &RoomId| room.0[0].is_multiple_of(3));
         let mut t = RoomTable::new(RoomLimits {
             max_rooms: 100,
             ..LIMITS
