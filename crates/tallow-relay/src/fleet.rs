@@ -12,8 +12,8 @@
 //! header carries the client's address, trusted only from members). A
 //! member that is down is skipped by everyone alike, so its rooms move to
 //! the next member in their ranking, and a client whose member went away
-//! while it waited enters its room again once ([`crate`] docs) and lands
-//! there. A sender asking for a number gets one its member owns.
+//! while it waited enters its room again (`tallow-net`'s
+//! `paired_or_reenter`) and lands there. A sender asking for a number gets one its member owns.
 //!
 //! Members come from a static list or from the addresses a DNS name
 //! resolves to (a headless Service), refreshed periodically.
@@ -279,6 +279,38 @@ mod tests {
         let mut hello = [0u8; FORWARD_HEADER_LEN];
         hello[..4].copy_from_slice(b"TLWR");
         assert!(parse_forward_header(&hello).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dns_fleet_takes_its_members_from_the_name_and_counts_itself() {
+        let config = FleetConfig {
+            members: FleetMembers::Dns {
+                name: "localhost".into(),
+                port: 9009,
+            },
+            me: "192.0.2.1:9009".parse().unwrap(),
+            refresh: Duration::from_secs(60),
+        };
+        let fleet = Fleet::start(&config).await.unwrap();
+        let members = fleet.members();
+        assert!(
+            members.contains(&"127.0.0.1:9009".parse().unwrap()),
+            "{members:?}"
+        );
+        assert!(members.contains(&config.me), "{members:?}");
+        assert!(fleet.is_member("127.0.0.1".parse().unwrap()));
+        let unknown = FleetConfig {
+            members: FleetMembers::Dns {
+                name: "no-such-host.invalid".into(),
+                port: 9009,
+            },
+            ..config
+        };
+        let e = Fleet::start(&unknown).await.err().unwrap().to_string();
+        assert!(
+            e.contains("cannot look up the fleet's members at no-such-host.invalid"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

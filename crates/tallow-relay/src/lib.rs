@@ -16,7 +16,8 @@
 //! Modules, one job each: `config` (limits), `rooms` (the room table:
 //! allocation, pairing, taken, limits per address, release; pure and
 //! unit-tested), `per_address` (what one address is, and the connection
-//! limit per address), `connection` (one client from hello to
+//! limit per address), `fleet` (several relays behind one address: room
+//! owners, forwarding to them, the member list), `connection` (one client from hello to
 //! the end of its pair), `forward` (copying bytes both ways) and
 //! `metrics` (counters and the `/metrics` endpoint).
 
