@@ -71,6 +71,20 @@ impl RoomId {
         ))
     }
 
+    /// The local-network room of a number handed out by the relay at
+    /// `relay` (as the sender's `--relay` names it). Relays hand out short
+    /// numbers, so two senders on one network using different relays may
+    /// both have number 1: their announcements must not be mistaken for each
+    /// other's. Still the nameplate only, never the words.
+    pub fn for_nameplate_on(nameplate: &str, relay: &str) -> Self {
+        let mut h =
+            blake3::Hasher::new_derive_key("tallow 2026-12 local room of a relay's number v1");
+        h.update(relay.as_bytes());
+        h.update(&[0]);
+        h.update(nameplate.as_bytes());
+        RoomId(*h.finalize().as_bytes())
+    }
+
     /// First 4 bytes in hex, for logs (never the full id).
     pub fn short(&self) -> String {
         self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
@@ -449,6 +463,20 @@ mod tests {
         for bad in ["", "7a", "-7", "12345678901"] {
             assert!(code.with_nameplate(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_relays_number_has_a_local_room_of_its_own_per_relay() {
+        let on_a = RoomId::for_nameplate_on("1", "a.example:9009");
+        assert_ne!(on_a, RoomId::for_nameplate("1"));
+        assert_ne!(on_a, RoomId::for_nameplate_on("1", "b.example:9009"));
+        assert_ne!(on_a, RoomId::for_nameplate_on("12", "a.example:9009"));
+        // The separator keeps "1" on "2x" apart from "12" on "x".
+        assert_ne!(
+            RoomId::for_nameplate_on("1", "2x"),
+            RoomId::for_nameplate_on("12", "x")
+        );
+        assert_eq!(on_a, RoomId::for_nameplate_on("1", "a.example:9009"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! A sender without a relay hosts one in-process on an ephemeral port and
 //! announces, once a second, a UDP broadcast of `"TLWA" | version | room id
 //! [32] | port u16` on the discovery port (9010). The room id is the hash of
-//! the code's nameplate, the same one a relay sees: never the words. A
+//! the code's nameplate, the same one a relay sees (for a number a relay
+//! handed out, a hash of the number and that relay's address,
+//! [`RoomId::for_nameplate_on`]): never the words. A
 //! receiver listens for an announcement of its own room and connects to the
 //! announcing address; anything else (other rooms, other traffic, garbage)
 //! is ignored. An announcement is not trusted for anything: a forged one can
@@ -133,13 +135,13 @@ fn listener(port: u16) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Wait up to `timeout` for an announcement of `room`; returns the address
-/// of the sender's relay.
+/// Wait up to `timeout` for an announcement of one of `rooms`; returns the
+/// address of the sender's relay and the room announced.
 pub async fn discover(
-    room: RoomId,
+    rooms: &[RoomId],
     discovery_port: u16,
     timeout: Duration,
-) -> Result<SocketAddr, NetError> {
+) -> Result<(SocketAddr, RoomId), NetError> {
     let socket = listener(discovery_port).map_err(|source| NetError::Discovery {
         port: discovery_port,
         source,
@@ -151,8 +153,8 @@ pub async fn discover(
                 continue;
             };
             if let Ok(a) = Announcement::decode_all(&buf[..n]) {
-                if a.room == room {
-                    return SocketAddr::new(from.ip(), a.port);
+                if rooms.contains(&a.room) {
+                    return (SocketAddr::new(from.ip(), a.port), a.room);
                 }
             }
         }
@@ -195,7 +197,8 @@ mod tests {
     async fn discovery_skips_other_rooms_and_malformed_packets() {
         let port = 47_000 + (std::process::id() % 1000) as u16;
         let ours = RoomId([1; 32]);
-        let finder = tokio::spawn(discover(ours, port, Duration::from_secs(10)));
+        let finder =
+            tokio::spawn(async move { discover(&[ours], port, Duration::from_secs(10)).await });
         tokio::time::sleep(Duration::from_millis(200)).await;
         let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let to = (Ipv4Addr::LOCALHOST, port);
@@ -211,7 +214,7 @@ mod tests {
         };
         s.send_to(&mine.to_bytes(), to).await.unwrap();
         let found = finder.await.unwrap().unwrap();
-        assert_eq!(found, "127.0.0.1:2222".parse().unwrap());
+        assert_eq!(found, ("127.0.0.1:2222".parse().unwrap(), ours));
     }
 
     #[tokio::test]
@@ -219,7 +222,9 @@ mod tests {
         let port = 48_000 + (std::process::id() % 1000) as u16;
         let room = RoomId([3; 32]);
         let announcer = tokio::spawn(announce(room, 3333, port));
-        let found = discover(room, port, Duration::from_secs(10)).await.unwrap();
+        let (found, _) = discover(&[room], port, Duration::from_secs(10))
+            .await
+            .unwrap();
         announcer.abort();
         assert_eq!(found.port(), 3333);
     }
@@ -227,7 +232,7 @@ mod tests {
     #[tokio::test]
     async fn nobody_announcing_is_a_clear_timeout() {
         let port = 49_000 + (std::process::id() % 1000) as u16;
-        let err = discover(RoomId([4; 32]), port, Duration::from_millis(100))
+        let err = discover(&[RoomId([4; 32])], port, Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("local network"), "{err}");

@@ -5,8 +5,9 @@
 //! the relay sees and no more. Host names go to the proxy unresolved (a
 //! SOCKS5 domain address, like `socks5h`), so the client's DNS is not asked.
 //!
-//! Chosen by `--proxy URL`, else the usual environment variables
-//! (`ALL_PROXY`, then `HTTPS_PROXY`, either case); `NO_PROXY` names hosts
+//! Chosen by `--proxy URL`, else `ALL_PROXY` (either case; not
+//! `HTTPS_PROXY`, which names a proxy for HTTPS and often allows tunnels to
+//! port 443 only, while relays listen on 9009); `NO_PROXY` names hosts
 //! reached directly. The local network's route never uses a proxy.
 
 use std::time::Duration;
@@ -114,7 +115,7 @@ impl Proxy {
                 .iter()
                 .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
         };
-        let url = var(&["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"])?;
+        let url = var(&["ALL_PROXY", "all_proxy"])?;
         if let Some(no_proxy) = var(&["NO_PROXY", "no_proxy"]) {
             if bypasses(&no_proxy, relay_host) {
                 return None;

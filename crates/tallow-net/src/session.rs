@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tallow_crypto::CodePhrase;
+use tallow_crypto::{CodePhrase, RoomId};
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::Role;
 use tallow_relay::{RelayConfig, RelayServer};
@@ -127,6 +127,10 @@ pub async fn open_as_sender(
     // is picked from by the number, so there the number is our own.
     let mut code = code;
     let mut entered = None;
+    // The local network's room: for a number the relay handed out (short,
+    // so another sender nearby may have the same one from another relay),
+    // one of that relay's own.
+    let mut lan_room = None;
     if let Some(list) = &route.relay {
         let one_relay = list.split(',').filter(|r| !r.trim().is_empty()).count() == 1;
         let hello = if allocate && one_relay {
@@ -149,6 +153,7 @@ pub async fn open_as_sender(
                                 "allocated nameplate",
                             ),
                         })?;
+                    lan_room = Some(RoomId::for_nameplate_on(nameplate, list.trim()));
                 }
                 entered = Some((entry, addr));
             }
@@ -158,6 +163,7 @@ pub async fn open_as_sender(
         }
     }
     let room = code.room_id();
+    let lan_room = lan_room.unwrap_or(room);
     let mut guard = SessionGuard::default();
     let waiting = Mutex::new(Some(on_waiting));
     let notify = || {
@@ -176,7 +182,7 @@ pub async fn open_as_sender(
             pair_timeout: deadlines.pairing.saturating_add(Duration::from_secs(5)),
             // Only this transfer's room: the sender's machine is not a
             // relay for anyone else on the network.
-            only_room: Some(room),
+            only_room: Some(lan_room),
             ..RelayConfig::default()
         };
         let server = RelayServer::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), config)
@@ -198,7 +204,7 @@ pub async fn open_as_sender(
         let (in_room, waiting_in_room) = tokio::sync::oneshot::channel::<()>();
         announcer = Some(tokio::spawn(async move {
             if waiting_in_room.await.is_ok() {
-                let _ = announce(room, port, discovery_port).await;
+                let _ = announce(lan_room, port, discovery_port).await;
             }
         }));
         let addr = format!("127.0.0.1:{port}");
@@ -210,7 +216,7 @@ pub async fn open_as_sender(
             let _ = in_room.send(());
         };
         Some(async move {
-            let stream = connect_to_relay(&addr, Role::Sender, room, deadlines, on_waiting)
+            let stream = connect_to_relay(&addr, Role::Sender, lan_room, deadlines, on_waiting)
                 .await
                 .map_err(|e| e.on_lan(Role::Receiver))?;
             let receiver = receiver_at.get().map(|addr| (Role::Receiver, *addr));
@@ -283,10 +289,21 @@ pub async fn open_as_receiver(
     };
     let lan = route.lan.then_some(async {
         let wait = LAN_WAIT.min(deadlines.pairing);
-        let addr = discover(room, route.discovery_port, wait).await?;
-        let stream = connect_to_relay(&addr.to_string(), Role::Receiver, room, deadlines, || {})
-            .await
-            .map_err(|e| e.on_lan(Role::Sender))?;
+        // The code's own number, or one the relay we would use handed out.
+        let mut rooms = vec![room];
+        if let Some(list) = &route.relay {
+            rooms.push(RoomId::for_nameplate_on(code.nameplate(), list.trim()));
+        }
+        let (addr, lan_room) = discover(&rooms, route.discovery_port, wait).await?;
+        let stream = connect_to_relay(
+            &addr.to_string(),
+            Role::Receiver,
+            lan_room,
+            deadlines,
+            || {},
+        )
+        .await
+        .map_err(|e| e.on_lan(Role::Sender))?;
         Ok((
             read_sender_hello(stream, deadlines).await?,
             Via::LocalNetwork(Some((Role::Sender, addr))),
@@ -399,7 +416,9 @@ mod tests {
         // A receiver that finds the sender on the LAN.
         let lan = tokio::spawn(async move {
             let d = Deadlines::default();
-            let addr = discover(room, port, Duration::from_secs(60)).await.unwrap();
+            let (addr, _) = discover(&[room], port, Duration::from_secs(60))
+                .await
+                .unwrap();
             let mut s = connect_to_relay(&addr.to_string(), Role::Receiver, room, &d, || {})
                 .await
                 .unwrap();

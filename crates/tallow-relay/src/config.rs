@@ -28,7 +28,7 @@ pub struct RelayConfig {
     pub max_waiting_per_ip: usize,
     /// Nameplate requests per minute from one IPv4 address or IPv6 /64
     /// (0: no limit).
-    pub allocations_per_minute: u32,
+    pub rooms_per_minute: u32,
     /// Clients must present this password, if set.
     pub password: Option<Vec<u8>>,
     /// Serve this room only (the sender's in-process relay).
@@ -49,7 +49,7 @@ impl Default for RelayConfig {
             max_rooms: 10_000,
             max_conns_per_ip: 32,
             max_waiting_per_ip: 16,
-            allocations_per_minute: 60,
+            rooms_per_minute: 60,
             password: None,
             only_room: None,
             max_rate: None,

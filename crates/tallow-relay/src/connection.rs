@@ -77,7 +77,12 @@ struct Waiting {
     /// A sender holds the room (else a receiver came first, and waits
     /// briefly).
     allocated: bool,
+    /// Resolves if the room moves to another fleet member.
+    moved: Option<Moved>,
 }
+
+/// The end of a room's stay on this fleet member.
+type Moved = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl Connection {
     pub(crate) async fn serve(mut self, mut stream: TcpStream) {
@@ -106,8 +111,13 @@ impl Connection {
                 .fleet
                 .as_ref()
                 .is_some_and(|f| f.is_member(self.peer.ip()));
-            let Some(client) = parse_forward_header(&header).filter(|_| from_member) else {
-                let reason = "malformed hello (a forwarded one, from outside this relay's fleet)";
+            let parsed = parse_forward_header(&header);
+            let Some(client) = parsed.filter(|_| from_member) else {
+                let reason = if from_member {
+                    "malformed forwarded hello (unknown version or address family)"
+                } else {
+                    "malformed hello (a forwarded one, from outside this relay's fleet)"
+                };
                 self.refuse(&mut stream, Refusal::Malformed, reason).await;
                 return;
             };
@@ -239,6 +249,12 @@ impl Connection {
                 allocated,
                 partner,
             } => {
+                // Watched from now: a change of the fleet while the status
+                // goes out still counts.
+                let moved = self
+                    .fleet
+                    .as_ref()
+                    .map(|fleet| Box::pin(fleet.until_not_owner(room)) as Moved);
                 if let Some(nameplate) = nameplate {
                     if !write_status(&mut stream, &RelayStatus::Allocated(nameplate)).await {
                         self.release(room);
@@ -249,6 +265,7 @@ impl Connection {
                     room,
                     role: hello.role(),
                     allocated,
+                    moved,
                 };
                 self.wait_and_forward(stream, waiting, partner).await
             }
@@ -280,7 +297,14 @@ impl Connection {
         self.metrics
             .fleet_forwards_total
             .fetch_add(1, Ordering::Relaxed);
-        let (_, _, outcome) = forward(client, owner, self.config.idle_timeout, None).await;
+        self.metrics.forwards_active.fetch_add(1, Ordering::Relaxed);
+        // The owner applies the pairing and idle deadlines; this copy only
+        // outlasts the longest of them (a sender may wait the whole pairing
+        // timeout without a byte moving).
+        let quiet =
+            self.config.pair_timeout.max(self.config.idle_timeout) + Duration::from_secs(60);
+        let (_, _, outcome) = forward(client, owner, quiet, None).await;
+        self.metrics.forwards_active.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(member, outcome, "forwarding ended");
     }
 
@@ -322,7 +346,7 @@ impl Connection {
 
     /// Remove the room if it is still ours.
     fn release(&self, room: RoomId) {
-        lock(&self.rooms).release(room, self.id);
+        lock(&self.rooms).release(room, self.id, std::time::Instant::now());
     }
 
     async fn wait_and_forward(
@@ -335,6 +359,7 @@ impl Connection {
             room,
             role,
             allocated,
+            moved,
         } = waiting;
         if !write_status(&mut stream, &RelayStatus::Waiting).await {
             self.release(room);
@@ -352,11 +377,24 @@ impl Connection {
         };
         let waited = Instant::now();
         let mut probe = [0u8; 1];
+        // In a fleet whose members change so that this room belongs to
+        // another, the wait ends: the client enters its room again and is
+        // sent to the new owner, where its peer will look for it.
+        let moved = async {
+            match moved {
+                Some(moved) => moved.await,
+                None => std::future::pending().await,
+            }
+        };
         let other = tokio::select! {
             biased;
             other = &mut partner => other.ok().map(|j| (j.stream, j.peer, j._slot)),
             // Nothing may arrive before pairing: data or EOF both end the wait.
             _ = stream.read(&mut probe) => None,
+            _ = moved => {
+                tracing::info!(room = %room.short(), "room moved to another fleet member");
+                None
+            }
             _ = tokio::time::sleep(wait) => {
                 let secs = wait.as_secs();
                 self.release(room);
@@ -435,7 +473,7 @@ struct ReleaseOnDrop {
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        lock(&self.rooms).release(self.room, self.id);
+        lock(&self.rooms).release(self.room, self.id, std::time::Instant::now());
     }
 }
 

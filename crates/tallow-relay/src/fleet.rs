@@ -94,8 +94,11 @@ pub struct FleetConfig {
 /// The fleet as this member sees it now.
 pub(crate) struct Fleet {
     me: String,
-    /// Members (`IP:PORT`, sorted, this one included).
-    members: RwLock<Arc<Vec<SocketAddr>>>,
+    /// Members (sorted, this one included), and as `IP:PORT` text (what
+    /// the ranking hashes).
+    members: RwLock<Arc<(Vec<SocketAddr>, Vec<String>)>>,
+    /// Counts changes of the member list.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Fleet {
@@ -104,7 +107,8 @@ impl Fleet {
     pub(crate) async fn start(config: &FleetConfig) -> std::io::Result<Arc<Fleet>> {
         let fleet = Arc::new(Fleet {
             me: config.me.to_string(),
-            members: RwLock::new(Arc::new(Vec::new())),
+            members: RwLock::new(Arc::default()),
+            changes: tokio::sync::watch::Sender::new(0),
         });
         match &config.members {
             FleetMembers::Static(list) => fleet.set_members(list.clone()),
@@ -137,13 +141,37 @@ impl Fleet {
         list.sort();
         list.dedup();
         let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
-        if **members != list {
+        if members.0 != list {
             tracing::info!(members = list.len(), "fleet members");
-            *members = Arc::new(list);
+            let names = list.iter().map(SocketAddr::to_string).collect();
+            *members = Arc::new((list, names));
+            drop(members);
+            self.changes.send_modify(|n| *n += 1);
         }
     }
 
-    fn members(&self) -> Arc<Vec<SocketAddr>> {
+    /// Resolves once the member list has changed so that `room` is not
+    /// this member's (a room served here because its owner was down is
+    /// given up at the next change too; its client comes back if the owner
+    /// still is).
+    /// Changes count from the call, not from the first poll.
+    pub(crate) fn until_not_owner(
+        self: &Arc<Self>,
+        room: RoomId,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut changes = self.changes.subscribe();
+        let fleet = self.clone();
+        async move {
+            while changes.changed().await.is_ok() {
+                if !fleet.owns(&room) {
+                    return;
+                }
+            }
+            std::future::pending().await
+        }
+    }
+
+    fn members(&self) -> Arc<(Vec<SocketAddr>, Vec<String>)> {
         self.members
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -157,8 +185,8 @@ impl Fleet {
 
     /// Members in the order they should hold `room`.
     pub(crate) fn ranked(&self, room: &RoomId) -> Vec<String> {
-        let names: Vec<String> = self.members().iter().map(|m| m.to_string()).collect();
-        rank_relays(names.iter().map(String::as_str), room)
+        let members = self.members();
+        rank_relays(members.1.iter().map(String::as_str), room)
             .into_iter()
             .map(str::to_owned)
             .collect()
@@ -166,13 +194,16 @@ impl Fleet {
 
     /// Whether this member owns `room` (is first in its ranking).
     pub(crate) fn owns(&self, room: &RoomId) -> bool {
-        self.ranked(room).first().is_some_and(|m| *m == self.me)
+        let members = self.members();
+        rank_relays(members.1.iter().map(String::as_str), room)
+            .first()
+            .is_some_and(|m| *m == self.me)
     }
 
     /// Whether `ip` is a member's (whose forwarded hellos are trusted).
     pub(crate) fn is_member(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.members().iter().any(|m| canonical(m.ip()) == ip)
+        self.members().0.iter().any(|m| canonical(m.ip()) == ip)
     }
 }
 
@@ -294,10 +325,10 @@ mod tests {
         let fleet = Fleet::start(&config).await.unwrap();
         let members = fleet.members();
         assert!(
-            members.contains(&"127.0.0.1:9009".parse().unwrap()),
+            members.0.contains(&"127.0.0.1:9009".parse().unwrap()),
             "{members:?}"
         );
-        assert!(members.contains(&config.me), "{members:?}");
+        assert!(members.0.contains(&config.me), "{members:?}");
         assert!(fleet.is_member("127.0.0.1".parse().unwrap()));
         let unknown = FleetConfig {
             members: FleetMembers::Dns {
@@ -311,6 +342,40 @@ mod tests {
             e.contains("cannot look up the fleet's members at no-such-host.invalid"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_room_is_given_up_when_a_new_member_owns_it() {
+        let one: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let two: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let config = FleetConfig {
+            members: FleetMembers::Static(vec![one]),
+            me: one,
+            refresh: Duration::from_secs(10),
+        };
+        let fleet = Fleet::start(&config).await.unwrap();
+        let ranked_first = |first: SocketAddr| {
+            move |n: &u32| {
+                let room = RoomId::for_nameplate(&n.to_string());
+                rank_relays(["127.0.0.1:1", "127.0.0.1:2"], &room)[0] == first.to_string()
+            }
+        };
+        let stays = RoomId::for_nameplate(&(1..).find(ranked_first(one)).unwrap().to_string());
+        let moves = RoomId::for_nameplate(&(1..).find(ranked_first(two)).unwrap().to_string());
+        assert!(
+            fleet.owns(&stays) && fleet.owns(&moves),
+            "alone, it owns all"
+        );
+        let staying = tokio::spawn(fleet.until_not_owner(stays));
+        let moving = tokio::spawn(fleet.until_not_owner(moves));
+        fleet.set_members(vec![one, two]);
+        tokio::time::timeout(Duration::from_secs(5), moving)
+            .await
+            .expect("the room the new member owns is given up")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!staying.is_finished(), "the room still owned here stays");
+        staying.abort();
     }
 
     #[tokio::test]

@@ -85,7 +85,7 @@ impl RelayServer {
         let mut table = RoomTable::new(RoomLimits {
             max_rooms: config.max_rooms,
             max_waiting_per_address: config.max_waiting_per_ip,
-            allocations_per_minute: config.allocations_per_minute,
+            rooms_per_minute: config.rooms_per_minute,
         });
         if let Some(fleet) = &fleet {
             let fleet = fleet.clone();
@@ -193,9 +193,11 @@ impl RelayServer {
             "no longer accepting; letting active pairs finish"
         );
         let deadline = tokio::time::Instant::now() + grace;
-        while self.metrics.pairs_active.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
-        {
+        // Clients forwarded to another fleet member are transfers too.
+        let busy = |m: &Metrics| {
+            m.pairs_active.load(Ordering::Relaxed) + m.forwards_active.load(Ordering::Relaxed)
+        };
+        while busy(&self.metrics) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())

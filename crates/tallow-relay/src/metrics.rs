@@ -32,7 +32,7 @@ pub enum Refusal {
     /// Too many rooms waiting from one address.
     WaitingLimit,
     /// Too many nameplate requests from one address.
-    AllocationRate,
+    RoomRate,
 }
 
 impl Refusal {
@@ -48,7 +48,7 @@ impl Refusal {
         Refusal::PairTimeout,
         Refusal::NoSuchRoom,
         Refusal::WaitingLimit,
-        Refusal::AllocationRate,
+        Refusal::RoomRate,
     ];
 
     /// The label used in metrics.
@@ -64,7 +64,7 @@ impl Refusal {
             Refusal::PairTimeout => "pair_timeout",
             Refusal::NoSuchRoom => "no_such_room",
             Refusal::WaitingLimit => "waiting_limit",
-            Refusal::AllocationRate => "allocation_rate",
+            Refusal::RoomRate => "room_rate",
         }
     }
 }
@@ -82,6 +82,8 @@ pub struct Metrics {
     pub bytes_forwarded_total: AtomicU64,
     /// Clients handed to the fleet member that owns their room.
     pub fleet_forwards_total: AtomicU64,
+    /// Clients whose bytes this member copies to their room's owner now.
+    pub forwards_active: AtomicU64,
     refusals: [AtomicU64; Refusal::ALL.len()],
 }
 

@@ -15,9 +15,9 @@
 //!   IPv6 /64), and so is the rate of nameplate requests.
 //! * A client releases only its own room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tallow_crypto::code::MAX_NAMEPLATE_DIGITS;
 use tallow_crypto::RoomId;
@@ -67,9 +67,9 @@ pub(crate) struct RoomLimits {
     /// Rooms waiting for their second side at once, per address block
     /// (0: no limit).
     pub max_waiting_per_address: usize,
-    /// Nameplate requests per minute per address block, in bursts of as
-    /// many (0: no limit).
-    pub allocations_per_minute: u32,
+    /// Rooms asked for (numbers handed out, and rooms named by a code) per
+    /// minute per address block, in bursts of as many (0: no limit).
+    pub rooms_per_minute: u32,
 }
 
 /// Nameplate requests an address block may still make, refilled with
@@ -83,6 +83,12 @@ struct Allowance {
 /// forgotten.
 const ALLOWANCES_KEPT: usize = 4096;
 
+/// How long a freed room's number rests before it is handed out again.
+pub(crate) const COOL_DOWN: Duration = Duration::from_secs(120);
+
+/// Freed rooms remembered at most (the oldest are forgotten first).
+const COOLING_KEPT: usize = 65_536;
+
 /// Which rooms this relay may hand out (in a fleet, the ones it owns).
 pub(crate) type Owns = Arc<dyn Fn(&RoomId) -> bool + Send + Sync>;
 
@@ -94,6 +100,9 @@ pub(crate) struct RoomTable<P> {
     /// Waiting rooms per address block (blocks with none are absent).
     waiting_per_block: HashMap<AddressBlock, usize>,
     allowances: HashMap<AddressBlock, Allowance>,
+    /// Rooms freed lately, and when (oldest first).
+    cooling: HashSet<RoomId>,
+    cooling_since: VecDeque<(Instant, RoomId)>,
 }
 
 /// The table shared by a relay's connections.
@@ -107,6 +116,8 @@ impl<P> RoomTable<P> {
             limits,
             waiting_per_block: HashMap::new(),
             allowances: HashMap::new(),
+            cooling: HashSet::new(),
+            cooling_since: VecDeque::new(),
         }
     }
 
@@ -126,6 +137,18 @@ impl<P> RoomTable<P> {
         partner: P,
         now: Instant,
     ) -> Join<P> {
+        // Every request counts: joining rooms in turn (to break into
+        // others' transfers with one guess each) is paced like asking for
+        // numbers.
+        if !self.spend_allowance(block, now) {
+            return Join::Refuse(
+                Refusal::RoomRate,
+                RelayStatus::Refused(
+                    "too many transfers started from your address; wait a minute and try again"
+                        .to_owned(),
+                ),
+            );
+        }
         let role = hello.role();
         let Some(room) = hello.room() else {
             return self.allocate(id, block, partner, now);
@@ -175,14 +198,7 @@ impl<P> RoomTable<P> {
         if let Some(refused) = self.refuse_new_room(block) {
             return refused;
         }
-        if !self.spend_allowance(block, now) {
-            return Join::Refuse(
-                Refusal::AllocationRate,
-                RelayStatus::Refused(
-                    "too many new codes from your address; wait a minute and try again".to_owned(),
-                ),
-            );
-        }
+        self.cool_down(now);
         // At most `max_rooms` rooms exist, so a free number comes within
         // that many tries (times the fleet's size, of which this relay
         // owns its share).
@@ -195,7 +211,7 @@ impl<P> RoomTable<P> {
                 (n, room)
             })
             .filter(|(_, room)| owns.as_ref().is_none_or(|owns| owns(room)))
-            .find(|(_, room)| !self.rooms.contains_key(room));
+            .find(|(_, room)| !self.rooms.contains_key(room) && !self.cooling.contains(room));
         let Some((nameplate, room)) = free else {
             return Join::Refuse(Refusal::RoomLimit, relay_full());
         };
@@ -250,7 +266,7 @@ impl<P> RoomTable<P> {
     /// Take one nameplate request from `block`'s allowance; `false` if it
     /// has none left.
     fn spend_allowance(&mut self, block: AddressBlock, now: Instant) -> bool {
-        let per_minute = self.limits.allocations_per_minute;
+        let per_minute = self.limits.rooms_per_minute;
         if per_minute == 0 {
             return true;
         }
@@ -276,8 +292,10 @@ impl<P> RoomTable<P> {
     }
 
     /// Connection `id` is done with `room`: removed if it is still its own
-    /// (waiting or paired), never another connection's.
-    pub(crate) fn release(&mut self, room: RoomId, id: u64) {
+    /// (waiting or paired), never another connection's. Its number is not
+    /// handed out again for [`COOL_DOWN`], so a late receiver of the old
+    /// code does not break into a new sender's transfer.
+    pub(crate) fn release(&mut self, room: RoomId, id: u64, now: Instant) {
         match self.rooms.get(&room) {
             Some(Slot::Waiting {
                 id: owner, block, ..
@@ -289,7 +307,27 @@ impl<P> RoomTable<P> {
             Some(Slot::Paired { id: owner }) if *owner == id => {
                 self.rooms.remove(&room);
             }
-            _ => {}
+            _ => return,
+        }
+        if self.cooling.insert(room) {
+            self.cooling_since.push_back((now, room));
+        }
+        // Bounded: the oldest go first.
+        while self.cooling_since.len() > COOLING_KEPT {
+            if let Some((_, old)) = self.cooling_since.pop_front() {
+                self.cooling.remove(&old);
+            }
+        }
+    }
+
+    /// Numbers freed more than [`COOL_DOWN`] ago may be handed out again.
+    fn cool_down(&mut self, now: Instant) {
+        while let Some(&(since, room)) = self.cooling_since.front() {
+            if now.saturating_duration_since(since) < COOL_DOWN {
+                break;
+            }
+            self.cooling_since.pop_front();
+            self.cooling.remove(&room);
         }
     }
 
@@ -345,7 +383,7 @@ mod tests {
     const LIMITS: RoomLimits = RoomLimits {
         max_rooms: 10,
         max_waiting_per_address: 0,
-        allocations_per_minute: 0,
+        rooms_per_minute: 0,
     };
 
     fn refused<P>(join: Join<P>) -> Option<Refusal> {
@@ -458,18 +496,25 @@ mod tests {
             allocated(t.join(RelayHello::Allocate, 4, at(1), (), now)),
             "4"
         );
-        // A freed number is given again, first.
-        t.release(RoomId::for_nameplate("1"), 1);
+        // A freed number rests before it is given again (a late receiver
+        // of the old code must not land in a new transfer), then comes
+        // first.
+        t.release(RoomId::for_nameplate("1"), 1, now);
         assert_eq!(
             allocated(t.join(RelayHello::Allocate, 5, at(1), (), now)),
+            "5"
+        );
+        let later = now + COOL_DOWN;
+        assert_eq!(
+            allocated(t.join(RelayHello::Allocate, 6, at(1), (), later)),
             "1"
         );
         // Past one digit, two.
-        for id in 6..12 {
-            t.join(RelayHello::Allocate, id, at(1), (), now);
+        for id in 7..12 {
+            t.join(RelayHello::Allocate, id, at(1), (), later);
         }
         assert_eq!(
-            allocated(t.join(RelayHello::Allocate, 12, at(1), (), now)),
+            allocated(t.join(RelayHello::Allocate, 12, at(1), (), later)),
             "11"
         );
         // A receiver joins an allocated room.
@@ -528,8 +573,36 @@ mod tests {
         // The paired room no longer counts as waiting: a new one is allowed.
         assert!(waits(t.join(hello(Role::Sender, 6), 6, at(1), (), now)));
         // Nor does a released one.
-        t.release(room(6), 6);
+        t.release(room(6), 6, now);
         assert!(waits(t.join(hello(Role::Sender, 7), 7, at(1), (), now)));
+    }
+
+    #[test]
+    fn joining_rooms_in_turn_is_paced_like_asking_for_numbers() {
+        let now = Instant::now();
+        let mut t = RoomTable::new(RoomLimits {
+            max_rooms: 1000,
+            max_waiting_per_address: 0,
+            rooms_per_minute: 3,
+        });
+        for n in 1..=3 {
+            assert!(waits(t.join(
+                hello(Role::Sender, n),
+                u64::from(n),
+                at(1),
+                (),
+                now
+            )));
+        }
+        // Another address tries the rooms one by one: three, then refused.
+        for n in 1..=3 {
+            let joined = t.join(hello(Role::Receiver, n), 10 + u64::from(n), at(2), (), now);
+            assert!(matches!(joined, Join::Pair(())));
+        }
+        assert_eq!(
+            refused(t.join(hello(Role::Receiver, 4), 20, at(2), (), now)),
+            Some(Refusal::RoomRate)
+        );
     }
 
     #[test]
@@ -538,14 +611,14 @@ mod tests {
         let mut t = RoomTable::new(RoomLimits {
             max_rooms: 1000,
             max_waiting_per_address: 0,
-            allocations_per_minute: 6,
+            rooms_per_minute: 6,
         });
         for id in 0..6 {
             allocated(t.join(RelayHello::Allocate, id, at(1), (), start));
         }
         assert_eq!(
             refused(t.join(RelayHello::Allocate, 7, at(1), (), start)),
-            Some(Refusal::AllocationRate)
+            Some(Refusal::RoomRate)
         );
         allocated(t.join(RelayHello::Allocate, 8, at(2), (), start));
         // One request's worth comes back every ten seconds.
@@ -553,7 +626,7 @@ mod tests {
         allocated(t.join(RelayHello::Allocate, 9, at(1), (), later));
         assert_eq!(
             refused(t.join(RelayHello::Allocate, 10, at(1), (), later)),
-            Some(Refusal::AllocationRate)
+            Some(Refusal::RoomRate)
         );
     }
 
@@ -579,7 +652,7 @@ mod tests {
             t.join(hello(Role::Receiver, 1), 4, at(1), (), now),
             Join::Pair(())
         ));
-        t.release(room(2), 2);
+        t.release(room(2), 2, now);
         assert!(waits(t.join(hello(Role::Sender, 3), 3, at(1), (), now)));
     }
 
@@ -589,9 +662,9 @@ mod tests {
         let mut t = RoomTable::new(LIMITS);
         assert!(waits(t.join(hello(Role::Sender, 1), 1, at(1), (), now)));
         // Another connection (a refused one, say) cannot free it.
-        t.release(room(1), 9);
+        t.release(room(1), 9, now);
         assert_eq!(t.waiting(), 1);
-        t.release(room(1), 1);
+        t.release(room(1), 1, now);
         assert_eq!(t.len(), 0);
         assert!(t.waiting_per_block.is_empty(), "nothing left counted");
         // Paired, the room belongs to the waiting side's connection, which
@@ -601,9 +674,9 @@ mod tests {
             t.join(hello(Role::Receiver, 1), 6, at(2), (), now),
             Join::Pair(())
         ));
-        t.release(room(1), 6);
+        t.release(room(1), 6, now);
         assert_eq!(t.len(), 1, "the joiner does not own the pair");
-        t.release(room(1), 5);
+        t.release(room(1), 5, now);
         assert_eq!(t.len(), 0);
         // A released room is free for a new transfer.
         assert!(waits(t.join(hello(Role::Receiver, 1), 7, at(1), (), now)));

@@ -15,6 +15,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tallow_protocol::rendezvous::{RelayStatus, STATUS_HEADER_LEN};
+use tallow_protocol::wire::Decode;
+
 /// `tallow`'s exit status for a file-system failure (docs/exit-codes.md).
 pub const EXIT_IO: i32 = 6;
 /// `tallow`'s exit status when some files could not be sent and the rest
@@ -393,6 +396,39 @@ pub fn sender(relay: &str, code: &str, paths: &[PathBuf], extra: &[&str]) -> Run
         .args(paths)
         .stdin(Stdio::null());
     Running::spawn(cmd)
+}
+
+/// One status from a relay, read off a raw client connection (within 10 s).
+pub fn read_relay_status(stream: &mut std::net::TcpStream) -> RelayStatus {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut status = vec![0u8; STATUS_HEADER_LEN];
+    stream.read_exact(&mut status).expect("status header");
+    let len = RelayStatus::declared_len([status[0], status[1], status[2]]).expect("valid status");
+    status.resize(STATUS_HEADER_LEN + len, 0);
+    stream
+        .read_exact(&mut status[STATUS_HEADER_LEN..])
+        .expect("status text");
+    RelayStatus::decode_all(&status).expect("valid status")
+}
+
+/// A raw client of the relay at `relay` (IPv4), from source address `from`
+/// (any 127.x.y.z is this machine on Linux: several "hosts" for limits per
+/// address), having sent `first` bytes.
+pub fn raw_client_from(from: [u8; 4], relay: &str, first: &[u8]) -> std::net::TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::from((from, 0)).into())
+        .expect("bind a 127.x source address");
+    let target: std::net::SocketAddr = relay.parse().expect("relay IP:PORT");
+    socket
+        .connect(&target.into())
+        .expect("connect to the relay");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.write_all(first).expect("send to the relay");
+    stream
 }
 
 /// `tallow send --relay ADDR --no-lan EXTRA… PATHS…` with no code of its

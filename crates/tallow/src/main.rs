@@ -114,8 +114,8 @@ struct ClientArgs {
     relay_password: Option<String>,
     /// Reach the relay through this proxy: socks5://HOST:PORT or
     /// http://HOST:PORT (HTTP CONNECT), with USER:PASS@ if it needs them.
-    /// Without it, ALL_PROXY or HTTPS_PROXY is used (NO_PROXY exempts
-    /// relays); the local network is always direct.
+    /// Without it, ALL_PROXY is used (NO_PROXY exempts relays); the local
+    /// network is always direct.
     #[arg(
         long,
         env = "TALLOW_PROXY",
@@ -190,11 +190,10 @@ impl ClientArgs {
                 let host = first.rsplit_once(':').map_or(first, |(host, _)| host);
                 match tallow_net::Proxy::from_env(host) {
                     Some(Ok(proxy)) => Some(proxy),
+                    // Set for other tools, perhaps: not a reason to fail.
                     Some(Err(e)) => {
-                        return Err(exit::UsageError::new(format!(
-                            "invalid proxy in ALL_PROXY or HTTPS_PROXY: {e} (unset it, or pass --proxy)"
-                        ))
-                        .into())
+                        say!("warning: ignoring ALL_PROXY ({e}); reaching the relay directly (pass --proxy to choose one)");
+                        None
                     }
                     None => None,
                 }

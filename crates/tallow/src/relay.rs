@@ -43,7 +43,7 @@ pub struct RelayArgs {
     /// Most new code numbers handed out per minute to one IPv4 address or
     /// IPv6 /64 (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 60)]
-    allocations_per_minute: u32,
+    rooms_per_minute: u32,
     /// Require clients to present this password (they pass
     /// --relay-password or set TALLOW_RELAY_PASSWORD). Given here it is
     /// hidden from the process list once the relay starts (Linux), not
@@ -118,7 +118,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         receiver_first_wait: Duration::from_secs(args.receiver_first_wait),
         max_conns_per_ip: args.max_conns_per_ip,
         max_waiting_per_ip: args.max_waiting_per_ip,
-        allocations_per_minute: args.allocations_per_minute,
+        rooms_per_minute: args.rooms_per_minute,
         password: args.password.map(String::into_bytes),
         only_room: None,
         max_rate: (args.max_rate > 0).then_some(args.max_rate),

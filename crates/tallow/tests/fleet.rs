@@ -111,23 +111,16 @@ fn three_relays_pair_clients_that_reached_different_members_also_after_one_is_ki
 
 #[test]
 fn a_forwarded_hello_from_outside_the_fleet_is_refused() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let (_relays, addrs) = start_fleet(1);
-    // From 127.0.0.2: not a member's address (the members are on 127.0.0.1).
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
-        .unwrap();
-    let target: std::net::SocketAddr = addrs[0].parse().unwrap();
-    socket.connect(&target.into()).unwrap();
-    let mut s: std::net::TcpStream = socket.into();
     // "TLWF", version 1, an IPv4 client 192.0.2.1:1: a client posing as a
-    // member to choose the address its limits count against.
+    // member to choose the address its limits count against, from
+    // 127.0.0.2 (not a member's address: the members are on 127.0.0.1).
     let mut header = b"TLWF\x01\x04".to_vec();
     header.extend_from_slice(&[192, 0, 2, 1]);
     header.extend_from_slice(&[0; 12]);
     header.extend_from_slice(&1u16.to_be_bytes());
-    s.write_all(&header).unwrap();
+    let mut s = raw_client_from([127, 0, 0, 2], &addrs[0], &header);
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let mut reply = Vec::new();

@@ -7,25 +7,10 @@ use std::thread;
 use std::time::Duration;
 
 use tallow_crypto::RoomId;
-use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
-use tallow_protocol::wire::{Decode, Encode};
+use tallow_protocol::rendezvous::{RelayHello, RelayStatus};
+use tallow_protocol::wire::Encode;
 use tallow_protocol::Role;
 use tallow_testkit::process::*;
-
-/// Read one relay status from a raw connection.
-fn read_status(stream: &mut TcpStream) -> RelayStatus {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut status = vec![0u8; STATUS_HEADER_LEN];
-    stream.read_exact(&mut status).expect("status header");
-    let len = RelayStatus::declared_len([status[0], status[1], status[2]]).expect("valid status");
-    status.resize(STATUS_HEADER_LEN + len, 0);
-    stream
-        .read_exact(&mut status[STATUS_HEADER_LEN..])
-        .expect("status text");
-    RelayStatus::decode_all(&status).expect("valid status")
-}
 
 fn join(addr: &str, role: Role, nameplate: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -44,7 +29,7 @@ fn malformed_hello_gets_a_clear_refusal() {
     let mut s = TcpStream::connect(&relay.addr).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: relay.example\r\n\r\n")
         .unwrap();
-    match read_status(&mut s) {
+    match read_relay_status(&mut s) {
         RelayStatus::Refused(text) => assert!(text.contains("malformed hello"), "{text}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -63,7 +48,7 @@ fn an_over_long_password_block_is_refused_not_cut() {
     bytes.push(200);
     bytes.extend_from_slice(&[b'p'; 200]);
     s.write_all(&bytes).unwrap();
-    match read_status(&mut s) {
+    match read_relay_status(&mut s) {
         RelayStatus::Refused(text) => assert!(text.contains("password block over 128"), "{text}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -88,7 +73,7 @@ fn an_over_long_password_block_is_refused_not_cut() {
 fn silent_client_is_refused_after_the_hello_timeout() {
     let relay = Relay::start(&["--hello-timeout", "1"]);
     let mut s = TcpStream::connect(&relay.addr).unwrap();
-    match read_status(&mut s) {
+    match read_relay_status(&mut s) {
         RelayStatus::Refused(text) => assert!(text.contains("no hello within 1 s"), "{text}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -98,26 +83,26 @@ fn silent_client_is_refused_after_the_hello_timeout() {
 fn rooms_pair_one_sender_with_one_receiver_and_refuse_a_third() {
     let relay = Relay::start(&[]);
     let mut a = join(&relay.addr, Role::Sender, "77");
-    assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+    assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
 
     // A second sender in the same room is told it is taken.
     let mut dup = join(&relay.addr, Role::Sender, "77");
-    match read_status(&mut dup) {
+    match read_relay_status(&mut dup) {
         RelayStatus::RoomTaken(text) => assert!(text.contains("already waiting"), "{text}"),
         other => panic!("{other:?}"),
     }
 
     // Another nameplate is another room: it waits, it does not pair.
     let mut other = join(&relay.addr, Role::Receiver, "78");
-    assert_eq!(read_status(&mut other), RelayStatus::Waiting);
+    assert_eq!(read_relay_status(&mut other), RelayStatus::Waiting);
 
     let mut b = join(&relay.addr, Role::Receiver, "77");
-    assert_eq!(read_status(&mut a), RelayStatus::Paired);
-    assert_eq!(read_status(&mut b), RelayStatus::Paired);
+    assert_eq!(read_relay_status(&mut a), RelayStatus::Paired);
+    assert_eq!(read_relay_status(&mut b), RelayStatus::Paired);
 
     // The room is taken now.
     let mut third = join(&relay.addr, Role::Receiver, "77");
-    match read_status(&mut third) {
+    match read_relay_status(&mut third) {
         RelayStatus::RoomTaken(text) => assert!(text.contains("already joined"), "{text}"),
         other => panic!("{other:?}"),
     }
@@ -137,7 +122,7 @@ fn rooms_pair_one_sender_with_one_receiver_and_refuse_a_third() {
     drop(b);
     thread::sleep(Duration::from_millis(200));
     let mut again = join(&relay.addr, Role::Sender, "77");
-    assert_eq!(read_status(&mut again), RelayStatus::Waiting);
+    assert_eq!(read_relay_status(&mut again), RelayStatus::Waiting);
 }
 
 /// A receiver that stops (disk full) sends its reason and closes with the
@@ -149,10 +134,10 @@ fn a_last_message_before_a_reset_still_reaches_the_other_side() {
     for round in 0..5 {
         let nameplate = format!("79{round}");
         let mut a = join(&relay.addr, Role::Sender, &nameplate);
-        assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+        assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
         let mut b = join(&relay.addr, Role::Receiver, &nameplate);
-        assert_eq!(read_status(&mut a), RelayStatus::Paired);
-        assert_eq!(read_status(&mut b), RelayStatus::Paired);
+        assert_eq!(read_relay_status(&mut a), RelayStatus::Paired);
+        assert_eq!(read_relay_status(&mut b), RelayStatus::Paired);
         let mut flood = a.try_clone().unwrap();
         let flooding = thread::spawn(move || {
             let block = vec![7u8; 64 * 1024];
@@ -238,7 +223,7 @@ fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
 }
 
 fn refused_with(stream: &mut TcpStream) -> String {
-    match read_status(stream) {
+    match read_relay_status(stream) {
         RelayStatus::Refused(text) => text,
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -248,7 +233,7 @@ fn refused_with(stream: &mut TcpStream) -> String {
 fn limits_on_connections_per_address_and_rooms() {
     let relay = Relay::start(&["--max-conns-per-ip", "2", "--max-rooms", "1"]);
     let mut a = join(&relay.addr, Role::Sender, "1");
-    assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+    assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
     // A second room while one is open: the relay is full.
     let mut b = join(&relay.addr, Role::Sender, "2");
     assert!(refused_with(&mut b).contains("relay is full"));
@@ -256,7 +241,7 @@ fn limits_on_connections_per_address_and_rooms() {
     thread::sleep(Duration::from_millis(100));
     // Two connections from 127.0.0.1 are open (a, c); a third is refused.
     let mut c = join(&relay.addr, Role::Receiver, "1");
-    assert_eq!(read_status(&mut c), RelayStatus::Paired);
+    assert_eq!(read_relay_status(&mut c), RelayStatus::Paired);
     let mut d = join(&relay.addr, Role::Sender, "3");
     assert!(refused_with(&mut d).contains("too many connections from your address"));
 }
@@ -304,7 +289,7 @@ fn metrics_and_health_are_served_and_count_transfers() {
     assert!(s.success() && r.success());
     let mut bad = TcpStream::connect(&relay.addr).unwrap();
     bad.write_all(&[0u8; 64]).unwrap();
-    let _ = read_status(&mut bad);
+    let _ = read_relay_status(&mut bad);
     thread::sleep(Duration::from_millis(300));
     let text = http_get(&at, "/metrics");
     assert!(text.contains("tallow_relay_pairs_total 1"), "{text}");
@@ -363,7 +348,14 @@ fn sigterm_lets_the_active_transfer_finish_and_refuses_new_ones() {
 /// `n` pairs connected to one relay at once, each moving `bytes` both ways;
 /// returns the relay's resident memory while all of them are open.
 fn concurrent_pairs(n: usize, bytes: usize) -> (u64, u64) {
-    let relay = Relay::start(&["--max-conns-per-ip", "0", "--max-waiting-per-ip", "0"]);
+    let relay = Relay::start(&[
+        "--max-conns-per-ip",
+        "0",
+        "--max-waiting-per-ip",
+        "0",
+        "--rooms-per-minute",
+        "0",
+    ]);
     let idle_rss = rss_of(relay.pid());
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(n + 1));
     let workers: Vec<_> = (0..n)
@@ -372,10 +364,10 @@ fn concurrent_pairs(n: usize, bytes: usize) -> (u64, u64) {
             thread::spawn(move || {
                 let nameplate = format!("{}", 100_000 + i);
                 let mut a = join(&addr, Role::Sender, &nameplate);
-                assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+                assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
                 let mut b = join(&addr, Role::Receiver, &nameplate);
-                assert_eq!(read_status(&mut a), RelayStatus::Paired);
-                assert_eq!(read_status(&mut b), RelayStatus::Paired);
+                assert_eq!(read_relay_status(&mut a), RelayStatus::Paired);
+                assert_eq!(read_relay_status(&mut b), RelayStatus::Paired);
                 let data = vec![i as u8; bytes];
                 a.write_all(&data).unwrap();
                 let mut got = vec![0u8; bytes];
@@ -504,10 +496,10 @@ fn a_bandwidth_cap_holds_each_transfer_to_its_rate() {
 fn an_idle_pair_is_cut_after_the_idle_timeout() {
     let relay = Relay::start(&["--idle-timeout", "1"]);
     let mut a = join(&relay.addr, Role::Sender, "42");
-    assert_eq!(read_status(&mut a), RelayStatus::Waiting);
+    assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
     let mut b = join(&relay.addr, Role::Receiver, "42");
-    assert_eq!(read_status(&mut a), RelayStatus::Paired);
-    assert_eq!(read_status(&mut b), RelayStatus::Paired);
+    assert_eq!(read_relay_status(&mut a), RelayStatus::Paired);
+    assert_eq!(read_relay_status(&mut b), RelayStatus::Paired);
     // Nothing moves: the relay ends the pair, and both see the end.
     a.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut byte = [0u8; 1];

@@ -1,44 +1,17 @@
 //! Rendezvous through a real relay process: code numbers the relay hands
 //! out, and what squatters, racers and mistyped numbers get.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use socket2::{Domain, Socket, Type};
 use tallow_crypto::RoomId;
-use tallow_protocol::rendezvous::{RelayHello, RelayStatus, STATUS_HEADER_LEN};
-use tallow_protocol::wire::Decode;
+use tallow_protocol::rendezvous::{RelayHello, RelayStatus};
 use tallow_protocol::Role;
 use tallow_testkit::process::*;
 
-fn read_status(stream: &mut TcpStream) -> RelayStatus {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut status = vec![0u8; STATUS_HEADER_LEN];
-    stream.read_exact(&mut status).expect("status header");
-    let len = RelayStatus::declared_len([status[0], status[1], status[2]]).expect("valid status");
-    status.resize(STATUS_HEADER_LEN + len, 0);
-    stream
-        .read_exact(&mut status[STATUS_HEADER_LEN..])
-        .expect("status text");
-    RelayStatus::decode_all(&status).expect("valid status")
-}
-
 /// A raw client from source address `from`, saying `hello`.
 fn client_from(from: [u8; 4], relay: &str, hello: RelayHello) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((from, 0)).into())
-        .expect("bind a 127.x source address");
-    let target: SocketAddr = relay.parse().unwrap();
-    socket.connect(&target.into()).unwrap();
-    let mut stream: TcpStream = socket.into();
-    stream
-        .write_all(&hello.encode_with_password(b"").unwrap())
-        .unwrap();
-    stream
+    raw_client_from(from, relay, &hello.encode_with_password(b"").unwrap())
 }
 
 fn nameplate(code: &str) -> &str {
@@ -78,10 +51,11 @@ fn the_relay_hands_out_the_shortest_free_numbers_and_receivers_join_them() {
         );
         assert_same_file(&file, &out.path().join(file.file_name().unwrap()));
     }
-    // Both done: number 1 is free again.
+    // Both done, but their numbers rest a while: a late receiver of an old
+    // code must not land in the next sender's room.
     std::thread::sleep(Duration::from_millis(200));
     let (third, code) = allocating_sender(&relay.addr, &[src.path().join("two.bin")], &[]);
-    assert_eq!(nameplate(&code), "1", "{code}");
+    assert_eq!(nameplate(&code), "3", "{code}");
     drop(third);
 }
 
@@ -107,7 +81,7 @@ fn a_squatter_holding_rooms_from_several_addresses_does_not_stop_a_real_transfer
                 &relay.addr,
                 RelayHello::Room { role, room },
             );
-            match read_status(&mut s) {
+            match read_relay_status(&mut s) {
                 RelayStatus::Waiting => {
                     squatted.push(number);
                     held.push(s);
@@ -171,7 +145,7 @@ fn a_receiver_finding_its_room_taken_is_told_so_and_not_that_its_code_is_wrong()
             room,
         },
     );
-    assert_eq!(read_status(&mut racer), RelayStatus::Paired);
+    assert_eq!(read_relay_status(&mut racer), RelayStatus::Paired);
     let out = tempfile::tempdir().unwrap();
     let (status, err) = receiver(&relay.addr, &code, out.path(), &["--yes"]).finish();
     assert_eq!(status.code(), Some(7), "{err}");
