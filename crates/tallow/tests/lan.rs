@@ -346,3 +346,50 @@ fn a_receiver_on_both_routes_says_each_limit_once() {
     // (`route_failed_warning`'s unit test shows both shapes).
     assert!(!err.contains("?;"), "{err}");
 }
+
+/// Relays hand out short numbers: two senders on one network that got
+/// number 1 from two relays are both announced, each under a room of its
+/// relay's own, and a receiver (given the second relay) reaches the right
+/// one, never the other (which would fail its guess at the code).
+#[test]
+fn senders_nearby_with_the_same_number_from_different_relays_are_not_confused() {
+    let port = discovery_port(9);
+    let (first_relay, second_relay) = (Relay::start(&[]), Relay::start(&[]));
+    let src = tempfile::tempdir().unwrap();
+    let first_file = random_file(src.path(), "first.bin", 20_000, 1);
+    let second_file = random_file(src.path(), "second.bin", 20_000, 2);
+    let sender_near = |relay: &str, file: &Path| {
+        let mut cmd = tallow();
+        cmd.args(["send", "--relay", relay, "--discovery-port", &port])
+            .arg(file);
+        let mut s = Watched::spawn(cmd);
+        let line = s.wait_for("Code: ");
+        let code = line.split_once("Code: ").unwrap().1.trim().to_owned();
+        (s, code)
+    };
+    let (first, first_code) = sender_near(&first_relay.addr, &first_file);
+    let (second, second_code) = sender_near(&second_relay.addr, &second_file);
+    assert!(
+        first_code.starts_with("1-") && second_code.starts_with("1-"),
+        "{first_code} {second_code}"
+    );
+    // The second relay goes: the local network is the only way left (the
+    // relay would otherwise win the race, as it is quicker than the
+    // once-a-second announcements).
+    let second_addr = second_relay.addr.clone();
+    drop(second_relay);
+    let out = tempfile::tempdir().unwrap();
+    let (r_status, r_err) = lan_receiver(
+        &[],
+        &second_code,
+        out.path(),
+        &port,
+        &["--relay", &second_addr],
+    )
+    .finish();
+    let (s_status, s_err) = second.finish();
+    assert!(r_status.success() && s_status.success(), "{s_err}\n{r_err}");
+    assert_eq!(list_dir(out.path()), vec!["second.bin".to_owned()]);
+    assert_same_file(&second_file, &out.path().join("second.bin"));
+    drop(first);
+}
