@@ -127,6 +127,9 @@ impl Connection {
                 Ok(Ok(_)) => {}
             }
             self.peer = client;
+            // A member that vanishes without closing (a lost node) must not
+            // hold this client's room until the pairing timeout.
+            keep_alive(&stream);
             match IpSlot::take(&self.per_ip, client.ip(), self.config.max_conns_per_ip) {
                 Some(slot) => self.ip_slot = Some(slot),
                 None => {
@@ -283,6 +286,7 @@ impl Connection {
         hello: &[u8],
     ) {
         let _ = owner.set_nodelay(true);
+        keep_alive(&owner);
         let mut bytes = forward_header(self.peer).to_vec();
         bytes.extend_from_slice(hello);
         if owner.write_all(&bytes).await.is_err() {
@@ -477,6 +481,17 @@ impl Drop for ReleaseOnDrop {
     }
 }
 
+/// Probe a connection between fleet members when it is quiet, so one end
+/// learns within about half a minute that the other is gone.
+fn keep_alive(stream: &TcpStream) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5));
+    #[cfg(target_os = "linux")]
+    let probes = probes.with_retries(3);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&probes);
+}
+
 async fn write_status(stream: &mut TcpStream, status: &RelayStatus) -> bool {
     matches!(
         tokio::time::timeout(STATUS_WRITE_TIMEOUT, stream.write_all(&status.to_bytes())).await,
@@ -487,4 +502,30 @@ async fn write_status(stream: &mut TcpStream, status: &RelayStatus) -> bool {
 pub(crate) async fn refuse(stream: &mut TcpStream, reason: &str) {
     write_status(stream, &RelayStatus::Refused(reason.to_owned())).await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_between_members_are_probed_when_quiet() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(!socket.keepalive().unwrap());
+        keep_alive(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+    }
 }
