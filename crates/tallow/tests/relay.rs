@@ -362,22 +362,28 @@ fn concurrent_pairs(n: usize, bytes: usize) -> (u64, u64) {
         .map(|i| {
             let (addr, barrier) = (relay.addr.clone(), barrier.clone());
             thread::spawn(move || {
-                let nameplate = format!("{}", 100_000 + i);
-                let mut a = join(&addr, Role::Sender, &nameplate);
-                assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
-                let mut b = join(&addr, Role::Receiver, &nameplate);
-                assert_eq!(read_relay_status(&mut a), RelayStatus::Paired);
-                assert_eq!(read_relay_status(&mut b), RelayStatus::Paired);
-                let data = vec![i as u8; bytes];
-                a.write_all(&data).unwrap();
-                let mut got = vec![0u8; bytes];
-                b.read_exact(&mut got).unwrap();
-                assert_eq!(got, data);
-                b.write_all(&data).unwrap();
-                a.read_exact(&mut got).unwrap();
+                // A pair that fails still meets the others at the barrier
+                // (else they would wait for it forever), then reports.
+                let pair = std::panic::catch_unwind(|| {
+                    let nameplate = format!("{}", 100_000 + i);
+                    let mut a = join(&addr, Role::Sender, &nameplate);
+                    assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
+                    let mut b = join(&addr, Role::Receiver, &nameplate);
+                    assert_eq!(read_relay_status(&mut a), RelayStatus::Paired);
+                    assert_eq!(read_relay_status(&mut b), RelayStatus::Paired);
+                    let data = vec![i as u8; bytes];
+                    a.write_all(&data).unwrap();
+                    let mut got = vec![0u8; bytes];
+                    b.read_exact(&mut got).unwrap();
+                    assert_eq!(got, data);
+                    b.write_all(&data).unwrap();
+                    a.read_exact(&mut got).unwrap();
+                    (a, b)
+                });
                 // Hold the pair open until every pair is up.
                 barrier.wait();
                 barrier.wait();
+                pair.map(drop)
             })
         })
         .collect();
@@ -385,7 +391,7 @@ fn concurrent_pairs(n: usize, bytes: usize) -> (u64, u64) {
     let busy_rss = rss_of(relay.pid());
     barrier.wait();
     for w in workers {
-        w.join().unwrap();
+        assert!(matches!(w.join(), Ok(Ok(()))), "a pair failed (see above)");
     }
     (idle_rss, busy_rss)
 }
