@@ -92,20 +92,16 @@ impl Connection {
         let deadline = tokio::time::Instant::now() + self.config.hello_timeout;
         let mut fixed = [0u8; RELAY_HELLO_LEN];
         let mut magic = [0u8; 4];
-        match tokio::time::timeout_at(deadline, stream.read_exact(&mut magic)).await {
-            Err(_) => return self.refuse_slow(&mut stream).await,
-            Ok(Err(_)) => return,
-            Ok(Ok(_)) => {}
+        if let Err(late) = read_before(&mut stream, &mut magic, deadline).await {
+            return self.late(&mut stream, late).await;
         }
         // A fleet member forwarding a client: the client's address first.
         let forwarded = magic == FORWARD_HEADER_MAGIC;
         if forwarded {
             let mut header = [0u8; FORWARD_HEADER_LEN];
             header[..4].copy_from_slice(&magic);
-            match tokio::time::timeout_at(deadline, stream.read_exact(&mut header[4..])).await {
-                Err(_) => return self.refuse_slow(&mut stream).await,
-                Ok(Err(_)) => return,
-                Ok(Ok(_)) => {}
+            if let Err(late) = read_before(&mut stream, &mut header[4..], deadline).await {
+                return self.late(&mut stream, late).await;
             }
             let from_member = self
                 .fleet
@@ -121,10 +117,8 @@ impl Connection {
                 self.refuse(&mut stream, Refusal::Malformed, reason).await;
                 return;
             };
-            match tokio::time::timeout_at(deadline, stream.read_exact(&mut magic)).await {
-                Err(_) => return self.refuse_slow(&mut stream).await,
-                Ok(Err(_)) => return,
-                Ok(Ok(_)) => {}
+            if let Err(late) = read_before(&mut stream, &mut magic, deadline).await {
+                return self.late(&mut stream, late).await;
             }
             self.peer = client;
             // A member that vanishes without closing (a lost node) must not
@@ -140,43 +134,33 @@ impl Connection {
             }
         }
         fixed[..4].copy_from_slice(&magic);
-        let hello = match tokio::time::timeout_at(deadline, stream.read_exact(&mut fixed[4..]))
-            .await
-        {
-            Err(_) => return self.refuse_slow(&mut stream).await,
-            Ok(Err(_)) => return,
-            Ok(Ok(_)) => match RelayHello::decode_all(&fixed) {
-                Ok(h) => h,
-                Err(e) => {
-                    let reason = format!(
-                        "malformed hello ({e}); this port is a tallow relay, use `tallow send` or `tallow receive`"
-                    );
-                    self.refuse(&mut stream, Refusal::Malformed, &reason).await;
-                    return;
-                }
-            },
-        };
-        let read_password = async {
-            let mut len = [0u8; 1];
-            stream.read_exact(&mut len).await?;
-            let Ok(len) = RelayPassword::declared_len(len[0]) else {
-                return Ok(None);
-            };
-            let mut password = vec![0u8; len];
-            stream.read_exact(&mut password).await?;
-            Ok::<_, std::io::Error>(Some(password))
-        };
-        let password = match tokio::time::timeout_at(deadline, read_password).await {
-            Err(_) => return self.refuse_slow(&mut stream).await,
-            Ok(Err(_)) => return,
-            Ok(Ok(Some(p))) => p,
-            Ok(Ok(None)) => {
-                let reason =
-                    format!("malformed hello (a password block over {MAX_PASSWORD_LEN} bytes)");
+        if let Err(late) = read_before(&mut stream, &mut fixed[4..], deadline).await {
+            return self.late(&mut stream, late).await;
+        }
+        let hello = match RelayHello::decode_all(&fixed) {
+            Ok(h) => h,
+            Err(e) => {
+                let reason = format!(
+                    "malformed hello ({e}); this port is a tallow relay, use `tallow send` or `tallow receive`"
+                );
                 self.refuse(&mut stream, Refusal::Malformed, &reason).await;
                 return;
             }
         };
+        let mut len = [0u8; 1];
+        if let Err(late) = read_before(&mut stream, &mut len, deadline).await {
+            return self.late(&mut stream, late).await;
+        }
+        let Ok(len) = RelayPassword::declared_len(len[0]) else {
+            let reason =
+                format!("malformed hello (a password block over {MAX_PASSWORD_LEN} bytes)");
+            self.refuse(&mut stream, Refusal::Malformed, &reason).await;
+            return;
+        };
+        let mut password = vec![0u8; len];
+        if let Err(late) = read_before(&mut stream, &mut password, deadline).await {
+            return self.late(&mut stream, late).await;
+        }
         if let Some(expected) = &self.config.password {
             if !bool::from(expected.as_slice().ct_eq(password.as_slice())) {
                 self.refuse(
@@ -310,6 +294,14 @@ impl Connection {
         let (_, _, outcome) = forward(client, owner, quiet, None).await;
         self.metrics.forwards_active.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(member, outcome, "forwarding ended");
+    }
+
+    /// The hello did not all come: too slowly (told so), or the client
+    /// left.
+    async fn late(&self, stream: &mut TcpStream, late: Late) {
+        if late == Late::Slow {
+            self.refuse_slow(stream).await;
+        }
     }
 
     async fn refuse_slow(&self, stream: &mut TcpStream) {
@@ -478,6 +470,28 @@ struct ReleaseOnDrop {
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
         lock(&self.rooms).release(self.room, self.id, std::time::Instant::now());
+    }
+}
+
+/// Why part of a hello is missing.
+#[derive(PartialEq, Eq)]
+enum Late {
+    /// The hello deadline passed.
+    Slow,
+    /// The client closed the connection (or it failed).
+    Closed,
+}
+
+/// Fill `buf` from `stream` before `deadline`.
+async fn read_before(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: tokio::time::Instant,
+) -> Result<(), Late> {
+    match tokio::time::timeout_at(deadline, stream.read_exact(buf)).await {
+        Err(_) => Err(Late::Slow),
+        Ok(Err(_)) => Err(Late::Closed),
+        Ok(Ok(_)) => Ok(()),
     }
 }
 
