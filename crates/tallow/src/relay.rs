@@ -40,8 +40,9 @@ pub struct RelayArgs {
     /// address or IPv6 /64 (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 16)]
     max_waiting_per_ip: usize,
-    /// Most new code numbers handed out per minute to one IPv4 address or
-    /// IPv6 /64 (0: no limit).
+    /// Most rooms asked for per minute from one IPv4 address or IPv6 /64:
+    /// code numbers handed out, and rooms named by a code, joining included
+    /// (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 60)]
     rooms_per_minute: u32,
     /// Require clients to present this password (they pass
