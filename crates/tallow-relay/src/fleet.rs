@@ -202,8 +202,8 @@ impl Fleet {
 
     /// Whether `ip` is a member's (whose forwarded hellos are trusted).
     pub(crate) fn is_member(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.members().0.iter().any(|m| canonical(m.ip()) == ip)
+        let ip = ip.to_canonical();
+        self.members().0.iter().any(|m| m.ip().to_canonical() == ip)
     }
 }
 
@@ -215,16 +215,8 @@ async fn resolve(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
                 "cannot look up the fleet's members at {name} ({e})"
             ))
         })?
-        .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
+        .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
         .collect())
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// The header a member puts before a client's bytes it forwards: the
@@ -233,7 +225,7 @@ pub(crate) fn forward_header(client: SocketAddr) -> [u8; FORWARD_HEADER_LEN] {
     let mut h = [0u8; FORWARD_HEADER_LEN];
     h[..4].copy_from_slice(&FORWARD_HEADER_MAGIC);
     h[4] = FORWARD_HEADER_VERSION;
-    match canonical(client.ip()) {
+    match client.ip().to_canonical() {
         IpAddr::V4(v4) => {
             h[5] = 4;
             h[6..10].copy_from_slice(&v4.octets());
@@ -302,7 +294,10 @@ mod tests {
         for client in ["192.0.2.7:40000", "[2001:db8::9]:1", "[::ffff:192.0.2.8]:5"] {
             let client: SocketAddr = client.parse().unwrap();
             let back = parse_forward_header(&forward_header(client)).unwrap();
-            assert_eq!(back, SocketAddr::new(canonical(client.ip()), client.port()));
+            assert_eq!(
+                back,
+                SocketAddr::new(client.ip().to_canonical(), client.port())
+            );
         }
         let mut h = forward_header("192.0.2.7:1".parse().unwrap());
         h[5] = 5;

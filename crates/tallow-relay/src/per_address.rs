@@ -14,15 +14,12 @@ pub(crate) struct AddressBlock(IpAddr);
 
 impl AddressBlock {
     pub(crate) fn of(ip: IpAddr) -> AddressBlock {
-        match ip {
+        match ip.to_canonical() {
             IpAddr::V4(v4) => AddressBlock(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => AddressBlock(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    AddressBlock(IpAddr::V6(Ipv6Addr::from(prefix)))
-                }
-            },
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                AddressBlock(IpAddr::V6(Ipv6Addr::from(prefix)))
+            }
         }
     }
 }

@@ -352,6 +352,14 @@ impl Watched {
         }
     }
 
+    /// Wait for a sender to show its code, and return it.
+    pub fn wait_for_code(&mut self) -> String {
+        let line = self.wait_for("Code: ");
+        line.split_once("Code: ")
+            .map(|(_, code)| code.trim().to_owned())
+            .unwrap_or_default()
+    }
+
     /// Wait for exit (failing past [`PROCESS_DEADLINE`]); the status and
     /// all of stderr.
     pub fn finish(mut self) -> (ExitStatus, String) {
@@ -440,11 +448,7 @@ pub fn allocating_sender(relay: &str, paths: &[PathBuf], extra: &[&str]) -> (Wat
         .args(extra)
         .args(paths);
     let mut s = Watched::spawn(cmd);
-    let line = s.wait_for("Code: ");
-    let code = line
-        .split_once("Code: ")
-        .map(|(_, code)| code.trim().to_owned())
-        .unwrap_or_default();
+    let code = s.wait_for_code();
     (s, code)
 }
 

@@ -1394,24 +1394,27 @@ impl FileWriter {
         let chunk_size = self.manifest.chunk_size;
         let file = self.open()?.file.clone();
         if let Some(workers) = self.workers.as_mut().filter(|_| len >= PARALLEL_MIN_BYTES) {
-            if workers.full() {
-                let done = workers.next_done();
+            // One out comes back before another goes.
+            let freed = if workers.full() {
+                workers.next_done()
+            } else {
+                None
+            };
+            workers.submit(ChunkJob {
+                header,
+                buf,
+                start,
+                len,
+                chunks,
+                chunk_size,
+                file,
+            });
+            if let Some(done) = freed {
                 self.apply(done)?;
-            }
-            if let Some(workers) = &mut self.workers {
-                workers.submit(ChunkJob {
-                    header,
-                    buf,
-                    start,
-                    len,
-                    chunks,
-                    chunk_size,
-                    file,
-                });
             }
             // Whatever is done already counts at once.
             while let Some(done) = self.workers.as_mut().and_then(|w| w.try_next_done()) {
-                self.apply(Some(done))?;
+                self.apply(done)?;
             }
             return Ok(());
         }
@@ -1425,11 +1428,11 @@ impl FileWriter {
             false,
         );
         let _ = pool.send(buf);
-        self.apply(Some(ChunkDone {
+        self.apply(ChunkDone {
             header,
             len,
             outcome,
-        }))
+        })
     }
 
     /// A hole of `len` bytes (all zeros on the sender's disk) in the
@@ -1449,11 +1452,11 @@ impl FileWriter {
             &file,
             true,
         );
-        self.apply(Some(ChunkDone {
+        self.apply(ChunkDone {
             header,
             len,
             outcome,
-        }))
+        })
     }
 
     /// How many chunks the current file has.
@@ -1465,7 +1468,7 @@ impl FileWriter {
     /// Take back every chunk the workers hold, in order.
     fn settle(&mut self) -> Result<(), TransferError> {
         while let Some(done) = self.workers.as_mut().and_then(|w| w.next_done()) {
-            self.apply(Some(done))?;
+            self.apply(done)?;
         }
         Ok(())
     }
@@ -1473,15 +1476,12 @@ impl FileWriter {
     /// Count a chunk of the current file as done, in stream order: into
     /// its file's hash, the Merkle tree, the records and the progress; or
     /// fail with what went wrong with it.
-    fn apply(&mut self, done: Option<ChunkDone>) -> Result<(), TransferError> {
-        let Some(ChunkDone {
+    fn apply(&mut self, done: ChunkDone) -> Result<(), TransferError> {
+        let ChunkDone {
             header,
             len,
             outcome,
-        }) = done
-        else {
-            return Ok(());
-        };
+        } = done;
         let path = || self.manifest.files.at(header.file as usize).path.to_owned();
         let digest = match outcome {
             ChunkOutcome::Written(digest) => digest,

@@ -363,8 +363,7 @@ fn senders_nearby_with_the_same_number_from_different_relays_are_not_confused() 
         cmd.args(["send", "--relay", relay, "--discovery-port", &port])
             .arg(file);
         let mut s = Watched::spawn(cmd);
-        let line = s.wait_for("Code: ");
-        let code = line.split_once("Code: ").unwrap().1.trim().to_owned();
+        let code = s.wait_for_code();
         (s, code)
     };
     let (first, first_code) = sender_near(&first_relay.addr, &first_file);
