@@ -63,6 +63,7 @@ pub struct SessionSecrets {
     confirm_sender: [u8; 32],
     confirm_receiver: [u8; 32],
     sas: [u8; 8],
+    direct_path: [u8; 32],
     transcript: [u8; 32],
 }
 
@@ -89,15 +90,17 @@ impl SessionSecrets {
             confirm_sender: [0; 32],
             confirm_receiver: [0; 32],
             sas: [0; 8],
+            direct_path: [0; 32],
             transcript,
         };
         // Output lengths are far below HKDF's 255*32 limit, so expand cannot fail.
-        let parts: [(&[u8], &mut [u8]); 5] = [
+        let parts: [(&[u8], &mut [u8]); 6] = [
             (b"tallow v1 key sender->receiver", &mut s.sender_to_receiver),
             (b"tallow v1 key receiver->sender", &mut s.receiver_to_sender),
             (b"tallow v1 confirm sender", &mut s.confirm_sender),
             (b"tallow v1 confirm receiver", &mut s.confirm_receiver),
             (b"tallow v1 short authentication string", &mut s.sas),
+            (b"tallow v1 direct path", &mut s.direct_path),
         ];
         for (label, out) in parts {
             hk.expand(label, out)
@@ -125,12 +128,62 @@ impl SessionSecrets {
         tag.len() == CONFIRM_TAG_LEN && bool::from(expected.ct_eq(tag))
     }
 
+    /// The key that proves, on a direct connection, that the other end is
+    /// the peer of this session ([`DirectPathKey`]).
+    pub fn direct_path_key(&self) -> DirectPathKey {
+        DirectPathKey {
+            key: self.direct_path,
+        }
+    }
+
     /// The short authentication string: nine digits, shown as `123 456 789`.
     /// Equal on both sides exactly when both hold the same session keys.
     pub fn short_authentication_string(&self) -> String {
         let n = u64::from_be_bytes(self.sas) % 1_000_000_000;
         let d = format!("{n:09}");
         format!("{} {} {}", &d[..3], &d[3..6], &d[6..])
+    }
+}
+
+/// Length of a direct-path proof.
+pub const DIRECT_PROOF_LEN: usize = 32;
+
+/// Proves, on a TCP connection opened straight to the peer (no relay), that
+/// the other end holds this session's keys, without a new guess at the
+/// code: each end sends a fresh nonce, then
+/// `HMAC-SHA256(key, "tallow direct proof" | its role | its nonce | the
+/// other's nonce)`. The nonces make every proof good for one connection
+/// only; the role keeps an end from passing the other's proof (or its own,
+/// reflected) off as its peer's.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct DirectPathKey {
+    key: [u8; 32],
+}
+
+impl DirectPathKey {
+    /// The proof an end with role label `role` sends, having sent `ours`
+    /// and read `theirs`.
+    pub fn proof(&self, role: u8, ours: &[u8; 32], theirs: &[u8; 32]) -> [u8; DIRECT_PROOF_LEN] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"tallow direct proof");
+        mac.update(&[role]);
+        mac.update(ours);
+        mac.update(theirs);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Check, in constant time, the proof of the end with role label
+    /// `role` that sent `theirs` and read `ours`.
+    pub fn verify(&self, role: u8, theirs: &[u8; 32], ours: &[u8; 32], proof: &[u8]) -> bool {
+        let expected = self.proof(role, theirs, ours);
+        proof.len() == DIRECT_PROOF_LEN && bool::from(expected.ct_eq(proof))
+    }
+}
+
+impl std::fmt::Debug for DirectPathKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectPathKey(..)")
     }
 }
 
@@ -178,6 +231,24 @@ mod tests {
         assert!(s.verify_confirmation(ConfirmSide::Sender, &ts));
         assert!(!s.verify_confirmation(ConfirmSide::Sender, &tr));
         assert!(!s.verify_confirmation(ConfirmSide::Sender, &ts[..31]));
+    }
+
+    #[test]
+    fn direct_proofs_bind_key_role_and_both_nonces() {
+        let s = secrets(1, 2, 3, 4);
+        let key = s.direct_path_key();
+        assert_ne!(key.key, s.sender_to_receiver);
+        assert_ne!(key.key, s.receiver_to_sender);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let p = key.proof(1, &a, &b);
+        assert!(key.verify(1, &a, &b, &p));
+        // Another role, swapped or other nonces, another session: refused.
+        assert!(!key.verify(2, &a, &b, &p));
+        assert!(!key.verify(1, &b, &a, &p));
+        assert!(!key.verify(1, &a, &[3; 32], &p));
+        assert!(!secrets(9, 2, 3, 4).direct_path_key().verify(1, &a, &b, &p));
+        assert!(!key.verify(1, &a, &b, &p[..31]));
+        assert_eq!(format!("{key:?}"), "DirectPathKey(..)");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod wordlist;
 
 pub use code::{CodeError, CodePhrase, RoomId};
 pub use frame_cipher::{FrameOpener, FrameSealer, FRAME_HEADER_LEN, TAG_LEN};
+pub use key_schedule::{DirectPathKey, DIRECT_PROOF_LEN};
 pub use wordlist::{wordlist, WORDLIST_LEN};
 
 /// Errors from the cryptographic layer. None of them carries secret material.

@@ -28,6 +28,12 @@ pub struct PeerChannel<R = OwnedReadHalf, W = OwnedWriteHalf> {
     pub via: Via,
     /// Closes the connection so that what we sent last arrives.
     pub closing: OrderlyClose,
+    /// Proves a direct connection's other end is this session's peer;
+    /// taken (and zeroized) once the route is settled.
+    pub(crate) direct_key: Option<tallow_crypto::DirectPathKey>,
+    /// On a relay's route: why the data did not move to a direct
+    /// connection.
+    pub no_direct: Option<crate::direct::NoDirectPath>,
 }
 
 /// A second handle on the channel's connection, to close it so that our
@@ -77,23 +83,42 @@ impl OrderlyClose {
 /// The route a channel took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    /// A stream handed to the handshake directly (tests, embedding).
-    Direct,
+    /// A stream handed to the handshake by its caller (tests, embedding).
+    Given,
     /// The sender's in-process relay on the local network, and the other
     /// side's role and address when known (the receiver found the sender's
     /// announcement; the sender's relay saw the receiver connect).
     LocalNetwork(Option<(Role, std::net::SocketAddr)>),
     /// A relay, `HOST:PORT`.
     Relay(String),
+    /// A connection straight to the other side, found through the relay
+    /// `HOST:PORT` (which carried only the handshake): the other side's
+    /// role and the address the connection reached.
+    Direct(Role, std::net::SocketAddr, String),
 }
 
 impl Via {
-    /// `lan`, `relay` or `direct`, for scripts.
+    /// `direct`, `lan` or `relay` (`given` for a stream handed in), for
+    /// scripts.
     pub fn kind(&self) -> &'static str {
         match self {
-            Via::Direct => "direct",
+            Via::Given => "given",
             Via::LocalNetwork(_) => "lan",
             Via::Relay(_) => "relay",
+            Via::Direct(..) => "direct",
+        }
+    }
+}
+
+impl Via {
+    /// `directly`, `over the local network`, `through the relay`: how the
+    /// data went, for a summary line.
+    pub fn in_words(&self) -> &'static str {
+        match self {
+            Via::Given => "over the given stream",
+            Via::LocalNetwork(_) => "over the local network",
+            Via::Relay(_) => "through the relay",
+            Via::Direct(..) => "directly",
         }
     }
 }
@@ -101,12 +126,16 @@ impl Via {
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Via::Direct => write!(f, "directly"),
+            Via::Given => write!(f, "over the given stream"),
             Via::LocalNetwork(None) => write!(f, "on the local network"),
             Via::LocalNetwork(Some((peer, addr))) => {
                 write!(f, "on the local network ({peer} at {})", addr.ip())
             }
             Via::Relay(addr) => write!(f, "through the relay {addr}"),
+            Via::Direct(peer, addr, relay) => write!(
+                f,
+                "directly ({peer} at {addr}; the relay {relay} only introduced us)"
+            ),
         }
     }
 }
@@ -196,7 +225,38 @@ impl ChannelReader<OwnedReadHalf> {
     }
 }
 
+impl<R> ChannelReader<R> {
+    /// The same channel (key, counter) read from another stream from now
+    /// on; `None` if bytes read ahead from this one wait unread (the peer
+    /// sent more than it should have before the move).
+    pub(crate) fn moved_to<R2>(self, io: R2) -> Option<ChannelReader<R2>> {
+        self.inbox.is_empty().then_some(ChannelReader {
+            io,
+            opener: self.opener,
+            peer: self.peer,
+            body_timeout: self.body_timeout,
+            inbox: self.inbox,
+        })
+    }
+
+    /// The stream read from.
+    pub(crate) fn io(&self) -> &R {
+        &self.io
+    }
+}
+
 impl<W> ChannelWriter<W> {
+    /// The same channel (key, counter) written to another stream from now
+    /// on. Frames still in the batch are dropped: flush first.
+    pub(crate) fn moved_to<W2>(self, io: W2) -> ChannelWriter<W2> {
+        ChannelWriter {
+            io,
+            sealer: self.sealer,
+            peer: self.peer,
+            batch: self.batch,
+        }
+    }
+
     /// Wrap a stream.
     pub fn new(io: W, sealer: FrameSealer, peer: Role) -> Self {
         ChannelWriter {

@@ -86,8 +86,10 @@ fn into_channel(
         reader: ChannelReader::new(read, keys.opener, peer, deadlines.idle),
         writer: ChannelWriter::new(write, keys.sealer, peer),
         short_authentication_string: keys.short_authentication_string,
-        via: crate::channel::Via::Direct,
+        via: crate::channel::Via::Given,
         closing,
+        direct_key: Some(keys.direct_path),
+        no_direct: None,
     }
 }
 

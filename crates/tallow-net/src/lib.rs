@@ -6,12 +6,15 @@
 //! * [`lan`]: announcing and finding a sender on the local network.
 //! * [`session`]: trying every allowed route (LAN, relay) and keeping the
 //!   first that works.
+//! * [`direct`]: after a handshake through a relay, find a connection
+//!   straight to the peer and move the channel onto it.
 //! * [`handshake_io`]: run the sans-IO handshake of `tallow-protocol` over a
 //!   stream, with one deadline for the whole exchange.
 //! * [`channel`]: [`PeerChannel`], the encrypted framed channel that the
 //!   pipelines send through.
 
 pub mod channel;
+pub mod direct;
 pub mod handshake_io;
 pub mod lan;
 pub mod proxy;
@@ -157,6 +160,15 @@ pub enum NetError {
     /// The connection failed during the handshake.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The peer's message about routes (authenticated, so from the peer)
+    /// did not parse.
+    #[error("the {peer} sent a malformed message about the route ({source}): it may run an incompatible tallow")]
+    RouteMessage {
+        /// Who sent it.
+        peer: Role,
+        /// What did not parse.
+        source: DecodeError,
+    },
 }
 
 impl NetError {
@@ -224,7 +236,9 @@ impl NetError {
             | NetError::NoSuchRoom(_)
             | NetError::RoomTaken(_)
             | NetError::NotARelay { .. } => 4,
-            NetError::Transport(_) | NetError::HandshakeTimeout { .. } => 3,
+            NetError::Transport(_)
+            | NetError::HandshakeTimeout { .. }
+            | NetError::RouteMessage { .. } => 3,
             NetError::Connect { .. }
             | NetError::ConnectTimeout { .. }
             | NetError::Proxy { .. }

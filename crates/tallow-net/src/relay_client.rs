@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use std::net::SocketAddr;
 use tallow_crypto::RoomId;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::rendezvous::{rank_relays, RelayHello, RelayStatus, STATUS_HEADER_LEN};
 use tallow_protocol::wire::{Decode, DecodeError};
 use tallow_protocol::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::proxy::Proxy;
 use crate::NetError;
@@ -48,6 +49,7 @@ pub async fn connect_to_relay(
     .await?
     .paired(deadlines, on_waiting)
     .await
+    .map(|paired| paired.stream)
 }
 
 /// [`connect_to_relay`] for a relay that may require a password, be
@@ -60,7 +62,7 @@ pub async fn join_room(
     access: RelayAccess<'_>,
     deadlines: &Deadlines,
     on_waiting: impl FnOnce(),
-) -> Result<TcpStream, NetError> {
+) -> Result<Paired, NetError> {
     let entry = enter_room(addr, RelayHello::Room { role, room }, access, deadlines).await?;
     paired_or_reenter(entry, (role, room), access, deadlines, on_waiting).await
 }
@@ -74,13 +76,46 @@ pub struct RelayAccess<'a> {
 }
 
 /// A connection to a relay that has a place in a room: waiting for the
-/// other side, or paired with it already.
+/// other side, or paired with it already (then with the address the relay
+/// saw us come from).
 pub struct RoomEntry {
     stream: TcpStream,
     addr: String,
     peer: Role,
-    paired: bool,
+    paired: Option<Option<SocketAddr>>,
     nameplate: Option<String>,
+}
+
+/// A relay connection paired with the other side: bytes now flow to it.
+pub struct Paired {
+    /// The connection, through the relay, to the other side.
+    pub stream: TcpStream,
+    /// The address the relay saw this connection come from (a NAT's public
+    /// side, say), if it said.
+    pub seen_as: Option<SocketAddr>,
+}
+
+/// Connect to `addr` from a port that later connections may share
+/// (`SO_REUSEADDR` and `SO_REUSEPORT`): a direct connection to the peer is
+/// opened from the same port, so that a NAT which kept the port for the
+/// relay keeps it for the peer too ([`crate::direct`]).
+async fn connect_shareable(addr: &str) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        let socket = match target {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        match socket.connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address")
+    }))
 }
 
 /// Connect to the relay at `addr` (through `access.proxy`, if any) and
@@ -94,7 +129,7 @@ pub async fn enter_room(
 ) -> Result<RoomEntry, NetError> {
     let mut stream = match access.proxy {
         Some(proxy) => proxy.connect(addr, deadlines.connect).await?,
-        None => tokio::time::timeout(deadlines.connect, TcpStream::connect(addr))
+        None => tokio::time::timeout(deadlines.connect, connect_shareable(addr))
             .await
             .map_err(|_| NetError::ConnectTimeout {
                 addr: addr.to_owned(),
@@ -135,8 +170,8 @@ pub async fn enter_room(
                     source: DecodeError::Invalid("a nameplate nobody asked for"),
                 })
             }
-            RelayStatus::Waiting => false,
-            RelayStatus::Paired => true,
+            RelayStatus::Waiting => None,
+            RelayStatus::Paired(seen_as) => Some(seen_as),
             refusal => return Err(refused(refusal)),
         };
         if hello.room().is_none() && nameplate.is_none() {
@@ -168,9 +203,12 @@ impl RoomEntry {
         mut self,
         deadlines: &Deadlines,
         on_waiting: impl FnOnce(),
-    ) -> Result<TcpStream, NetError> {
-        if self.paired {
-            return Ok(self.stream);
+    ) -> Result<Paired, NetError> {
+        if let Some(seen_as) = self.paired {
+            return Ok(Paired {
+                stream: self.stream,
+                seen_as,
+            });
         }
         on_waiting();
         // "Paired" may take as long as the other person takes to start,
@@ -184,7 +222,12 @@ impl RoomEntry {
             let (addr, peer) = (&self.addr, self.peer);
             match read_status(&mut self.stream, addr, peer, left, deadlines.pairing).await? {
                 RelayStatus::Waiting => {}
-                RelayStatus::Paired => return Ok(self.stream),
+                RelayStatus::Paired(seen_as) => {
+                    return Ok(Paired {
+                        stream: self.stream,
+                        seen_as,
+                    })
+                }
                 RelayStatus::Allocated(_) => {
                     return Err(NetError::NotARelay {
                         addr: self.addr,
@@ -211,7 +254,7 @@ pub async fn paired_or_reenter(
     access: RelayAccess<'_>,
     deadlines: &Deadlines,
     on_waiting: impl FnOnce(),
-) -> Result<TcpStream, NetError> {
+) -> Result<Paired, NetError> {
     let addr = entry.addr.clone();
     let mut result = entry.paired(deadlines, on_waiting).await;
     for attempt in 1..=REENTRIES {

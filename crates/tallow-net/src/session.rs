@@ -29,6 +29,7 @@ use tallow_relay::{RelayConfig, RelayServer};
 use tokio::task::JoinHandle;
 
 use crate::channel::{PeerChannel, Via};
+use crate::direct::{settle_route, DirectSetup};
 use crate::handshake_io::{handshake_as_sender, read_sender_hello};
 use crate::lan::{announce, discover};
 use crate::proxy::Proxy;
@@ -59,9 +60,22 @@ pub struct Route {
     pub lan: bool,
     /// UDP port for announcements.
     pub discovery_port: u16,
+    /// After a handshake through a relay, offer our addresses and move to
+    /// a direct connection if one works (never through a proxy).
+    pub direct: bool,
 }
 
 impl Route {
+    /// What a side paired on a relay needs to look for a direct path.
+    fn direct_setup(&self, seen_as: Option<std::net::SocketAddr>) -> DirectSetup {
+        DirectSetup {
+            // A proxy hides our address from the relay; a direct path
+            // would show it to the peer.
+            allowed: self.direct && self.proxy.is_none(),
+            seen_as,
+        }
+    }
+
     fn access(&self) -> RelayAccess<'_> {
         RelayAccess {
             password: self
@@ -220,7 +234,7 @@ pub async fn open_as_sender(
                 .await
                 .map_err(|e| e.on_lan(Role::Receiver))?;
             let receiver = receiver_at.get().map(|addr| (Role::Receiver, *addr));
-            Ok((stream, Via::LocalNetwork(receiver)))
+            Ok((stream, Via::LocalNetwork(receiver), None))
         })
     } else {
         None
@@ -228,9 +242,9 @@ pub async fn open_as_sender(
     let remote = entered.map(|(entry, addr)| {
         let notify = &notify;
         async move {
-            let stream =
+            let paired =
                 paired_or_reenter(entry, (Role::Sender, room), access, deadlines, notify).await?;
-            Ok((stream, Via::Relay(addr)))
+            Ok((paired.stream, Via::Relay(addr), paired.seen_as))
         }
     });
     // Pair first: the route not kept is closed inside `first_ok`, so the
@@ -249,10 +263,12 @@ pub async fn open_as_sender(
     if let Some(a) = announcer {
         a.abort();
     }
-    let (stream, via) = stream?;
+    let (stream, via, seen_as) = stream?;
     match handshake_as_sender(stream, &code, deadlines).await {
         Ok(mut channel) => {
             channel.via = via;
+            let setup = route.direct_setup(seen_as);
+            let channel = settle_route(channel, Role::Sender, setup, deadlines).await?;
             Ok((channel, guard, code))
         }
         Err(e) => {
@@ -307,22 +323,30 @@ pub async fn open_as_receiver(
         Ok((
             read_sender_hello(stream, deadlines).await?,
             Via::LocalNetwork(Some((Role::Sender, addr))),
+            None,
         ))
     });
     let access = route.access();
     let relay = route.relay.as_ref().map(|list| async move {
         let addr = pick_relay(list, &room);
-        let stream = join_room(&addr, Role::Receiver, room, access, deadlines, notify).await?;
+        let paired = join_room(&addr, Role::Receiver, room, access, deadlines, notify).await?;
         Ok((
-            read_sender_hello(stream, deadlines).await?,
+            read_sender_hello(paired.stream, deadlines).await?,
             Via::Relay(addr),
+            paired.seen_as,
         ))
     });
     // The losing route is closed when `first_ok` returns, before `respond`.
-    let (hello, via) = first_ok(lan, relay, on_route_failed).await?;
+    let (hello, via, seen_as) = first_ok(lan, relay, on_route_failed).await?;
     let mut channel = hello.respond(code, deadlines).await?;
     channel.via = via;
-    Ok(channel)
+    settle_route(
+        channel,
+        Role::Receiver,
+        route.direct_setup(seen_as),
+        deadlines,
+    )
+    .await
 }
 
 /// The first of up to two attempts to succeed; if both fail, the error that
@@ -410,7 +434,9 @@ mod tests {
             s.write_all(&RelayStatus::Waiting.to_bytes()).await.unwrap();
             let _ = pair_now.await;
             // The sender may have dropped this route already.
-            s.write_all(&RelayStatus::Paired.to_bytes()).await.ok()?;
+            s.write_all(&RelayStatus::Paired(None).to_bytes())
+                .await
+                .ok()?;
             first_message(&mut s).await
         });
         // A receiver that finds the sender on the LAN.
@@ -431,6 +457,7 @@ mod tests {
             proxy: None,
             lan: true,
             discovery_port: port,
+            direct: true,
         };
         let deadlines = Deadlines::default();
         let sender = open_as_sender(&route, code, false, &deadlines, |_| {}, &|_| {});

@@ -132,6 +132,8 @@ pub struct SessionKeys {
     pub opener: FrameOpener,
     /// Short authentication string, equal on both sides (`--verify`).
     pub short_authentication_string: String,
+    /// Proves a direct connection's other end is this session's peer.
+    pub direct_path: tallow_crypto::DirectPathKey,
 }
 
 impl SessionKeys {
@@ -144,6 +146,7 @@ impl SessionKeys {
             sealer: FrameSealer::new(send),
             opener: FrameOpener::new(recv),
             short_authentication_string: secrets.short_authentication_string(),
+            direct_path: secrets.direct_path_key(),
         }
     }
 }

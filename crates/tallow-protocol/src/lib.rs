@@ -8,6 +8,8 @@
 //! * [`machine`]: the rules of the transfer stream (what each side may send
 //!   when), as the sender's and the receiver's machines.
 //! * [`rendezvous`]: the relay hello and status, the only bytes a relay reads.
+//! * [`direct`]: moving off the relay: the addresses each side offers, the
+//!   proof on a direct connection, and the choice of route.
 //! * [`message`] and [`manifest`]: what travels inside the encrypted channel;
 //!   [`file_list`] holds an offer's files packed.
 //! * [`wire`]: the reader every decoder uses, bounding each length first.
@@ -15,6 +17,7 @@
 //! * [`transport`]: what a pipeline needs from a connection (traits only).
 //! * [`limits`]: the protocol's bounds and deadlines.
 
+pub mod direct;
 pub mod file_list;
 pub mod handshake;
 pub mod limits;

@@ -9,8 +9,9 @@ use std::time::Duration;
 /// BLAKE3 chaining values (each byte hashed once; chunk sizes are powers
 /// of two). Version 4: the offer is a header and then pages of entries.
 /// Version 5: the receiver may ask for damaged resumed chunks again
-/// (`Refetch`).
-pub const PROTOCOL_VERSION: u8 = 5;
+/// (`Refetch`). Version 6: on a relay, the two sides offer each other
+/// addresses for a direct connection before anything else.
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// Largest handshake message (the biggest is ~3.3 KB).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 8 * 1024;

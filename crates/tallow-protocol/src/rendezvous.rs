@@ -10,7 +10,9 @@
 //!         3 sender asking for a free nameplate (room id all zeros)
 //! relay  -> client  status u8 | u16 len | text
 //!   'A' allocated: text is the nameplate (digits) chosen for the sender
-//!   'W' waiting   'P' paired
+//!   'W' waiting
+//!   'P' paired: text is the address the relay saw this client connect
+//!       from, `IP:PORT` (empty from relays before it), for direct paths
 //!   'N' no such room   'T' room taken   'E' refused (text says why)
 //! ```
 //!
@@ -224,8 +226,10 @@ pub enum RelayStatus {
     Allocated(String),
     /// Registered; waiting for the other side.
     Waiting,
-    /// The other side is here; bytes now flow to it.
-    Paired,
+    /// The other side is here; bytes now flow to it. With the address
+    /// (as the relay saw it) this client connected from: behind a NAT,
+    /// the NAT's public side, where a direct connection may reach it.
+    Paired(Option<std::net::SocketAddr>),
     /// Nobody is sending with this nameplate (a receiver waited for a
     /// room no sender has), with a sentence for the user.
     NoSuchRoom(String),
@@ -238,10 +242,14 @@ pub enum RelayStatus {
 
 impl Encode for RelayStatus {
     fn encode(&self, out: &mut Vec<u8>) {
+        let seen;
         let (code, text) = match self {
             RelayStatus::Allocated(t) => (b'A', t.as_str()),
             RelayStatus::Waiting => (b'W', ""),
-            RelayStatus::Paired => (b'P', ""),
+            RelayStatus::Paired(addr) => {
+                seen = addr.map(|a| a.to_string()).unwrap_or_default();
+                (b'P', seen.as_str())
+            }
             RelayStatus::NoSuchRoom(t) => (b'N', t.as_str()),
             RelayStatus::RoomTaken(t) => (b'T', t.as_str()),
             RelayStatus::Refused(t) => (b'E', t.as_str()),
@@ -266,7 +274,11 @@ impl Decode<'_> for RelayStatus {
                 Ok(RelayStatus::Allocated(text.to_owned()))
             }
             b'W' => Ok(RelayStatus::Waiting),
-            b'P' => Ok(RelayStatus::Paired),
+            b'P' if text.is_empty() => Ok(RelayStatus::Paired(None)),
+            b'P' => text
+                .parse()
+                .map(|addr| RelayStatus::Paired(Some(addr)))
+                .map_err(|_| DecodeError::Invalid("paired: the address seen")),
             b'N' => Ok(RelayStatus::NoSuchRoom(text.to_owned())),
             b'T' => Ok(RelayStatus::RoomTaken(text.to_owned())),
             b'E' => Ok(RelayStatus::Refused(text.to_owned())),
@@ -340,7 +352,9 @@ mod tests {
         for s in [
             RelayStatus::Allocated("7".into()),
             RelayStatus::Waiting,
-            RelayStatus::Paired,
+            RelayStatus::Paired(None),
+            RelayStatus::Paired(Some("198.51.100.7:40000".parse().unwrap())),
+            RelayStatus::Paired(Some("[2001:db8::5]:9".parse().unwrap())),
             RelayStatus::NoSuchRoom("no sender".into()),
             RelayStatus::RoomTaken("taken".into()),
             RelayStatus::Refused("room full".into()),
@@ -362,6 +376,10 @@ mod tests {
             let bytes = RelayStatus::Allocated(bad.into()).to_bytes();
             assert!(RelayStatus::decode_all(&bytes).is_err(), "{bad:?}");
         }
+        // The address a client is told it came from is an address.
+        let mut junk = vec![b'P'];
+        junk.put_string("not an address", MAX_STATUS_TEXT);
+        assert!(RelayStatus::decode_all(&junk).is_err());
     }
 
     #[test]

@@ -429,8 +429,10 @@ impl Connection {
             room,
             id: self.id,
         };
-        if !write_status(&mut stream, &RelayStatus::Paired).await
-            || !write_status(&mut other, &RelayStatus::Paired).await
+        // Each is told the address it came from (a direct path may reach
+        // it there).
+        if !write_status(&mut stream, &RelayStatus::Paired(Some(self.peer))).await
+            || !write_status(&mut other, &RelayStatus::Paired(Some(other_peer))).await
         {
             return;
         }

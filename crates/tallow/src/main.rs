@@ -129,6 +129,13 @@ struct ClientArgs {
     /// Use the local network only, never a relay.
     #[arg(long)]
     lan_only: bool,
+    /// Keep every byte on the relay: no local-network discovery and no
+    /// direct connection, so the other side never learns this machine's
+    /// addresses (by default, after the handshake through a relay, both
+    /// sides offer theirs and move to a direct connection if one works
+    /// within 3 s). Reaching the relay through a proxy implies it.
+    #[arg(long, env = "TALLOW_RELAY_ONLY", conflicts_with = "lan_only")]
+    relay_only: bool,
     /// UDP port for local-network announcements.
     #[arg(long, env = "TALLOW_DISCOVERY_PORT", value_name = "PORT", default_value_t = tallow_net::lan::DEFAULT_DISCOVERY_PORT)]
     discovery_port: u16,
@@ -172,6 +179,12 @@ impl ClientArgs {
             }
         }
         RELAY_GIVEN.store(relay.is_some(), std::sync::atomic::Ordering::Relaxed);
+        if relay.is_none() && self.relay_only {
+            return Err(exit::UsageError::new(
+                "--relay-only needs a relay: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)",
+            )
+            .into());
+        }
         if relay.is_none() && self.no_lan {
             return Err(exit::UsageError::new(
                 "no relay given and --no-lan: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)",
@@ -203,8 +216,9 @@ impl ClientArgs {
             relay,
             relay_password: self.relay_password.clone(),
             proxy,
-            lan: !self.no_lan,
+            lan: !self.no_lan && !self.relay_only,
             discovery_port: self.discovery_port,
+            direct: !self.relay_only,
         })
     }
 
@@ -450,12 +464,17 @@ async fn confirm_connected(
     deadlines: &Deadlines,
 ) -> anyhow::Result<Option<Vec<u8>>> {
     use tallow_protocol::message::AbortKind;
-    events::Event::new("connected")
+    let mut connected = events::Event::new("connected")
         .str("verification", &channel.short_authentication_string)
-        .str("route", channel.via.kind())
-        .emit();
+        .str("route", channel.via.kind());
+    let mut why_relay = String::new();
+    if let Some(no_direct) = &channel.no_direct {
+        connected = connected.str("no_direct", no_direct.kind());
+        why_relay = format!(" ({no_direct})");
+    }
+    connected.emit();
     say!(
-        "Connected {}; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).",
+        "Connected {}{why_relay}; keys confirmed (ML-KEM-1024 + X25519, authenticated by the code).",
         channel.via
     );
     // Shown without --verify too: the other side may have asked for it

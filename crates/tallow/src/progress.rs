@@ -17,12 +17,12 @@ use crate::events::{self, Event};
 const JSON_PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 const TEMPLATE: &str =
-    "{percent:>3}% [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} (avg {msg}) ETA {eta}";
+    "{prefix} {percent:>3}% [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} (avg {msg}) ETA {eta}";
 /// On a terminal narrower than `NARROW` columns the line leaves out the bar
 /// and the average, so that it never wraps (a wrapped line is redrawn one
 /// row lower each time).
 const NARROW_TEMPLATE: &str =
-    "{percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}";
+    "{prefix} {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}";
 const NARROW: u16 = 80;
 
 /// Tracks bytes and time, and draws the bar and the current file.
@@ -44,11 +44,15 @@ pub struct ProgressLine {
     kept: (u64, u64),
     /// The receiver said yes.
     accepted: bool,
+    /// The route the data takes.
+    route: tallow_net::Via,
 }
 
 impl ProgressLine {
-    /// `manifest`: what is being transferred, to name the current file.
-    pub fn new(quiet: bool, manifest: &Arc<Manifest>) -> Self {
+    /// `manifest`: what is being transferred, to name the current file;
+    /// `route`: the way it goes, shown at the start of the line (`direct`,
+    /// `lan`, `relay`) and in the summary.
+    pub fn new(quiet: bool, manifest: &Arc<Manifest>, route: &tallow_net::Via) -> Self {
         let target = if quiet || events::enabled() {
             ProgressDrawTarget::hidden()
         } else {
@@ -63,6 +67,7 @@ impl ProgressLine {
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
+        bar.set_prefix(route.kind());
         let file_line = lines.add(ProgressBar::no_length());
         if let Ok(style) = ProgressStyle::with_template("  {msg}") {
             file_line.set_style(style);
@@ -80,6 +85,7 @@ impl ProgressLine {
             reported_total: false,
             kept: (0, 0),
             accepted: false,
+            route: route.clone(),
         }
     }
 
@@ -221,9 +227,19 @@ impl ProgressLine {
         self.started.elapsed()
     }
 
-    /// `in 2.5 s (80.0 MiB/s)` for the summary line; no speed for a
-    /// transfer too short to measure or with nothing left to move.
+    /// `direct`, `lan` or `relay`, for `--json`.
+    pub fn route(&self) -> &'static str {
+        self.route.kind()
+    }
+
+    /// `directly in 2.5 s (80.0 MiB/s)` for the summary line (the route,
+    /// then the time); no speed for a transfer too short to measure or
+    /// with nothing left to move.
     pub fn took(&self) -> String {
+        format!("{} {}", self.route.in_words(), self.time_taken())
+    }
+
+    fn time_taken(&self) -> String {
         let secs = self.elapsed().as_secs_f64();
         if secs < 0.1 {
             return "in under 0.1 s".to_owned();

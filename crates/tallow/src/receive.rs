@@ -211,6 +211,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     let early =
         confirm_connected(&mut channel, args.client.verify, Role::Receiver, &deadlines).await?;
 
+    let route = channel.via.clone();
     let closing = channel.closing;
     let reader = Prefetched::new(early, channel.reader);
     let offered = match receive_offer(channel.writer, reader, &deadlines).await {
@@ -436,8 +437,8 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
     }
 
     // Skipped files count as here from the start, as resumed bytes do.
-    let mut line =
-        ProgressLine::new(args.client.quiet, &manifest).resuming_from(plan.bytes + skipped_bytes);
+    let mut line = ProgressLine::new(args.client.quiet, &manifest, &route)
+        .resuming_from(plan.bytes + skipped_bytes);
     crate::CANCEL_TELLS_PEER.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = offer
         .accept(&options, plan, &deadlines, &mut |p| line.update(p))
@@ -455,6 +456,7 @@ pub async fn run(args: ReceiveArgs, cancel: CancelSignal) -> anyhow::Result<()> 
         .num("files", received)
         .num("bytes", total - skipped_bytes)
         .secs("seconds", line.elapsed().as_secs_f64())
+        .str("route", line.route())
         .emit();
     if to_stdout {
         let path = out.join(manifest.files.at(0).path);

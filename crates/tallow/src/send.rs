@@ -218,6 +218,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
+    let route = channel.via.clone();
     let closing = channel.closing;
     let reader = Prefetched::new(early, channel.reader);
     if let Some(text) = &args.text {
@@ -233,7 +234,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
     // From here a Ctrl-C is told to the receiver (the pipeline sees it).
     crate::CANCEL_TELLS_PEER.store(true, std::sync::atomic::Ordering::SeqCst);
     say!("Offer sent; waiting for the receiver to accept…");
-    let mut line = ProgressLine::new(args.client.quiet, manifest);
+    let mut line = ProgressLine::new(args.client.quiet, manifest, &route);
     let total = manifest.total_size();
     let count = manifest.files.len();
     let options = SendOptions {
@@ -278,6 +279,7 @@ pub async fn run(args: SendArgs, cancel: CancelSignal) -> anyhow::Result<()> {
         .num("files", sent)
         .num("bytes", total - kept_bytes)
         .secs("seconds", line.elapsed().as_secs_f64())
+        .str("route", line.route())
         .emit();
     let kept_note = match kept {
         0 => String::new(),

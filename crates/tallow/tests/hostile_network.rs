@@ -139,7 +139,8 @@ fn a_machine_in_the_middle_fails_confirmation_on_both_sides() {
             let mut no_password = [0u8; 1];
             conn.read_exact(&mut no_password).unwrap();
             let hello = RelayHello::decode_all(&hello).unwrap();
-            conn.write_all(&RelayStatus::Paired.to_bytes()).unwrap();
+            conn.write_all(&RelayStatus::Paired(None).to_bytes())
+                .unwrap();
             conn.set_nonblocking(true).unwrap();
             let guess = CodePhrase::parse(guess.as_str()).unwrap();
             rt.block_on(async move {
