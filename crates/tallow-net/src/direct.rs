@@ -462,3 +462,201 @@ async fn prove(
         theirs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake_io::{handshake_as_sender, read_sender_hello};
+    use crate::relay_client::connect_shareable;
+    use tallow_crypto::CodePhrase;
+
+    fn key(seed: u8) -> DirectPathKey {
+        // Two sessions' keys, from the key schedule itself.
+        let hybrid = tallow_crypto::hybrid_kem::HybridSecrets {
+            x25519: zeroize::Zeroizing::new([seed; 32]),
+            mlkem: zeroize::Zeroizing::new([2; 32]),
+        };
+        tallow_crypto::key_schedule::SessionSecrets::derive([3; 32], &[4; 32], &hybrid)
+            .direct_path_key()
+    }
+
+    /// The two ends of one TCP connection on 127.0.0.1.
+    async fn connection() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dialled = TcpStream::connect(listener.local_addr().unwrap());
+        let (dialled, accepted) = tokio::join!(dialled, listener.accept());
+        (dialled.unwrap(), accepted.unwrap().0)
+    }
+
+    async fn prove_both(
+        (a_role, a_key): (Role, &DirectPathKey),
+        (b_role, b_key): (Role, &DirectPathKey),
+    ) -> (Option<Proven>, Option<Proven>) {
+        let (a, b) = connection().await;
+        let at = a.peer_addr().unwrap();
+        tokio::join!(prove(a, at, a_role, a_key), prove(b, at, b_role, b_key))
+    }
+
+    #[tokio::test]
+    async fn proofs_pass_only_between_the_two_sides_of_one_session() {
+        let (k, other) = (key(1), key(9));
+        let (s, r) = prove_both((Role::Sender, &k), (Role::Receiver, &k)).await;
+        let (s, r) = (s.unwrap(), r.unwrap());
+        // Both name the connection by the same two nonces.
+        assert_eq!((s.ours, s.theirs), (r.theirs, r.ours));
+        let (s, r) = prove_both((Role::Sender, &k), (Role::Receiver, &other)).await;
+        assert!(s.is_none() && r.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_to_ourselves_is_not_the_peer() {
+        // What a side reaches when the peer's private address is its own.
+        let k = key(1);
+        for role in [Role::Sender, Role::Receiver] {
+            let (a, b) = prove_both((role, &k), (role, &k)).await;
+            assert!(a.is_none() && b.is_none(), "{role}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_addresses_another_machine_might_reach_are_offered() {
+        for ip in [
+            "127.0.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "::",
+        ] {
+            assert!(!reachable_from_elsewhere(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.168.1.2", "198.51.100.7", "2001:db8::1", "fd00::2"] {
+            assert!(reachable_from_elsewhere(ip.parse().unwrap()), "{ip}");
+        }
+        let seen: SocketAddr = "198.51.100.7:4000".parse().unwrap();
+        let local = Local::open(0, Some(seen));
+        assert_eq!(local.candidates.first(), Some(&seen));
+        assert!(local.candidates.len() <= MAX_CANDIDATES);
+        assert!(local.candidates[1..]
+            .iter()
+            .all(|c| reachable_from_elsewhere(c.ip())));
+    }
+
+    /// A sender's and a receiver's channel after a handshake through a
+    /// relay on 127.0.0.1 (a task copying bytes between two connections),
+    /// with what the relay saw of each.
+    async fn through_a_relay() -> ((PeerChannel, SocketAddr), (PeerChannel, SocketAddr)) {
+        let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = relay.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut a, _) = relay.accept().await.unwrap();
+            let (mut b, _) = relay.accept().await.unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+        });
+        let s = connect_shareable(&at).await.unwrap();
+        let r = connect_shareable(&at).await.unwrap();
+        let (s_seen, r_seen) = (s.local_addr().unwrap(), r.local_addr().unwrap());
+        let code = CodePhrase::parse("7-abacus-zoom-yodel").unwrap();
+        let d = Deadlines::default();
+        let receiver = async {
+            read_sender_hello(r, &d)
+                .await
+                .unwrap()
+                .respond(&code, &d)
+                .await
+        };
+        let (s, r) = tokio::join!(handshake_as_sender(s, &code, &d), receiver);
+        let (mut s, mut r) = (s.unwrap(), r.unwrap());
+        s.via = Via::Relay(at.clone());
+        r.via = Via::Relay(at);
+        ((s, s_seen), (r, r_seen))
+    }
+
+    /// A frame each way over the settled channels.
+    async fn talk(s: &mut PeerChannel, r: &mut PeerChannel) {
+        one_way(s, r).await;
+        one_way(r, s).await;
+    }
+
+    async fn one_way(from: &mut PeerChannel, to: &mut PeerChannel) {
+        let t = Duration::from_secs(5);
+        let mut frame = vec![0u8; FRAME_HEADER_LEN];
+        frame.extend_from_slice(b"after the move");
+        from.writer.send_frame(&mut frame, t).await.unwrap();
+        let mut got = Vec::new();
+        to.reader.recv_frame(&mut got, Some(t)).await.unwrap();
+        assert_eq!(got, b"after the move");
+    }
+
+    #[tokio::test]
+    async fn a_channel_moves_to_a_proven_connection_and_keeps_its_keys() {
+        let ((s, s_seen), (r, r_seen)) = through_a_relay().await;
+        let d = Deadlines::default();
+        let setup = |seen| DirectSetup {
+            allowed: true,
+            seen_as: Some(seen),
+        };
+        let (s, r) = tokio::join!(
+            settle_route(s, Role::Sender, setup(s_seen), &d),
+            settle_route(r, Role::Receiver, setup(r_seen), &d)
+        );
+        let (mut s, mut r) = (s.unwrap(), r.unwrap());
+        assert!(
+            matches!(s.via, Via::Direct(Role::Receiver, ..)),
+            "{}",
+            s.via
+        );
+        assert!(matches!(r.via, Via::Direct(Role::Sender, ..)), "{}", r.via);
+        assert_eq!((s.no_direct, r.no_direct), (None, None));
+        talk(&mut s, &mut r).await;
+    }
+
+    #[tokio::test]
+    async fn relay_only_on_one_side_keeps_both_on_the_relay() {
+        let ((s, s_seen), (r, r_seen)) = through_a_relay().await;
+        let d = Deadlines::default();
+        let s_setup = DirectSetup {
+            allowed: false,
+            seen_as: Some(s_seen),
+        };
+        let r_setup = DirectSetup {
+            allowed: true,
+            seen_as: Some(r_seen),
+        };
+        let (s, r) = tokio::join!(
+            settle_route(s, Role::Sender, s_setup, &d),
+            settle_route(r, Role::Receiver, r_setup, &d)
+        );
+        let (mut s, mut r) = (s.unwrap(), r.unwrap());
+        assert!(matches!(s.via, Via::Relay(_)) && matches!(r.via, Via::Relay(_)));
+        assert_eq!(s.no_direct, Some(NoDirectPath::Off));
+        assert_eq!(r.no_direct, Some(NoDirectPath::OffAtPeer(Role::Sender)));
+        talk(&mut s, &mut r).await;
+    }
+
+    #[tokio::test]
+    async fn a_malformed_route_message_ends_the_session_with_its_cause() {
+        let ((mut s, _), (r, r_seen)) = through_a_relay().await;
+        let d = Deadlines::default();
+        // Count 17: over the limit.
+        let mut frame = vec![0u8; FRAME_HEADER_LEN];
+        frame.extend_from_slice(&[64, 17]);
+        s.writer
+            .send_frame(&mut frame, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let setup = DirectSetup {
+            allowed: true,
+            seen_as: Some(r_seen),
+        };
+        let err = settle_route(r, Role::Receiver, setup, &d)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("the sender sent a malformed message about the route"),
+            "{err}"
+        );
+    }
+}

@@ -99,7 +99,7 @@ pub struct Paired {
 /// (`SO_REUSEADDR` and `SO_REUSEPORT`): a direct connection to the peer is
 /// opened from the same port, so that a NAT which kept the port for the
 /// relay keeps it for the peer too ([`crate::direct`]).
-async fn connect_shareable(addr: &str) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_shareable(addr: &str) -> std::io::Result<TcpStream> {
     let mut last = None;
     for target in tokio::net::lookup_host(addr).await? {
         let socket = match target {

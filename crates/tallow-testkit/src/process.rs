@@ -991,3 +991,23 @@ pub fn assert_same_tree(src: &Path, dst: &Path) {
         dst.display()
     );
 }
+
+/// Start `cmd` (stdin closed, stdout and stderr captured) and collect its
+/// output on a thread: join the handle for it (within
+/// [`PROCESS_DEADLINE`]). For two sides run at once whose `--json`
+/// (stdout) matters.
+pub fn spawn_capturing(mut cmd: Command) -> thread::JoinHandle<Output> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tallow");
+    thread::spawn(move || output_of(child).expect("wait for tallow"))
+}
+
+/// The `--json` line of the first event named `name` in `stdout`.
+pub fn json_event<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
+    let start = format!("{{\"event\":\"{name}\"");
+    stdout.lines().find(|l| l.starts_with(&start))
+}

@@ -350,7 +350,7 @@ mod tests {
             .unwrap(),
             left_out: Default::default(),
         });
-        let mut line = ProgressLine::new(true, &manifest);
+        let mut line = ProgressLine::new(true, &manifest, &tallow_net::Via::Relay("r:1".into()));
         // Empty files are complete at once; counts grow, or start again
         // lower (a resume).
         for (done, file) in [

@@ -160,7 +160,7 @@ fn killing_the_relay_mid_transfer_ends_both_sides() {
         out,
         s,
         r,
-    } = under_way(&[], &[]);
+    } = under_way(&["--relay-only"], &[]);
     drop(relay);
     let (s_status, s_err, _) = s.finish_within(Duration::from_secs(40));
     let (r_status, r_err, _) = r.finish_within(Duration::from_secs(40));

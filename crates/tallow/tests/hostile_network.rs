@@ -34,7 +34,7 @@ fn tampered(tamper: Tamper, expect: &[&str]) -> (String, String) {
         &hop.addr,
         CODE,
         &[file],
-        &["--compress", "none", "--idle-timeout", "5"],
+        &["--compress", "none", "--idle-timeout", "5", "--relay-only"],
     );
     let r = receiver(
         &relay.addr,

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tallow_testkit::process::*;
 
 use tallow_crypto::{CodePhrase, FRAME_HEADER_LEN};
-use tallow_net::{connect_to_relay, handshake_as_receiver, handshake_as_sender};
+use tallow_net::direct::{settle_route, DirectSetup};
+use tallow_net::{connect_to_relay, handshake_as_receiver, handshake_as_sender, PeerChannel, Via};
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::manifest::{FileEntry, Manifest};
 use tallow_protocol::message::{AbortKind, ChunkHeader, FileRuns, Message, ResumePoint};
@@ -67,7 +68,8 @@ fn against_receiver(
         let stream = connect_to_relay(&relay.addr, Role::Sender, code.room_id(), &d, || {})
             .await
             .unwrap();
-        let mut ch = handshake_as_sender(stream, &code, &d).await.unwrap();
+        let ch = handshake_as_sender(stream, &code, &d).await.unwrap();
+        let mut ch = relay_only(ch, Role::Sender, &relay.addr, &d).await;
         let _ = send_plaintexts(&mut ch.writer, &offer, Duration::from_secs(5)).await;
         let mut buf = Vec::new();
         if ch
@@ -410,7 +412,8 @@ fn against_sender(replies: Vec<Vec<u8>>, size: u64) -> (bool, String) {
         let stream = connect_to_relay(&relay.addr, Role::Receiver, code.room_id(), &d, || {})
             .await
             .unwrap();
-        let mut ch = handshake_as_receiver(stream, &code, &d).await.unwrap();
+        let ch = handshake_as_receiver(stream, &code, &d).await.unwrap();
+        let mut ch = relay_only(ch, Role::Receiver, &relay.addr, &d).await;
         let mut buf = Vec::new();
         ch.reader
             .recv_frame(&mut buf, Some(Duration::from_secs(10)))
@@ -500,4 +503,16 @@ fn receiver_that_stalls_without_acknowledging() {
         !ok && err.contains("receiver") && err.contains("3 s"),
         "{err}"
     );
+}
+
+/// The scripted peer settles the route as the protocol asks (before
+/// anything else), keeping to the relay: what it sends then is all it
+/// sends.
+async fn relay_only(mut ch: PeerChannel, us: Role, relay: &str, d: &Deadlines) -> PeerChannel {
+    ch.via = Via::Relay(relay.to_owned());
+    let setup = DirectSetup {
+        allowed: false,
+        seen_as: None,
+    };
+    settle_route(ch, us, setup, d).await.unwrap()
 }

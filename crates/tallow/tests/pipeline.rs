@@ -116,7 +116,12 @@ fn a_bit_flipped_by_the_network_is_caught_and_nothing_is_saved() {
             ..HopBehaviour::default()
         },
     );
-    let s = sender(&hop.addr, CODE, &[file], &["--compress", "none"]);
+    let s = sender(
+        &hop.addr,
+        CODE,
+        &[file],
+        &["--compress", "none", "--relay-only"],
+    );
     let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
     let (r_status, r_err) = r.finish();
     let (s_status, s_err) = s.finish();
@@ -147,7 +152,7 @@ fn the_sender_keeps_many_chunks_in_flight_across_a_slow_link() {
         &hop.addr,
         CODE,
         std::slice::from_ref(&file),
-        &["--compress", "none"],
+        &["--compress", "none", "--relay-only"],
     );
     let r = receiver(&relay.addr, CODE, out.path(), &["--yes"]);
     let (r_status, r_err) = r.finish();

@@ -186,7 +186,7 @@ fn the_relay_sees_no_plaintext_no_file_names_and_no_code_words() {
             &proxy,
             code,
             std::slice::from_ref(&file),
-            &["--compress", compress],
+            &["--compress", compress, "--relay-only"],
         );
         let r = receiver(&proxy, code, out.path(), &["--yes"]);
         let (r_status, r_err) = r.finish();
@@ -299,7 +299,7 @@ fn metrics_and_health_are_served_and_count_transfers() {
         "8181-abacus-zoom-yodel",
         &[file],
         out.path(),
-        &["--yes"],
+        &["--yes", "--relay-only"],
     );
     assert!(s.success() && r.success());
     let mut bad = TcpStream::connect(&relay.addr).unwrap();
@@ -337,7 +337,7 @@ fn sigterm_lets_the_active_transfer_finish_and_refuses_new_ones() {
         &hop.addr,
         "7272-abacus-zoom-yodel",
         std::slice::from_ref(&file),
-        &["--compress", "none"],
+        &["--compress", "none", "--relay-only"],
     );
     let r = receiver(
         &relay.addr,
@@ -500,7 +500,7 @@ fn a_bandwidth_cap_holds_each_transfer_to_its_rate() {
         &relay.addr,
         "5656-abacus-zoom-yodel",
         std::slice::from_ref(&file),
-        &["--compress", "none"],
+        &["--compress", "none", "--relay-only"],
     );
     let r = receiver(
         &relay.addr,

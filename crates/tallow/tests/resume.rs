@@ -26,7 +26,7 @@ fn start(relay: &Relay, code: &str, file: &Path, out: &Path) -> (Running, Runnin
         &hop.addr,
         code,
         &[file.to_path_buf()],
-        &["--compress", "none"],
+        &["--compress", "none", "--relay-only"],
     );
     let r = receiver(&relay.addr, code, out, &["--yes"]);
     (s, r, hop)
@@ -110,7 +110,7 @@ fn a_file_kept_with_skip_existing_drops_its_partial_and_is_not_sent() {
     let relay = Relay::start(&[]);
     let hop = Hop::start(&relay.addr, HopBehaviour::default());
     let code = "9912-third-run-code";
-    let s = sender(&hop.addr, code, &[file], &[]);
+    let s = sender(&hop.addr, code, &[file], &["--relay-only"]);
     let r = receiver(&relay.addr, code, out.path(), &["--yes", "--skip-existing"]);
     let (r_status, r_err) = r.finish();
     let (s_status, s_err) = s.finish();

@@ -98,7 +98,7 @@ fn an_offer_adding_to_ssh_is_refused_with_yes_alone() {
     let relay = Relay::start(&[]);
     let offer = SshOffer::new();
     assert_eq!(offer.paths.len(), 11);
-    let s = sender(&relay.addr, CODE, &offer.paths, &[]);
+    let s = sender(&relay.addr, CODE, &offer.paths, &["--relay-only"]);
     let r = receiver(&relay.addr, CODE, offer.home.path(), &["--yes"]);
     let (r_status, r_err) = r.finish();
     let (s_status, s_err) = s.finish();
@@ -117,7 +117,10 @@ fn an_offer_adding_to_ssh_is_refused_with_yes_alone() {
     }
     offer.assert_untouched();
     assert!(
-        r_err.contains(&format!("Connected through the relay {};", relay.addr)),
+        r_err.contains(&format!(
+            "Connected through the relay {} (the sender keeps to the relay);",
+            relay.addr
+        )),
         "{r_err}"
     );
     // Both sides list the same ten names and "and 1 more".

@@ -228,7 +228,7 @@ fn a_file_that_shrinks_while_it_is_sent_fails_alone_and_the_rest_arrives() {
         &hop.addr,
         code,
         std::slice::from_ref(&set),
-        &["--compress", "none"],
+        &["--compress", "none", "--relay-only"],
     );
     let r = receiver(&relay.addr, code, out.path(), &["--yes"]);
     let (r_status, r_err) = r.finish();
