@@ -25,7 +25,7 @@ mode, addr, size = sys.argv[1], sys.argv[2], int(sys.argv[3]) << 20
 host, port = addr.rsplit(":", 1)
 def hello(role):
     room = hashlib.sha256(b"bench").digest()
-    return b"TLWR\x01" + bytes([role]) + room + b"\x00"
+    return b"TLWR\x02" + bytes([role]) + room + b"\x00"
 def connect(role):
     s = socket.create_connection((host, int(port)))
     if mode == "relay":
