@@ -134,7 +134,11 @@ struct ClientArgs {
     /// addresses (by default, after the handshake through a relay, both
     /// sides offer theirs and move to a direct connection if one works
     /// within 3 s). Reaching the relay through a proxy implies it.
-    #[arg(long, env = "TALLOW_RELAY_ONLY", conflicts_with = "lan_only")]
+    #[arg(
+        long,
+        env = "TALLOW_RELAY_ONLY",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     relay_only: bool,
     /// UDP port for local-network announcements.
     #[arg(long, env = "TALLOW_DISCOVERY_PORT", value_name = "PORT", default_value_t = tallow_net::lan::DEFAULT_DISCOVERY_PORT)]
@@ -179,6 +183,13 @@ impl ClientArgs {
             }
         }
         RELAY_GIVEN.store(relay.is_some(), std::sync::atomic::Ordering::Relaxed);
+        // Checked here, not by clap: TALLOW_RELAY_ONLY=0 must not clash.
+        if self.relay_only && self.lan_only {
+            return Err(exit::UsageError::new(
+                "--relay-only and --lan-only exclude each other: keep one",
+            )
+            .into());
+        }
         if relay.is_none() && self.relay_only {
             return Err(exit::UsageError::new(
                 "--relay-only needs a relay: pass --relay HOST:PORT or set TALLOW_RELAY (start one with `tallow relay`)",

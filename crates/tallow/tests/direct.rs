@@ -140,15 +140,28 @@ fn relay_only_keeps_every_byte_and_every_address_on_the_relay() {
 }
 
 #[test]
-fn relay_only_needs_a_relay() {
-    let out = tallow()
+fn relay_only_needs_a_relay_and_excludes_lan_only() {
+    let flag = tallow()
         .args(["send", "--relay-only", "--text", "hi"])
         .output_within()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("--relay-only needs a relay"),
-        "{}",
-        text(&out.stderr)
-    );
+    let env = tallow()
+        .env("TALLOW_RELAY_ONLY", "1")
+        .args(["receive", "7-abacus-zoom-yodel"])
+        .output_within()
+        .unwrap();
+    for out in [flag, env] {
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("--relay-only needs a relay"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let both = tallow()
+        .args(["send", "--relay-only", "--lan-only", "--text", "hi"])
+        .output_within()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both.stderr));
+    assert!(text(&both.stderr).contains("exclude each other"));
 }
