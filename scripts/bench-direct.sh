@@ -18,7 +18,8 @@ host_rate=${4:-1gbit}
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
 cargo build --release --quiet -p tallow
 bin=$PWD/target/release/tallow
-id=$((400 + $$ % 300))
+# Above the ids tests/nat.rs uses (0-799), so both can run at once.
+id=$((900 + $$ % 90))
 relay=198.51.100.10:9009
 work=$(mktemp -d /dev/shm/tallow-bench-direct.XXXXXX)
 relay_pid=

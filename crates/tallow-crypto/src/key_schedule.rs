@@ -155,7 +155,7 @@ pub const DIRECT_PROOF_LEN: usize = 32;
 /// other's nonce)`. The nonces make every proof good for one connection
 /// only; the role keeps an end from passing the other's proof (or its own,
 /// reflected) off as its peer's.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct DirectPathKey {
     key: [u8; 32],
 }

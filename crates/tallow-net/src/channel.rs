@@ -108,9 +108,7 @@ impl Via {
             Via::Direct(..) => "direct",
         }
     }
-}
 
-impl Via {
     /// `directly`, `over the local network`, `through the relay`: how the
     /// data went, for a summary line.
     pub fn in_words(&self) -> &'static str {
@@ -243,11 +241,16 @@ impl<R> ChannelReader<R> {
     pub(crate) fn io(&self) -> &R {
         &self.io
     }
+
+    /// Whether bytes read ahead from the stream wait unread.
+    pub(crate) fn has_read_ahead(&self) -> bool {
+        !self.inbox.is_empty()
+    }
 }
 
 impl<W> ChannelWriter<W> {
     /// The same channel (key, counter) written to another stream from now
-    /// on. Frames still in the batch are dropped: flush first.
+    /// on; frames still in the batch go to that stream.
     pub(crate) fn moved_to<W2>(self, io: W2) -> ChannelWriter<W2> {
         ChannelWriter {
             io,

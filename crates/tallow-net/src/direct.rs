@@ -63,7 +63,8 @@ const PROOF_WAIT: Duration = Duration::from_secs(2);
 const DIAL_WAIT: Duration = Duration::from_millis(1500);
 /// Pause after a refused attempt.
 const DIAL_AGAIN_AFTER: Duration = Duration::from_millis(200);
-/// Most connections accepted from the network while looking.
+/// Most connections accepted from the network on each listener while
+/// looking.
 const MAX_INCOMING: usize = 32;
 
 /// Why the relay still carries the data.
@@ -71,10 +72,13 @@ const MAX_INCOMING: usize = 32;
 pub enum NoDirectPath {
     /// This side offered no address (`--relay-only`, a proxy).
     Off,
+    /// This side had no address to offer (no port to listen on, and the
+    /// relay did not say where it saw us).
+    NothingToOffer,
     /// The other side offered none.
     OffAtPeer(Role),
-    /// No connection was proven in time.
-    NotFound(Duration),
+    /// No connection was proven within [`DIRECT_WAIT`].
+    NotFound,
 }
 
 impl NoDirectPath {
@@ -82,8 +86,9 @@ impl NoDirectPath {
     pub fn kind(&self) -> &'static str {
         match self {
             NoDirectPath::Off => "off",
+            NoDirectPath::NothingToOffer => "nothing-to-offer",
             NoDirectPath::OffAtPeer(_) => "off-at-peer",
-            NoDirectPath::NotFound(_) => "not-found",
+            NoDirectPath::NotFound => "not-found",
         }
     }
 }
@@ -92,9 +97,10 @@ impl std::fmt::Display for NoDirectPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NoDirectPath::Off => write!(f, "direct connections are off here"),
+            NoDirectPath::NothingToOffer => write!(f, "no address here to offer the other side"),
             NoDirectPath::OffAtPeer(peer) => write!(f, "the {peer} keeps to the relay"),
-            NoDirectPath::NotFound(waited) => {
-                write!(f, "no direct connection within {} s", waited.as_secs())
+            NoDirectPath::NotFound => {
+                write!(f, "no direct connection within {} s", DIRECT_WAIT.as_secs())
             }
         }
     }
@@ -120,15 +126,17 @@ pub async fn settle_route(
     setup: DirectSetup,
     deadlines: &Deadlines,
 ) -> Result<PeerChannel, NetError> {
+    // Whatever the route, the key is not kept past this.
+    let key = channel.direct_key.take();
     let Via::Relay(relay) = channel.via.clone() else {
         return Ok(channel);
     };
-    let Some(key) = channel.direct_key.take() else {
+    let Some(key) = key else {
         return Ok(channel);
     };
     let local = if setup.allowed {
         let port = channel.reader.io().local_addr().map(|a| a.port()).ok();
-        port.map(|port| Local::open(port, setup.seen_as))
+        port.map(|port| Local::open(port, setup.seen_as.map(canonical)))
     } else {
         None
     };
@@ -140,24 +148,34 @@ pub async fn settle_route(
     let theirs: Candidates = recv(&mut channel, us, timeout).await?;
     let local = match local {
         Some(local) if !offered.is_empty() => local,
-        _ => return Ok(stay(channel, NoDirectPath::Off)),
+        Some(_) => return Ok(stay(channel, NoDirectPath::NothingToOffer)),
+        None => return Ok(stay(channel, NoDirectPath::Off)),
     };
     if theirs.0.is_empty() {
         return Ok(stay(channel, NoDirectPath::OffAtPeer(us.peer())));
     }
+    // Never this machine's own services, unless the relay is on this
+    // machine too (then so, most likely, is the peer): a relay that lies
+    // about where it saw the peer must not point us at them.
+    let relay_here = channel
+        .reader
+        .io()
+        .peer_addr()
+        .is_ok_and(|a| a.ip().to_canonical().is_loopback());
+    let targets = dialable(theirs.0, relay_here);
     let started = Instant::now();
-    let mut race = Race::start(local, theirs.0, us, Arc::new(key), started + DIRECT_WAIT);
+    let mut race = Race::start(local, targets, us, Arc::new(key), started + DIRECT_WAIT);
     match us {
         Role::Sender => {
             let first = tokio::time::timeout_at(started + DIRECT_WAIT, race.proven.recv()).await;
             let Ok(Some(proven)) = first else {
                 send(&mut channel, &RouteChoice::Relay, timeout).await?;
-                return Ok(stay(channel, NoDirectPath::NotFound(DIRECT_WAIT)));
+                return Ok(stay(channel, NoDirectPath::NotFound));
             };
             send(&mut channel, &RouteChoice::Direct(proven.ours), timeout).await?;
             match recv(&mut channel, us, timeout).await? {
                 RouteReply::Ready => move_to(channel, proven, us, relay),
-                RouteReply::Stay => Ok(stay(channel, NoDirectPath::NotFound(DIRECT_WAIT))),
+                RouteReply::Stay => Ok(stay(channel, NoDirectPath::NotFound)),
             }
         }
         Role::Receiver => {
@@ -175,7 +193,7 @@ pub async fn settle_route(
                 }
             };
             let RouteChoice::Direct(chosen) = choice else {
-                return Ok(stay(channel, NoDirectPath::NotFound(DIRECT_WAIT)));
+                return Ok(stay(channel, NoDirectPath::NotFound));
             };
             // The sender has checked our proof; ours of its proof may be a
             // moment behind.
@@ -189,13 +207,16 @@ pub async fn settle_route(
                 }
             }
             match proven.remove(&chosen) {
+                // Nothing may follow the choice on the relay: checked
+                // before "ready", after which the sender moves.
+                Some(_) if channel.reader.has_read_ahead() => Err(left_on_the_relay(us)),
                 Some(p) => {
                     send(&mut channel, &RouteReply::Ready, timeout).await?;
                     move_to(channel, p, us, relay)
                 }
                 None => {
                     send(&mut channel, &RouteReply::Stay, timeout).await?;
-                    Ok(stay(channel, NoDirectPath::NotFound(DIRECT_WAIT)))
+                    Ok(stay(channel, NoDirectPath::NotFound))
                 }
             }
         }
@@ -221,10 +242,7 @@ fn move_to(
     let reader = channel
         .reader
         .moved_to(read)
-        .ok_or(NetError::RouteMessage {
-            peer: us.peer(),
-            source: DecodeError::Invalid("bytes after the last message on the relay"),
-        })?;
+        .ok_or_else(|| left_on_the_relay(us))?;
     Ok(PeerChannel {
         reader,
         writer: channel.writer.moved_to(write),
@@ -234,6 +252,31 @@ fn move_to(
         direct_key: None,
         no_direct: None,
     })
+}
+
+/// The peer sent more on the relay after its last route message.
+fn left_on_the_relay(us: Role) -> NetError {
+    NetError::RouteMessage {
+        peer: us.peer(),
+        source: DecodeError::Invalid("bytes after the last message on the relay"),
+    }
+}
+
+/// The peer's candidates worth dialling: as IPv4 where they are IPv4,
+/// and only those another machine might reach, or loopback too when the
+/// relay is on this machine (`relay_here`).
+fn dialable(candidates: Vec<SocketAddr>, relay_here: bool) -> Vec<SocketAddr> {
+    candidates
+        .into_iter()
+        .map(canonical)
+        .filter(|t| reachable_from_elsewhere(t.ip()) || (relay_here && t.ip().is_loopback()))
+        .collect()
+}
+
+/// An IPv4 address as IPv4 (not `::ffff:a.b.c.d`, which an IPv4 socket
+/// cannot dial).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 async fn send(
@@ -344,10 +387,9 @@ async fn dial(target: SocketAddr, port: u16) -> std::io::Result<TcpStream> {
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
     let socket = shared_socket(target)?;
-    if socket.bind(SocketAddr::new(any, port)).is_err() {
-        let socket = shared_socket(target)?;
-        return socket.connect(target).await;
-    }
+    // Taken, say by another program: from any port then (the connection
+    // may still work where no NAT is in the way).
+    let _ = socket.bind(SocketAddr::new(any, port));
     socket.connect(target).await
 }
 
@@ -385,12 +427,13 @@ impl Race {
                     let left = dial_until.saturating_duration_since(Instant::now());
                     match tokio::time::timeout(DIAL_WAIT.min(left), dial(target, port)).await {
                         Ok(Ok(stream)) => {
-                            // Whatever answered there is not our peer if it
-                            // cannot prove it: no use dialling it again.
                             if let Some(p) = prove(stream, target, us, &key).await {
                                 let _ = tx.send(p).await;
+                                return;
                             }
-                            return;
+                            // Not the peer, or not yet (its listener busy
+                            // with strangers): again while there is time.
+                            tokio::time::sleep(DIAL_AGAIN_AFTER).await;
                         }
                         Ok(Err(_)) => tokio::time::sleep(DIAL_AGAIN_AFTER).await,
                         Err(_) => {}
@@ -402,10 +445,18 @@ impl Race {
             let (tx, key) = (tx.clone(), key.clone());
             tasks.spawn(async move {
                 let mut provers = JoinSet::new();
-                for _ in 0..MAX_INCOMING {
-                    let Ok((stream, from)) = listener.accept().await else {
-                        break;
+                let mut accepted = 0;
+                while accepted < MAX_INCOMING {
+                    let (stream, from) = match listener.accept().await {
+                        Ok(accepted) => accepted,
+                        // One connection's trouble (reset before accept,
+                        // out of descriptors): not the listener's end.
+                        Err(_) => {
+                            tokio::time::sleep(DIAL_AGAIN_AFTER).await;
+                            continue;
+                        }
                     };
+                    accepted += 1;
                     let (tx, key) = (tx.clone(), key.clone());
                     provers.spawn(async move {
                         if let Some(p) = prove(stream, from, us, &key).await {
@@ -413,7 +464,9 @@ impl Race {
                         }
                     });
                 }
-                // Enough strangers: finish proving those we have.
+                // Enough: take no more (closing the listener refuses them),
+                // and finish proving those we have.
+                drop(listener);
                 while provers.join_next().await.is_some() {}
             });
         }
@@ -533,6 +586,15 @@ mod tests {
         for ip in ["192.168.1.2", "198.51.100.7", "2001:db8::1", "fd00::2"] {
             assert!(reachable_from_elsewhere(ip.parse().unwrap()), "{ip}");
         }
+        // A lying relay's "the peer is at 127.0.0.1:6379" is not dialled;
+        // a dual-stack relay's `::ffff:` form is dialled as IPv4.
+        let offered: Vec<SocketAddr> = ["127.0.0.1:6379", "[::ffff:198.51.100.7]:5", "[::1]:7"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let v4: SocketAddr = "198.51.100.7:5".parse().unwrap();
+        assert_eq!(dialable(offered.clone(), false), [v4]);
+        assert_eq!(dialable(offered, true).len(), 3);
         let seen: SocketAddr = "198.51.100.7:4000".parse().unwrap();
         let local = Local::open(0, Some(seen));
         assert_eq!(local.candidates.first(), Some(&seen));

@@ -430,9 +430,11 @@ impl Connection {
             id: self.id,
         };
         // Each is told the address it came from (a direct path may reach
-        // it there).
-        if !write_status(&mut stream, &RelayStatus::Paired(Some(self.peer))).await
-            || !write_status(&mut other, &RelayStatus::Paired(Some(other_peer))).await
+        // it there), an IPv4 client as IPv4 (a dual-stack socket sees it
+        // as `::ffff:a.b.c.d`, which nobody can dial from an IPv4 socket).
+        let seen = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        if !write_status(&mut stream, &RelayStatus::Paired(Some(seen(self.peer)))).await
+            || !write_status(&mut other, &RelayStatus::Paired(Some(seen(other_peer)))).await
         {
             return;
         }

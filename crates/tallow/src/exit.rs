@@ -143,6 +143,8 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             NetError::Handshake(h) => handshake(h),
             NetError::Transport(t) => transport(t),
             NetError::NoRoute => USAGE,
+            // The peer (key-confirmed) broke the protocol.
+            NetError::RouteMessage { .. } => OTHER,
             _ => NETWORK,
         };
     }

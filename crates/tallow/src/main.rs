@@ -133,7 +133,8 @@ struct ClientArgs {
     /// direct connection, so the other side never learns this machine's
     /// addresses (by default, after the handshake through a relay, both
     /// sides offer theirs and move to a direct connection if one works
-    /// within 3 s). Reaching the relay through a proxy implies it.
+    /// within 3 s). Reaching the relay through a proxy turns direct
+    /// connections off too (the local network stays as set).
     #[arg(
         long,
         env = "TALLOW_RELAY_ONLY",

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tallow_testkit::process::*;
 
+/// Where clients reach the relay, which listens as it does by default, on
+/// `[::]:9009` (so it sees IPv4 clients on a dual-stack socket).
 const RELAY: &str = "198.51.100.10:9009";
 const FILE_SIZE: u64 = 16 << 20;
 
@@ -61,7 +63,7 @@ impl NatLab {
     /// The relay, its log on stderr (each pair's bytes when it ends).
     fn relay(&self) -> Running {
         let mut cmd = self.tallow("relay");
-        cmd.args(["relay", "--listen", RELAY]);
+        cmd.arg("relay");
         let relay = Running::spawn(cmd);
         // Listening once a client can connect from host A.
         let mut probe = self.tallow("ha");

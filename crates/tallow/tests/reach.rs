@@ -61,6 +61,34 @@ fn a_relay_on_the_ipv6_wildcard_serves_ipv4_and_ipv6_clients_together() {
 }
 
 #[test]
+fn an_ipv4_client_of_a_dual_stack_relay_is_told_its_ipv4_address() {
+    // For a direct path: `::ffff:127.0.0.1` could not be dialled by the peer.
+    let relay = Relay::start_listening("[::]:0", &[]);
+    let port = relay.addr.rsplit(':').next().unwrap();
+    let v4 = format!("127.0.0.1:{port}");
+    let room = tallow_crypto::RoomId([7; 32]);
+    let hello = |role| {
+        tallow_protocol::rendezvous::RelayHello::Room { role, room }
+            .encode_with_password(b"")
+            .unwrap()
+    };
+    let mut a = raw_client_from([127, 0, 0, 1], &v4, &hello(tallow_protocol::Role::Sender));
+    assert_eq!(
+        read_relay_status(&mut a),
+        tallow_protocol::rendezvous::RelayStatus::Waiting
+    );
+    let mut b = raw_client_from([127, 0, 0, 1], &v4, &hello(tallow_protocol::Role::Receiver));
+    for c in [&mut a, &mut b] {
+        let seen = c.local_addr().ok();
+        assert!(seen.is_some_and(|s| s.is_ipv4()));
+        assert_eq!(
+            read_relay_status(c),
+            tallow_protocol::rendezvous::RelayStatus::Paired(seen)
+        );
+    }
+}
+
+#[test]
 fn a_transfer_through_a_socks5_proxy_and_an_http_connect_proxy_from_the_environment() {
     let relay = Relay::start(&[]);
     let socks = TestProxy::start(ProxyProtocol::Socks5);
