@@ -421,6 +421,13 @@ pub fn read_relay_status(stream: &mut std::net::TcpStream) -> RelayStatus {
     RelayStatus::decode_all(&status).expect("valid status")
 }
 
+/// The next status on a raw relay client is "paired", with the address the
+/// client connected from (as the relay tells it, for a direct path).
+pub fn assert_paired(stream: &mut std::net::TcpStream) {
+    let seen = stream.local_addr().ok();
+    assert_eq!(read_relay_status(stream), RelayStatus::Paired(seen));
+}
+
 /// A raw client of the relay at `relay` (IPv4), from source address `from`
 /// (any 127.x.y.z is this machine on Linux: several "hosts" for limits per
 /// address), having sent `first` bytes.

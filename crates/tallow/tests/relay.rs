@@ -97,14 +97,8 @@ fn rooms_pair_one_sender_with_one_receiver_and_refuse_a_third() {
     assert_eq!(read_relay_status(&mut other), RelayStatus::Waiting);
 
     let mut b = join(&relay.addr, Role::Receiver, "77");
-    assert_eq!(
-        read_relay_status(&mut a),
-        RelayStatus::Paired(a.local_addr().ok())
-    );
-    assert_eq!(
-        read_relay_status(&mut b),
-        RelayStatus::Paired(b.local_addr().ok())
-    );
+    assert_paired(&mut a);
+    assert_paired(&mut b);
 
     // The room is taken now.
     let mut third = join(&relay.addr, Role::Receiver, "77");
@@ -142,14 +136,8 @@ fn a_last_message_before_a_reset_still_reaches_the_other_side() {
         let mut a = join(&relay.addr, Role::Sender, &nameplate);
         assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
         let mut b = join(&relay.addr, Role::Receiver, &nameplate);
-        assert_eq!(
-            read_relay_status(&mut a),
-            RelayStatus::Paired(a.local_addr().ok())
-        );
-        assert_eq!(
-            read_relay_status(&mut b),
-            RelayStatus::Paired(b.local_addr().ok())
-        );
+        assert_paired(&mut a);
+        assert_paired(&mut b);
         let mut flood = a.try_clone().unwrap();
         let flooding = thread::spawn(move || {
             let block = vec![7u8; 64 * 1024];
@@ -253,10 +241,7 @@ fn limits_on_connections_per_address_and_rooms() {
     thread::sleep(Duration::from_millis(100));
     // Two connections from 127.0.0.1 are open (a, c); a third is refused.
     let mut c = join(&relay.addr, Role::Receiver, "1");
-    assert_eq!(
-        read_relay_status(&mut c),
-        RelayStatus::Paired(c.local_addr().ok())
-    );
+    assert_paired(&mut c);
     let mut d = join(&relay.addr, Role::Sender, "3");
     assert!(refused_with(&mut d).contains("too many connections from your address"));
 }
@@ -384,14 +369,8 @@ fn concurrent_pairs(n: usize, bytes: usize) -> (u64, u64) {
                     let mut a = join(&addr, Role::Sender, &nameplate);
                     assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
                     let mut b = join(&addr, Role::Receiver, &nameplate);
-                    assert_eq!(
-                        read_relay_status(&mut a),
-                        RelayStatus::Paired(a.local_addr().ok())
-                    );
-                    assert_eq!(
-                        read_relay_status(&mut b),
-                        RelayStatus::Paired(b.local_addr().ok())
-                    );
+                    assert_paired(&mut a);
+                    assert_paired(&mut b);
                     let data = vec![i as u8; bytes];
                     a.write_all(&data).unwrap();
                     let mut got = vec![0u8; bytes];
@@ -525,14 +504,8 @@ fn an_idle_pair_is_cut_after_the_idle_timeout() {
     let mut a = join(&relay.addr, Role::Sender, "42");
     assert_eq!(read_relay_status(&mut a), RelayStatus::Waiting);
     let mut b = join(&relay.addr, Role::Receiver, "42");
-    assert_eq!(
-        read_relay_status(&mut a),
-        RelayStatus::Paired(a.local_addr().ok())
-    );
-    assert_eq!(
-        read_relay_status(&mut b),
-        RelayStatus::Paired(b.local_addr().ok())
-    );
+    assert_paired(&mut a);
+    assert_paired(&mut b);
     // Nothing moves: the relay ends the pair, and both see the end.
     a.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut byte = [0u8; 1];

@@ -145,10 +145,7 @@ fn a_receiver_finding_its_room_taken_is_told_so_and_not_that_its_code_is_wrong()
             room,
         },
     );
-    assert_eq!(
-        read_relay_status(&mut racer),
-        RelayStatus::Paired(racer.local_addr().ok())
-    );
+    assert_paired(&mut racer);
     let out = tempfile::tempdir().unwrap();
     let (status, err) = receiver(&relay.addr, &code, out.path(), &["--yes"]).finish();
     assert_eq!(status.code(), Some(7), "{err}");
