@@ -84,21 +84,29 @@ impl NatLab {
     }
 
     fn transfer(&self, file: &Path, out: &Path, code: &str) -> (Output, Output) {
+        let (s, r) = self.start(file, out, code, &[]);
+        (s.join().unwrap(), r.join().unwrap())
+    }
+
+    /// A sender on host A and a receiver on host B, both with `extra`.
+    fn start(&self, file: &Path, out: &Path, code: &str, extra: &[&str]) -> (Side, Side) {
         let mut s = self.tallow("ha");
         s.args([
             "send", "--json", "--relay", RELAY, "--no-lan", "--code", code,
         ])
+        .args(extra)
         .arg(file);
         let mut r = self.tallow("hb");
         r.args(["receive", "--json", "--yes", "--relay", RELAY, "--no-lan"])
+            .args(extra)
             .arg("--out")
             .arg(out)
             .arg(code);
-        let s = spawn_capturing(s);
-        let r = spawn_capturing(r);
-        (s.join().unwrap(), r.join().unwrap())
+        (spawn_capturing(s), spawn_capturing(r))
     }
 }
+
+type Side = std::thread::JoinHandle<Output>;
 
 impl Drop for NatLab {
     fn drop(&mut self) {
@@ -212,4 +220,52 @@ fn with_direct_traffic_dropped_the_relay_carries_the_data() {
         text(&r.stderr)
     );
     assert!(relayed_bytes(relay) > FILE_SIZE);
+}
+
+#[test]
+#[ignore = "needs root, `ip netns` and nftables; .ci/run runs it"]
+fn a_transfer_cut_on_the_direct_path_resumes_through_the_relay() {
+    let lab = NatLab::up(2);
+    // Slow enough to cut in the middle (16 MiB at 20 Mbit/s: ~7 s).
+    assert!(lab.script(&["shape", "40mbit", "20mbit"]));
+    let relay = lab.relay();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "cut.bin", FILE_SIZE, 53);
+    let partial = out.path().join("cut.bin.tallow-partial");
+    let grown = || std::fs::metadata(&partial).map_or(0, |m| m.len());
+    let quick = ["--idle-timeout", "3"];
+    let (s, r) = lab.start(&file, out.path(), "7203-abacus-zoom-yodel", &quick);
+    wait_until(Duration::from_secs(60), "a part of the file", || {
+        grown() > 2 << 20
+    });
+    // The direct path goes away mid-transfer: both sides give up.
+    assert!(lab.script(&["block"]));
+    let (s, r) = (s.join().unwrap(), r.join().unwrap());
+    assert!(!s.status.success() && !r.status.success());
+    assert!(route_of(&r, "connected").contains("\"route\":\"direct\""));
+    let had = grown();
+    assert!(had > 2 << 20 && had < FILE_SIZE, "{had}");
+    // Again, with the direct path still blocked: the relay carries what
+    // is missing, and only that.
+    let (s, r) = lab.start(&file, out.path(), "7204-abacus-zoom-yodel", &quick);
+    let (s, r) = (s.join().unwrap(), r.join().unwrap());
+    assert!(
+        s.status.success() && r.status.success(),
+        "sender: {}\nreceiver: {}",
+        text(&s.stderr),
+        text(&r.stderr)
+    );
+    assert!(route_of(&r, "done").contains("\"route\":\"relay\""));
+    assert!(
+        text(&r.stderr).contains("Resuming: "),
+        "{}",
+        text(&r.stderr)
+    );
+    assert_same_file(&file, &out.path().join("cut.bin"));
+    let relayed = relayed_bytes(relay);
+    assert!(
+        relayed < FILE_SIZE - (1 << 20),
+        "{relayed} bytes through the relay"
+    );
 }
