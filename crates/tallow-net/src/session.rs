@@ -16,6 +16,10 @@
 //! Either way exactly one handshake runs, on one stream: the sender sends
 //! its hello only after `first_ok` has picked a paired route and dropped
 //! the other, and the receiver answers only on the route it kept.
+//!
+//! After a handshake through a relay, [`settle_route`] looks for a direct
+//! connection and moves the channel onto it (unless `--relay-only` or a
+//! proxy): the relay then carried only the handshake.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
