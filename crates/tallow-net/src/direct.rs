@@ -144,10 +144,10 @@ pub async fn settle_route(
         .as_ref()
         .map_or_else(Vec::new, |l| l.candidates.clone());
     let timeout = deadlines.handshake;
-    send(&mut channel, &Candidates(offered.clone()), timeout).await?;
+    send(&mut channel, &Candidates(offered), timeout).await?;
     let theirs: Candidates = recv(&mut channel, us, timeout).await?;
     let local = match local {
-        Some(local) if !offered.is_empty() => local,
+        Some(local) if !local.candidates.is_empty() => local,
         Some(_) => return Ok(stay(channel, NoDirectPath::NothingToOffer)),
         None => return Ok(stay(channel, NoDirectPath::Off)),
     };

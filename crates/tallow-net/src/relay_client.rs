@@ -1,10 +1,10 @@
 //! Choosing a relay, joining a room on it, and waiting for the other side.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use std::net::SocketAddr;
 use tallow_crypto::RoomId;
 use tallow_protocol::limits::Deadlines;
 use tallow_protocol::rendezvous::{rank_relays, RelayHello, RelayStatus, STATUS_HEADER_LEN};

@@ -1018,3 +1018,19 @@ pub fn json_event<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
     let start = format!("{{\"event\":\"{name}\"");
     stdout.lines().find(|l| l.starts_with(&start))
 }
+
+/// A process's captured output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Both sides of a transfer exited 0 (else the test fails with their
+/// stderr).
+pub fn assert_both_succeeded(sender: &Output, receiver: &Output) {
+    assert!(
+        sender.status.success() && receiver.status.success(),
+        "sender: {}\nreceiver: {}",
+        text(&sender.stderr),
+        text(&receiver.stderr)
+    );
+}

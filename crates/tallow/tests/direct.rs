@@ -4,7 +4,6 @@
 //! namespaces: `tests/nat.rs`.
 
 use std::path::Path;
-use std::process::Output;
 
 use tallow_testkit::process::*;
 
@@ -30,19 +29,6 @@ fn receive_cmd(relay: &str, code: &str, out: &Path, extra: &[&str]) -> std::proc
     cmd
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn both_succeed(s: &Output, r: &Output) {
-    assert!(
-        s.status.success() && r.status.success(),
-        "sender: {}\nreceiver: {}",
-        text(&s.stderr),
-        text(&r.stderr)
-    );
-}
-
 #[test]
 fn a_transfer_through_a_relay_moves_to_a_direct_connection() {
     let (relay, metrics) = Relay::with_metrics();
@@ -53,7 +39,7 @@ fn a_transfer_through_a_relay_moves_to_a_direct_connection() {
     let s = spawn_capturing(send_cmd(&relay.addr, code, &file, &[]));
     let r = spawn_capturing(receive_cmd(&relay.addr, code, out.path(), &[]));
     let (s, r) = (s.join().unwrap(), r.join().unwrap());
-    both_succeed(&s, &r);
+    assert_both_succeeded(&s, &r);
     assert_same_file(&file, &out.path().join("direct.bin"));
     for (side, out) in [("sender", &s), ("receiver", &r)] {
         let stdout = text(&out.stdout);
@@ -103,7 +89,7 @@ fn relay_only_keeps_every_byte_and_every_address_on_the_relay() {
     let s = spawn_capturing(send_cmd(&relay.addr, code, &file, &["--relay-only"]));
     let r = spawn_capturing(receive_cmd(&relay.addr, code, out.path(), &[]));
     let (s, r) = (s.join().unwrap(), r.join().unwrap());
-    both_succeed(&s, &r);
+    assert_both_succeeded(&s, &r);
     assert_same_file(&file, &out.path().join("kept.bin"));
     let (s_out, r_out) = (text(&s.stdout), text(&r.stdout));
     let s_connected = json_event(&s_out, "connected").unwrap_or_default();

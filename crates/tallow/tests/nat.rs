@@ -114,10 +114,6 @@ impl Drop for NatLab {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Bytes the relay carried for pairs that ended, from its log.
 fn relayed_bytes(relay: Running) -> u64 {
     signal(relay.pid(), "-TERM");
@@ -153,12 +149,7 @@ fn two_hosts_behind_their_own_nats_connect_directly() {
     let out = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "through.bin", FILE_SIZE, 51);
     let (s, r) = lab.transfer(&file, out.path(), "7201-abacus-zoom-yodel");
-    assert!(
-        s.status.success() && r.status.success(),
-        "sender: {}\nreceiver: {}",
-        text(&s.stderr),
-        text(&r.stderr)
-    );
+    assert_both_succeeded(&s, &r);
     assert_same_file(&file, &out.path().join("through.bin"));
     for side in [&s, &r] {
         assert!(
@@ -194,12 +185,7 @@ fn with_direct_traffic_dropped_the_relay_carries_the_data() {
     let out = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "around.bin", FILE_SIZE, 52);
     let (s, r) = lab.transfer(&file, out.path(), "7202-abacus-zoom-yodel");
-    assert!(
-        s.status.success() && r.status.success(),
-        "sender: {}\nreceiver: {}",
-        text(&s.stderr),
-        text(&r.stderr)
-    );
+    assert_both_succeeded(&s, &r);
     assert_same_file(&file, &out.path().join("around.bin"));
     for side in [&s, &r] {
         let connected = route_of(side, "connected");
@@ -250,12 +236,7 @@ fn a_transfer_cut_on_the_direct_path_resumes_through_the_relay() {
     // is missing, and only that.
     let (s, r) = lab.start(&file, out.path(), "7204-abacus-zoom-yodel", &quick);
     let (s, r) = (s.join().unwrap(), r.join().unwrap());
-    assert!(
-        s.status.success() && r.status.success(),
-        "sender: {}\nreceiver: {}",
-        text(&s.stderr),
-        text(&r.stderr)
-    );
+    assert_both_succeeded(&s, &r);
     assert!(route_of(&r, "done").contains("\"route\":\"relay\""));
     assert!(
         text(&r.stderr).contains("Resuming: "),
